@@ -1,0 +1,390 @@
+"""Pydantic models of the GeoCluster custom resource: the single source of its CRD schema.
+
+Every field carries a description, a default and its bounds or enum, so the generated CRD
+explains itself in ``kubectl explain``. Unknown fields are rejected (``extra="forbid"``) and
+:func:`parse_spec` turns pydantic's errors into one message that names each bad field by its
+camelCase path. The CRD itself is generated from these models in :mod:`geocluster.crd`.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from datetime import datetime
+from typing import Any, Literal
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "geo.geocluster.io"
+VERSION = "v1alpha1"
+KIND = "GeoCluster"
+PLURAL = "geoclusters"
+SINGULAR = "geocluster"
+SHORT_NAMES = ["gc"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+GEOSERVER_PORT = 9851
+DEFAULT_IMAGE = "ghcr.io/geocluster/geocluster:0.1.0"
+CRON_PATTERN = r"^\s*\S+(\s+\S+){4}\s*$"
+
+
+class SpecError(ValueError):
+    """A GeoCluster spec that can never work as written (reported as InvalidSpec)."""
+
+
+def _check_cron(value: str | None) -> str | None:
+    """Accept only standard 5-field cron expressions (as Kubernetes CronJob does)."""
+    if value is None:
+        return None
+    if len(value.split()) != 5 or not croniter.is_valid(value):
+        raise ValueError(f"not a valid 5-field cron expression: {value!r}")
+    return value
+
+
+class _Model(BaseModel):
+    """Base: camelCase aliases, Python names accepted too, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+
+class SecretKeyRef(_Model):
+    """A key of a Secret in the GeoCluster's namespace."""
+
+    name: str = Field(description="Name of the Secret.", min_length=1, max_length=253)
+    key: str = Field(
+        default="password", description="Key inside the Secret.", min_length=1, max_length=253
+    )
+
+
+class StorageSpec(_Model):
+    """Persistent volume for each member's AOF."""
+
+    size: str = Field(
+        default="1Gi",
+        description="Requested size of each member's volume (a Kubernetes quantity).",
+        pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$",
+    )
+    storage_class_name: str | None = Field(
+        default=None, description="StorageClass of the volumes; the cluster default when unset."
+    )
+
+
+class ServerSpec(_Model):
+    """geoserver settings shared by the leader and the followers."""
+
+    appendfsync: Literal["always", "everysec", "no"] = Field(
+        default="everysec", description="How often the AOF is fsynced (as in Tile38/Redis)."
+    )
+    auth_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding the password clients (and followers) must AUTH with.",
+    )
+    extra_args: list[str] = Field(
+        default_factory=list, description="Extra command-line arguments appended to geoserver's."
+    )
+
+
+class SizeTrigger(_Model):
+    """Shrink when the AOF has grown to growthFactor times its size after the last shrink."""
+
+    growth_factor: float = Field(
+        default=2.0, gt=1.0, le=100.0, description="k: shrink when aof_size >= k * size after."
+    )
+    min_size_bytes: int = Field(
+        default=64 * 1024 * 1024,
+        ge=0,
+        description="Never shrink below this AOF size; also the threshold before a first shrink.",
+    )
+
+
+class AofShrinkSpec(_Model):
+    """When the leader compacts its AOF (AOFSHRINK)."""
+
+    schedule: str | None = Field(
+        default="0 3 * * *",
+        pattern=CRON_PATTERN,
+        description="5-field cron schedule of shrinks; null disables scheduled shrinks.",
+    )
+    time_zone: str = Field(default="UTC", description="IANA time zone the schedule is read in.")
+    size_trigger: SizeTrigger | None = Field(
+        default=None, description="Also shrink when the AOF has grown past a factor; null = off."
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class FollowerResyncSpec(_Model):
+    """When followers are made to reload their dataset from the leader (RESYNC)."""
+
+    after_shrink: bool = Field(
+        default=True, description="Resync every follower, one at a time, after each shrink."
+    )
+    schedule: str | None = Field(
+        default=None,
+        pattern=CRON_PATTERN,
+        description="Optional 5-field cron schedule of resync rounds.",
+    )
+    max_concurrent: int = Field(
+        default=1, ge=1, le=1, description="Followers resynced at once (only 1 is supported)."
+    )
+    timeout_seconds: int = Field(
+        default=600, ge=5, le=86400, description="A resync not done by then counts as failed."
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
+
+
+class DivergenceSpec(_Model):
+    """How a follower that drifts from its leader is detected and repaired."""
+
+    tolerance_ratio: float = Field(
+        default=0.1,
+        ge=0.0,
+        le=100.0,
+        description="Relative aof_size difference to the leader tolerated (0.1 = 10%).",
+    )
+    tolerance_bytes: int = Field(
+        default=1024 * 1024,
+        ge=0,
+        description="Absolute aof_size difference tolerated; both tolerances must be exceeded.",
+    )
+    grace_period_seconds: int = Field(
+        default=120, ge=0, le=86400, description="How long a finding must persist before repair."
+    )
+    probe_interval_seconds: int = Field(
+        default=30, ge=1, le=3600, description="How often members are probed."
+    )
+    ladder: list[Literal["resync", "restart"]] = Field(
+        default_factory=lambda: ["resync", "restart"],
+        max_length=8,
+        description="Repairs tried in order; when exhausted the operator gives up (Degraded).",
+    )
+    max_repairs_per_hour: int = Field(
+        default=3, ge=0, le=1000, description="Repairs allowed per rolling hour, all members."
+    )
+
+
+class PdbSpec(_Model):
+    """PodDisruptionBudget over all members."""
+
+    enabled: bool = Field(default=True, description="Create a PodDisruptionBudget.")
+    max_unavailable: int = Field(
+        default=1, ge=0, description="Members that voluntary disruptions may take down at once."
+    )
+
+
+class SchedulingSpec(_Model):
+    """Where members run."""
+
+    anti_affinity: Literal["none", "preferred", "required"] = Field(
+        default="preferred", description="Spread members across nodes (pod anti-affinity)."
+    )
+    topology_spread: bool = Field(
+        default=False, description="Add a zone topologySpreadConstraint (ScheduleAnyway)."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels members must run on."
+    )
+    tolerations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Pod tolerations (core/v1 Toleration objects)."
+    )
+    pod_disruption_budget: PdbSpec = Field(
+        default_factory=PdbSpec, description="PodDisruptionBudget settings."
+    )
+
+
+class SecurityContextSpec(_Model):
+    """Overrides of the non-root defaults (merged over them)."""
+
+    pod: dict[str, Any] | None = Field(
+        default=None, description="Fields merged over the pod securityContext defaults."
+    )
+    container: dict[str, Any] | None = Field(
+        default=None, description="Fields merged over the container securityContext defaults."
+    )
+
+
+class MetricsSpec(_Model):
+    """geoserver's Prometheus endpoint."""
+
+    enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
+    port: int = Field(default=9852, ge=1, le=65535, description="Metrics port in each pod.")
+
+
+class GeoClusterSpec(_Model):
+    """Desired state: one leader and N followers of geoserver, and how to keep them healthy."""
+
+    image: str = Field(default=DEFAULT_IMAGE, min_length=1, description="geoserver image.")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Image pull policy of the members."
+    )
+    followers: int = Field(default=2, ge=0, le=64, description="Number of followers.")
+    resources: dict[str, Any] = Field(
+        default_factory=dict, description="Container resources (core/v1 ResourceRequirements)."
+    )
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="Volumes.")
+    server: ServerSpec = Field(default_factory=ServerSpec, description="geoserver settings.")
+    aof_shrink: AofShrinkSpec = Field(default_factory=AofShrinkSpec, description="AOF shrinks.")
+    follower_resync: FollowerResyncSpec = Field(
+        default_factory=FollowerResyncSpec, description="Follower resyncs."
+    )
+    divergence: DivergenceSpec = Field(
+        default_factory=DivergenceSpec, description="Divergence detection and repair."
+    )
+    scheduling: SchedulingSpec = Field(
+        default_factory=SchedulingSpec, description="Placement of members."
+    )
+    security_context: SecurityContextSpec = Field(
+        default_factory=SecurityContextSpec, description="securityContext overrides."
+    )
+    metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Metrics endpoint.")
+    cluster_domain: str = Field(
+        default="cluster.local", description="DNS domain of the Kubernetes cluster."
+    )
+    paused: bool = Field(
+        default=False,
+        description="Stop all actions (shrinks, resyncs, repairs); status stays fresh.",
+    )
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+class Condition(_Model):
+    """metav1.Condition."""
+
+    type: str = Field(description="Ready, Progressing or Degraded.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Condition status.")
+    reason: str = Field(description="CamelCase reason.")
+    message: str = Field(default="", description="Human readable details.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(default=None, description="Generation judged.")
+
+
+class RepairRecord(_Model):
+    """One repair of a member."""
+
+    time: str = Field(description="When it started (RFC 3339).")
+    action: Literal["resync", "restart", "giveUp"] = Field(description="What was done.")
+    result: str = Field(default="", description="started, ok, or error: ...")
+
+
+class MemberStatus(_Model):
+    """What the operator last saw of one member."""
+
+    name: str = Field(description="Member (pod) name.")
+    role: Literal["leader", "follower"] = Field(description="Role in the cluster.")
+    pod: str = Field(default="", description="Pod name.")
+    address: str | None = Field(default=None, description="host:port probed.")
+    reachable: bool = Field(default=False, description="Whether SERVER answered.")
+    aof_size: int | None = Field(default=None, description="aof_size reported by SERVER.")
+    caught_up: bool | None = Field(default=None, description="Follower: applied all of leader.")
+    diverged_since: str | None = Field(default=None, description="First seen diverging.")
+    divergence: str | None = Field(default=None, description="Current finding, if any.")
+    last_repair: RepairRecord | None = Field(default=None, description="Latest repair.")
+    repairs: int = Field(default=0, ge=0, description="Ladder step: repairs this episode.")
+    gave_up: bool = Field(default=False, description="Ladder exhausted; needs a person.")
+
+
+class ShrinkRecord(_Model):
+    """The latest AOF shrink."""
+
+    time: str = Field(description="When it started (RFC 3339).")
+    result: str = Field(default="", description="started, ok, or error: ...")
+    size_before: int | None = Field(default=None, description="Leader aof_size before.")
+    size_after: int | None = Field(default=None, description="Leader aof_size after.")
+    reason: str = Field(default="", description="schedule, size, or manual.")
+
+
+class ResyncRecord(_Model):
+    """The latest follower resync."""
+
+    time: str = Field(description="When it started (RFC 3339).")
+    member: str = Field(description="Follower resynced.")
+    result: str = Field(default="", description="started, ok, or error: ...")
+    resyncs_before: int | None = Field(default=None, description="SERVER resyncs at start.")
+    reason: str = Field(default="", description="afterShrink, schedule, manual or repair.")
+
+
+class GeoClusterStatus(_Model):
+    """Observed state, written only by the operator."""
+
+    observed_generation: int | None = Field(default=None, description="Generation reconciled.")
+    phase: str = Field(default="", description="Pending, Running, Degraded, Paused, Invalid.")
+    leader: str | None = Field(default=None, description="Leader member name.")
+    ready_followers: int = Field(default=0, ge=0, description="Reachable, caught-up followers.")
+    conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
+    members: list[MemberStatus] = Field(default_factory=list, description="Members.")
+    last_shrink: ShrinkRecord | None = Field(default=None, description="Latest shrink.")
+    last_resync: ResyncRecord | None = Field(default=None, description="Latest resync.")
+    pending_resyncs: list[str] = Field(
+        default_factory=list, description="Followers still to resync in the current round."
+    )
+    last_resync_round: str | None = Field(
+        default=None, description="When the last scheduled resync round began."
+    )
+    repair_history: list[str] = Field(
+        default_factory=list, description="Repair start times in the last hour (rate budget)."
+    )
+    leader_aof_size: int | None = Field(default=None, description="Leader aof_size (for AOF).")
+
+
+def parse_spec(raw: dict[str, Any] | None) -> GeoClusterSpec:
+    """Validate a spec dict; raise :class:`SpecError` naming every bad field."""
+    try:
+        return GeoClusterSpec.model_validate(raw or {})
+    except ValidationError as exc:
+        raise SpecError(format_errors(exc)) from None
+
+
+def format_errors(exc: ValidationError) -> str:
+    """One line per error: ``spec.aofShrink.schedule: <message>``."""
+    lines = []
+    for err in exc.errors():
+        path = "spec" + "".join(_segment(part) for part in err["loc"])
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = msg.removeprefix("Value error, ")
+        lines.append(f"{path}: {msg}")
+    return "; ".join(lines)
+
+
+def _segment(part: str | int) -> str:
+    return f"[{part}]" if isinstance(part, int) else f".{part}"
+
+
+def dump(model: BaseModel) -> dict[str, Any]:
+    """Serialize a model the way it appears in Kubernetes (camelCase, no nulls)."""
+    return model.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def rfc3339(moment: datetime) -> str:
+    """Kubernetes timestamp format (UTC, seconds)."""
+    return moment.astimezone(zoneinfo.ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """Inverse of :func:`rfc3339`; None stays None."""
+    if not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -1,0 +1,55 @@
+"""Pure tests of the GeoCluster models: defaults, aliases, and errors that name the field."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import yaml
+from geocluster.spec import GeoClusterSpec, SpecError, dump, parse_spec
+
+EXAMPLES = pathlib.Path(__file__).parent / "examples"
+
+
+def test_defaults_are_complete():
+    spec = parse_spec({})
+    assert spec.followers == 2
+    assert spec.server.appendfsync == "everysec"
+    assert spec.divergence.ladder == ["resync", "restart"]
+    assert spec.aof_shrink.schedule == "0 3 * * *"
+
+
+def test_camel_case_and_python_names_both_accepted():
+    assert parse_spec({"aofShrink": {"timeZone": "Europe/Berlin"}}).aof_shrink.time_zone == (
+        "Europe/Berlin"
+    )
+    assert GeoClusterSpec(followers=1, paused=True).paused
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_examples_parse_and_round_trip(path):
+    body = yaml.safe_load(path.read_text())
+    spec = parse_spec(body["spec"])
+    assert parse_spec(dump(spec)) == spec
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"folowers": 1}, "spec.folowers: unknown field"),
+        ({"followers": -1}, "spec.followers: Input should be greater than or equal to 0"),
+        ({"aofShrink": {"schedule": "61 * * * *"}}, "spec.aofShrink.schedule: not a valid"),
+        ({"aofShrink": {"schedule": "0 3 * * * *"}}, "spec.aofShrink.schedule"),
+        ({"aofShrink": {"timeZone": "Mars/Olympus"}}, "spec.aofShrink.timeZone: unknown time"),
+        ({"aofShrink": {"sizeTrigger": {"growthFactor": 1}}}, "growthFactor: Input should be"),
+        ({"server": {"appendfsync": "sometimes"}}, "spec.server.appendfsync"),
+        ({"divergence": {"ladder": ["resync", "nuke"]}}, "spec.divergence.ladder[1]"),
+        ({"scheduling": {"antiAffinity": "maybe"}}, "spec.scheduling.antiAffinity"),
+        ({"followerResync": {"maxConcurrent": 2}}, "spec.followerResync.maxConcurrent"),
+        ({"server": {"authSecretRef": {"key": "x"}}}, "spec.server.authSecretRef.name"),
+    ],
+)
+def test_bad_specs_name_the_field(raw, expected):
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    assert expected in str(info.value)
