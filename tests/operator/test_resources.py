@@ -1,0 +1,109 @@
+"""Pure tests of the object builders, each object validated offline against Kubernetes 1.33."""
+
+from __future__ import annotations
+
+import pathlib
+
+import kubernetes_validate
+import pytest
+import yaml
+from geocluster import resources as r
+from geocluster.spec import parse_spec
+
+EXAMPLES = pathlib.Path(__file__).parent / "examples"
+
+
+def cluster(**spec) -> r.Cluster:
+    return r.Cluster("fleet", "geo", "uid-1", parse_spec(spec))
+
+
+FULL = r.Cluster(
+    "fleet",
+    "geo",
+    "uid-1",
+    parse_spec(yaml.safe_load((EXAMPLES / "full.yaml").read_text())["spec"]),
+)
+
+
+@pytest.mark.parametrize("c", [cluster(), FULL, cluster(followers=0)], ids=["min", "full", "zero"])
+def test_every_object_is_valid_kubernetes(c):
+    objs = r.build_all(c)
+    assert [o["kind"] for o in objs][:4] == ["ConfigMap", "Service", "Service", "Service"]
+    for obj in objs:
+        kubernetes_validate.validate(obj, "1.33", strict=True)
+
+
+def test_owner_reference_and_labels_everywhere():
+    for obj in r.build_all(cluster()):
+        meta = obj["metadata"]
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "geo.geocluster.io/v1alpha1",
+                "kind": "GeoCluster",
+                "name": "fleet",
+                "uid": "uid-1",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        assert meta["labels"]["app.kubernetes.io/instance"] == "fleet"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "geocluster-operator"
+
+
+def test_leader_and_follower_commands():
+    c = cluster(followers=3, server={"appendfsync": "always"})
+    leader, follower = r.build_leader_statefulset(c), r.build_follower_statefulset(c)
+    assert leader["spec"]["replicas"] == 1 and follower["spec"]["replicas"] == 3
+    args = follower["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args == [
+        "geoserver", "--host", "0.0.0.0", "--port", "9851", "--dir", "/data",
+        "--appendfsync", "always", "--metrics-addr", "0.0.0.0:9852",
+        "--follow", "fleet-leader-0.fleet-members.geo.svc.cluster.local:9851",
+    ]  # fmt: skip
+    assert "--follow" not in leader["spec"]["template"]["spec"]["containers"][0]["args"]
+    selector = follower["spec"]["selector"]["matchLabels"]
+    template_labels = follower["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= template_labels.items()
+    assert selector["geo.geocluster.io/role"] == "follower"
+
+
+def test_auth_from_secret_without_leaking_it():
+    c = cluster(server={"authSecretRef": {"name": "s", "key": "pw"}})
+    container = r.build_follower_statefulset(c)["spec"]["template"]["spec"]["containers"][0]
+    assert container["env"][0]["valueFrom"] == {"secretKeyRef": {"name": "s", "key": "pw"}}
+    assert "--requirepass" in container["args"] and "--leaderauth" in container["args"]
+    assert "$(GEOSERVER_PASSWORD)" in container["args"]
+
+
+def test_probes_and_security():
+    pod = r.build_leader_statefulset(cluster())["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "geoserver"}
+    assert "tcpSocket" in container["livenessProbe"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert {"name": "metrics", "containerPort": 9852, "protocol": "TCP"} in container["ports"]
+
+
+def test_services_select_roles():
+    c = cluster()
+    assert r.build_leader_service(c)["spec"]["selector"]["geo.geocluster.io/role"] == "leader"
+    assert r.build_follower_service(c)["metadata"]["name"] == "fleet-readonly"
+    headless = r.build_headless_service(c)["spec"]
+    assert headless["clusterIP"] == "None" and "geo.geocluster.io/role" not in headless["selector"]
+
+
+def test_scheduling_presets():
+    pod = r.build_leader_statefulset(FULL)["spec"]["template"]["spec"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
+    assert pod["nodeSelector"] == {"disk": "ssd"}
+    assert pod["tolerations"][0]["key"] == "dedicated"
+    assert pod["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "ScheduleAnyway"
+    assert pod["securityContext"]["fsGroup"] == 2000
+    none = r.build_leader_statefulset(cluster(scheduling={"antiAffinity": "none"}))
+    assert "affinity" not in none["spec"]["template"]["spec"]
+
+
+def test_pdb_optional():
+    assert r.build_pdb(cluster())["spec"]["maxUnavailable"] == 1
+    assert r.build_pdb(cluster(scheduling={"podDisruptionBudget": {"enabled": False}})) is None
