@@ -315,6 +315,9 @@ class ShrinkRecord(_Model):
     size_before: int | None = Field(default=None, description="Leader aof_size before.")
     size_after: int | None = Field(default=None, description="Leader aof_size after.")
     reason: str = Field(default="", description="schedule, size, or manual.")
+    server_time_before: float | None = Field(
+        default=None, description="Leader's last_shrink_time before this shrink (unix seconds)."
+    )
 
 
 class ResyncRecord(_Model):

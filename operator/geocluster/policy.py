@@ -1,0 +1,499 @@
+"""Pure decisions for one GeoCluster tick: what is due, who diverged, what to repair.
+
+``decide(spec, status, members, now, ...)`` takes what the probes saw and the previous status
+(the only memory across ticks and operator restarts) and returns a frozen :class:`Decision`:
+actions to take, Events to record and the new status. No I/O, no clock: ``now`` is passed in.
+
+Rules (see docs/operator.md):
+- At most one action per tick: a repair, else a shrink, else one follower resync.
+- Nothing is judged while a shrink or a resync is in flight or queued (sizes legitimately
+  differ then); a finding must persist for ``gracePeriodSeconds`` before a repair.
+- Repairs climb ``divergence.ladder`` (resync -> restart) per member; past its end the
+  operator gives up on that member (Degraded). The leader is never repaired. Repairs are
+  counted in ``repairHistory`` against ``maxRepairsPerHour``.
+- Intent is written to status before the action is taken, so a restarted operator sees the
+  action in flight and does not repeat it (at most once).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from croniter import croniter
+
+from . import conditions as cond
+from .spec import (
+    GeoClusterSpec,
+    GeoClusterStatus,
+    MemberStatus,
+    RepairRecord,
+    ResyncRecord,
+    ShrinkRecord,
+    dump,
+    parse_time,
+    rfc3339,
+)
+
+SHRINK_TIMEOUT = timedelta(hours=1)
+SHRINK_RETRY = timedelta(minutes=5)
+HOUR = timedelta(hours=1)
+STARTED = "started"
+
+
+@dataclass(frozen=True)
+class Member:
+    """What one probe of one member found (a finding, never an exception)."""
+
+    name: str
+    role: Literal["leader", "follower"]
+    address: str | None = None
+    reachable: bool = False
+    aof_size: int | None = None
+    caught_up: bool | None = None
+    following: str | None = None
+    shrinking: bool = False
+    resyncs: int | None = None
+    last_shrink_time: float = 0.0
+    last_shrink_result: str = ""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Triggers:
+    """Manual requests (annotations) and the pause switch."""
+
+    shrink_now: bool = False
+    resync_member: str | None = None
+    paused: bool = False
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: Literal["shrink", "resync", "restart"]
+    member: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything the handler must do this tick; ``status`` is the full new status."""
+
+    actions: tuple[Action, ...]
+    events: tuple[Event, ...]
+    status: dict[str, Any]
+    consumed: tuple[str, ...] = ()  # manual triggers used up: "shrink", "resync"
+
+
+# --- small pure helpers ---------------------------------------------------------------------
+
+
+def load_status(raw: dict[str, Any] | None) -> GeoClusterStatus:
+    """Our part of a status dict (kopf keeps its own keys there too)."""
+    known = {f.alias or n for n, f in GeoClusterStatus.model_fields.items()}
+    return GeoClusterStatus.model_validate({k: v for k, v in (raw or {}).items() if k in known})
+
+
+def status_patch(st: GeoClusterStatus) -> dict[str, Any]:
+    """Serialized status where cleared top-level fields are null, so merge-patch removes them."""
+    out = dump(st)
+    for name, info in GeoClusterStatus.model_fields.items():
+        out.setdefault(info.alias or name, None)
+    return out
+
+
+def cron_fired(expr: str | None, tz: str, since: datetime, now: datetime) -> bool:
+    """Whether a cron occurrence lies in (since, now]."""
+    if not expr:
+        return False
+    following = croniter(expr, since.astimezone(ZoneInfo(tz))).get_next(datetime)
+    return following <= now
+
+
+def finding(m: Member, leader: Member, spec: GeoClusterSpec) -> str | None:
+    """Why a follower looks diverged right now, or None."""
+    if not m.reachable:
+        return f"unreachable: {m.error or 'no reply'}"
+    if not m.caught_up:
+        return "not caught up"
+    if m.aof_size is None or leader.aof_size is None:
+        return None
+    diff = abs(m.aof_size - leader.aof_size)
+    tol = spec.divergence
+    if diff > tol.tolerance_bytes and diff > tol.tolerance_ratio * leader.aof_size:
+        return f"aof_size {m.aof_size} vs leader {leader.aof_size} while caught up"
+    return None
+
+
+def _ago(record_time: str | None, now: datetime) -> timedelta:
+    t = parse_time(record_time)
+    return now - t if t else timedelta.max
+
+
+# --- the decision ---------------------------------------------------------------------------
+
+
+@dataclass
+class _Tick:
+    """Mutable scratchpad of one decide() call; frozen into a Decision at the end."""
+
+    spec: GeoClusterSpec
+    st: GeoClusterStatus
+    now: datetime
+    leader: Member | None
+    followers: list[Member]
+    triggers: Triggers
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    consumed: list[str] = field(default_factory=list)
+    budget_blocked: str | None = None
+
+    @property
+    def stamp(self) -> str:
+        return rfc3339(self.now)
+
+    def event(self, type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+    def member(self, name: str) -> MemberStatus | None:
+        return next((m for m in self.st.members if m.name == name), None)
+
+    def observed(self, name: str) -> Member | None:
+        return next((m for m in self.followers if m.name == name), None)
+
+
+def decide(
+    spec: GeoClusterSpec,
+    status: dict[str, Any] | None,
+    members: list[Member],
+    now: datetime,
+    *,
+    created: datetime,
+    generation: int | None = None,
+    triggers: Triggers = Triggers(),
+) -> Decision:
+    """One tick of the policy. See the module docstring for the rules."""
+    st = load_status(status)
+    previous_conditions = list(st.conditions)
+    leader = next((m for m in members if m.role == "leader"), None)
+    followers = sorted((m for m in members if m.role == "follower"), key=lambda m: m.name)
+    t = _Tick(spec, st, now, leader, followers, triggers)
+    _refresh_members(t)
+    st.repair_history = [h for h in st.repair_history if _ago(h, now) < HOUR]
+    _settle_shrink(t)
+    _settle_resync(t)
+    _settle_repairs(t)
+    _judge(t)
+    if not t.actions and _in_flight(t) in (None, "Queued"):
+        _schedule(t, created)
+    _finish(t, previous_conditions, generation)
+    return Decision(tuple(t.actions), tuple(t.events), status_patch(st), tuple(t.consumed))
+
+
+def _refresh_members(t: _Tick) -> None:
+    """Rebuild status.members from observations, carrying per-member repair state."""
+    old = {m.name: m for m in t.st.members}
+    fresh = []
+    for m in ([t.leader] if t.leader else []) + t.followers:
+        prev = old.get(m.name)
+        ms = MemberStatus(
+            name=m.name,
+            role=m.role,
+            pod=m.name,
+            address=m.address,
+            reachable=m.reachable,
+            aof_size=m.aof_size,
+            caught_up=m.caught_up if m.role == "follower" else None,
+        )
+        if prev and m.role == "follower":
+            ms.diverged_since, ms.last_repair = prev.diverged_since, prev.last_repair
+            ms.repairs, ms.gave_up = prev.repairs, prev.gave_up
+        if m.role == "follower" and t.leader:
+            ms.divergence = finding(m, t.leader, t.spec)
+        fresh.append(ms)
+    t.st.members = fresh
+    t.st.leader = t.leader.name if t.leader else None
+    t.st.leader_aof_size = t.leader.aof_size if t.leader else None
+
+
+def _settle_shrink(t: _Tick) -> None:
+    """Close a shrink in flight once the leader reports it done (or it timed out)."""
+    rec, leader = t.st.last_shrink, t.leader
+    if not rec or rec.result != STARTED:
+        return
+    done = (
+        leader is not None
+        and leader.reachable
+        and not leader.shrinking
+        and leader.last_shrink_time > (rec.server_time_before or 0.0)
+    )
+    if done:
+        assert leader is not None
+        ok = leader.last_shrink_result in ("", "ok")
+        rec.result = "ok" if ok else leader.last_shrink_result
+        rec.size_after = leader.aof_size
+        if ok:
+            t.event("Normal", "ShrinkSucceeded", f"AOF {rec.size_before} -> {rec.size_after} bytes")
+            if t.spec.follower_resync.after_shrink:
+                t.st.pending_resyncs = [m.name for m in t.followers]
+        else:
+            t.event("Warning", "ShrinkFailed", rec.result)
+    elif _ago(rec.time, t.now) > SHRINK_TIMEOUT:
+        rec.result = "error: timed out"
+        t.event("Warning", "ShrinkFailed", f"no result after {SHRINK_TIMEOUT}")
+
+
+def _settle_resync(t: _Tick) -> None:
+    """Close a resync in flight once the follower is caught up again (or it timed out)."""
+    rec = t.st.last_resync
+    if not rec or rec.result != STARTED:
+        return
+    m = t.observed(rec.member)
+    ms = t.member(rec.member)
+    progressed = m is not None and (
+        rec.resyncs_before is None or m.resyncs is None or m.resyncs > rec.resyncs_before
+    )
+    if m is not None and m.reachable and m.caught_up and progressed:
+        rec.result = "ok"
+        t.event("Normal", "ResyncSucceeded", f"{rec.member} caught up (aof_size {m.aof_size})")
+    elif (
+        m is None or _ago(rec.time, t.now).total_seconds() > t.spec.follower_resync.timeout_seconds
+    ):
+        rec.result = "error: timed out" if m else "error: member gone"
+        t.event("Warning", "ResyncFailed", f"{rec.member}: {rec.result}")
+    rep = ms.last_repair if ms else None
+    if rec.result != STARTED and rep and rep.result == STARTED and rep.action == "resync":
+        rep.result = rec.result
+
+
+def _settle_repairs(t: _Tick) -> None:
+    """A restart repair is done when the member is healthy again."""
+    for ms in t.st.members:
+        rep = ms.last_repair
+        if rep and rep.action == "restart" and rep.result == STARTED and ms.divergence is None:
+            rep.result = "ok"
+            t.event("Normal", "RestartSucceeded", f"{ms.name} is healthy after restart")
+
+
+def _in_flight(t: _Tick) -> str | None:
+    st = t.st
+    if st.last_shrink and st.last_shrink.result == STARTED:
+        return "Shrinking"
+    if t.leader and t.leader.shrinking:
+        return "Shrinking"
+    if st.last_resync and st.last_resync.result == STARTED:
+        return "Resyncing"
+    if st.pending_resyncs:
+        return "Queued"
+    return None
+
+
+def _judge(t: _Tick) -> None:
+    """Track divergence over time and pick at most one repair."""
+    if _in_flight(t) or not t.leader or not t.leader.reachable:
+        for ms in t.st.members:
+            ms.diverged_since = None
+        return
+    grace = timedelta(seconds=t.spec.divergence.grace_period_seconds)
+    due: list[MemberStatus] = []
+    for ms in t.st.members:
+        if ms.role != "follower":
+            continue
+        if ms.divergence is None:
+            ms.diverged_since = None
+            if ms.last_repair and _ago(ms.last_repair.time, t.now) >= grace:
+                ms.repairs, ms.gave_up = 0, False
+            continue
+        ms.diverged_since = ms.diverged_since or t.stamp
+        if not ms.gave_up and _ago(ms.diverged_since, t.now) >= grace:
+            due.append(ms)
+    restarting = any(
+        ms.last_repair
+        and ms.last_repair.action == "restart"
+        and ms.last_repair.result == STARTED
+        and _ago(ms.last_repair.time, t.now) < grace
+        for ms in t.st.members
+    )
+    for ms in sorted(due, key=lambda m: (m.diverged_since or "", m.name)):
+        if restarting or _repair(t, ms):
+            break
+
+
+def _repair(t: _Tick, ms: MemberStatus) -> bool:
+    """Climb the ladder for one member. True when an action was chosen (or blocked)."""
+    ladder, budget = t.spec.divergence.ladder, t.spec.divergence.max_repairs_per_hour
+    if ms.repairs >= len(ladder):
+        ms.gave_up = True
+        ms.last_repair = RepairRecord(time=t.stamp, action="giveUp", result="needs a person")
+        t.event("Warning", "RepairGaveUp", f"{ms.name}: {ms.divergence}; ladder exhausted")
+        return False
+    if t.triggers.paused or t.spec.paused:
+        return True
+    if len(t.st.repair_history) >= budget:
+        t.budget_blocked = f"{ms.name} needs repair but {budget} repairs/hour are used up"
+        return True
+    action = ladder[ms.repairs]
+    m = t.observed(ms.name)
+    ms.repairs += 1
+    ms.last_repair = RepairRecord(time=t.stamp, action=action, result=STARTED)
+    ms.diverged_since = t.stamp  # a fresh grace period for the repair to work
+    t.st.repair_history.append(t.stamp)
+    if action == "resync":
+        t.st.last_resync = ResyncRecord(
+            time=t.stamp,
+            member=ms.name,
+            result=STARTED,
+            resyncs_before=m.resyncs if m else None,
+            reason="repair",
+        )
+    t.actions.append(Action(action, ms.name, ms.divergence or "diverged"))
+    t.event("Warning", "RepairStarted", f"{action} {ms.name}: {ms.divergence}")
+    return True
+
+
+def _schedule(t: _Tick, created: datetime) -> None:
+    """Shrinks first, then queued resyncs, manual resyncs and resync rounds."""
+    if t.triggers.paused or t.spec.paused or not t.leader:
+        return
+    reason = _shrink_reason(t, created)
+    if reason:
+        _start_shrink(t, reason)
+        return
+    rs = t.spec.follower_resync
+    since = parse_time(t.st.last_resync_round) or created
+    tz = t.spec.aof_shrink.time_zone
+    if not t.st.pending_resyncs and cron_fired(rs.schedule, tz, since, t.now):
+        t.st.pending_resyncs = [m.name for m in t.followers]
+        t.st.last_resync_round = t.stamp
+    manual = t.triggers.resync_member
+    if manual:
+        t.consumed.append("resync")
+        if t.observed(manual) is None:
+            t.event("Warning", "InvalidTrigger", f"resync: {manual} is not a follower")
+        else:
+            _start_resync(t, manual, "manual")
+            return
+    if t.st.pending_resyncs:
+        _start_resync(t, t.st.pending_resyncs.pop(0), "afterShrink or schedule")
+
+
+def _shrink_reason(t: _Tick, created: datetime) -> str | None:
+    leader, last, cfg = t.leader, t.st.last_shrink, t.spec.aof_shrink
+    if not leader or not leader.reachable:
+        return None
+    if t.triggers.shrink_now:
+        t.consumed.append("shrink")
+        return "manual"
+    if last and last.result.startswith("error") and _ago(last.time, t.now) < SHRINK_RETRY:
+        return None
+    since = parse_time(last.time) if last else created
+    if cron_fired(cfg.schedule, cfg.time_zone, since or created, t.now):
+        return "schedule"
+    trig = cfg.size_trigger
+    if trig and leader.aof_size is not None:
+        base = last.size_after if last and last.size_after else None
+        threshold = max(trig.min_size_bytes, trig.growth_factor * base if base else 0)
+        if leader.aof_size >= threshold:
+            return "size"
+    return None
+
+
+def _start_shrink(t: _Tick, reason: str) -> None:
+    assert t.leader is not None
+    t.st.last_shrink = ShrinkRecord(
+        time=t.stamp,
+        result=STARTED,
+        size_before=t.leader.aof_size,
+        reason=reason,
+        server_time_before=t.leader.last_shrink_time,
+    )
+    t.actions.append(Action("shrink", t.leader.name, reason))
+    t.event("Normal", "ShrinkStarted", f"AOFSHRINK on {t.leader.name} ({reason})")
+
+
+def _start_resync(t: _Tick, name: str, reason: str) -> None:
+    m = t.observed(name)
+    if name in t.st.pending_resyncs:
+        t.st.pending_resyncs.remove(name)
+    if m is None or not m.reachable:
+        t.event("Warning", "ResyncSkipped", f"{name} is not reachable")
+        return
+    t.st.last_resync = ResyncRecord(
+        time=t.stamp, member=name, result=STARTED, resyncs_before=m.resyncs, reason=reason
+    )
+    t.actions.append(Action("resync", name, reason))
+    t.event("Normal", "ResyncStarted", f"RESYNC {name} ({reason})")
+
+
+def _finish(t: _Tick, previous: list, generation: int | None) -> None:
+    """Counts, phase and conditions; Events for condition changes."""
+    st, spec = t.st, t.spec
+    st.ready_followers = sum(
+        1 for ms in st.members if ms.role == "follower" and ms.divergence is None
+    )
+    st.observed_generation = generation
+    leader_ok = bool(t.leader and t.leader.reachable)
+    gave_up = [ms.name for ms in st.members if ms.gave_up]
+    paused = t.triggers.paused or spec.paused
+    flight = _in_flight(t)
+    busy = "Resyncing" if flight == "Queued" else flight
+    busy = busy or ("Repairing" if t.actions else None)
+    if len(t.followers) != spec.followers:
+        busy = busy or "Scaling"
+    ready = leader_ok and st.ready_followers >= spec.followers
+    verdicts = [
+        cond.Verdict(
+            cond.READY,
+            ready,
+            "AllMembersReady" if ready else ("LeaderUnavailable" if not leader_ok else "NotReady"),
+            f"{st.ready_followers}/{spec.followers} followers ready",
+        ),
+        cond.Verdict(cond.PROGRESSING, bool(busy), busy or ("Paused" if paused else "Idle")),
+        _degraded(leader_ok, gave_up, t.budget_blocked),
+    ]
+    st.conditions = cond.merge(st.conditions, verdicts, t.stamp, generation)
+    for c in cond.changed(previous, st.conditions):
+        if c.type == cond.DEGRADED and c.status == "True":
+            t.event("Warning", c.reason, c.message)
+        elif c.type == cond.READY and c.status == "True":
+            t.event("Normal", "Ready", c.message)
+    degraded = any(c.type == cond.DEGRADED and c.status == "True" for c in st.conditions)
+    st.phase = (
+        "Paused" if paused else "Degraded" if degraded else "Running" if ready else "Progressing"
+    )
+
+
+def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None) -> cond.Verdict:
+    if gave_up:
+        msg = f"gave up repairing {', '.join(gave_up)}: needs a person"
+        return cond.Verdict(cond.DEGRADED, True, "RepairsExhausted", msg)
+    if blocked:
+        return cond.Verdict(cond.DEGRADED, True, "RepairBudgetExhausted", blocked)
+    if not leader_ok:
+        return cond.Verdict(cond.DEGRADED, True, "LeaderUnavailable", "leader does not answer")
+    return cond.Verdict(cond.DEGRADED, False, "AsExpected")
+
+
+def apply_outcome(status: dict[str, Any], action: Action, error: str | None) -> dict[str, Any]:
+    """Status after an action failed to start (nothing changes when it started fine)."""
+    st = load_status(status)
+    if error is None:
+        return status_patch(st)
+    result = f"error: {error}"
+    if action.kind == "shrink" and st.last_shrink:
+        st.last_shrink.result = result
+    if action.kind == "resync" and st.last_resync and st.last_resync.member == action.member:
+        st.last_resync.result = result
+    for ms in st.members:
+        if ms.name == action.member and ms.last_repair and ms.last_repair.result == STARTED:
+            ms.last_repair.result = result
+    return status_patch(st)

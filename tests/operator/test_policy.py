@@ -1,0 +1,244 @@
+"""Table-driven tests of the pure policy over simulated time (no cluster, no clock)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from geocluster.policy import Action, Member, Triggers, apply_outcome, decide, finding
+from geocluster.spec import parse_spec
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+CREATED = T0 - timedelta(days=1)
+
+SPEC = parse_spec(
+    {
+        "followers": 2,
+        "aofShrink": {"schedule": None},
+        "divergence": {"gracePeriodSeconds": 60, "maxRepairsPerHour": 3, "toleranceBytes": 100},
+    }
+)
+
+
+def leader(size=1000, **kw) -> Member:
+    return Member("gc-leader-0", "leader", "127.0.0.2:9851", True, size, **kw)
+
+
+def follower(i: int, size=1000, caught_up=True, reachable=True, **kw) -> Member:
+    return Member(
+        f"gc-follower-{i}", "follower", f"127.0.0.{3 + i}:9851", reachable, size, caught_up, **kw
+    )
+
+
+NO_TRIGGERS = Triggers()
+HEALTHY = [leader(), follower(0), follower(1)]
+
+
+class Sim:
+    """Feeds each decision's status into the next tick, as the operator does."""
+
+    def __init__(self, spec=SPEC, status=None):
+        self.spec, self.status, self.now = spec, status or {}, T0
+        self.actions: list[tuple[int, Action]] = []
+        self.events: list[str] = []
+
+    def tick(self, members, seconds=10, triggers=NO_TRIGGERS):
+        d = decide(self.spec, self.status, members, self.now, created=CREATED, triggers=triggers)
+        self.status = d.status
+        self.actions += [(int((self.now - T0).total_seconds()), a) for a in d.actions]
+        self.events += [e.reason for e in d.events]
+        self.now += timedelta(seconds=seconds)
+        return d
+
+    def run(self, members, seconds: int, step=10):
+        for _ in range(seconds // step):
+            self.tick(members, step)
+
+    def member(self, name):
+        return next(m for m in self.status["members"] if m["name"] == name)
+
+    def condition(self, type_):
+        return next(c for c in self.status["conditions"] if c["type"] == type_)
+
+
+@pytest.mark.parametrize(
+    ("f", "expected"),
+    [
+        (follower(0), None),
+        (follower(0, size=2000), "aof_size 2000 vs leader 1000 while caught up"),  # the seed
+        (follower(0, size=2000, caught_up=False), "not caught up"),
+        (follower(0, reachable=False, error="refused"), "unreachable: refused"),
+    ],
+)
+def test_findings_need_both_tolerances(f, expected):
+    spec = parse_spec({"divergence": {"toleranceRatio": 0.1, "toleranceBytes": 100}})
+    assert finding(f, leader(), spec) == expected
+    # within the byte tolerance, no finding even at 2x
+    loose = parse_spec({"divergence": {"toleranceBytes": 10_000}})
+    if f.reachable and f.caught_up:
+        assert finding(f, leader(), loose) is None
+
+
+def test_healthy_cluster_is_ready_and_quiet():
+    sim = Sim()
+    sim.run(HEALTHY, 300)
+    assert sim.actions == []
+    assert sim.condition("Ready")["status"] == "True"
+    assert sim.condition("Degraded")["status"] == "False"
+    assert sim.status["readyFollowers"] == 2 and sim.status["leader"] == "gc-leader-0"
+    assert sim.events == ["Ready"]  # announced once, not every tick
+
+
+def test_seed_2x_after_shrink_is_repaired_after_grace_then_restarted():
+    """Follower reports 2x the leader's aof_size with caught_up true (Tile38 1.30 seed)."""
+    sim = Sim()
+    diverged = [leader(), follower(0, size=2000, resyncs=0), follower(1)]
+    sim.run(diverged, 70)
+    assert [(at, a.kind, a.member) for at, a in sim.actions] == [(60, "resync", "gc-follower-0")]
+    assert sim.member("gc-follower-0")["lastRepair"]["action"] == "resync"
+    # the resync "completes" (resyncs counter moves) but the size is still 2x
+    still = [leader(), follower(0, size=2000, resyncs=1), follower(1)]
+    sim.run(still, 70)
+    assert [a.kind for _, a in sim.actions] == ["resync", "restart"]
+    assert sim.member("gc-follower-0")["repairs"] == 2
+    # after the restart the pod is gone for a while and never heals: give up, Degraded
+    gone = [leader(), follower(0, reachable=False, size=None), follower(1)]
+    sim.run(gone, 120)
+    assert [a.kind for _, a in sim.actions] == ["resync", "restart"]
+    assert sim.member("gc-follower-0")["gaveUp"] is True
+    assert sim.condition("Degraded")["reason"] == "RepairsExhausted"
+    assert "RepairGaveUp" in sim.events and sim.status["phase"] == "Degraded"
+
+
+def test_flapping_member_is_never_repaired_and_not_degraded():
+    sim = Sim()
+    for i in range(40):
+        sim.tick([leader(), follower(0, size=2000 if i % 4 < 2 else 1000), follower(1)], 15)
+    assert sim.actions == []
+    assert sim.condition("Degraded")["status"] == "False"
+
+
+def test_budget_exhausted_blocks_repairs_and_degrades():
+    ladder = {"gracePeriodSeconds": 0, "maxRepairsPerHour": 1, "ladder": ["resync"] * 4}
+    spec = parse_spec({"aofShrink": {"schedule": None}, "divergence": ladder})
+    sim = Sim(spec)
+    # two members diverged with caught_up false: each resync "finishes" instantly (timeout 0)
+    sim.tick([leader(), follower(0, caught_up=False, resyncs=0), follower(1)])
+    assert len(sim.actions) == 1
+    done = [leader(), follower(0, resyncs=1, size=5000), follower(1, caught_up=False)]
+    sim.run(done, 600)
+    assert len(sim.actions) == 1
+    assert sim.condition("Degraded")["reason"] == "RepairBudgetExhausted"
+    sim.run(done, 3600)  # an hour later the budget allows another repair
+    assert len(sim.actions) == 2
+
+
+def test_leader_is_never_repaired():
+    sim = Sim(
+        parse_spec({"divergence": {"gracePeriodSeconds": 0}, "aofShrink": {"schedule": None}})
+    )
+    sim.run([replace(leader(), reachable=False, error="x"), follower(0), follower(1)], 600)
+    assert sim.actions == []
+    assert sim.condition("Degraded")["reason"] == "LeaderUnavailable"
+    assert sim.condition("Ready")["reason"] == "LeaderUnavailable"
+
+
+def test_one_member_repaired_at_a_time():
+    sim = Sim()
+    bad = [leader(), follower(0, size=3000, resyncs=0), follower(1, size=3000, resyncs=0)]
+    sim.run(bad, 120)
+    kinds = [(a.kind, a.member) for _, a in sim.actions]
+    assert kinds[0] == ("resync", "gc-follower-0")
+    assert ("resync", "gc-follower-1") not in kinds[:1]
+    # no second repair while the first resync is still in flight
+    assert len(kinds) == 1
+
+
+def test_scheduled_shrink_then_resync_each_follower_one_at_a_time():
+    spec = SPEC.model_copy(
+        update={"aof_shrink": parse_spec({"aofShrink": {"schedule": "0 13 * * *",
+                                         "timeZone": "Europe/Berlin"}}).aof_shrink}
+    )  # fmt: skip
+    sim = Sim(spec)
+    sim.tick(HEALTHY)  # 12:00 UTC = 13:00 Berlin: the cron fired since CREATED
+    assert [a.kind for _, a in sim.actions] == ["shrink"]
+    assert sim.status["lastShrink"]["result"] == "started"
+    # shrink in flight: the follower is 2x, but nothing is judged and nothing else starts
+    shrinking = [leader(shrinking=True), follower(0, size=2000), follower(1)]
+    sim.run(shrinking, 300)
+    assert len(sim.actions) == 1
+    assert all(m.get("divergedSince") is None for m in sim.status["members"])
+    done = [leader(size=400, last_shrink_time=1.0, last_shrink_result="ok"),
+            follower(0, size=1000, resyncs=0), follower(1, size=1000, resyncs=0)]  # fmt: skip
+    sim.tick(done)
+    assert sim.status["lastShrink"] | {"time": None} == {
+        "time": None, "result": "ok", "sizeBefore": 1000, "sizeAfter": 400,
+        "reason": "schedule", "serverTimeBefore": 0.0}  # fmt: skip
+    assert sim.status["pendingResyncs"] == ["gc-follower-1"]  # follower-0 started at once
+    assert [(a.kind, a.member) for _, a in sim.actions][1:] == [("resync", "gc-follower-0")]
+    sim.run(done, 100)  # follower-0 has not moved its resync counter: still in flight
+    assert len(sim.actions) == 2
+    after = [done[0], follower(0, size=400, resyncs=1), follower(1, size=1000, resyncs=0)]
+    sim.tick(after)
+    sim.tick(after)
+    assert [(a.kind, a.member) for _, a in sim.actions][2:] == [("resync", "gc-follower-1")]
+    healed = [done[0], follower(0, size=400, resyncs=1), follower(1, size=400, resyncs=1)]
+    sim.run(healed, 24 * 3600 - 2000, step=600)  # next day's 13:00 is not reached yet
+    assert len(sim.actions) == 3 and sim.status["lastResync"]["result"] == "ok"
+    assert sim.status["phase"] == "Running"
+
+
+def test_size_trigger_uses_size_after_last_shrink():
+    spec = parse_spec({"aofShrink": {"schedule": None, "sizeTrigger": {
+        "growthFactor": 2, "minSizeBytes": 500}}})  # fmt: skip
+    status = {"lastShrink": {"time": "2026-01-05T00:00:00Z", "result": "ok", "sizeAfter": 800}}
+    sim = Sim(spec, status)
+    sim.tick([leader(size=1500), follower(0, size=1500), follower(1, size=1500)])
+    assert sim.actions == []
+    sim.tick([leader(size=1600), follower(0, size=1600), follower(1, size=1600)])
+    assert [a.reason for _, a in sim.actions] == ["size"]
+
+
+def test_paused_keeps_status_fresh_but_acts_never():
+    sim = Sim(
+        parse_spec({"paused": True, "divergence": {"gracePeriodSeconds": 0, "toleranceBytes": 1}})
+    )
+    sim.run([leader(), follower(0, size=9999), follower(1)], 600)
+    sim.tick(HEALTHY, triggers=Triggers(shrink_now=True))
+    assert sim.actions == [] and sim.status["phase"] == "Paused"
+    assert sim.member("gc-follower-0")["aofSize"] == 1000
+
+
+def test_manual_triggers():
+    sim = Sim()
+    d = sim.tick(HEALTHY, triggers=Triggers(shrink_now=True))
+    assert [a.kind for a in d.actions] == ["shrink"] and d.consumed == ("shrink",)
+    sim2 = Sim()
+    d = sim2.tick(HEALTHY, triggers=Triggers(resync_member="gc-leader-0"))
+    assert d.actions == () and d.consumed == ("resync",)
+    assert "InvalidTrigger" in [e.reason for e in d.events]
+    d = sim2.tick(HEALTHY, triggers=Triggers(resync_member="gc-follower-1"))
+    assert [(a.kind, a.member) for a in d.actions] == [("resync", "gc-follower-1")]
+
+
+def test_restart_of_operator_mid_repair_does_not_repeat_it():
+    """All memory is in status: a fresh decide() on the saved status sees the resync in flight."""
+    sim = Sim()
+    bad = [leader(), follower(0, size=2000, resyncs=0), follower(1)]
+    sim.run(bad, 70)
+    assert len(sim.actions) == 1
+    restarted = Sim(status=dict(sim.status))
+    restarted.now = sim.now
+    restarted.run(bad, 100)
+    assert restarted.actions == []
+
+
+def test_failed_action_is_recorded():
+    sim = Sim()
+    d = sim.tick(HEALTHY, triggers=Triggers(shrink_now=True))
+    status = apply_outcome(d.status, d.actions[0], "connection refused")
+    assert status["lastShrink"]["result"] == "error: connection refused"
+    sim.status = status
+    sim.tick(HEALTHY)  # no immediate retry of a failed shrink
+    assert len(sim.actions) == 1
