@@ -242,6 +242,8 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("policy", "poddisruptionbudgets"): ALL_WRITE,
     ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "events"): {"create", "patch"},
+    # probes AUTH with the password from spec.server.authSecretRef (handlers._password)
+    ("", "secrets"): {"get"},
 }
 CLUSTER_READ_RULES: dict[tuple[str, str], set[str]] = {
     ("", "namespaces"): {"list", "watch"},

@@ -109,6 +109,10 @@ RBAC rules on namespaced resources, shared by the ClusterRole (scope=cluster) an
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Only to read spec.server.authSecretRef, so probes can AUTH to password-protected members.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["get"]
 {{- end }}
 
 {{/*
