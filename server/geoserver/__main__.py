@@ -1,0 +1,3 @@
+from geoserver.cli import main
+
+main()

@@ -1,0 +1,110 @@
+"""AOF writer: records are buffered by `append` and reach the OS in `flush`, which the server
+calls before it sends the replies of a batch (and after the fsync with `appendfsync always`),
+so an acknowledged write is in the file. Listeners (live replication streams) get each
+flushed chunk, in order, the moment it is written."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FSYNC_POLICIES = ("always", "everysec", "no")
+
+
+class AofLog:
+    def __init__(self, path: Path, fsync: str = "everysec") -> None:
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"appendfsync must be one of {', '.join(FSYNC_POLICIES)}")
+        self.path = path
+        self.fsync = fsync
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self.flushed = os.fstat(self._fd).st_size  # bytes in the file
+        self._buffer = bytearray()
+        self._unsynced = False
+        self.listeners: list[Callable[[bytes], None]] = []
+        self.capture: list[bytes] | None = None  # records copied aside while a shrink runs
+
+    @property
+    def size(self) -> int:
+        """Logical size: what is in the file plus what is buffered for the next flush."""
+        return self.flushed + len(self._buffer)
+
+    def append(self, record: bytes) -> None:
+        self._buffer += record
+        if self.capture is not None:
+            self.capture.append(record)
+
+    def flush(self) -> None:
+        """Write the buffer to the OS (and the disk with `always`), then feed listeners."""
+        if not self._buffer:
+            return
+        data = bytes(self._buffer)
+        self._buffer.clear()
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            view = view[written:]
+        self.flushed += len(data)
+        if self.fsync == "always":
+            os.fsync(self._fd)
+        else:
+            self._unsynced = True
+        for listener in list(self.listeners):
+            listener(data)
+
+    def sync(self) -> None:
+        """The once-a-second fsync of `everysec`."""
+        if self._unsynced:
+            self._unsynced = False
+            os.fsync(self._fd)
+
+    def read(self, pos: int, size: int) -> bytes:
+        return os.pread(self._fd, size, pos)
+
+    def md5(self, pos: int, size: int) -> str:
+        """md5 of bytes [pos, pos+size) of the file, read in bounded chunks."""
+        self.flush()
+        digest = hashlib.md5()
+        end = pos + size
+        while pos < end:
+            chunk = os.pread(self._fd, min(1 << 20, end - pos), pos)
+            if not chunk:
+                break
+            digest.update(chunk)
+            pos += len(chunk)
+        return digest.hexdigest()
+
+    def replace_with(self, new_path: Path) -> None:
+        """Atomically make `new_path` (already fsynced) the AOF and continue appending to it."""
+        self.flush()
+        os.replace(new_path, self.path)
+        _fsync_dir(self.path.parent)
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        self.flushed = os.fstat(self._fd).st_size
+        self._unsynced = False
+
+    def truncate(self, size: int) -> None:
+        """Cut the file at `size` (a torn tail found at load)."""
+        os.ftruncate(self._fd, size)
+        self.flushed = size
+
+    def close(self) -> None:
+        try:
+            self.flush()
+            os.fsync(self._fd)
+        finally:
+            os.close(self._fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,84 @@
+"""`geoserver` command line, flags in the spirit of tile38-server."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from geoserver import __version__
+from geoserver.config import ServerConfig
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="geoserver",
+        description="A Tile38-compatible geospatial server: RESP and HTTP on one port, "
+        "JSON replies, AOF persistence, leader/follower replication.",
+    )
+    p.add_argument("-H", "--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("-p", "--port", type=int, default=9851, help="port to listen on (default %(default)s)")
+    p.add_argument("-d", "--dir", type=Path, default=Path("data"),
+                   help="data directory: AOF and config file (default %(default)s)")
+    p.add_argument("--appendonly", choices=["yes", "no"], default="yes", help="keep an AOF (default yes)")
+    p.add_argument("--appendfsync", choices=["always", "everysec", "no"], default="everysec",
+                   help="when the AOF is fsynced (default everysec)")
+    p.add_argument("--appendfilename", default="appendonly.aof", help="AOF file name inside --dir")
+    p.add_argument("--requirepass", default="", help="password clients must AUTH with")
+    p.add_argument("--leaderauth", default="", help="password this follower sends to its leader")
+    p.add_argument("--follow", metavar="HOST:PORT", default="",
+                   help="follow this leader (same as FOLLOW host port; persisted)")
+    p.add_argument("--metrics-addr", metavar="HOST:PORT", default=None,
+                   help="also serve Prometheus /metrics and /healthz on this address")
+    p.add_argument("--max-request-size", type=int, default=64 * 1024 * 1024,
+                   help="largest request in bytes; larger ones close the connection")
+    p.add_argument("-o", "--output", choices=["json", "resp"], default="resp",
+                   help="default reply format for RESP connections (HTTP is always JSON)")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"geoserver {__version__}")
+    return p.parse_args(argv)
+
+
+class KeyValueFormatter(logging.Formatter):
+    """`time level logger message key=value ...`: structured fields from `extra=`."""
+
+    _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        base = super().format(record)
+        extras = {k: v for k, v in vars(record).items() if k not in self._RESERVED}
+        if extras:
+            base += " " + " ".join(f"{k}={v}" for k, v in extras.items())
+        return base
+
+
+def setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    cfg = ServerConfig(
+        host=args.host, port=args.port, dir=args.dir, appendonly=args.appendonly == "yes",
+        appendfsync=args.appendfsync, appendfilename=args.appendfilename,
+        requirepass=args.requirepass, leaderauth=args.leaderauth, metrics_addr=args.metrics_addr,
+        max_request_size=args.max_request_size, json_output=args.output == "json",
+    )
+    if args.follow:
+        host, sep, port = args.follow.rpartition(":")
+        if not sep or not port.isdigit():
+            raise SystemExit(f"geoserver: --follow wants HOST:PORT, got {args.follow!r}")
+        cfg.follow_host, cfg.follow_port = host, int(port)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    setup_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
+    cfg = config_from_args(args)
+    from geoserver.server import run
+
+    run(cfg)

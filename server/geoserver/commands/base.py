@@ -1,0 +1,124 @@
+"""The one command table. Each command is declared once with its arity and flags; dispatch,
+arity errors, auth, LOADING, "not the leader", read-only refusals, follower read gating and AOF
+logging all derive from these declarations, for every path: RESP, HTTP, AOF load, follower.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from geoserver.errors import CommandError, duplicate_argument, invalid_argument
+
+if TYPE_CHECKING:
+    from geoserver.server import Client, Server
+    from geoserver.store.database import Database
+
+
+class Flag(enum.Flag):
+    NONE = 0
+    WRITE = enum.auto()  # mutates data: AOF-logged, refused on followers / when read-only
+    READ = enum.auto()  # reads data: gated on a follower until it has caught up once
+    NOAUTH = enum.auto()  # allowed before AUTH
+    LOADING_OK = enum.auto()  # allowed while the AOF is loading
+    ADMIN = enum.auto()  # server management (CONFIG, FOLLOW, AOFSHRINK ...)
+
+
+CommandFunc = Callable[["Ctx", list[bytes]], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    func: CommandFunc
+    min_args: int  # including the command name
+    max_args: int | None
+    flags: Flag
+
+    def check_arity(self, argc: int) -> bool:
+        return argc >= self.min_args and (self.max_args is None or argc <= self.max_args)
+
+
+TABLE: dict[str, Command] = {}
+
+
+def command(name: str, *, min_args: int = 1, max_args: int | None = None, flags: Flag = Flag.NONE,
+            aliases: tuple[str, ...] = ()) -> Callable[[CommandFunc], CommandFunc]:
+    """Register a command function; its docstring carries the syntax."""
+
+    def register(func: CommandFunc) -> CommandFunc:
+        cmd = Command(name, func, min_args, max_args, flags)
+        for n in (name, *aliases):
+            if n in TABLE:
+                raise RuntimeError(f"command {n} declared twice")
+            TABLE[n] = cmd
+        return func
+
+    return register
+
+
+@dataclass(slots=True)
+class Ctx:
+    """What a command may touch: the server, the calling client (None for AOF replay and the
+    follower stream), the reply mode, and the `dirty` flag that says a write changed data."""
+
+    server: Server
+    client: Client | None
+    json: bool
+    now: float
+    db: Database  # the server's, or the fresh one a full resync is building
+    dirty: bool = False
+
+
+class Args:
+    """A cursor over a command's arguments with Tile38-style errors."""
+
+    __slots__ = ("argv", "pos", "seen")
+
+    def __init__(self, argv: list[bytes], start: int = 1) -> None:
+        self.argv = argv
+        self.pos = start
+        self.seen: set[str] = set()
+
+    def more(self) -> bool:
+        return self.pos < len(self.argv)
+
+    def peek_upper(self) -> str:
+        return self.argv[self.pos].decode("utf-8", "replace").upper() if self.more() else ""
+
+    def next(self) -> bytes:
+        if not self.more():
+            raise CommandError("invalid number of arguments")
+        value = self.argv[self.pos]
+        self.pos += 1
+        return value
+
+    def next_str(self) -> str:
+        return self.next().decode("utf-8", "replace")
+
+    def next_float(self) -> float:
+        from geoserver.store.geometry import parse_float
+
+        return parse_float(self.next())
+
+    def next_int(self, minimum: int | None = None, maximum: int | None = None) -> int:
+        token = self.next()
+        try:
+            value = int(token)
+        except ValueError:
+            raise invalid_argument(token) from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise invalid_argument(token)
+        return value
+
+    def once(self, keyword: str) -> None:
+        """Refuse a keyword given twice (`duplicate argument 'LIMIT'`)."""
+        if keyword in self.seen:
+            raise duplicate_argument(keyword)
+        self.seen.add(keyword)
+
+    def done(self) -> None:
+        if self.more():
+            raise invalid_argument(self.argv[self.pos])

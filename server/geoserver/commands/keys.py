@@ -1,0 +1,432 @@
+"""Object and collection commands: SET GET DEL PDEL DROP RENAME KEYS TYPE EXISTS FSET FGET
+FEXISTS EXPIRE PERSIST TTL STATS BOUNDS FLUSHDB. Syntax follows Tile38 1.30 (see docs/commands.md)."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from typing import Any
+
+from geoserver.commands.base import Args, Ctx, Flag, command
+from geoserver.commands.replies import (
+    bounds_json,
+    bounds_resp,
+    field_out,
+    fields_json,
+    fields_resp,
+    object_json,
+    point_json,
+    point_resp,
+)
+from geoserver.errors import (
+    ID_ALREADY_EXISTS,
+    ID_NOT_FOUND,
+    KEY_NOT_FOUND,
+    CommandError,
+    invalid_argument,
+)
+from geoserver.protocol.resp import OK, Simple
+from geoserver.store.collection import Collection, Item
+from geoserver.store.fields import check_field_name, parse_field_value
+from geoserver.store.geometry import (
+    GeoObject,
+    encode_geohash,
+    make_bounds,
+    make_hash_point,
+    make_point,
+    make_string,
+    num,
+    parse_geojson,
+)
+
+W = Flag.WRITE
+R = Flag.READ
+
+
+def _collection(ctx: Ctx, key: bytes) -> Collection:
+    col = ctx.db.get(key.decode("utf-8", "replace"))
+    if col is None:
+        raise CommandError(KEY_NOT_FOUND)
+    return col
+
+
+def _live_item(ctx: Ctx, col: Collection, oid: str) -> Item | None:
+    item = col.get(oid)
+    if item is not None and item.expires_at is not None and item.expires_at <= ctx.now:
+        return None  # expired, not yet swept
+    return item
+
+
+def _item(ctx: Ctx, key: bytes, oid: bytes) -> Item:
+    item = _live_item(ctx, _collection(ctx, key), oid.decode("utf-8", "replace"))
+    if item is None:
+        raise CommandError(ID_NOT_FOUND)
+    return item
+
+
+def parse_object(args: Args) -> GeoObject:
+    """The value part of SET: OBJECT | POINT | BOUNDS | HASH | STRING."""
+    kind = args.peek_upper()
+    args.next()
+    if kind == "POINT":
+        lat, lon = args.next_float(), args.next_float()
+        z = args.next_float() if args.more() else None
+        return make_point(lat, lon, z)
+    if kind == "BOUNDS":
+        return make_bounds(args.next_float(), args.next_float(), args.next_float(), args.next_float())
+    if kind == "OBJECT":
+        return parse_geojson(args.next())
+    if kind == "HASH":
+        return make_hash_point(args.next_str())
+    if kind == "STRING":
+        return make_string(args.next_str())
+    raise invalid_argument(args.argv[args.pos - 1])
+
+
+@command("set", min_args=4, flags=W)
+def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
+    """SET key id [FIELD name value ...] [EX seconds] [NX|XX] (OBJECT geojson | POINT lat lon [z]
+    | BOUNDS minlat minlon maxlat maxlon | HASH geohash | STRING value)"""
+    args = Args(argv, 3)
+    fields: dict[str, Any] | None = None
+    expires_at: float | None = None
+    cond = ""
+    obj: GeoObject | None = None
+    while args.more():
+        word = args.peek_upper()
+        if word == "FIELD":
+            args.next()
+            name = check_field_name(args.next())
+            if fields is None:
+                fields = {}
+            fields[name] = parse_field_value(args.next())
+        elif word == "EX":
+            args.next()
+            seconds = args.next_float()
+            expires_at = ctx.now + seconds
+        elif word in ("NX", "XX"):
+            args.next()
+            if cond and cond != word:
+                raise invalid_argument(argv[args.pos - 1])
+            cond = word
+        elif word in ("POINT", "BOUNDS", "OBJECT", "HASH", "STRING"):
+            obj = parse_object(args)
+            args.done()
+        else:
+            raise invalid_argument(argv[args.pos])
+    if obj is None:
+        raise CommandError("invalid number of arguments")
+    key, oid = argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace")
+    if cond:
+        col = ctx.db.get(key)
+        exists = col is not None and _live_item(ctx, col, oid) is not None
+        if cond == "NX" and exists:
+            if ctx.json:
+                raise CommandError(ID_ALREADY_EXISTS)
+            return None
+        if cond == "XX" and not exists:
+            if ctx.json:
+                raise CommandError(ID_NOT_FOUND)
+            return None
+    col = ctx.db.get_or_create(key)
+    col.set(oid, obj, fields, expires_at)
+    if expires_at is not None:
+        ctx.db.schedule_expiry(key, oid, expires_at)
+    ctx.dirty = True
+    return {} if ctx.json else OK
+
+
+@command("get", min_args=3, max_args=6, flags=R)
+def cmd_get(ctx: Ctx, argv: list[bytes]) -> Any:
+    """GET key id [WITHFIELDS] [OBJECT|POINT|BOUNDS|HASH precision]"""
+    args = Args(argv, 3)
+    withfields = False
+    if args.peek_upper() == "WITHFIELDS":
+        args.next()
+        withfields = True
+    kind = "OBJECT"
+    precision = 0
+    if args.more():
+        kind = args.peek_upper()
+        args.next()
+        if kind == "HASH":
+            precision = args.next_int(1, 12)
+        elif kind not in ("OBJECT", "POINT", "BOUNDS"):
+            raise invalid_argument(argv[args.pos - 1])
+    args.done()
+    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    item = _live_item(ctx, col, argv[2].decode("utf-8", "replace")) if col else None
+    if item is None:
+        if ctx.json:
+            raise CommandError(KEY_NOT_FOUND if col is None else ID_NOT_FOUND)
+        return None
+    obj = item.obj
+    if kind != "OBJECT" and not obj.is_spatial:
+        raise CommandError("object is not spatial")
+    if ctx.json:
+        body: dict[str, Any]
+        if kind == "OBJECT":
+            body = {"object": object_json(obj)}
+        elif kind == "POINT":
+            body = {"point": point_json(obj)}
+        elif kind == "BOUNDS":
+            body = {"bounds": bounds_json(obj)}
+        else:
+            body = {"hash": encode_geohash(*obj.center(), precision)}
+        if withfields and item.fields:
+            body["fields"] = fields_json(item)
+        return body
+    if kind == "OBJECT":
+        value: Any = obj.json_text()
+    elif kind == "POINT":
+        value = point_resp(obj)
+    elif kind == "BOUNDS":
+        value = bounds_resp(obj)
+    else:
+        value = encode_geohash(*obj.center(), precision)
+    if withfields:
+        return [value, fields_resp(item)] if item.fields else [value]
+    return value
+
+
+def delete_object(ctx: Ctx, key: str, oid: str) -> bool:
+    """Delete one object, dropping its collection when it empties. Shared with expiry."""
+    col = ctx.db.get(key)
+    if col is None or col.delete(oid) is None:
+        return False
+    ctx.db.drop_if_empty(key)
+    return True
+
+
+@command("del", min_args=3, max_args=4, flags=W)
+def cmd_del(ctx: Ctx, argv: list[bytes]) -> Any:
+    """DEL key id [ERRON404]"""
+    erron404 = len(argv) == 4
+    if erron404 and argv[3].upper() != b"ERRON404":
+        raise invalid_argument(argv[3])
+    key, oid = argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace")
+    deleted = delete_object(ctx, key, oid)
+    if not deleted and erron404:
+        raise CommandError(KEY_NOT_FOUND if ctx.db.get(key) is None else ID_NOT_FOUND)
+    ctx.dirty = deleted
+    return {} if ctx.json else int(deleted)
+
+
+@command("pdel", min_args=3, max_args=3, flags=W)
+def cmd_pdel(ctx: Ctx, argv: list[bytes]) -> Any:
+    """PDEL key pattern"""
+    key, pattern = argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace")
+    col = ctx.db.get(key)
+    count = 0
+    if col is not None:
+        for oid in [i for i in col.ids() if fnmatch.fnmatchcase(i, pattern)]:
+            col.delete(oid)
+            count += 1
+        ctx.db.drop_if_empty(key)
+    ctx.dirty = count > 0
+    return {} if ctx.json else count
+
+
+@command("drop", min_args=2, max_args=2, flags=W)
+def cmd_drop(ctx: Ctx, argv: list[bytes]) -> Any:
+    """DROP key"""
+    dropped = ctx.db.drop(argv[1].decode("utf-8", "replace"))
+    ctx.dirty = dropped
+    return {} if ctx.json else int(dropped)
+
+
+def _rename(ctx: Ctx, argv: list[bytes], nx: bool) -> Any:
+    src, dst = argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace")
+    col = ctx.db.get(src)
+    if col is None:
+        raise CommandError(KEY_NOT_FOUND)
+    if nx and ctx.db.get(dst) is not None:
+        return {} if ctx.json else 0
+    del ctx.db.collections[src]
+    ctx.db.collections[dst] = col
+    for oid, item in col.items.items():
+        if item.expires_at is not None:
+            ctx.db.schedule_expiry(dst, oid, item.expires_at)
+    ctx.dirty = True
+    if ctx.json:
+        return {}
+    return 1 if nx else OK
+
+
+@command("rename", min_args=3, max_args=3, flags=W)
+def cmd_rename(ctx: Ctx, argv: list[bytes]) -> Any:
+    """RENAME key newkey"""
+    return _rename(ctx, argv, nx=False)
+
+
+@command("renamenx", min_args=3, max_args=3, flags=W)
+def cmd_renamenx(ctx: Ctx, argv: list[bytes]) -> Any:
+    """RENAMENX key newkey"""
+    return _rename(ctx, argv, nx=True)
+
+
+@command("flushdb", min_args=1, max_args=1, flags=W)
+def cmd_flushdb(ctx: Ctx, argv: list[bytes]) -> Any:
+    """FLUSHDB"""
+    ctx.db.flush()
+    ctx.dirty = True
+    return {} if ctx.json else OK
+
+
+@command("keys", min_args=2, max_args=2, flags=R)
+def cmd_keys(ctx: Ctx, argv: list[bytes]) -> Any:
+    """KEYS pattern"""
+    pattern = argv[1].decode("utf-8", "replace")
+    keys = [k for k in ctx.db.collections if fnmatch.fnmatchcase(k, pattern)]
+    return {"keys": keys} if ctx.json else keys
+
+
+@command("type", min_args=2, max_args=2, flags=R)
+def cmd_type(ctx: Ctx, argv: list[bytes]) -> Any:
+    """TYPE key"""
+    exists = ctx.db.get(argv[1].decode("utf-8", "replace")) is not None
+    if ctx.json:
+        if not exists:
+            raise CommandError(KEY_NOT_FOUND)
+        return {"type": "hash"}
+    return Simple("hash" if exists else "none")
+
+
+@command("exists", min_args=3, max_args=3, flags=R)
+def cmd_exists(ctx: Ctx, argv: list[bytes]) -> Any:
+    """EXISTS key id"""
+    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    found = col is not None and _live_item(ctx, col, argv[2].decode("utf-8", "replace")) is not None
+    return {"exists": found} if ctx.json else int(found)
+
+
+@command("fexists", min_args=4, max_args=4, flags=R)
+def cmd_fexists(ctx: Ctx, argv: list[bytes]) -> Any:
+    """FEXISTS key id field"""
+    item = _item(ctx, argv[1], argv[2])
+    found = bool(item.fields) and argv[3].decode("utf-8", "replace") in item.fields  # type: ignore[operator]
+    return {"exists": found} if ctx.json else int(found)
+
+
+@command("fset", min_args=5, flags=W)
+def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
+    """FSET key id [XX] field value [field value ...]"""
+    args = Args(argv, 3)
+    xx = False
+    if args.peek_upper() == "XX":
+        args.next()
+        xx = True
+    pairs = argv[args.pos :]
+    if not pairs or len(pairs) % 2:
+        raise CommandError("invalid number of arguments")
+    col = _collection(ctx, argv[1])
+    item = _live_item(ctx, col, argv[2].decode("utf-8", "replace"))
+    if item is None:
+        if xx:
+            return {} if ctx.json else 0
+        raise CommandError(ID_NOT_FOUND)
+    changed = 0
+    for i in range(0, len(pairs), 2):
+        name = check_field_name(pairs[i])
+        if col.set_field(item, name, parse_field_value(pairs[i + 1])):
+            changed += 1
+    ctx.dirty = changed > 0
+    return {} if ctx.json else changed
+
+
+@command("fget", min_args=4, max_args=4, flags=R)
+def cmd_fget(ctx: Ctx, argv: list[bytes]) -> Any:
+    """FGET key id field"""
+    item = _item(ctx, argv[1], argv[2])
+    value = (item.fields or {}).get(argv[3].decode("utf-8", "replace"), 0.0)
+    if ctx.json:
+        return {"value": field_out(value)}
+    return value if isinstance(value, str) else float(value)
+
+
+@command("expire", min_args=4, max_args=4, flags=W)
+def cmd_expire(ctx: Ctx, argv: list[bytes]) -> Any:
+    """EXPIRE key id seconds"""
+    seconds = Args(argv, 3).next_float()
+    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    oid = argv[2].decode("utf-8", "replace")
+    item = _live_item(ctx, col, oid) if col is not None else None
+    if item is None:
+        if ctx.json:
+            raise CommandError(KEY_NOT_FOUND if col is None else ID_NOT_FOUND)
+        return 0
+    item.expires_at = ctx.now + seconds
+    ctx.db.schedule_expiry(argv[1].decode("utf-8", "replace"), oid, item.expires_at)
+    ctx.dirty = True
+    return {} if ctx.json else 1
+
+
+@command("persist", min_args=3, max_args=3, flags=W)
+def cmd_persist(ctx: Ctx, argv: list[bytes]) -> Any:
+    """PERSIST key id"""
+    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    item = _live_item(ctx, col, argv[2].decode("utf-8", "replace")) if col is not None else None
+    if item is None:
+        if ctx.json:
+            raise CommandError(KEY_NOT_FOUND if col is None else ID_NOT_FOUND)
+        return 0
+    cleared = item.expires_at is not None
+    item.expires_at = None
+    ctx.dirty = cleared
+    return {} if ctx.json else int(cleared)
+
+
+@command("ttl", min_args=3, max_args=3, flags=R)
+def cmd_ttl(ctx: Ctx, argv: list[bytes]) -> Any:
+    """TTL key id"""
+    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    item = _live_item(ctx, col, argv[2].decode("utf-8", "replace")) if col is not None else None
+    if item is None:
+        if ctx.json:
+            raise CommandError(KEY_NOT_FOUND if col is None else ID_NOT_FOUND)
+        return -2
+    if item.expires_at is None:
+        ttl: float = -1
+    else:
+        ttl = max(0.0, item.expires_at - ctx.now)
+    if ctx.json:
+        return {"ttl": ttl if ttl == -1 else round(ttl, 3)}
+    return math.floor(ttl) if ttl != -1 else -1
+
+
+@command("stats", min_args=2, flags=R)
+def cmd_stats(ctx: Ctx, argv: list[bytes]) -> Any:
+    """STATS key [key ...]"""
+    out: list[Any] = []
+    for raw in argv[1:]:
+        col = ctx.db.get(raw.decode("utf-8", "replace"))
+        if col is None:
+            out.append(None)
+            continue
+        stats = {"in_memory_size": col.weight, "num_objects": len(col),
+                 "num_points": col.num_points, "num_strings": col.num_strings}
+        out.append(stats if ctx.json else [x for kv in stats.items() for x in kv])
+    return {"stats": out} if ctx.json else out
+
+
+@command("bounds", min_args=2, max_args=2, flags=R)
+def cmd_bounds(ctx: Ctx, argv: list[bytes]) -> Any:
+    """BOUNDS key"""
+    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    if col is None:
+        if ctx.json:
+            raise CommandError(KEY_NOT_FOUND)
+        return None
+    minlon = minlat = math.inf
+    maxlon = maxlat = -math.inf
+    for item in col.items.values():
+        if item.obj.bbox is None:
+            continue
+        a, b, c, d = item.obj.bbox
+        minlon, minlat, maxlon, maxlat = min(minlon, a), min(minlat, b), max(maxlon, c), max(maxlat, d)
+    if minlon == math.inf:
+        minlon = minlat = maxlon = maxlat = 0.0
+    if ctx.json:
+        ring = [[minlon, minlat], [maxlon, minlat], [maxlon, maxlat], [minlon, maxlat], [minlon, minlat]]
+        return {"bounds": {"type": "Polygon", "coordinates": [[[num(x), num(y)] for x, y in ring]]}}
+    return [[float(minlon), float(minlat)], [float(maxlon), float(maxlat)]]

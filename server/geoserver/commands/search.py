@@ -1,0 +1,1 @@
+"""Search commands: SCAN NEARBY WITHIN INTERSECTS (being written; see docs/commands.md)."""

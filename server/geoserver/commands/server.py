@@ -1,0 +1,291 @@
+"""Connection and server commands: PING ECHO QUIT AUTH OUTPUT SERVER INFO CONFIG GC HEALTHZ
+READONLY."""
+
+from __future__ import annotations
+
+import gc
+import os
+import platform
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from geoserver import TILE38_COMPAT_VERSION, __version__
+from geoserver.commands.base import Args, Ctx, Flag, command
+from geoserver.config import PROPERTIES
+from geoserver.errors import (
+    CATCHING_UP,
+    INVALID_PASSWORD,
+    NOT_CAUGHT_UP,
+    AuthError,
+    CommandError,
+    invalid_argument,
+)
+from geoserver.protocol.output import render
+from geoserver.protocol.resp import OK, PONG, Map, Raw, Simple
+
+if TYPE_CHECKING:
+    from geoserver.server import Server
+
+N = Flag.NOAUTH | Flag.LOADING_OK
+
+
+@command("ping", max_args=2, flags=N)
+def cmd_ping(ctx: Ctx, argv: list[bytes]) -> Any:
+    """PING [message]"""
+    if ctx.json:
+        return {"ping": "pong"}
+    return argv[1] if len(argv) > 1 else PONG
+
+
+@command("echo", min_args=2, max_args=2, flags=N)
+def cmd_echo(ctx: Ctx, argv: list[bytes]) -> Any:
+    """ECHO message"""
+    return {"message": argv[1].decode("utf-8", "replace")} if ctx.json else argv[1]
+
+
+@command("quit", max_args=1, flags=N)
+def cmd_quit(ctx: Ctx, argv: list[bytes]) -> Any:
+    """QUIT -- reply OK, then close the connection."""
+    if ctx.client is not None:
+        ctx.client.closing = True
+    return {} if ctx.json else OK
+
+
+@command("auth", min_args=2, max_args=2, flags=N)
+def cmd_auth(ctx: Ctx, argv: list[bytes]) -> Any:
+    """AUTH password"""
+    password = argv[1].decode("utf-8", "replace")
+    if not ctx.server.requirepass or password != ctx.server.requirepass:
+        raise AuthError(INVALID_PASSWORD)
+    if ctx.client is not None:
+        ctx.client.authed = True
+    return {} if ctx.json else OK
+
+
+@command("hello", max_args=None, flags=N)
+def cmd_hello(ctx: Ctx, argv: list[bytes]) -> Any:
+    """HELLO [protover [AUTH username password] [SETNAME name]] -- the handshake redis-py and
+    other RESP3-era clients send first. Replies keep RESP2 shapes, which RESP3 parsers accept."""
+    proto = 2
+    args = Args(argv, 1)
+    if args.more():
+        proto = args.next_int()
+        if proto not in (2, 3):
+            raise CommandError("NOPROTO unsupported protocol version")
+    while args.more():
+        word = args.peek_upper()
+        args.next()
+        if word == "AUTH":
+            args.next()
+            cmd_auth(ctx, [b"auth", args.next()])
+        elif word == "SETNAME":
+            args.next()
+        else:
+            raise invalid_argument(argv[args.pos - 1])
+    info = {"server": "tile38", "version": TILE38_COMPAT_VERSION, "proto": proto,
+            "id": 0, "mode": "standalone",
+            "role": "replica" if ctx.server.follower else "master", "modules": []}
+    if ctx.json:
+        return info
+    return Map(info) if proto == 3 else [x for kv in info.items() for x in kv]
+
+
+@command("output", max_args=2, flags=N)
+def cmd_output(ctx: Ctx, argv: list[bytes]) -> Any:
+    """OUTPUT [json|resp] -- switch this connection's reply format (RESP connections only)."""
+    client = ctx.client
+    if len(argv) == 1:
+        return {"output": "json"} if ctx.json else "resp"
+    mode = argv[1].decode("utf-8", "replace").lower()
+    if mode not in ("json", "resp"):
+        raise invalid_argument(argv[1])
+    if client is not None and client.resp_conn:
+        client.json = mode == "json"
+        # The reply already speaks the new format.
+        return Raw(render({}, True, 0, True)) if client.json else OK
+    if mode == "resp":
+        raise CommandError("resp output is not available over HTTP")
+    return {}
+
+
+def server_stats(server: Server) -> dict[str, Any]:
+    """The SERVER fields, with real values. Never gated, so an operator can watch a catching-up
+    follower (Tile38 refuses SERVER until the first catch-up; see docs/commands.md)."""
+    db = server.db.stats()
+    rss = server.rss_bytes()
+    shrink = server.shrink
+    stats: dict[str, Any] = {
+        "id": server.config.server_id,
+        "version": TILE38_COMPAT_VERSION,
+        "geoserver_version": __version__,
+        "pid": os.getpid(),
+        "uptime": int(time.time() - server.started),
+        "aof_size": server.aof_size,
+        "aof_shrinking": shrink.running,
+        "last_shrink_time": shrink.last_time,
+        "last_shrink_result": shrink.last_result,
+        "last_shrink_duration_ms": round(shrink.last_duration * 1000, 3),
+        "num_collections": db["num_collections"],
+        "num_objects": db["num_objects"],
+        "num_points": db["num_points"],
+        "num_strings": db["num_strings"],
+        "num_hooks": 0,
+        "in_memory_size": db["in_memory_size"],
+        "avg_item_size": db["in_memory_size"] // db["num_objects"] if db["num_objects"] else 0,
+        "mem_alloc": rss,
+        "heap_size": rss,
+        "heap_released": 0,
+        "max_heap_size": server.config.maxmemory,
+        "pointer_size": 8,
+        "read_only": server.read_only,
+        "http_transport": True,
+        "threads": threading.active_count(),
+        "cpus": os.cpu_count() or 1,
+        "connected_clients": len(server.clients),
+        "connected_followers": len(server.live_streams),
+        "resyncs": server.resyncs,
+    }
+    follower = server.follower
+    if follower is not None:
+        stats.update(follower.stats())
+    return stats
+
+
+@command("server", max_args=2, flags=Flag.LOADING_OK)
+def cmd_server(ctx: Ctx, argv: list[bytes]) -> Any:
+    """SERVER [EXT]"""
+    stats = server_stats(ctx.server)
+    if ctx.json:
+        return {"stats": stats}
+    return [x for kv in stats.items() for x in (kv[0], _resp_scalar(kv[1]))]
+
+
+def _resp_scalar(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def info_sections(server: Server) -> dict[str, dict[str, Any]]:
+    stats = server_stats(server)
+    follower = server.follower
+    replication: dict[str, Any]
+    if follower is None:
+        replication = {"role": "master", "connected_slaves": len(server.live_streams)}
+        for i, stream in enumerate(sorted(server.live_streams, key=id)):
+            replication[f"slave{i}"] = f"ip={stream.peer_ip},port={stream.peer_port},state=online"
+    else:
+        replication = {"role": "slave", "master_host": follower.host, "master_port": follower.port,
+                       "master_link_status": "up" if follower.connected else "down",
+                       "slave_repl_offset": server.aof_size}
+    return {
+        "server": {"tile38_version": TILE38_COMPAT_VERSION, "redis_version": TILE38_COMPAT_VERSION,
+                   "uptime_in_seconds": stats["uptime"], "process_id": stats["pid"],
+                   "os": platform.platform()},
+        "clients": {"connected_clients": stats["connected_clients"]},
+        "memory": {"used_memory": stats["mem_alloc"]},
+        "persistence": {"aof_enabled": int(server.aof is not None),
+                        "aof_rewrite_in_progress": int(stats["aof_shrinking"]),
+                        "aof_current_size": stats["aof_size"],
+                        "aof_last_rewrite_status": stats["last_shrink_result"] or "none"},
+        "stats": {"total_connections_received": int(server.metrics.connections._value.get())},
+        "replication": replication,
+        "cpu": {"used_cpu_sys": round(os.times().system, 3), "used_cpu_user": round(os.times().user, 3)},
+    }
+
+
+@command("info", max_args=2, flags=Flag.READ)
+def cmd_info(ctx: Ctx, argv: list[bytes]) -> Any:
+    """INFO [section]"""
+    sections = info_sections(ctx.server)
+    if len(argv) == 2:
+        name = argv[1].decode("utf-8", "replace").lower()
+        if name not in ("all", "default"):
+            sections = {k: v for k, v in sections.items() if k == name}
+    if ctx.json:
+        return {"info": {k: v for sec in sections.values() for k, v in sec.items()}}
+    lines = []
+    for name, values in sections.items():
+        lines.append(f"# {name.capitalize()}")
+        lines.extend(f"{k}:{v}" for k, v in values.items())
+        lines.append("")
+    return "\r\n".join(lines)
+
+
+@command("config", min_args=2, max_args=4, flags=Flag.ADMIN)
+def cmd_config(ctx: Ctx, argv: list[bytes]) -> Any:
+    """CONFIG GET property | CONFIG SET property value | CONFIG REWRITE"""
+    sub = argv[1].decode("utf-8", "replace").upper()
+    cfg = ctx.server.config
+    if sub == "GET" and len(argv) == 3:
+        pattern = argv[2].decode("utf-8", "replace").lower()
+        import fnmatch
+
+        props = {p: cfg.get_property(p) for p in PROPERTIES if fnmatch.fnmatchcase(p, pattern)}
+        if ctx.json:
+            return {"properties": props}
+        return [x for kv in props.items() for x in kv]
+    if sub == "SET" and len(argv) == 4:
+        name = argv[2].decode("utf-8", "replace").lower()
+        if name not in PROPERTIES:
+            raise CommandError(f"Unsupported CONFIG parameter: {name}")
+        value = argv[3].decode("utf-8", "replace")
+        try:
+            cfg.set_property(name, value)
+        except ValueError:
+            raise invalid_argument(argv[3]) from None
+        if name == "appendfsync" and ctx.server.aof is not None:
+            if value not in ("always", "everysec", "no"):
+                raise invalid_argument(argv[3])
+            ctx.server.aof.fsync = value
+        return {} if ctx.json else OK
+    if sub == "REWRITE" and len(argv) == 2:
+        cfg.write_file()
+        return {} if ctx.json else OK
+    if sub in ("GET", "SET", "REWRITE"):
+        raise CommandError("invalid number of arguments")
+    raise invalid_argument(argv[1])
+
+
+@command("gc", max_args=1)
+def cmd_gc(ctx: Ctx, argv: list[bytes]) -> Any:
+    """GC -- run a full garbage collection."""
+    gc.collect()
+    return {} if ctx.json else OK
+
+
+def health_error(server: Server) -> str:
+    """Why this server is not healthy, or "" when it is (followers must be caught up)."""
+    follower = server.follower
+    if server.loading:
+        return "loading"
+    if follower is not None:
+        if not follower.caught_up_once:
+            return CATCHING_UP
+        if not follower.caught_up:
+            return NOT_CAUGHT_UP
+    return ""
+
+
+@command("healthz", max_args=1, flags=N)
+def cmd_healthz(ctx: Ctx, argv: list[bytes]) -> Any:
+    """HEALTHZ -- OK on a leader; on a follower only when caught up."""
+    err = health_error(ctx.server)
+    if err:
+        raise CommandError(err)
+    return {} if ctx.json else OK
+
+
+@command("readonly", min_args=2, max_args=2, flags=Flag.ADMIN)
+def cmd_readonly(ctx: Ctx, argv: list[bytes]) -> Any:
+    """READONLY yes|no -- persisted in the config file."""
+    value = argv[1].decode("utf-8", "replace")
+    if value not in ("yes", "no"):
+        raise invalid_argument(argv[1])
+    ctx.server.config.read_only = value == "yes"
+    ctx.server.config.write_file()
+    return {} if ctx.json else OK
+
+
+__all__ = ["Simple", "health_error", "server_stats"]

@@ -1,0 +1,101 @@
+"""Server settings: command-line flags plus the persistent JSON config file (`<dir>/config`),
+which keeps what CONFIG SET / FOLLOW / READONLY change so a restart resumes the same role."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger(__name__)
+
+# CONFIG GET/SET properties and their types (Tile38 names).
+PROPERTIES: dict[str, type] = {
+    "requirepass": str,
+    "leaderauth": str,
+    "maxmemory": int,
+    "protected-mode": str,
+    "keepalive": int,
+    "max-request-size": int,
+    "appendfsync": str,
+}
+
+
+@dataclass
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9851
+    dir: Path = Path("data")
+    appendonly: bool = True
+    appendfsync: str = "everysec"  # always | everysec | no
+    appendfilename: str = "appendonly.aof"
+    metrics_addr: str | None = None
+    json_output: bool = False  # default reply mode for RESP connections (`-o json`)
+    # persisted in the config file
+    server_id: str = ""
+    requirepass: str = ""
+    leaderauth: str = ""
+    follow_host: str = ""
+    follow_port: int = 0
+    read_only: bool = False
+    max_request_size: int = 64 * 1024 * 1024
+    maxmemory: int = 0
+    keepalive: int = 300
+    protected_mode: str = "no"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def aof_path(self) -> Path:
+        return self.dir / self.appendfilename
+
+    @property
+    def config_path(self) -> Path:
+        return self.dir / "config"
+
+    def load_file(self) -> None:
+        """Merge the persisted file (if any) into these settings; flags given win for
+        values the file does not hold."""
+        path = self.config_path
+        if path.exists():
+            try:
+                data = orjson.loads(path.read_bytes())
+            except orjson.JSONDecodeError as exc:
+                raise SystemExit(f"geoserver: cannot parse config file {path}: {exc}") from None
+            self.server_id = data.get("server_id", self.server_id)
+            self.follow_host = data.get("follow_host", self.follow_host)
+            self.follow_port = int(data.get("follow_port", self.follow_port) or 0)
+            self.read_only = bool(data.get("read_only", self.read_only))
+            self.requirepass = data.get("requirepass", self.requirepass) or self.requirepass
+            self.leaderauth = data.get("leaderauth", self.leaderauth) or self.leaderauth
+            self.max_request_size = int(data.get("max-request-size", self.max_request_size))
+            self.maxmemory = int(data.get("maxmemory", self.maxmemory))
+        if not self.server_id:
+            self.server_id = secrets.token_hex(16)
+
+    def write_file(self) -> None:
+        """Atomically persist the mutable settings (CONFIG REWRITE, FOLLOW, READONLY)."""
+        data = {
+            "server_id": self.server_id,
+            "follow_host": self.follow_host,
+            "follow_port": self.follow_port,
+            "read_only": self.read_only,
+            "requirepass": self.requirepass,
+            "leaderauth": self.leaderauth,
+            "max-request-size": self.max_request_size,
+            "maxmemory": self.maxmemory,
+        }
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, self.config_path)
+
+    def get_property(self, name: str) -> str:
+        return str(getattr(self, name.replace("-", "_"), ""))
+
+    def set_property(self, name: str, value: str) -> None:
+        kind = PROPERTIES[name]
+        setattr(self, name.replace("-", "_"), kind(value))

@@ -1,0 +1,123 @@
+"""Run one command through the table: the checks every path shares, then the command, then
+the AOF record. Client connections use `execute`; the AOF loader and the follower stream use
+`apply_record`, which runs the same table without the client-facing checks.
+
+A command that must wait for I/O (FOLLOW dials the leader) returns a coroutine; `execute`
+then returns an awaitable reply and the connection holds later pipelined commands until it
+resolves, so replies stay in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from geoserver.commands import TABLE
+from geoserver.commands.base import Ctx, Flag
+from geoserver.errors import (
+    AUTH_REQUIRED,
+    LOADING,
+    READ_ONLY,
+    ArityError,
+    AuthError,
+    CatchingUpError,
+    CommandError,
+    GeoServerError,
+    NotLeaderError,
+    unknown_command,
+)
+from geoserver.protocol.output import render, render_error
+
+if TYPE_CHECKING:
+    from geoserver.server import Client, Server
+    from geoserver.store.database import Database
+
+log = logging.getLogger(__name__)
+
+# Errors a replayed record may raise without meaning corruption (Tile38's commandErrIsFatal).
+_HARMLESS_REPLAY_ERRORS = {"key not found", "id not found"}
+
+Reply = bytes | Awaitable[bytes]
+
+
+def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Reply:
+    """Execute a client's command and return the encoded reply (or an awaitable of it)."""
+    start = time.perf_counter_ns()
+    name = argv[0].decode("utf-8", "replace").lower()
+    cmd = TABLE.get(name)
+    try:
+        if cmd is None:
+            raise unknown_command(argv[0])
+        flags = cmd.flags
+        if server.requirepass and not client.authed and not flags & Flag.NOAUTH:
+            raise AuthError(AUTH_REQUIRED)
+        if server.loading and not flags & Flag.LOADING_OK:
+            raise CommandError(LOADING)
+        if not cmd.check_arity(len(argv)):
+            raise ArityError(name)
+        if flags & Flag.WRITE:
+            if server.follower is not None:
+                raise NotLeaderError()
+            if server.read_only:
+                raise CommandError(READ_ONLY)
+        elif flags & Flag.READ and server.follower is not None and not server.follower.caught_up_once:
+            raise CatchingUpError()
+        ctx = Ctx(server, client, json, time.time(), server.db)
+        result = cmd.func(ctx, argv)
+        if asyncio.iscoroutine(result):
+            return _finish_later(server, client, name, start, json, result)
+        if ctx.dirty:
+            server.record_write(argv)
+        return _ok(server, client, name, start, json, result)
+    except GeoServerError as exc:
+        return _error(server, client, name if cmd else "unknown", start, json, exc)
+    except Exception as exc:  # a bug in one command must not take the server down
+        log.exception("command failed", extra={"command": name})
+        return _error(server, client, name, start, json, CommandError(f"internal error: {exc}"))
+
+
+def _ok(server: Server, client: Client, name: str, start: int, json: bool, result: Any) -> bytes:
+    elapsed = time.perf_counter_ns() - start
+    server.metrics.observe_command(name, elapsed, ok=True)
+    return render(result, json, elapsed, client.resp_conn)
+
+
+def _error(server: Server, client: Client, name: str, start: int, json: bool,
+           exc: GeoServerError) -> bytes:
+    elapsed = time.perf_counter_ns() - start
+    server.metrics.observe_command(name, elapsed, ok=False)
+    return render_error(exc, json, elapsed, client.resp_conn)
+
+
+async def _finish_later(server: Server, client: Client, name: str, start: int, json: bool,
+                        pending: Coroutine[Any, Any, Any]) -> bytes:
+    try:
+        result = await pending
+    except GeoServerError as exc:
+        return _error(server, client, name, start, json, exc)
+    except Exception as exc:
+        log.exception("command failed", extra={"command": name})
+        return _error(server, client, name, start, json, CommandError(f"internal error: {exc}"))
+    return _ok(server, client, name, start, json, result)
+
+
+def apply_record(server: Server, argv: list[bytes], db: Database | None = None) -> None:
+    """Replay one AOF/replication record into `db` (default: the server's dataset).
+    Raises CommandError for a record that cannot apply."""
+    name = argv[0].decode("utf-8", "replace").lower()
+    cmd = TABLE.get(name)
+    if cmd is None:
+        raise unknown_command(argv[0])
+    if not cmd.flags & Flag.WRITE:
+        raise CommandError(f"'{name}' is not a write command")
+    if not cmd.check_arity(len(argv)):
+        raise ArityError(name)
+    ctx = Ctx(server, None, True, time.time(), db if db is not None else server.db)
+    try:
+        cmd.func(ctx, argv)
+    except CommandError as exc:
+        if exc.message not in _HARMLESS_REPLAY_ERRORS:
+            raise

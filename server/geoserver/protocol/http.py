@@ -1,0 +1,150 @@
+"""HTTP on the same port as RESP, as Tile38 does: `GET /SET+fleet+t1+POINT+33+-115`,
+`POST /` with the command line as body, plus `/metrics` (Prometheus) and `/healthz`.
+Requests are parsed with h11; every response closes the connection."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
+from urllib.parse import unquote_plus
+
+import h11
+import orjson
+
+from geoserver import dispatch
+from geoserver.errors import ProtocolError
+from geoserver.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from geoserver.protocol.resp import split_command_line
+
+if TYPE_CHECKING:
+    from geoserver.server import Client, Server
+
+JSON_TYPE = "application/json; charset=utf-8"
+_METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"OPTIONS ", b"DELETE ", b"PATCH ")
+_REASONS = {200: b"OK", 204: b"No Content", 400: b"Bad Request", 404: b"Not Found",
+            500: b"Internal Server Error"}
+
+
+def looks_like_http(data: bytes) -> bool:
+    return data.startswith(_METHODS)
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    target: str
+    body: bytes
+    password: str | None
+
+
+class HttpRequestParser:
+    """Feed bytes; returns the request once complete. Oversized requests are refused."""
+
+    def __init__(self, max_size: int) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=min(max_size, 1 << 20))
+        self._max = max_size
+        self._request: h11.Request | None = None
+        self._body = bytearray()
+
+    def feed(self, data: bytes) -> HttpRequest | None:
+        self._conn.receive_data(data)
+        while True:
+            try:
+                event = self._conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise ProtocolError(f"invalid HTTP request: {exc}") from None
+            if event is h11.NEED_DATA:
+                return None
+            if isinstance(event, h11.Request):
+                self._request = event
+            elif isinstance(event, h11.Data):
+                self._body += event.data
+                if len(self._body) > self._max:
+                    raise ProtocolError("request too large")
+            elif isinstance(event, h11.EndOfMessage):
+                assert self._request is not None
+                headers = {k.lower(): v for k, v in self._request.headers}
+                auth = headers.get(b"authorization")
+                return HttpRequest(
+                    self._request.method.decode(), self._request.target.decode("latin-1"),
+                    bytes(self._body), auth.decode() if auth is not None else None,
+                )
+            else:
+                return None
+
+
+def response(status: int, body: bytes, content_type: str = JSON_TYPE) -> bytes:
+    head = [
+        b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"OK")),
+        b"Content-Type: " + content_type.encode(),
+        b"Access-Control-Allow-Origin: *",
+        b"Connection: close",
+        b"Content-Length: %d" % len(body),
+    ]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def json_error_body(message: str) -> bytes:
+    return orjson.dumps({"ok": False, "err": message, "elapsed": "0s"}) + b"\r\n"
+
+
+async def handle(client: Client, request: HttpRequest) -> tuple[int, str, bytes]:
+    """Run the request's command (or serve /metrics); returns status, content type, body."""
+    server = client.server
+    path = request.target.split("?", 1)[0]
+    if request.method == "OPTIONS":
+        return 204, JSON_TYPE, b""
+    if path == "/metrics":
+        return 200, METRICS_CONTENT_TYPE, server.metrics.render()
+    line = unquote_plus(path.lstrip("/"))
+    if request.method == "POST" and request.body:
+        line = (line + " " + request.body.decode("utf-8", "replace")).strip()
+    try:
+        argv = split_command_line(line.encode())
+    except ProtocolError as exc:
+        return 400, JSON_TYPE, json_error_body(exc.message)
+    if not argv:
+        return 200, JSON_TYPE, orjson.dumps({"ok": True, "elapsed": "0s"}) + b"\r\n"
+    reply = dispatch.execute(server, client, argv, json=True)
+    body = reply if isinstance(reply, bytes) else await reply
+    status = 200
+    if argv[0].lower() == b"healthz" and body.startswith(b'{"ok":false'):
+        status = 500  # load balancers and kubelet probes read the status code
+    return status, JSON_TYPE, body + b"\r\n"
+
+
+class MetricsClient(asyncio.Protocol):
+    """The `--metrics-addr` listener: serves only /metrics and /healthz."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.parser = HttpRequestParser(1 << 16)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        try:
+            request = self.parser.feed(data)
+        except ProtocolError as exc:
+            self.transport.write(response(400, json_error_body(exc.message)))
+            self.transport.close()
+            return
+        if request is None:
+            return
+        path = request.target.split("?", 1)[0]
+        if path == "/metrics":
+            out = response(200, self.server.metrics.render(), METRICS_CONTENT_TYPE)
+        elif path == "/healthz":
+            from geoserver.commands.server import health_error
+
+            err = health_error(self.server)
+            out = response(500 if err else 200, json_error_body(err) if err else b'{"ok":true}\r\n')
+        else:
+            out = response(404, json_error_body("not found"))
+        self.transport.write(out)
+        self.transport.close()

@@ -1,0 +1,369 @@
+"""The server: state owned by one asyncio loop, and the client connection protocol.
+
+Data flow: bytes -> RequestReader / HTTP -> argv -> dispatch.execute (the command table)
+-> store -> AOF append -> replies. After each batch of pipelined commands the AOF is flushed
+(and fsynced with `always`) before the batch's replies are written, in one transport.write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, cast
+
+import psutil
+
+from geoserver import dispatch
+from geoserver.aof.loader import load_aof
+from geoserver.aof.log import AofLog
+from geoserver.aof.shrink import ShrinkState
+from geoserver.config import ServerConfig
+from geoserver.errors import GeoServerError, ProtocolError
+from geoserver.metrics import ServerMetrics
+from geoserver.protocol import http
+from geoserver.protocol.output import render_error
+from geoserver.protocol.resp import RequestReader, encode_command
+from geoserver.store.database import Database
+
+if TYPE_CHECKING:
+    from geoserver.replication.follower import Follower
+    from geoserver.replication.leader import AofStream
+
+log = logging.getLogger(__name__)
+
+EXPIRE_INTERVAL = 0.1
+HIGH_WATER = 4 << 20  # pause reading a client whose unsent replies exceed this
+
+
+class Server:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.db = Database()
+        self.aof: AofLog | None = None
+        self.metrics = ServerMetrics(self)
+        self.clients: set[Client] = set()
+        self.live_streams: set[AofStream] = set()
+        self.follower: Follower | None = None
+        self.shrink = ShrinkState()
+        self.loading = False
+        self.started = time.time()
+        self.resyncs = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._process = psutil.Process()
+
+    # --- settings that commands read -------------------------------------------------
+    @property
+    def requirepass(self) -> str:
+        return self.config.requirepass
+
+    @property
+    def read_only(self) -> bool:
+        return self.config.read_only
+
+    @property
+    def aof_size(self) -> int:
+        return self.aof.size if self.aof else 0
+
+    def rss_bytes(self) -> int:
+        return self._process.memory_info().rss
+
+    # --- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        cfg = self.config
+        cfg.dir.mkdir(parents=True, exist_ok=True)
+        cfg.load_file()
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: Client(self), cfg.host, cfg.port, reuse_address=True, backlog=1024
+        )
+        log.info("listening", extra={"host": cfg.host, "port": cfg.port, "id": cfg.server_id})
+        if cfg.appendonly:
+            await self._load()
+        self.spawn(self._expire_loop(), "expiry")
+        self.spawn(self._fsync_loop(), "fsync")
+        if cfg.follow_host:
+            self.start_following(cfg.follow_host, cfg.follow_port)
+
+    async def _load(self) -> None:
+        path = self.config.aof_path
+        self.loading = True
+        started = time.monotonic()
+        try:
+            if path.exists() and path.stat().st_size:
+                log.info("loading AOF", extra={"path": str(path), "bytes": path.stat().st_size})
+                await load_aof(path, lambda argv: dispatch.apply_record(self, argv),
+                               lambda done, total: log.info(
+                                   "loading AOF", extra={"done": done, "total": total}))
+            self.aof = AofLog(path, self.config.appendfsync)
+        finally:
+            self.loading = False
+        log.info("AOF ready", extra={"aof_size": self.aof_size,
+                                     "seconds": round(time.monotonic() - started, 3)})
+
+    async def serve_forever(self) -> None:
+        assert self._server is not None
+        async with self._server:
+            await self._server.serve_forever()
+
+    async def stop(self) -> None:
+        """Stop accepting, close clients, flush and fsync the AOF."""
+        if self._server is not None:
+            self._server.close()
+        if self.follower is not None:
+            await self.follower.stop()
+        for task in list(self._tasks):
+            task.cancel()
+        for client in list(self.clients):
+            client.close()
+        self.cut_replication_streams("server shutting down")
+        if self.aof is not None:
+            self.aof.close()
+        log.info("stopped")
+
+    def spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception(),
+                      extra={"task": task.get_name()})
+
+    # --- writes ------------------------------------------------------------------------
+    def record_write(self, argv: list[bytes]) -> None:
+        """Append a successful mutation to the AOF (flushed before the reply goes out)."""
+        if self.aof is not None:
+            self.aof.append(encode_command(argv))
+
+    def flush_aof(self) -> None:
+        if self.aof is not None:
+            self.aof.flush()
+
+    def start_following(self, host: str, port: int) -> None:
+        """Become a follower of host:port (persisted so a restart resumes following)."""
+        from geoserver.replication.follower import Follower
+
+        if self.follower is not None:
+            if (self.follower.host, self.follower.port) == (host, port):
+                return
+            self.spawn(self.follower.stop(), "unfollow")
+        self.config.follow_host, self.config.follow_port = host, port
+        self.config.write_file()
+        self.cut_replication_streams("this server became a follower")
+        self.follower = Follower(self, host, port)
+        self.follower.start()
+
+    def stop_following(self) -> None:
+        """FOLLOW no one: keep the data, become a leader."""
+        if self.follower is not None:
+            self.spawn(self.follower.stop(), "unfollow")
+            self.follower = None
+        self.config.follow_host, self.config.follow_port = "", 0
+        self.config.write_file()
+
+    def cut_replication_streams(self, reason: str) -> None:
+        for stream in list(self.live_streams):
+            stream.close(reason)
+
+    async def _expire_loop(self) -> None:
+        """Delete expired objects and log each delete, as Tile38 does; followers wait for
+        the leader's deletes instead."""
+        from geoserver.commands.base import Ctx
+        from geoserver.commands.keys import delete_object
+
+        while True:
+            await asyncio.sleep(EXPIRE_INTERVAL)
+            if self.follower is not None or self.loading:
+                continue
+            ctx = Ctx(self, None, True, time.time(), self.db)
+            expired = list(self.db.due_expirations(ctx.now))
+            for key, oid in expired:
+                if delete_object(ctx, key, oid):
+                    self.record_write([b"del", key.encode(), oid.encode()])
+            if expired:
+                self.flush_aof()
+
+    async def _fsync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.aof is not None and self.aof.fsync == "everysec":
+                self.aof.flush()
+                await asyncio.to_thread(self.aof.sync)
+
+
+class Client(asyncio.Protocol):
+    """One connection: RESP (pipelined, inline) or HTTP, sniffed from the first bytes."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.reader = RequestReader(server.config.max_request_size)
+        self.json = server.config.json_output
+        self.authed = False
+        self.resp_conn = True
+        self.http: http.HttpRequestParser | None = None
+        self.replica_port: int | None = None  # set by REPLCONF listening-port
+        self.replica_ip: str | None = None
+        self._waiting = False  # a command is awaiting I/O; later ones wait their turn
+        self.stream: AofStream | None = None  # set while this connection streams the AOF
+        self.closing = False
+        self.peer = ""
+        self._sniffed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
+        self.server.clients.add(self)
+        self.server.metrics.connections.inc()
+        transport.set_write_buffer_limits(high=HIGH_WATER)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.clients.discard(self)
+        if self.stream is not None:
+            self.stream.close("follower disconnected")
+
+    def pause_writing(self) -> None:
+        if self.stream is not None:
+            self.stream.pause_writing()
+        elif self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.stream is not None:
+            self.stream.resume_writing()
+        elif self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if self.stream is not None:
+            self.stream.close("follower sent data on the stream")  # Tile38: input ends a stream
+            return
+        if not self._sniffed:
+            self._sniffed = True
+            if http.looks_like_http(data):
+                self.resp_conn = False
+                self.json = True
+                self.http = http.HttpRequestParser(self.server.config.max_request_size)
+        if self.http is not None:
+            self._http_received(data)
+            return
+        try:
+            self.reader.feed(data)
+        except ProtocolError as exc:
+            self._send([render_error(exc, self.json, 0, True)], close=True)
+            return
+        if not self._waiting:
+            self._process()
+
+    def _process(self) -> None:
+        """Run every complete buffered command; stop at one that must wait for I/O."""
+        out: list[bytes] = []
+        try:
+            for argv in self.reader.commands():
+                reply = dispatch.execute(self.server, self, argv, self.json)
+                if not isinstance(reply, bytes):
+                    self._send(out)
+                    self._wait_for(reply)
+                    return
+                out.append(reply)
+                if self.closing or self.stream is not None:
+                    break
+        except ProtocolError as exc:
+            out.append(render_error(exc, self.json, 0, True))
+            self.closing = True
+        self._send(out)
+
+    def _wait_for(self, reply: Awaitable[bytes]) -> None:
+        assert self.transport is not None
+        self._waiting = True
+        self.transport.pause_reading()
+
+        async def finish() -> None:
+            data = await reply
+            self._waiting = False
+            if self.transport is None or self.transport.is_closing():
+                return
+            self._send([data])
+            if not self.closing:
+                self.transport.resume_reading()
+                self._process()
+
+        self.server.spawn(finish(), "client-wait")
+
+    def _send(self, out: list[bytes], close: bool = False) -> None:
+        self.server.flush_aof()  # acknowledged writes reach the OS before their replies
+        assert self.transport is not None
+        if out:
+            self.transport.write(b"".join(out))
+        if close:
+            self.closing = True
+        if self.stream is not None:
+            self.stream.start()
+        elif self.closing:
+            self.transport.close()
+
+    def _http_received(self, data: bytes) -> None:
+        assert self.http is not None and self.transport is not None
+        try:
+            request = self.http.feed(data)
+        except GeoServerError as exc:
+            self.transport.write(http.response(400, http.json_error_body(exc.message)))
+            self.close()
+            return
+        if request is None:
+            return
+        self.closing = True
+        if request.password is not None:
+            self.authed = request.password == self.server.requirepass
+        self.server.spawn(self._http_reply(request), "http")
+
+    async def _http_reply(self, request: http.HttpRequest) -> None:
+        assert self.transport is not None
+        status, content_type, body = await http.handle(self, request)
+        self.server.flush_aof()
+        self.transport.write(http.response(status, body, content_type))
+        self.transport.close()
+
+
+def run(config: ServerConfig) -> None:
+    """Run a server until SIGINT/SIGTERM, with uvloop when available."""
+    import signal
+
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner = asyncio.run
+
+    async def main() -> None:
+        server = Server(config)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await server.start()
+        if config.metrics_addr:
+            host, _, port = config.metrics_addr.rpartition(":")
+            await loop.create_server(lambda: http.MetricsClient(server), host or "0.0.0.0", int(port))
+            log.info("metrics listening", extra={"addr": config.metrics_addr})
+        serving = asyncio.create_task(server.serve_forever())
+        await stop.wait()
+        serving.cancel()
+        await server.stop()
+
+    runner(main())

@@ -1,0 +1,114 @@
+"""A collection (Tile38 "key"): objects by id in id order, their fields and expiry, and the
+spatial index that search commands query."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sortedcontainers import SortedDict
+
+from geoserver.store.fields import FieldValue, is_zero
+from geoserver.store.geometry import GeoObject
+from geoserver.store.index import PointGrid, ShapeBoxes
+
+
+@dataclass(slots=True)
+class Item:
+    obj: GeoObject
+    fields: dict[str, FieldValue] | None = None
+    expires_at: float | None = None  # unix time
+
+    def field_list(self) -> list[tuple[str, FieldValue]]:
+        return sorted(self.fields.items()) if self.fields else []
+
+
+class Collection:
+    def __init__(self) -> None:
+        self.items: SortedDict[str, Item] = SortedDict()
+        self.points = PointGrid()
+        self.shapes = ShapeBoxes()
+        self.num_strings = 0
+        self.weight = 0  # approximate in-memory bytes
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def get(self, oid: str) -> Item | None:
+        return self.items.get(oid)
+
+    def set(self, oid: str, obj: GeoObject, fields: dict[str, FieldValue] | None,
+            expires_at: float | None) -> Item | None:
+        """Insert or replace; returns the previous item. Fields given are merged into the old ones."""
+        old = self.items.get(oid)
+        if old is not None:
+            self._unindex(oid, old)
+            if old.fields:
+                merged = dict(old.fields)
+                if fields:
+                    merged.update(fields)
+                fields = merged
+        if fields:
+            fields = {k: v for k, v in fields.items() if not is_zero(v)} or None
+        item = Item(obj, fields, expires_at)
+        self.items[oid] = item
+        self._index(oid, item)
+        return old
+
+    def delete(self, oid: str) -> Item | None:
+        item = self.items.pop(oid, None)
+        if item is not None:
+            self._unindex(oid, item)
+        return item
+
+    def set_field(self, item: Item, name: str, value: FieldValue) -> bool:
+        """Set one field on an item in place; returns whether it changed anything."""
+        current = item.fields.get(name) if item.fields else None
+        if is_zero(value):
+            if current is None:
+                return False
+            del item.fields[name]  # type: ignore[union-attr]
+            if not item.fields:
+                item.fields = None
+            self.weight -= len(name) + 8
+            return True
+        if current == value:
+            return False
+        if item.fields is None:
+            item.fields = {}
+        if current is None:
+            self.weight += len(name) + 8
+        item.fields[name] = value
+        return True
+
+    def ids(self, start: str | None = None, reverse: bool = False) -> Iterator[str]:
+        if reverse:
+            return reversed(self.items.keys())
+        if start is None:
+            return iter(self.items.keys())
+        return self.items.irange(minimum=start)
+
+    @property
+    def num_points(self) -> int:
+        return len(self.points)
+
+    def _index(self, oid: str, item: Item) -> None:
+        obj = item.obj
+        if obj.kind == "point":
+            self.points.insert(oid, obj.lat, obj.lon)
+        elif obj.kind == "geojson":
+            assert obj.bbox is not None
+            self.shapes.insert(oid, obj.bbox)
+        else:
+            self.num_strings += 1
+        self.weight += obj.weight() + len(oid) + sum(len(k) + 8 for k in item.fields or ())
+
+    def _unindex(self, oid: str, item: Item) -> None:
+        obj = item.obj
+        if obj.kind == "point":
+            self.points.remove(oid)
+        elif obj.kind == "geojson":
+            self.shapes.remove(oid)
+        else:
+            self.num_strings -= 1
+        self.weight -= obj.weight() + len(oid) + sum(len(k) + 8 for k in item.fields or ())

@@ -1,0 +1,76 @@
+"""All collections of one server, plus the expiry schedule.
+
+Expiry keeps a heap of (deadline, key, id); entries made stale by a later SET/PERSIST are
+skipped when popped, so scheduling is O(log n) and nothing scans all objects.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+
+from sortedcontainers import SortedDict
+
+from geoserver.store.collection import Collection, Item
+
+
+class Database:
+    def __init__(self) -> None:
+        self.collections: SortedDict[str, Collection] = SortedDict()
+        self._expiry: list[tuple[float, str, str]] = []
+
+    def get(self, key: str) -> Collection | None:
+        return self.collections.get(key)
+
+    def get_or_create(self, key: str) -> Collection:
+        col = self.collections.get(key)
+        if col is None:
+            col = self.collections[key] = Collection()
+        return col
+
+    def drop(self, key: str) -> bool:
+        return self.collections.pop(key, None) is not None
+
+    def drop_if_empty(self, key: str) -> None:
+        col = self.collections.get(key)
+        if col is not None and not len(col):
+            del self.collections[key]
+
+    def flush(self) -> None:
+        self.collections.clear()
+        self._expiry.clear()
+
+    def schedule_expiry(self, key: str, oid: str, deadline: float) -> None:
+        heapq.heappush(self._expiry, (deadline, key, oid))
+
+    def due_expirations(self, now: float, limit: int = 10_000) -> Iterator[tuple[str, str]]:
+        """Pop (key, id) pairs whose current deadline has passed, at most `limit` per call."""
+        heap = self._expiry
+        count = 0
+        while heap and heap[0][0] <= now and count < limit:
+            _deadline, key, oid = heapq.heappop(heap)
+            col = self.collections.get(key)
+            item = col.get(oid) if col is not None else None
+            if item is not None and item.expires_at is not None and item.expires_at <= now:
+                count += 1
+                yield key, oid
+
+    def items(self) -> Iterator[tuple[str, str, Item]]:
+        for key, col in self.collections.items():
+            for oid, item in col.items.items():
+                yield key, oid, item
+
+    def stats(self) -> dict[str, int]:
+        objects = points = strings = weight = 0
+        for col in self.collections.values():
+            objects += len(col)
+            points += col.num_points
+            strings += col.num_strings
+            weight += col.weight
+        return {
+            "num_collections": len(self.collections),
+            "num_objects": objects,
+            "num_points": points,
+            "num_strings": strings,
+            "in_memory_size": weight,
+        }

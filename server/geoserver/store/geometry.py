@@ -1,0 +1,255 @@
+"""Geometry of stored objects: parsing inputs (POINT, BOUNDS, HASH, GeoJSON), validation with
+clear errors, geodesic distance, and predicates through shapely.
+
+Coordinates follow Tile38: commands take `lat lon`; GeoJSON is `[lon, lat]`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pygeohash
+import shapely
+from shapely.geometry import shape as shapely_shape
+
+from geoserver.errors import CommandError
+
+EARTH_RADIUS_M = 6371e3  # Tile38's geo.DistanceTo radius, so distances match its replies
+
+GEOJSON_TYPES = {
+    "Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon",
+    "GeometryCollection", "Feature", "FeatureCollection",
+}
+
+
+@dataclass(slots=True, eq=False)
+class GeoObject:
+    """A stored value: a point (fast path, no shapely), any GeoJSON geometry, or a string."""
+
+    kind: str  # "point" | "geojson" | "string"
+    lat: float = 0.0
+    lon: float = 0.0
+    z: float | None = None
+    bbox: tuple[float, float, float, float] | None = None  # minlon, minlat, maxlon, maxlat
+    geojson: dict[str, Any] | None = None
+    text: str | None = None  # the string value, or the GeoJSON text as stored
+    _shape: Any = field(default=None, repr=False)
+
+    @property
+    def is_point(self) -> bool:
+        return self.kind == "point"
+
+    @property
+    def is_spatial(self) -> bool:
+        return self.kind != "string"
+
+    def shape(self) -> Any:
+        """The shapely geometry, built on first use and cached."""
+        if self._shape is None:
+            if self.kind == "point":
+                self._shape = shapely.Point(self.lon, self.lat)
+            elif self.kind == "geojson":
+                self._shape = geojson_to_shape(self.geojson or {})
+        return self._shape
+
+    def to_geojson(self) -> dict[str, Any]:
+        if self.kind == "point":
+            coords = [num(self.lon), num(self.lat)]
+            if self.z is not None:
+                coords.append(num(self.z))
+            return {"type": "Point", "coordinates": coords}
+        return self.geojson or {}
+
+    def json_text(self) -> str:
+        """The object as Tile38 prints it: GeoJSON text, or the raw string."""
+        if self.kind == "string":
+            return self.text or ""
+        if self.kind == "geojson" and self.text is not None:
+            return self.text
+        return orjson.dumps(self.to_geojson()).decode()
+
+    def center(self) -> tuple[float, float]:
+        """(lat, lon) used for distances and POINT output of non-point objects."""
+        if self.kind == "point":
+            return self.lat, self.lon
+        assert self.bbox is not None
+        return (self.bbox[1] + self.bbox[3]) / 2, (self.bbox[0] + self.bbox[2]) / 2
+
+    def weight(self) -> int:
+        """Approximate in-memory bytes, reported by STATS/SERVER as in_memory_size."""
+        if self.kind == "point":
+            return 24 if self.z is None else 32
+        return len(self.text or "")
+
+
+def num(value: float) -> float | int:
+    """Integral floats print as integers (`33`, not `33.0`), as Go does."""
+    return int(value) if float(value).is_integer() and abs(value) < 1e16 else value
+
+
+def parse_float(token: bytes) -> float:
+    try:
+        value = float(token)
+    except ValueError:
+        raise CommandError(f"invalid argument '{token.decode('utf-8', 'replace')}'") from None
+    if math.isnan(value) or math.isinf(value):
+        raise CommandError(f"invalid argument '{token.decode('utf-8', 'replace')}'")
+    return value
+
+
+def check_lat_lon(lat: float, lon: float) -> None:
+    if not -90.0 <= lat <= 90.0:
+        raise CommandError(f"invalid latitude '{num(lat)}': must be within -90..90")
+    if not -180.0 <= lon <= 180.0:
+        raise CommandError(f"invalid longitude '{num(lon)}': must be within -180..180")
+
+
+def make_point(lat: float, lon: float, z: float | None = None) -> GeoObject:
+    check_lat_lon(lat, lon)
+    return GeoObject("point", lat, lon, z, (lon, lat, lon, lat))
+
+
+def make_bounds(minlat: float, minlon: float, maxlat: float, maxlon: float) -> GeoObject:
+    check_lat_lon(minlat, minlon)
+    check_lat_lon(maxlat, maxlon)
+    if minlat > maxlat or minlon > maxlon:
+        raise CommandError("invalid bounds: min must not exceed max")
+    ring = [[minlon, minlat], [maxlon, minlat], [maxlon, maxlat], [minlon, maxlat], [minlon, minlat]]
+    gj = {"type": "Polygon", "coordinates": [[[num(x), num(y)] for x, y in ring]]}
+    return GeoObject("geojson", bbox=(minlon, minlat, maxlon, maxlat), geojson=gj)
+
+
+def geohash_bounds(geohash: str) -> tuple[float, float, float, float]:
+    """(minlat, minlon, maxlat, maxlon) of a geohash cell."""
+    try:
+        box = pygeohash.get_bounding_box(geohash)
+    except Exception:
+        raise CommandError(f"invalid geohash '{geohash}'") from None
+    return box.min_lat, box.min_lon, box.max_lat, box.max_lon
+
+
+def make_hash_point(geohash: str) -> GeoObject:
+    if not geohash or not pygeohash.is_valid_geohash(geohash):
+        raise CommandError(f"invalid geohash '{geohash}'")
+    decoded = pygeohash.decode_exactly(geohash)
+    return make_point(decoded.latitude, decoded.longitude)
+
+
+def encode_geohash(lat: float, lon: float, precision: int) -> str:
+    return pygeohash.encode(lat, lon, precision)
+
+
+def make_string(value: str) -> GeoObject:
+    return GeoObject("string", text=value)
+
+
+def parse_geojson(text: bytes | str) -> GeoObject:
+    """Validate GeoJSON text into an object; a Point becomes the fast point kind."""
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise CommandError("invalid geojson: not valid JSON") from None
+    if not isinstance(data, dict) or data.get("type") not in GEOJSON_TYPES:
+        raise CommandError("invalid geojson: unknown or missing 'type'")
+    if data["type"] == "Point":
+        coords = _coords(data, 1)
+        z = float(coords[2]) if len(coords) > 2 else None
+        return make_point(float(coords[1]), float(coords[0]), z)
+    geom = geojson_to_shape(data)
+    if geom is None or geom.is_empty:
+        bbox = (0.0, 0.0, 0.0, 0.0)
+    else:
+        minx, miny, maxx, maxy = geom.bounds
+        check_lat_lon(miny, minx)
+        check_lat_lon(maxy, maxx)
+        bbox = (minx, miny, maxx, maxy)
+    stored = text.decode() if isinstance(text, bytes) else text
+    return GeoObject("geojson", bbox=bbox, geojson=data, text=stored, _shape=geom)
+
+
+def _coords(obj: dict[str, Any], depth: int) -> Any:
+    coords = obj.get("coordinates")
+    if not isinstance(coords, list):
+        raise CommandError("invalid geojson: missing 'coordinates'")
+    if depth == 1 and (len(coords) < 2 or not all(isinstance(c, int | float) for c in coords)):
+        raise CommandError("invalid geojson: a position needs two or three numbers")
+    return coords
+
+
+def geojson_to_shape(data: dict[str, Any]) -> Any:
+    """GeoJSON (incl. Feature/FeatureCollection) to one shapely geometry, validating it."""
+    kind = data.get("type")
+    try:
+        if kind == "Feature":
+            geometry = data.get("geometry")
+            if not isinstance(geometry, dict):
+                raise CommandError("invalid geojson: Feature without a geometry")
+            return geojson_to_shape(geometry)
+        if kind == "FeatureCollection":
+            features = data.get("features")
+            if not isinstance(features, list):
+                raise CommandError("invalid geojson: FeatureCollection without 'features'")
+            return shapely.GeometryCollection([geojson_to_shape(f) for f in features])
+        if kind == "GeometryCollection":
+            parts = data.get("geometries")
+            if not isinstance(parts, list):
+                raise CommandError("invalid geojson: GeometryCollection without 'geometries'")
+            return shapely.GeometryCollection([geojson_to_shape(g) for g in parts])
+        _coords(data, 1 if kind == "Point" else 0)
+        geom = shapely_shape(data)
+    except CommandError:
+        raise
+    except Exception as exc:  # shapely/GEOS reject malformed coordinate arrays in many ways
+        raise CommandError(f"invalid geojson: {exc}") from None
+    if kind in ("Polygon", "MultiPolygon") and not geom.is_valid:
+        geom = geom.buffer(0)  # repair self-touching rings rather than refusing real-world data
+    return geom
+
+
+def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def haversine_many(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+    """Distances in meters from one point to many, vectorised."""
+    p1 = math.radians(lat)
+    p2 = np.radians(lats)
+    dp = p2 - p1
+    dl = np.radians(lons - lon)
+    a = np.sin(dp / 2) ** 2 + math.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.minimum(1.0, np.sqrt(a)))
+
+
+def circle_bbox(lat: float, lon: float, meters: float) -> tuple[float, float, float, float]:
+    """(minlat, minlon, maxlat, maxlon) enclosing a circle; spans the globe near the poles."""
+    dlat = math.degrees(meters / EARTH_RADIUS_M)
+    minlat, maxlat = max(-90.0, lat - dlat), min(90.0, lat + dlat)
+    if minlat <= -90.0 or maxlat >= 90.0:
+        return minlat, -180.0, maxlat, 180.0
+    coslat = min(math.cos(math.radians(minlat)), math.cos(math.radians(maxlat)))
+    dlon = math.degrees(meters / (EARTH_RADIUS_M * max(coslat, 1e-12)))
+    if dlon >= 180.0:
+        return minlat, -180.0, maxlat, 180.0
+    return minlat, lon - dlon, maxlat, lon + dlon
+
+
+def circle_polygon(lat: float, lon: float, meters: float, steps: int = 64) -> Any:
+    """A geodesic circle as a polygon, for predicates against non-point objects."""
+    d = meters / EARTH_RADIUS_M
+    p1, l1 = math.radians(lat), math.radians(lon)
+    ring = []
+    for i in range(steps):
+        brng = 2 * math.pi * i / steps
+        p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(brng))
+        l2 = l1 + math.atan2(
+            math.sin(brng) * math.sin(d) * math.cos(p1), math.cos(d) - math.sin(p1) * math.sin(p2)
+        )
+        ring.append((math.degrees(l2), math.degrees(p2)))
+    return shapely.Polygon(ring)

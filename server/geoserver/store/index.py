@@ -1,0 +1,129 @@
+"""Spatial index of one collection.
+
+Points (nearly all objects in practice) live in a uniform grid of CELL-degree cells over
+slot-addressed numpy coordinate arrays: an insert is a dict/list append (~µs), and a query
+gathers candidate slots from the covered cells and filters them in one vectorised pass.
+When a query box covers more cells than are occupied, it filters every slot instead, so
+huge areas cost O(n) numpy work rather than O(cells) Python work. Other shapes (polygons,
+lines, bounds) keep their bounding boxes in arrays rebuilt lazily after a change.
+docs/spatial-index.md records the measurements behind this choice (grid vs rtree).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+CELL = 0.01  # degrees; ~1.1 km of latitude, a few dozen points per cell in a dense city
+
+
+def _cell(lat: float, lon: float) -> tuple[int, int]:
+    return math.floor(lat / CELL), math.floor(lon / CELL)
+
+
+class PointGrid:
+    """Slots of (lat, lon) with ids, bucketed by grid cell."""
+
+    def __init__(self) -> None:
+        self.lats = np.zeros(64)
+        self.lons = np.zeros(64)
+        self.ids: list[str | None] = [None] * 64
+        self.alive = np.zeros(64, dtype=bool)
+        self.slot_of: dict[str, int] = {}
+        self.cells: dict[tuple[int, int], list[int]] = {}
+        self._free: list[int] = []
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self.slot_of)
+
+    def insert(self, oid: str, lat: float, lon: float) -> None:
+        if oid in self.slot_of:
+            self.remove(oid)
+        slot = self._free.pop() if self._free else self._grow()
+        self.lats[slot] = lat
+        self.lons[slot] = lon
+        self.ids[slot] = oid
+        self.alive[slot] = True
+        self.slot_of[oid] = slot
+        self.cells.setdefault(_cell(lat, lon), []).append(slot)
+
+    def remove(self, oid: str) -> None:
+        slot = self.slot_of.pop(oid, None)
+        if slot is None:
+            return
+        key = _cell(self.lats[slot], self.lons[slot])
+        bucket = self.cells[key]
+        bucket.remove(slot)
+        if not bucket:
+            del self.cells[key]
+        self.ids[slot] = None
+        self.alive[slot] = False
+        self._free.append(slot)
+
+    def _grow(self) -> int:
+        slot = self._next
+        if slot >= len(self.lats):
+            size = len(self.lats) * 2
+            self.lats = np.resize(self.lats, size)
+            self.lons = np.resize(self.lons, size)
+            self.alive = np.concatenate([self.alive, np.zeros(size - len(self.alive), bool)])
+            self.ids.extend([None] * (size - len(self.ids)))
+        self._next += 1
+        return slot
+
+    def slots_in_box(self, minlat: float, minlon: float, maxlat: float, maxlon: float) -> np.ndarray:
+        """Slots whose point lies inside the box (edges included)."""
+        ay, ax = _cell(minlat, minlon)
+        by, bx = _cell(maxlat, maxlon)
+        ncells = (by - ay + 1) * (bx - ax + 1)
+        if ncells > len(self.cells):
+            slots = np.flatnonzero(self.alive[: self._next])
+        else:
+            found: list[int] = []
+            cells = self.cells
+            for cy in range(ay, by + 1):
+                for cx in range(ax, bx + 1):
+                    bucket = cells.get((cy, cx))
+                    if bucket:
+                        found.extend(bucket)
+            if not found:
+                return np.empty(0, dtype=np.int64)
+            slots = np.fromiter(found, dtype=np.int64, count=len(found))
+        lats, lons = self.lats[slots], self.lons[slots]
+        mask = (lats >= minlat) & (lats <= maxlat) & (lons >= minlon) & (lons <= maxlon)
+        return slots[mask]
+
+    def all_slots(self) -> np.ndarray:
+        return np.flatnonzero(self.alive[: self._next])
+
+
+class ShapeBoxes:
+    """Bounding boxes of non-point spatial objects, as arrays for vectorised overlap tests."""
+
+    def __init__(self) -> None:
+        self.boxes: dict[str, tuple[float, float, float, float]] = {}
+        self._ids: list[str] = []
+        self._arr: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def insert(self, oid: str, bbox: tuple[float, float, float, float]) -> None:
+        self.boxes[oid] = bbox
+        self._arr = None
+
+    def remove(self, oid: str) -> None:
+        if self.boxes.pop(oid, None) is not None:
+            self._arr = None
+
+    def ids_overlapping(self, minlat: float, minlon: float, maxlat: float, maxlon: float) -> list[str]:
+        if not self.boxes:
+            return []
+        if self._arr is None:
+            self._ids = list(self.boxes)
+            self._arr = np.array([self.boxes[i] for i in self._ids], dtype=float).reshape(-1, 4)
+        a = self._arr
+        mask = (a[:, 0] <= maxlon) & (a[:, 2] >= minlon) & (a[:, 1] <= maxlat) & (a[:, 3] >= minlat)
+        return [self._ids[i] for i in np.flatnonzero(mask)]
