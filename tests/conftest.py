@@ -26,7 +26,7 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., GeoServer]]:
 
     yield make
     for server in started:
-        server.kill9() if server.proc and server.proc.poll() is None else None
+        server.kill9()
 
 
 @pytest.fixture
