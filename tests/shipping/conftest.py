@@ -37,9 +37,7 @@ def tool(name: str) -> str | None:
 def helm() -> str:
     path = tool("helm")
     if path is None:
-        pytest.skip(
-            "helm not found: not on PATH and no .tools/bin/helm (run: bash .ci/install-tools)"
-        )
+        pytest.skip("helm not found: not on PATH and no .tools/bin/helm (run: bash .ci/install-tools)")
     return path
 
 
@@ -47,9 +45,7 @@ def helm() -> str:
 def kubectl() -> str:
     path = tool("kubectl")
     if path is None:
-        pytest.skip(
-            "kubectl not found: not on PATH and no .tools/bin/kubectl (run: bash .ci/install-tools)"
-        )
+        pytest.skip("kubectl not found: not on PATH and no .tools/bin/kubectl (run: bash .ci/install-tools)")
     return path
 
 
@@ -223,9 +219,7 @@ def validate_object(obj: dict[str, Any]) -> None:
     try:
         kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     except kubernetes_validate.SchemaNotFoundError:
-        pytest.fail(
-            f"{where}: no Kubernetes {K8S_VERSION} schema and no CRD shipped for kind {kind}"
-        )
+        pytest.fail(f"{where}: no Kubernetes {K8S_VERSION} schema and no CRD shipped for kind {kind}")
     except kubernetes_validate.ValidationError as exc:
         pytest.fail(f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}")
 

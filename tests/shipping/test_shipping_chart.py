@@ -320,10 +320,7 @@ def test_notes_render(helm, tmp_path):
 def test_crds_dir_holds_only_generated_and_kopf_crds():
     names = sorted(p.name for p in (CHART / "crds").iterdir())
     assert names == ["geoclusters.yaml", "kopf-peering.yaml"]
-    kinds = [
-        d["spec"]["names"]["kind"]
-        for d in load_all((CHART / "crds" / "kopf-peering.yaml").read_text())
-    ]
+    kinds = [d["spec"]["names"]["kind"] for d in load_all((CHART / "crds" / "kopf-peering.yaml").read_text())]
     assert kinds == ["ClusterKopfPeering", "KopfPeering"]
 
 

@@ -64,9 +64,7 @@ def test_user_is_non_root_65532():
     # The chart and the manifests run the pod as the same uid.
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["podSecurityContext"]["runAsUser"] == int(uid)
-    dep = next(
-        d for d in load_all((MANIFESTS / "operator.yaml").read_text()) if d["kind"] == "Deployment"
-    )
+    dep = next(d for d in load_all((MANIFESTS / "operator.yaml").read_text()) if d["kind"] == "Deployment")
     assert dep["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == int(uid)
 
 
@@ -83,9 +81,7 @@ def test_entry_points_and_cmd():
     assert {"geoserver", "geocluster"} <= set(scripts)
     cmd = [json.loads(r) for i, r in stages()[-1]["ins"] if i == "CMD"]
     assert cmd[-1] == ["geocluster", "run", "--all-namespaces"]
-    assert not [r for i, r in stages()[-1]["ins"] if i == "ENTRYPOINT"], (
-        "keep both entry points usable"
-    )
+    assert not [r for i, r in stages()[-1]["ins"] if i == "ENTRYPOINT"], "keep both entry points usable"
     assert "ENV PATH=/opt/geocluster/bin:$PATH" in DOCKERFILE
 
 
