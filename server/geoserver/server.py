@@ -51,6 +51,7 @@ class Server:
         self.started = time.time()
         self.resyncs = 0
         self._tasks: set[asyncio.Task] = set()
+        self._pending_replies: list[tuple[Client, bytes]] = []
         self._server: asyncio.base_events.Server | None = None
         self._process = psutil.Process()
 
@@ -143,6 +144,24 @@ class Server:
     def flush_aof(self) -> None:
         if self.aof is not None:
             self.aof.flush()
+
+    @property
+    def group_commit(self) -> bool:
+        """With `appendfsync always`, replies wait for one fsync shared by every client
+        served in the same loop iteration, instead of one fsync per client batch."""
+        return self.aof is not None and self.aof.fsync == "always"
+
+    def queue_reply(self, client: Client, data: bytes) -> None:
+        self._pending_replies.append((client, data))
+        if len(self._pending_replies) == 1:
+            asyncio.get_running_loop().call_soon(self._commit)
+
+    def _commit(self) -> None:
+        pending, self._pending_replies = self._pending_replies, []
+        self.flush_aof()
+        for client, data in pending:
+            if client.transport is not None and not client.transport.is_closing():
+                client.write_now(data)
 
     def start_following(self, host: str, port: int) -> None:
         """Become a follower of host:port (persisted so a restart resumes following)."""
@@ -305,12 +324,19 @@ class Client(asyncio.Protocol):
         self.server.spawn(finish(), "client-wait")
 
     def _send(self, out: list[bytes], close: bool = False) -> None:
-        self.server.flush_aof()  # acknowledged writes reach the OS before their replies
-        assert self.transport is not None
-        if out:
-            self.transport.write(b"".join(out))
         if close:
             self.closing = True
+        data = b"".join(out)
+        if self.server.group_commit:
+            self.server.queue_reply(self, data)
+        else:
+            self.server.flush_aof()  # acknowledged writes reach the OS before their replies
+            self.write_now(data)
+
+    def write_now(self, data: bytes) -> None:
+        assert self.transport is not None
+        if data:
+            self.transport.write(data)
         if self.stream is not None:
             self.stream.start()
         elif self.closing:

@@ -1,0 +1,154 @@
+"""AOF durability and loading, with real files and kill -9."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+from helpers import GeoServer, _encode, wait_until
+
+
+def record(*args) -> bytes:
+    return _encode(list(args))
+
+
+def write_acked(server: GeoServer, acked: list[str], stop: threading.Event) -> None:
+    """Write until the server dies; remember each id whose reply arrived."""
+    try:
+        c = server.client()
+        i = 0
+        while not stop.is_set():
+            oid = f"w{i}"
+            if c.execute_command("SET", "fleet", oid, "POINT", 33, -115):  # redis-py maps OK to True
+                acked.append(oid)
+            i += 1
+    except Exception:  # noqa: BLE001 - the kill ends the writer
+        pass
+
+
+@pytest.mark.parametrize("fsync", ["always", "everysec"])
+def test_kill9_loses_no_acknowledged_write(make_server, fsync):
+    """kill -9 under load: every write whose reply arrived is there after restart. (A process
+    kill keeps the OS page cache, so `everysec` loses nothing here either; only a power loss
+    could cost it up to one second, which a test on one machine cannot produce.)"""
+    s = make_server("k", args=["--appendfsync", fsync])
+    acked: list[str] = []
+    stop = threading.Event()
+    writers = [threading.Thread(target=write_acked, args=(s, acked, stop)) for _ in range(3)]
+    for t in writers:
+        t.start()
+    wait_until(lambda: len(acked) > 500, 30, message="writes")
+    s.kill9()
+    stop.set()
+    for t in writers:
+        t.join()
+    s.start()
+    c = s.client()
+    pipe = c.pipeline(transaction=False)
+    for oid in acked:
+        pipe.execute_command("EXISTS", "fleet", oid)
+    assert all(v == 1 for v in pipe.execute()), "an acknowledged write was lost"
+
+
+def test_truncated_tail_is_cut_with_warning(make_server):
+    s = make_server("t")
+    s.client().execute_command("SET", "fleet", "a", "POINT", 1, 2)
+    s.client().execute_command("SET", "fleet", "b", "POINT", 3, 4)
+    s.stop()
+    good = s.aof_path.read_bytes()
+    torn = record("SET", "fleet", "c", "POINT", 5, 6)[:-7]
+    s.aof_path.write_bytes(good + torn)
+    s.start()
+    assert s.json("GET", "fleet", "b")["ok"]
+    assert s.json("GET", "fleet", "c")["err"] == "id not found"
+    assert s.aof_path.read_bytes() == good
+    assert s.stats()["aof_size"] == len(good)
+    assert "Truncating" in s.log()
+    s.client().execute_command("SET", "fleet", "d", "POINT", 7, 8)  # appends after the cut
+    s.stop()
+    s.start()
+    assert s.json("GET", "fleet", "d")["ok"]
+
+
+def test_trailing_nul_bytes_and_empty_file(make_server):
+    s = make_server("z", start=False)
+    s.dir.mkdir(parents=True)
+    s.aof_path.write_bytes(b"")
+    s.start()
+    assert s.stats()["aof_size"] == 0
+    s.client().execute_command("SET", "k", "a", "STRING", "v")
+    s.stop()
+    good = s.aof_path.read_bytes()
+    s.aof_path.write_bytes(good + b"\0" * 4096)  # a pre-allocated block after a crash
+    s.start()
+    assert s.json("GET", "k", "a")["object"] == "v"
+    assert s.aof_path.read_bytes() == good
+
+
+@pytest.mark.parametrize("garbage", [b"GARBAGE\r\n", b"*1\r\n$8\r\nasdfasdf\r\n", b"*2\r\n$1\r\nh\r\n+OK\r\n"])
+def test_corrupt_record_in_the_middle_stops_startup_with_offset(make_server, garbage):
+    s = make_server("c", start=False)
+    s.dir.mkdir(parents=True)
+    first = record("SET", "fleet", "a", "POINT", 1, 2)
+    s.aof_path.write_bytes(first + garbage + record("SET", "fleet", "b", "POINT", 3, 4))
+    s.start(wait=False)
+    assert s.proc is not None
+    code = s.proc.wait(15)
+    assert code != 0
+    assert f"byte offset {len(first)}" in s.log()
+    assert s.aof_path.read_bytes().startswith(first + garbage)  # nothing was thrown away
+
+
+def test_loading_replies_while_a_big_aof_loads(make_server):
+    s = make_server("big", start=False)
+    s.dir.mkdir(parents=True)
+    with open(s.aof_path, "wb") as fh:
+        for i in range(200_000):
+            fh.write(record("SET", "fleet", f"id{i}", "POINT", 33 + (i % 1000) * 1e-4, -115))
+    s.start(wait=False)
+    seen_loading = False
+
+    def probe() -> bool:
+        nonlocal seen_loading
+        try:
+            reply = s.json("GET", "fleet", "id1")
+        except OSError:
+            return False
+        if not reply["ok"] and reply["err"].startswith("LOADING"):
+            seen_loading = True
+            return False
+        return reply["ok"]
+
+    wait_until(probe, 60, interval=0.01, message="load finished")
+    assert seen_loading
+    assert s.stats()["num_objects"] == 200_000
+
+
+def test_only_changes_are_logged_and_expiry_logs_deletes(make_server):
+    s = make_server("log")
+    c = s.client()
+    c.execute_command("SET", "fleet", "a", "FIELD", "speed", 10, "POINT", 1, 2)
+    size = s.stats()["aof_size"]
+    assert c.execute_command("DEL", "fleet", "missing") == 0
+    assert c.execute_command("FSET", "fleet", "a", "speed", 10) == 0
+    assert c.execute_command("DROP", "nokey") == 0
+    assert c.execute_command("SET", "fleet", "a", "NX", "POINT", 1, 2) is None
+    assert s.stats()["aof_size"] == size == s.aof_path.stat().st_size
+    c.execute_command("SET", "fleet", "tmp", "EX", 0.2, "POINT", 1, 2)
+    wait_until(lambda: c.execute_command("EXISTS", "fleet", "tmp") == 0, 5, message="expiry")
+    wait_until(lambda: s.aof_path.read_bytes().endswith(record("del", "fleet", "tmp")), 5,
+               message="expiry delete logged")
+    s.stop()
+    s.start()
+    assert s.json("GET", "fleet", "tmp")["err"] == "id not found"
+
+
+def test_client_disconnect_mid_command_does_not_log_a_partial_record(make_server):
+    s = make_server("mid")
+    with socket.create_connection((s.host, s.port)) as sock:
+        sock.sendall(record("SET", "fleet", "x", "POINT", 1, 2)[:-5])
+    time.sleep(0.2)
+    assert s.stats()["aof_size"] == 0
+    assert s.json("PING")["ok"]
