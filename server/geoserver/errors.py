@@ -46,7 +46,7 @@ class CommandError(GeoServerError):
 
 
 class ArityError(CommandError):
-    """Tile38 says `wrong number of arguments for 'x' command` over RESP, `invalid number of arguments` in JSON."""
+    """RESP says `wrong number of arguments for 'x' command`; JSON `invalid number of arguments`."""
 
     def __init__(self, command: str) -> None:
         super().__init__("invalid number of arguments")

@@ -71,7 +71,7 @@ def test_followers_match_leader_after_shrink_under_writes(make_server):
     for round_no in range(3):  # several shrinks in a row
         stop = threading.Event()
 
-        def writer(offset: int = round_no) -> None:
+        def writer(offset: int = round_no, stop: threading.Event = stop) -> None:
             c = leader.client()
             i = 0
             while not stop.is_set():

@@ -120,7 +120,10 @@ async def _shrink_once(server: Server) -> bool:
                 if col is None:
                     break
                 now = time.time()
-                ids = col.items.irange(minimum=last, inclusive=(True, True)) if last is not None else iter(col.items)
+                if last is None:
+                    ids = iter(col.items)
+                else:
+                    ids = col.items.irange(minimum=last, inclusive=(True, True))
                 batch = 0
                 for oid in ids:
                     if oid == last:

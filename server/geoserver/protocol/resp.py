@@ -70,7 +70,8 @@ def encode_value(value: Any) -> bytes:
     if value is None:
         return b"$-1\r\n"
     if isinstance(value, Map):
-        return b"%%%d\r\n" % len(value) + b"".join(encode_value(k) + encode_value(v) for k, v in value.items())
+        pairs = (encode_value(k) + encode_value(v) for k, v in value.items())
+        return b"%%%d\r\n" % len(value) + b"".join(pairs)
     if isinstance(value, list | tuple):
         return b"*%d\r\n" % len(value) + b"".join(encode_value(v) for v in value)
     raise TypeError(f"cannot encode {type(value).__name__} as RESP")
