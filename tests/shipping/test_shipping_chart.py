@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import (
+from shipping_lib import (
     CHART,
     CLUSTER_PEERING,
     CLUSTER_READ_RULES,

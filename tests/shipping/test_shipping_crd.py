@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import CHART, MANIFESTS, ROOT, SPEC_PY, cr_validator, load_all
+from shipping_lib import CHART, MANIFESTS, ROOT, SPEC_PY, cr_validator, load_all
 
 SHIPPED_CRDS = [CHART / "crds" / "geoclusters.yaml", MANIFESTS / "crd.yaml"]
 REGENERATE = (

@@ -8,7 +8,7 @@ import re
 import tomllib
 
 import yaml
-from conftest import CHART, MANIFESTS, ROOT, load_all
+from shipping_lib import CHART, MANIFESTS, ROOT, load_all
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import yaml
-from conftest import ROOT
+from shipping_lib import ROOT
 
 DOCS = ROOT / "docs"
 FINALIZER_PATCH = """patch geocluster"""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import (
+from shipping_lib import (
     CLUSTER_READ_RULES,
     MANIFESTS,
     NAMESPACED_RULES,
