@@ -70,7 +70,7 @@ def parse_object(args: Args) -> GeoObject:
     args.next()
     if kind == "POINT":
         lat, lon = args.next_float(), args.next_float()
-        z = args.next_float() if args.more() else None
+        z = _optional_z(args)
         return make_point(lat, lon, z)
     if kind == "BOUNDS":
         return make_bounds(args.next_float(), args.next_float(), args.next_float(), args.next_float())
@@ -81,6 +81,21 @@ def parse_object(args: Args) -> GeoObject:
     if kind == "STRING":
         return make_string(args.next_str())
     raise invalid_argument(args.argv[args.pos - 1])
+
+
+def _optional_z(args: Args) -> float | None:
+    """POINT's optional z: taken only when the next token is a number, so options may follow
+    the geometry (`SET k id POINT 33 -115 EX 10`), as in Tile38."""
+    if not args.more():
+        return None
+    try:
+        z = float(args.argv[args.pos])
+    except ValueError:
+        return None
+    if not math.isfinite(z):
+        return None
+    args.pos += 1
+    return z
 
 
 @command("set", min_args=4, flags=W)
@@ -110,8 +125,7 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
                 raise invalid_argument(argv[args.pos - 1])
             cond = word
         elif word in ("POINT", "BOUNDS", "OBJECT", "HASH", "STRING"):
-            obj = parse_object(args)
-            args.done()
+            obj = parse_object(args)  # the last geometry wins; options may follow it
         else:
             raise invalid_argument(argv[args.pos])
     if obj is None:
@@ -294,9 +308,9 @@ def cmd_type(ctx: Ctx, argv: list[bytes]) -> Any:
 
 @command("exists", min_args=3, max_args=3, flags=R)
 def cmd_exists(ctx: Ctx, argv: list[bytes]) -> Any:
-    """EXISTS key id"""
-    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
-    found = col is not None and _live_item(ctx, col, argv[2].decode("utf-8", "replace")) is not None
+    """EXISTS key id -- a missing key is an error (`key not found`) in both modes, as in Tile38."""
+    col = _collection(ctx, argv[1])
+    found = _live_item(ctx, col, argv[2].decode("utf-8", "replace")) is not None
     return {"exists": found} if ctx.json else int(found)
 
 
@@ -390,8 +404,8 @@ def cmd_ttl(ctx: Ctx, argv: list[bytes]) -> Any:
     else:
         ttl = max(0.0, item.expires_at - ctx.now)
     if ctx.json:
-        return {"ttl": ttl if ttl == -1 else round(ttl, 3)}
-    return math.floor(ttl) if ttl != -1 else -1
+        return {"ttl": int(ttl)}  # whole seconds, truncated, in both modes (Tile38)
+    return int(ttl)
 
 
 @command("stats", min_args=2, flags=R)
