@@ -42,9 +42,7 @@ def crd_command() -> None:
 @click.option("--standalone", is_flag=True, help="No peering with other operator replicas.")
 @click.option("--peering", "peering_name", default=None, help="Peering object name.")
 @click.option("--priority", type=int, default=0, help="Peering priority of this replica.")
-@click.option(
-    "--liveness", "liveness", default=None, help="host:port for /healthz, e.g. 0.0.0.0:8080."
-)
+@click.option("--liveness", "liveness", default=None, help="host:port for /healthz, e.g. 0.0.0.0:8080.")
 @click.option("--metrics", "metrics_addr", default="0.0.0.0:9090", help="host:port of /metrics.")
 def run_command(
     namespaces: tuple[str, ...],

@@ -75,6 +75,7 @@ class Action:
     kind: Literal["shrink", "resync", "restart"]
     member: str
     reason: str
+    repair: bool = False
 
 
 @dataclass(frozen=True)
@@ -265,9 +266,7 @@ def _settle_resync(t: _Tick) -> None:
     if m is not None and m.reachable and m.caught_up and progressed:
         rec.result = "ok"
         t.event("Normal", "ResyncSucceeded", f"{rec.member} caught up (aof_size {m.aof_size})")
-    elif (
-        m is None or _ago(rec.time, t.now).total_seconds() > t.spec.follower_resync.timeout_seconds
-    ):
+    elif m is None or _ago(rec.time, t.now).total_seconds() > t.spec.follower_resync.timeout_seconds:
         rec.result = "error: timed out" if m else "error: member gone"
         t.event("Warning", "ResyncFailed", f"{rec.member}: {rec.result}")
     rep = ms.last_repair if ms else None
@@ -355,7 +354,7 @@ def _repair(t: _Tick, ms: MemberStatus) -> bool:
             resyncs_before=m.resyncs if m else None,
             reason="repair",
         )
-    t.actions.append(Action(action, ms.name, ms.divergence or "diverged"))
+    t.actions.append(Action(action, ms.name, ms.divergence or "diverged", repair=True))
     t.event("Warning", "RepairStarted", f"{action} {ms.name}: {ms.divergence}")
     return True
 
@@ -437,9 +436,7 @@ def _start_resync(t: _Tick, name: str, reason: str) -> None:
 def _finish(t: _Tick, previous: list, generation: int | None) -> None:
     """Counts, phase and conditions; Events for condition changes."""
     st, spec = t.st, t.spec
-    st.ready_followers = sum(
-        1 for ms in st.members if ms.role == "follower" and ms.divergence is None
-    )
+    st.ready_followers = sum(1 for ms in st.members if ms.role == "follower" and ms.divergence is None)
     st.observed_generation = generation
     leader_ok = bool(t.leader and t.leader.reachable)
     gave_up = [ms.name for ms in st.members if ms.gave_up]
@@ -467,9 +464,7 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
         elif c.type == cond.READY and c.status == "True":
             t.event("Normal", "Ready", c.message)
     degraded = any(c.type == cond.DEGRADED and c.status == "True" for c in st.conditions)
-    st.phase = (
-        "Paused" if paused else "Degraded" if degraded else "Running" if ready else "Progressing"
-    )
+    st.phase = "Paused" if paused else "Degraded" if degraded else "Running" if ready else "Progressing"
 
 
 def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None) -> cond.Verdict:

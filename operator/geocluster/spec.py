@@ -57,9 +57,7 @@ class SecretKeyRef(_Model):
     """A key of a Secret in the GeoCluster's namespace."""
 
     name: str = Field(description="Name of the Secret.", min_length=1, max_length=253)
-    key: str = Field(
-        default="password", description="Key inside the Secret.", min_length=1, max_length=253
-    )
+    key: str = Field(default="password", description="Key inside the Secret.", min_length=1, max_length=253)
 
 
 class StorageSpec(_Model):
@@ -252,16 +250,12 @@ class GeoClusterSpec(_Model):
     divergence: DivergenceSpec = Field(
         default_factory=DivergenceSpec, description="Divergence detection and repair."
     )
-    scheduling: SchedulingSpec = Field(
-        default_factory=SchedulingSpec, description="Placement of members."
-    )
+    scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Placement of members.")
     security_context: SecurityContextSpec = Field(
         default_factory=SecurityContextSpec, description="securityContext overrides."
     )
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Metrics endpoint.")
-    cluster_domain: str = Field(
-        default="cluster.local", description="DNS domain of the Kubernetes cluster."
-    )
+    cluster_domain: str = Field(default="cluster.local", description="DNS domain of the Kubernetes cluster.")
     paused: bool = Field(
         default=False,
         description="Stop all actions (shrinks, resyncs, repairs); status stays fresh.",

@@ -26,9 +26,7 @@ def leader(size=1000, **kw) -> Member:
 
 
 def follower(i: int, size=1000, caught_up=True, reachable=True, **kw) -> Member:
-    return Member(
-        f"gc-follower-{i}", "follower", f"127.0.0.{3 + i}:9851", reachable, size, caught_up, **kw
-    )
+    return Member(f"gc-follower-{i}", "follower", f"127.0.0.{3 + i}:9851", reachable, size, caught_up, **kw)
 
 
 NO_TRIGGERS = Triggers()
@@ -135,9 +133,7 @@ def test_budget_exhausted_blocks_repairs_and_degrades():
 
 
 def test_leader_is_never_repaired():
-    sim = Sim(
-        parse_spec({"divergence": {"gracePeriodSeconds": 0}, "aofShrink": {"schedule": None}})
-    )
+    sim = Sim(parse_spec({"divergence": {"gracePeriodSeconds": 0}, "aofShrink": {"schedule": None}}))
     sim.run([replace(leader(), reachable=False, error="x"), follower(0), follower(1)], 600)
     assert sim.actions == []
     assert sim.condition("Degraded")["reason"] == "LeaderUnavailable"
@@ -201,9 +197,7 @@ def test_size_trigger_uses_size_after_last_shrink():
 
 
 def test_paused_keeps_status_fresh_but_acts_never():
-    sim = Sim(
-        parse_spec({"paused": True, "divergence": {"gracePeriodSeconds": 0, "toleranceBytes": 1}})
-    )
+    sim = Sim(parse_spec({"paused": True, "divergence": {"gracePeriodSeconds": 0, "toleranceBytes": 1}}))
     sim.run([leader(), follower(0, size=9999), follower(1)], 600)
     sim.tick(HEALTHY, triggers=Triggers(shrink_now=True))
     assert sim.actions == [] and sim.status["phase"] == "Paused"

@@ -20,9 +20,7 @@ def test_defaults_are_complete():
 
 
 def test_camel_case_and_python_names_both_accepted():
-    assert parse_spec({"aofShrink": {"timeZone": "Europe/Berlin"}}).aof_shrink.time_zone == (
-        "Europe/Berlin"
-    )
+    assert parse_spec({"aofShrink": {"timeZone": "Europe/Berlin"}}).aof_shrink.time_zone == ("Europe/Berlin")
     assert GeoClusterSpec(followers=1, paused=True).paused
 
 

@@ -1,0 +1,181 @@
+"""kopf handlers: thin glue from Kubernetes events and timers to builders, probes and policy.
+
+- create/update/resume: validate the spec, apply every desired object idempotently.
+- a timer per GeoCluster (fixed short tick; the probe interval is enforced here and the
+  policy decides what is due): probe members -> ``policy.decide`` -> write status (intent
+  first) -> act -> Events and metrics.
+Deletion relies on ownerReferences; kopf's finalizer (added for the timer) is released as soon
+as the timer stops, so deleting a GeoCluster does not hang while the operator runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from . import conditions, kube, metrics, probe
+from . import resources as res
+from .policy import Action, Decision, Triggers, apply_outcome, decide, load_status, status_patch
+from .spec import GEOSERVER_PORT, GROUP, PLURAL, VERSION, GeoClusterSpec, SpecError, parse_spec
+from .spec import parse_time as _parse_time
+
+SHRINK_ANNOTATION = f"{GROUP}/shrink-now"
+RESYNC_ANNOTATION = f"{GROUP}/resync"
+PAUSE_ANNOTATION = f"{GROUP}/paused"
+TICK_SECONDS = float(os.environ.get("GEOCLUSTER_TICK_SECONDS", "5"))
+PROBE_TIMEOUT = float(os.environ.get("GEOCLUSTER_PROBE_TIMEOUT", "3"))
+
+REGISTRY = kopf.OperatorRegistry()
+_last_probe: dict[str, float] = {}  # uid -> monotonic time; losing it on restart is harmless
+
+
+def registry() -> kopf.OperatorRegistry:
+    """The registry holding this module's handlers (passed to kopf.operator)."""
+    return REGISTRY
+
+
+@kopf.on.startup(registry=REGISTRY)
+def _configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+
+
+@kopf.on.login(registry=REGISTRY)
+def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """$GEOCLUSTER_K8S_URL (tests, local API proxies) or the usual kubeconfig/in-cluster."""
+    url = os.environ.get("GEOCLUSTER_K8S_URL")
+    if url:
+        return kopf.ConnectionInfo(server=url, insecure=True)
+    return kopf.login_via_client(**kwargs)
+
+
+def _spec_or_invalid(body: kopf.Body) -> GeoClusterSpec | None:
+    """Parsed spec, or None after recording an InvalidSpec condition (once)."""
+    try:
+        return parse_spec(dict(body.get("spec") or {}))
+    except SpecError as exc:
+        st = load_status(dict(body.get("status") or {}))
+        now, gen = _now_str(), body["metadata"].get("generation")
+        new = conditions.invalid_spec(st.conditions, str(exc), now, gen)
+        if conditions.changed(st.conditions, new):
+            kopf.warn(body, reason="InvalidSpec", message=str(exc))
+        st.conditions, st.phase, st.observed_generation = new, "Invalid", gen
+        kube.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], status_patch(st))
+        return None
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, registry=REGISTRY)
+@kopf.on.create(GROUP, VERSION, PLURAL, registry=REGISTRY)
+@kopf.on.update(GROUP, VERSION, PLURAL, registry=REGISTRY)
+def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Apply the desired objects; an invalid spec is reported, not retried."""
+    spec = _spec_or_invalid(body)
+    if spec is None:
+        raise kopf.PermanentError("invalid spec; see the Degraded condition")
+    cluster = res.Cluster.from_body(body, spec)
+    changes = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in res.build_all(cluster)}
+    logger.info("applied: %s", changes)
+    st = load_status(dict(body.get("status") or {}))
+    st.observed_generation = body["metadata"].get("generation")
+    st.phase = st.phase if st.phase not in ("", "Invalid") else "Pending"
+    kube.patch_status(cluster.namespace, cluster.name, status_patch(st))
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, registry=REGISTRY)
+async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
+    """Probe, decide, record intent, act. Invalid specs are reported by reconcile, not here."""
+    try:
+        spec = parse_spec(dict(body.get("spec") or {}))
+    except SpecError:
+        return
+    meta = body["metadata"]
+    uid = meta.get("uid", meta["name"])
+    if time.monotonic() - _last_probe.get(uid, 0.0) < (
+        spec.divergence.probe_interval_seconds - TICK_SECONDS / 2
+    ):
+        return
+    _last_probe[uid] = time.monotonic()
+    cluster = res.Cluster.from_body(body, spec)
+    members = await _observe(cluster)
+    decision = decide(
+        spec,
+        dict(body.get("status") or {}),
+        members,
+        datetime.now(UTC),
+        created=_parse_time(meta.get("creationTimestamp")) or datetime.now(UTC),
+        generation=meta.get("generation"),
+        triggers=_triggers(meta.get("annotations") or {}),
+    )
+    await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, decision.status)
+    status = decision.status
+    for action in decision.actions:
+        status = await _act(cluster, members, action, status, body, logger)
+    for event in decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    await _consume(cluster, decision)
+    metrics.record(cluster.namespace, cluster.name, members, decision)
+
+
+def _triggers(annotations: dict[str, str]) -> Triggers:
+    return Triggers(
+        shrink_now=SHRINK_ANNOTATION in annotations,
+        resync_member=annotations.get(RESYNC_ANNOTATION) or None,
+        paused=annotations.get(PAUSE_ANNOTATION, "").lower() in ("true", "1", "yes"),
+    )
+
+
+async def _observe(cluster: res.Cluster) -> list[probe.Member]:
+    """Pod IPs from the API (filtered client-side), then SERVER on each member."""
+    pods = await asyncio.to_thread(kube.list_pods, cluster.namespace, res.selector(cluster))
+    ips = {p["metadata"]["name"]: (p.get("status") or {}).get("podIP") for p in pods}
+    password = await asyncio.to_thread(_password, cluster)
+    targets: list[Any] = [(res.leader_pod(cluster), "leader", ips.get(res.leader_pod(cluster)))]
+    targets += [(n, "follower", ips.get(n)) for n in res.follower_pods(cluster)]
+    targets = [(n, r, f"{ip}:{GEOSERVER_PORT}" if ip else None) for n, r, ip in targets]
+    return await probe.observe_all(targets, password, PROBE_TIMEOUT)
+
+
+def _password(cluster: res.Cluster) -> str | None:
+    ref = cluster.spec.server.auth_secret_ref
+    return kube.read_secret_key(cluster.namespace, ref.name, ref.key) if ref else None
+
+
+async def _act(cluster, members, action: Action, status, body, logger) -> dict[str, Any]:
+    """Carry out one action; on failure record it in status and as a Warning."""
+    address = next((m.address for m in members if m.name == action.member), None)
+    try:
+        if action.kind == "restart":
+            await asyncio.to_thread(kube.delete_pod, cluster.namespace, action.member)
+        elif address is None:
+            raise probe.ProbeError(f"{action.member} has no address")
+        else:
+            verb = "AOFSHRINK" if action.kind == "shrink" else "RESYNC"
+            password = await asyncio.to_thread(_password, cluster)
+            await probe.send(address, verb, password=password)
+        logger.info("%s %s: started (%s)", action.kind, action.member, action.reason)
+        return status
+    except Exception as exc:  # any failure to start is recorded, never crashes the timer
+        logger.warning("%s %s failed: %s", action.kind, action.member, exc)
+        kopf.warn(body, reason="ActionFailed", message=f"{action.kind} {action.member}: {exc}")
+        metrics.action_failed(cluster.namespace, cluster.name, action)
+        status = apply_outcome(status, action, str(exc))
+        await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, status)
+        return status
+
+
+async def _consume(cluster: res.Cluster, decision: Decision) -> None:
+    """Remove the manual-trigger annotations the policy used up."""
+    keys = {"shrink": SHRINK_ANNOTATION, "resync": RESYNC_ANNOTATION}
+    gone: dict[str, str | None] = {keys[c]: None for c in decision.consumed}
+    if gone:
+        await asyncio.to_thread(kube.patch_annotations, cluster.namespace, cluster.name, gone)
+
+
+def _now_str() -> str:
+    from .spec import rfc3339
+
+    return rfc3339(datetime.now(UTC))

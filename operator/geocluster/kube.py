@@ -1,0 +1,125 @@
+"""Thin, blocking Kubernetes API access for the handlers (kopf runs sync work in threads).
+
+``apply`` is an idempotent upsert: create, and on 409 read the live object and merge-patch it
+only if the desired fields differ, so a second pass changes nothing. Immutable StatefulSet
+fields are never patched. Everything returns plain camelCase dicts.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .spec import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+MERGE = "application/merge-patch+json"
+IMMUTABLE = {"StatefulSet": ("volumeClaimTemplates", "selector", "serviceName")}
+
+
+@functools.cache
+def api() -> client.ApiClient:
+    """ApiClient from $GEOCLUSTER_K8S_URL (tests), in-cluster config, or kubeconfig."""
+    url = os.environ.get("GEOCLUSTER_K8S_URL")
+    if url:
+        cfg = client.Configuration()
+        cfg.host, cfg.verify_ssl = url, False
+        return client.ApiClient(cfg)
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    return api().sanitize_for_serialization(obj)
+
+
+def _ops(kind: str):
+    """(create, read, patch) bound methods for a kind we manage."""
+    core, apps, policy = client.CoreV1Api(api()), client.AppsV1Api(api()), client.PolicyV1Api(api())
+    table = {
+        "ConfigMap": (core, "config_map"),
+        "Service": (core, "service"),
+        "StatefulSet": (apps, "stateful_set"),
+        "PodDisruptionBudget": (policy, "pod_disruption_budget"),
+    }
+    group, suffix = table[kind]
+    return tuple(getattr(group, f"{verb}_namespaced_{suffix}") for verb in ("create", "read", "patch"))
+
+
+def is_subset(want: Any, have: Any) -> bool:
+    """True if every field of ``want`` is present and equal in ``have`` (server extras allowed)."""
+    if isinstance(want, dict):
+        return isinstance(have, dict) and all(is_subset(v, have.get(k)) for k, v in want.items())
+    if isinstance(want, list):
+        return (
+            isinstance(have, list)
+            and len(want) == len(have)
+            and all(is_subset(w, h) for w, h in zip(want, have, strict=True))
+        )
+    return want == have
+
+
+def apply(obj: dict[str, Any]) -> str:
+    """Create or bring up to date; returns "created", "patched" or "unchanged"."""
+    create, read, patch = _ops(obj["kind"])
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    try:
+        create(ns, obj)
+        return "created"
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    live = _to_dict(read(name, ns))
+    if is_subset(obj, live):
+        return "unchanged"
+    body = {**obj, "spec": dict(obj.get("spec", {}))} if "spec" in obj else dict(obj)
+    for field in IMMUTABLE.get(obj["kind"], ()):
+        body["spec"].pop(field, None)
+    patch(name, ns, body, _content_type=MERGE)
+    log.info("patched %s %s/%s", obj["kind"], ns, name)
+    return "patched"
+
+
+def list_pods(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """Pods with all the given labels (filtered here too: not every API server filters)."""
+    selector = ",".join(f"{k}={v}" for k, v in labels.items())
+    pods = client.CoreV1Api(api()).list_namespaced_pod(namespace, label_selector=selector)
+    out = [_to_dict(p) for p in pods.items]
+    return [p for p in out if labels.items() <= (p["metadata"].get("labels") or {}).items()]
+
+
+def delete_pod(namespace: str, name: str) -> None:
+    client.CoreV1Api(api()).delete_namespaced_pod(name, namespace)
+
+
+def read_secret_key(namespace: str, name: str, key: str) -> str:
+    import base64
+
+    secret = client.CoreV1Api(api()).read_namespaced_secret(name, namespace)
+    return base64.b64decode((secret.data or {})[key]).decode()
+
+
+def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    client.CustomObjectsApi(api()).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _content_type=MERGE
+    )
+
+
+def patch_annotations(namespace: str, name: str, annotations: dict[str, str | None]) -> None:
+    client.CustomObjectsApi(api()).patch_namespaced_custom_object(
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"metadata": {"annotations": annotations}},
+        _content_type=MERGE,
+    )

@@ -1,0 +1,135 @@
+"""Async client of geoserver for the operator: SERVER, AOFSHRINK, RESYNC, with timeouts.
+
+Contract relied on (geoserver, Tile38-compatible): after ``OUTPUT json`` every reply is a JSON
+string ``{"ok":true,...}`` or ``{"ok":false,"err":"..."}``. ``SERVER`` returns ``stats`` with
+``aof_size``, ``aof_shrinking``, ``last_shrink_time``, ``last_shrink_result``, ``resyncs`` and,
+on followers, ``following`` and ``caught_up``. ``AOFSHRINK`` and ``RESYNC`` return at once and
+work in the background. An unreachable member is a finding (``reachable=False``), never raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from typing import Any, Literal
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from .policy import Member
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 3.0
+# geoserver has no CLIENT SETINFO; redis-py >= 7 spells "don't send it" driver_info=None.
+_NO_CLIENT_SETINFO: dict[str, Any] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(aioredis.Redis.__init__).parameters
+    else {"lib_name": None, "lib_version": None}
+)
+
+
+class ProbeError(Exception):
+    """A member answered with an error, or could not be reached, for an action."""
+
+
+class Client:
+    """One connection to one geoserver, in JSON output mode."""
+
+    def __init__(self, address: str, password: str | None = None, timeout: float = DEFAULT_TIMEOUT):
+        host, _, port = address.rpartition(":")
+        self.address, self.password, self.timeout = address, password, timeout
+        self._redis = aioredis.Redis(
+            host=host,
+            port=int(port),
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            single_connection_client=True,
+            protocol=2,
+            **_NO_CLIENT_SETINFO,
+        )
+        self._redis.response_callbacks.clear()  # replies are JSON strings, never redis-py types
+
+    async def __aenter__(self) -> Client:
+        if self.password:
+            await self.command("AUTH", self.password)
+        await self.command("OUTPUT", "json")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._redis.aclose()
+
+    async def command(self, *args: str) -> dict[str, Any]:
+        """Send one command; raise ProbeError on ``ok:false`` or any transport problem."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                raw = await self._redis.execute_command(*args)
+        except (RedisError, OSError, TimeoutError) as exc:
+            raise ProbeError(f"{self.address}: {type(exc).__name__}: {exc}") from exc
+        return _decode(raw, self.address)
+
+
+def _decode(raw: Any, address: str) -> dict[str, Any]:
+    """JSON reply -> dict; a bare ``OK`` (RESP mode, e.g. before OUTPUT json) counts as ok."""
+    if isinstance(raw, bytes | str) and raw in (b"OK", "OK"):
+        return {"ok": True}
+    try:
+        reply = orjson.loads(raw)
+    except (orjson.JSONDecodeError, TypeError) as exc:
+        raise ProbeError(f"{address}: unexpected reply {raw!r}") from exc
+    if not isinstance(reply, dict) or not reply.get("ok"):
+        err = reply.get("err") if isinstance(reply, dict) else reply
+        raise ProbeError(f"{address}: {err}")
+    return reply
+
+
+async def observe(
+    name: str,
+    role: Literal["leader", "follower"],
+    address: str | None,
+    password: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> Member:
+    """SERVER of one member as a policy observation; failures become reachable=False."""
+    if not address:
+        return Member(name, role, None, reachable=False, error="no pod IP yet")
+    try:
+        async with Client(address, password, timeout) as client:
+            stats = (await client.command("SERVER"))["stats"]
+    except (ProbeError, KeyError) as exc:
+        log.debug("probe of %s failed: %s", name, exc)
+        return Member(name, role, address, reachable=False, error=str(exc))
+    return Member(
+        name,
+        role,
+        address,
+        reachable=True,
+        aof_size=_int(stats.get("aof_size")),
+        caught_up=stats.get("caught_up") if role == "follower" else None,
+        following=stats.get("following"),
+        shrinking=bool(stats.get("aof_shrinking")),
+        resyncs=_int(stats.get("resyncs")),
+        last_shrink_time=float(stats.get("last_shrink_time") or 0.0),
+        last_shrink_result=str(stats.get("last_shrink_result") or ""),
+    )
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
+
+
+async def observe_all(
+    targets: list[tuple[str, Literal["leader", "follower"], str | None]],
+    password: str | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> list[Member]:
+    """Probe every (name, role, address) concurrently."""
+    return list(await asyncio.gather(*(observe(n, r, a, password, timeout) for n, r, a in targets)))
+
+
+async def send(address: str, *args: str, password: str | None = None, timeout: float = 5.0):
+    """Run one command (AOFSHRINK, RESYNC, ...) on one member; raise ProbeError on failure."""
+    async with Client(address, password, timeout) as client:
+        return await client.command(*args)
