@@ -1,0 +1,26 @@
+"""probe.py against a real geoserver process (or the fake, see opharness) and a dead address."""
+
+from __future__ import annotations
+
+import pytest
+from geocluster import probe
+
+
+async def test_unreachable_member_is_a_finding_not_an_exception():
+    m = await probe.observe("gc-follower-0", "follower", "127.0.0.1:1", timeout=0.5)
+    assert m.reachable is False and m.error and m.aof_size is None
+    m = await probe.observe("gc-follower-1", "follower", None)
+    assert m.reachable is False and m.error == "no pod IP yet"
+
+
+async def test_observe_leader_and_follower(members):
+    members.start("l", "127.0.0.20")
+    members.start("f", "127.0.0.21", follow="127.0.0.20:9851")
+    leader = await probe.observe("l", "leader", "127.0.0.20:9851")
+    assert leader.reachable and leader.aof_size is not None and leader.caught_up is None
+    with pytest.raises(probe.ProbeError):
+        await probe.send("127.0.0.20:9851", "RESYNC")  # a leader refuses RESYNC
+    assert (await probe.send("127.0.0.20:9851", "AOFSHRINK"))["ok"] is True
+    follower = await probe.observe("f", "follower", "127.0.0.21:9851")
+    assert follower.reachable and follower.following == "127.0.0.20:9851"
+    assert follower.caught_up in (True, False) and follower.resyncs is not None
