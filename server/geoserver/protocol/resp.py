@@ -86,8 +86,11 @@ def encode_error(message: str) -> bytes:
 
 
 class RequestReader:
-    """Incremental parser of client requests: RESP arrays (via hiredis) and inline lines.
+    """Incremental parser of client requests: RESP arrays (via hiredis) or inline lines.
 
+    The first byte of a connection picks the mode for its lifetime: `*` is RESP (every client
+    library), anything else is inline text (telnet, `nc`). hiredis parses incrementally and
+    cannot tell whether it stopped between or inside requests, so modes are not mixed.
     `feed()` then iterate `commands()`; a ProtocolError means the connection must be closed.
     `max_request` bounds the bytes buffered for one incomplete request.
     """
@@ -97,9 +100,12 @@ class RequestReader:
         self._reader = hiredis.Reader()
         self._pending = 0  # bytes fed to hiredis that have not yet produced a command
         self._inline = bytearray()
+        self._mode = ""  # "resp" | "inline", set by the first byte
 
     def feed(self, data: bytes) -> None:
-        if self._inline or (not self._reader.has_data() and data[:1] not in (b"*", b"")):
+        if not self._mode and data:
+            self._mode = "resp" if data[:1] == b"*" else "inline"
+        if self._mode == "inline":
             self._inline += data
         else:
             self._reader.feed(data)
@@ -107,7 +113,7 @@ class RequestReader:
 
     def commands(self) -> Iterable[list[bytes]]:
         while True:
-            if self._inline:
+            if self._mode == "inline":
                 cmd = self._next_inline()
                 if cmd is None:
                     return
@@ -136,13 +142,7 @@ class RequestReader:
                 raise ProtocolError("Protocol error: too big inline request")
             return None
         line = bytes(self._inline[:end]).rstrip(b"\r")
-        rest = bytes(self._inline[end + 1 :])
-        self._inline.clear()
-        if rest[:1] == b"*":
-            self._reader.feed(rest)
-            self._pending += len(rest)
-        else:
-            self._inline += rest
+        del self._inline[: end + 1]
         return split_command_line(line)
 
 
