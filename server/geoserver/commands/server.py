@@ -102,8 +102,8 @@ def cmd_output(ctx: Ctx, argv: list[bytes]) -> Any:
         raise invalid_argument(argv[1])
     if client is not None and client.resp_conn:
         client.json = mode == "json"
-        # The reply already speaks the new format.
-        return Raw(render({}, True, 0, True)) if client.json else OK
+        # The reply already speaks the new format (RESP `+OK` even when leaving JSON mode).
+        return Raw(render({}, True, 0, True)) if client.json else Raw(b"+OK\r\n")
     if mode == "resp":
         raise CommandError("resp output is not available over HTTP")
     return {}
