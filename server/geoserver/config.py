@@ -58,8 +58,9 @@ class ServerConfig:
         return self.dir / "config"
 
     def load_file(self) -> None:
-        """Merge the persisted file (if any) into these settings; flags given win for
-        values the file does not hold."""
+        """Merge the persisted file (if any) into these settings. Explicit flags win: a pod
+        started with `--follow leader:9851` follows that leader whatever an earlier FOLLOW
+        saved; without flags, the file's values resume the last state."""
         path = self.config_path
         if path.exists():
             try:
@@ -67,11 +68,12 @@ class ServerConfig:
             except orjson.JSONDecodeError as exc:
                 raise SystemExit(f"geoserver: cannot parse config file {path}: {exc}") from None
             self.server_id = data.get("server_id", self.server_id)
-            self.follow_host = data.get("follow_host", self.follow_host)
-            self.follow_port = int(data.get("follow_port", self.follow_port) or 0)
+            if not self.follow_host:
+                self.follow_host = data.get("follow_host", "") or ""
+                self.follow_port = int(data.get("follow_port", 0) or 0)
             self.read_only = bool(data.get("read_only", self.read_only))
-            self.requirepass = data.get("requirepass", self.requirepass) or self.requirepass
-            self.leaderauth = data.get("leaderauth", self.leaderauth) or self.leaderauth
+            self.requirepass = self.requirepass or data.get("requirepass", "") or ""
+            self.leaderauth = self.leaderauth or data.get("leaderauth", "") or ""
             self.max_request_size = int(data.get("max-request-size", self.max_request_size))
             self.maxmemory = int(data.get("maxmemory", self.maxmemory))
         if not self.server_id:

@@ -1,16 +1,16 @@
 """Online AOFSHRINK: rewrite the AOF from the live dataset without stopping clients.
 
-1. Start capturing every record appended to the live AOF (synchronously, before any yield).
-2. Walk collections and ids in order, a bounded batch at a time, yielding to the event loop
-   between batches; each object becomes one canonical SET record in `<aof>-shrink`.
-3. fsync the new file in a worker thread.
-4. Atomically (no await between these steps): flush the live AOF, append the captured
-   records, fsync, rename over the AOF, reopen, set aof_size, cut the replication streams
-   so followers re-handshake at once.
+1. Flush the live AOF and start capturing every record appended to it from now on.
+2. fork(): the child writes one canonical SET record per object of its copy-on-write
+   snapshot into `<aof>-shrink`, fsyncs and exits, as Redis's BGREWRITEAOF does. The parent's
+   event loop keeps serving; it only waits (in a worker thread) for the child to exit.
+   Where fork() does not exist, the same walk runs in the loop in ~1 ms slices instead.
+3. Atomically (no await between these steps): flush the live AOF, append the captured
+   records to the new file, fsync, rename it over the AOF, reopen, set aof_size, and cut the
+   replication streams so followers re-handshake at once.
 
-Objects changed while the walk runs are written twice (their state when visited, then the
-captured command), which replays to the same final state. RENAME/DROP/FLUSHDB during a walk
-can break that equivalence, so the shrink restarts once and reports an error if it recurs.
+The snapshot is exact at step 1 and the captured records are every change after it, so the
+new file replays to exactly the live dataset. On any error the old file stays in place.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-BATCH = 2000  # objects per batch between yields
 FLUSH_BYTES = 4 << 20
-_KEY_LEVEL = {b"rename", b"renamenx", b"drop", b"flushdb"}
+SLICE_SECONDS = 0.001  # in-loop fallback: longest stretch of work between yields
 
 
 @dataclass
@@ -76,22 +75,33 @@ async def run_shrink(server: Server) -> None:
     state.running = True
     started = time.monotonic()
     size_before = aof.size
-    log.info("AOF shrink started", extra={"aof_size": size_before})
+    log.info("AOF shrink started", extra={"aof_size": size_before,
+                                          "objects": server.db.stats()["num_objects"]})
+    tmp = Path(f"{aof.path}-shrink")
     try:
-        for attempt in (1, 2):
-            if await _shrink_once(server):
-                state.last_result = "ok"
-                break
-            log.warning("AOF shrink restarting: a key-level command ran during the walk",
-                        extra={"attempt": attempt})
-        else:
-            state.last_result = "error: restarted twice because of RENAME/DROP/FLUSHDB"
-    except Exception as exc:  # disk full, permissions: the old AOF stays in place
+        aof.flush()
+        aof.capture = captured = []
+        if hasattr(os, "fork"):
+            await _write_snapshot_in_child(server, tmp)
+        else:  # pragma: no cover - non-POSIX platforms
+            await _write_snapshot_in_loop(server, tmp)
+        # The swap: no awaits from here on, so no write can slip between the steps.
+        aof.flush()
+        with open(tmp, "ab") as out:
+            for record in captured:
+                out.write(record)
+            out.flush()
+            os.fsync(out.fileno())
+        aof.capture = None
+        aof.replace_with(tmp)
+        server.cut_replication_streams("AOF shrink replaced the file")
+        state.last_result = "ok"
+        server.metrics.shrinks.labels("ok").inc()
+    except Exception as exc:  # disk full, permissions, a crashed child: keep the old AOF
         log.exception("AOF shrink failed")
         state.last_result = f"error: {exc}"
         server.metrics.shrinks.labels("error").inc()
-    else:
-        server.metrics.shrinks.labels("ok" if state.last_result == "ok" else "error").inc()
+        tmp.unlink(missing_ok=True)
     finally:
         aof.capture = None
         state.running = False
@@ -104,70 +114,50 @@ async def run_shrink(server: Server) -> None:
             "aof_size_before": size_before, "aof_size_after": aof.size})
 
 
-async def _shrink_once(server: Server) -> bool:
-    aof = server.aof
-    assert aof is not None
-    tmp = Path(f"{aof.path}-shrink")
-    aof.flush()
-    aof.capture = captured = []
-    written = 0
+async def _write_snapshot_in_child(server: Server, tmp: Path) -> None:
+    pid = os.fork()
+    if pid == 0:  # the child: write, fsync, and leave without running any parent cleanup
+        code = 1
+        try:
+            with open(tmp, "wb") as out:
+                for chunk in _snapshot_chunks(server):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"shrink child exited with {code}")
+
+
+async def _write_snapshot_in_loop(server: Server, tmp: Path) -> None:
+    """Fallback without fork(): the walk yields to the loop every SLICE_SECONDS. Objects
+    changed behind the walk are written twice (walk, then captured command); RENAME/DROP of
+    a key mid-walk can make that replay differ, which is why fork() is preferred."""
     with open(tmp, "wb") as out:
-        buf = bytearray()
-        for key in list(server.db.collections.keys()):
-            last: str | None = None
-            while True:
-                col = server.db.get(key)
-                if col is None:
-                    break
-                now = time.time()
-                if last is None:
-                    ids = iter(col.items)
-                else:
-                    ids = col.items.irange(minimum=last, inclusive=(True, True))
-                batch = 0
-                for oid in ids:
-                    if oid == last:
-                        continue
-                    item = col.items[oid]
-                    if item.expires_at is None or item.expires_at > now:
-                        buf += object_record(key, oid, item, now)
-                    last = oid
-                    batch += 1
-                    if batch >= BATCH:
-                        break
-                written += batch
-                server.shrink.progress = written
-                if len(buf) >= FLUSH_BYTES:
-                    out.write(buf)
-                    buf.clear()
-                if batch < BATCH:
-                    break
+        deadline = time.perf_counter() + SLICE_SECONDS
+        for chunk in _snapshot_chunks(server, slice_bytes=64 << 10):
+            out.write(chunk)
+            if time.perf_counter() > deadline:
                 await asyncio.sleep(0)
-                if written % 100_000 < BATCH:
-                    log.info("AOF shrink progress", extra={"objects": written})
-        out.write(buf)
+                deadline = time.perf_counter() + SLICE_SECONDS
         out.flush()
         await asyncio.to_thread(os.fsync, out.fileno())
-    if any(_command_name(r) in _KEY_LEVEL for r in captured):
-        aof.capture = None
-        tmp.unlink(missing_ok=True)
-        return False
-    # The swap: no awaits from here on, so no write can slip between the steps.
-    aof.flush()
-    with open(tmp, "ab") as out:
-        for record in captured:
-            out.write(record)
-        out.flush()
-        os.fsync(out.fileno())
-    aof.capture = None
-    aof.replace_with(tmp)
-    server.cut_replication_streams("AOF shrink replaced the file")
-    return True
 
 
-def _command_name(record: bytes) -> bytes:
-    """The lower-cased command name of a canonical record (`*N\\r\\n$L\\r\\nNAME\\r\\n...`)."""
-    first = record.index(b"\r\n")
-    second = record.index(b"\r\n", first + 2)
-    third = record.index(b"\r\n", second + 2)
-    return record[second + 2 : third].lower()
+def _snapshot_chunks(server: Server, slice_bytes: int = FLUSH_BYTES):
+    """Records for every live object, in key then id order, in chunks of ~slice_bytes."""
+    now = time.time()
+    buf = bytearray()
+    for key, col in list(server.db.collections.items()):
+        for oid, item in list(col.items.items()):
+            if item.expires_at is None or item.expires_at > now:
+                buf += object_record(key, oid, item, now)
+                if len(buf) >= slice_bytes:
+                    yield bytes(buf)
+                    buf.clear()
+    if buf:
+        yield bytes(buf)

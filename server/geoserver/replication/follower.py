@@ -284,7 +284,7 @@ class Follower:
                     assert server.aof is not None
                     server.aof.append(record)
                 applied += 1
-                if applied % 2000 == 0:
+                if applied % 256 == 0:
                     await asyncio.sleep(0)  # a big backlog must not starve clients
             if resync is None:
                 server.flush_aof()
