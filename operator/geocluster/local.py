@@ -1,0 +1,408 @@
+"""The local runtime: a GeoCluster's leader and followers as geoserver processes on this machine.
+
+Two parts, as in Kubernetes:
+- :class:`Supervisor` is the kubelet/StatefulSet half: it starts members on 127.0.0.1 with their
+  own data dirs, restarts a process that died (with back-off, keeping its data), and stops them
+  (SIGTERM, wait, SIGKILL). It knows nothing of schedules or divergence.
+- :class:`LocalCluster` is the operator half: every probe interval :meth:`LocalCluster.tick`
+  probes all members (``probe.observe``), asks the same pure ``policy.decide`` the kopf operator
+  uses, records intent in ``status.json`` first, then acts (shrink -> AOFSHRINK on the leader,
+  resync -> RESYNC on a follower, restart -> stop and start that process).
+
+Time comes from an injected :class:`Clock`, so tests run schedules and grace periods at once.
+Manual requests arrive as trigger files (see :mod:`geocluster.localstate`); SIGUSR1 wakes the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+import psutil
+
+from . import probe
+from .localstate import Manifest, StateDir, alive, proc_id
+from .policy import Action, Decision, Member, Triggers, apply_outcome, decide, load_status
+from .spec import dump, parse_time, rfc3339
+
+log = logging.getLogger("geocluster.local")
+
+HOST = "127.0.0.1"
+STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
+PROBE_TIMEOUT = 2.0
+MAX_BACKOFF = 30.0  # restarts of a crashing process are spaced 0, 1, 2, 4 ... 30 s apart
+STABLE_AFTER = 60.0  # a process up this long has its crash count reset
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class Proc:
+    """One supervised member process."""
+
+    name: str
+    role: Literal["leader", "follower"]
+    port: int
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0  # by the supervisor (crashes) and by repairs
+    crashes: int = 0  # consecutive, for the back-off
+    started_at: float = 0.0  # monotonic
+    wire: bool = False  # check FOLLOW once it answers
+    memory: int | None = None
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+
+class Supervisor:
+    """Starts, restarts and stops the member processes of one cluster."""
+
+    def __init__(self, manifest: Manifest, state: StateDir):
+        self.manifest, self.state = manifest, state
+        self.procs: dict[str, Proc] = {}
+
+    @property
+    def leader(self) -> Proc:
+        return next(p for p in self.procs.values() if p.role == "leader")
+
+    def plan(self, previous: dict[str, Any] | None) -> None:
+        """Members wanted by the spec, keeping the ports (and counters) of a previous run."""
+        old = {m["name"]: m for m in (previous or {}).get("members", [])}
+        names = [("leader", "leader")] + [
+            (f"follower-{i}", "follower") for i in range(1, self.manifest.spec.followers + 1)
+        ]
+        for name, role in names:
+            port = old.get(name, {}).get("port")
+            if not port or not port_free(port):
+                port = free_port()
+            self.procs[name] = Proc(name, role, port, restarts=old.get(name, {}).get("restarts", 0))  # type: ignore[arg-type]
+
+    def command(self, p: Proc) -> list[str]:
+        spec, pw = self.manifest.spec, self.manifest.password
+        cmd = [sys.executable, "-m", "geoserver", "--host", HOST, "--port", str(p.port)]
+        cmd += ["--dir", str(self.state.member_dir(p.name)), "--appendfsync", spec.server.appendfsync]
+        if p.role == "follower":
+            cmd += ["--follow", self.leader.address]
+        if pw:
+            cmd += ["--requirepass", pw, "--leaderauth", pw]
+        return cmd + list(spec.server.extra_args)
+
+    def start(self, p: Proc) -> None:
+        if not port_free(p.port):
+            old, p.port = p.port, free_port()
+            log.warning("%s: port %d is taken, moving to %d", p.name, old, p.port)
+            if p.role == "leader":
+                for f in self.procs.values():
+                    f.wire = f.role == "follower"
+        self.state.member_dir(p.name).mkdir(parents=True, exist_ok=True)
+        logfile = self.state.log_file(p.name)
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(logfile, "ab") as out:
+            # own session: a Ctrl-C in the terminal reaches `up`, which stops members in order
+            p.popen = subprocess.Popen(
+                self.command(p), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        p.started_at, p.wire = time.monotonic(), p.role == "follower"
+        log.info("started %s (pid %d) on %s", p.name, p.popen.pid, p.address)
+
+    async def stop(self, p: Proc, grace: float = STOP_GRACE) -> None:
+        """SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
+        popen, p.popen = p.popen, None
+        if popen is None or popen.poll() is not None:
+            return
+        popen.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while popen.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if popen.poll() is None:
+            log.warning("%s did not stop within %.0fs: SIGKILL", p.name, grace)
+            popen.kill()
+            await asyncio.to_thread(popen.wait)
+
+    async def stop_all(self) -> None:
+        followers = [p for p in self.procs.values() if p.role == "follower"]
+        await asyncio.gather(*(self.stop(p) for p in followers))
+        for p in self.procs.values():
+            await self.stop(p)
+
+    async def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until every member answers; a member that exits at start-up is an error."""
+        deadline = time.monotonic() + timeout
+        pending = set(self.procs)
+        while pending:
+            for name in list(pending):
+                p = self.procs[name]
+                if p.popen is not None and p.popen.poll() is not None:
+                    raise RuntimeError(f"{name} exited at start-up: {self.log_tail(name)}")
+                if (await probe.observe(name, p.role, p.address, self.manifest.password, 1.0)).reachable:
+                    pending.discard(name)
+            if pending and time.monotonic() > deadline:
+                raise RuntimeError(f"{', '.join(sorted(pending))} did not answer within {timeout:.0f}s")
+            await asyncio.sleep(0.05)
+
+    def revive(self) -> list[str]:
+        """Start members whose process died (never started, crashed, kill -9), with back-off."""
+        revived = []
+        for p in self.procs.values():
+            if p.running:
+                if time.monotonic() - p.started_at > STABLE_AFTER:
+                    p.crashes = 0
+                continue
+            if p.popen is not None:  # it was running: a crash
+                log.warning("%s (pid %d) exited with %s", p.name, p.popen.pid, p.popen.returncode)
+                p.popen, p.crashes, p.restarts = None, p.crashes + 1, p.restarts + 1
+                p.started_at = time.monotonic()
+            delay = min(2.0 ** (p.crashes - 2), MAX_BACKOFF) if p.crashes > 1 else 0.0
+            if time.monotonic() - p.started_at >= delay:
+                self.start(p)
+                revived.append(p.name)
+        return revived
+
+    def sample_memory(self) -> None:
+        for p in self.procs.values():
+            try:
+                p.memory = psutil.Process(p.popen.pid).memory_info().rss if p.running and p.popen else None
+            except psutil.Error:
+                p.memory = None
+
+    def log_tail(self, name: str, chars: int = 600) -> str:
+        try:
+            return self.state.log_file(name).read_text(errors="replace")[-chars:].strip()
+        except OSError:
+            return "(no log)"
+
+
+def stop_leftovers(previous: dict[str, Any] | None) -> list[int]:
+    """Terminate member processes of a previous `up` that was killed without cleaning up."""
+    stopped = []
+    for m in (previous or {}).get("members", []):
+        ident = m.get("process")
+        if alive(ident):
+            proc = psutil.Process(ident["pid"])
+            proc.terminate()
+            with contextlib.suppress(psutil.TimeoutExpired):
+                proc.wait(STOP_GRACE)
+            if proc.is_running():
+                proc.kill()
+            stopped.append(ident["pid"])
+    return stopped
+
+
+@dataclass
+class LocalCluster:
+    """The control loop over a :class:`Supervisor`: probe, decide, record, act."""
+
+    manifest: Manifest
+    state: StateDir
+    clock: Clock = field(default_factory=SystemClock)
+
+    def __post_init__(self) -> None:
+        self.sup = Supervisor(self.manifest, self.state)
+        self.status: dict[str, Any] = {}
+        self.members: list[Member] = []
+        self.wake = asyncio.Event()
+        self.info: dict[str, Any] = {}
+        self.last_resync: dict[str, str] = {}
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start (or resume) every member and wait until they answer."""
+        previous = self.state.read_cluster()
+        if self.state.supervisor() and self.state.supervisor() != os.getpid():
+            raise RuntimeError(f"already running (pid {self.state.supervisor()}) for {self.state.path}")
+        if stop_leftovers(previous):
+            log.warning("stopped member processes left over by a previous run")
+        spec_hash = hashlib.sha256(json.dumps(dump(self.manifest.spec), sort_keys=True).encode()).hexdigest()
+        prev = previous or {}
+        self.info = {
+            "name": self.manifest.name,
+            "source": self.manifest.source,
+            "created": prev.get("created") or rfc3339(self.clock.now()),
+            "generation": prev.get("generation", 0) + (prev.get("specHash") != spec_hash),
+            "specHash": spec_hash,
+            "supervisor": proc_id(os.getpid()),
+            "schedule": self.manifest.spec.aof_shrink.schedule,
+            "timeZone": self.manifest.spec.aof_shrink.time_zone,
+        }
+        self.last_resync = {m["name"]: m.get("lastResync", "") for m in prev.get("members", [])}
+        self.status = self.state.read_status() or {}
+        self.sup.plan(previous)
+        for p in self.sup.procs.values():
+            self.sup.start(p)
+        self._persist()
+        await self.sup.wait_ready()
+
+    async def stop(self) -> None:
+        if not self.info:  # never started
+            return
+        log.info("stopping all members")
+        await self.sup.stop_all()
+        self.info["supervisor"] = None
+        self._persist()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Tick every probe interval until ``stopping`` is set (SIGUSR1 sets ``wake``)."""
+        interval = self.manifest.spec.divergence.probe_interval_seconds
+        while not stopping.is_set():
+            try:
+                await self.tick()
+            except Exception:  # a tick must never end the loop
+                log.exception("tick failed")
+            waiters = [asyncio.ensure_future(e.wait()) for e in (stopping, self.wake)]
+            waiters.append(asyncio.ensure_future(self.clock.sleep(interval)))
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
+            self.wake.clear()
+
+    # --- one tick -----------------------------------------------------------------------------
+
+    async def tick(self) -> Decision:
+        """Revive dead processes, probe, decide, record intent, act, record outcome."""
+        for name in self.sup.revive():
+            log.info("restarted %s: its process had exited", name)
+        pw = self.manifest.password
+        targets = [(p.name, p.role, p.address) for p in self.sup.procs.values()]
+        self.members = await probe.observe_all(targets, pw, PROBE_TIMEOUT)  # type: ignore[arg-type]
+        await self._wire()
+        raw = self.state.triggers()
+        triggers = Triggers(shrink_now="shrink" in raw, resync_member=raw.get("resync", "").strip() or None)
+        created = parse_time(self.info["created"]) or self.clock.now()
+        decision = decide(
+            self.manifest.spec,
+            self.status,
+            self.members,
+            self.clock.now(),
+            created=created,
+            generation=self.info["generation"],
+            triggers=triggers,
+        )
+        self.status = decision.status
+        self._persist()  # intent first: a restarted `up` sees what is in flight
+        for event in decision.events:
+            level = logging.WARNING if event.type == "Warning" else logging.INFO
+            log.log(level, "%s: %s", event.reason, event.message)
+            if event.reason in ("ResyncSucceeded", "ResyncFailed"):  # "<member> ..." / "<member>: ..."
+                member = event.message.split()[0].rstrip(":")
+                when = self.last_resync.get(member, "").partition(" ")[0]
+                self.last_resync[member] = f"{when} {'ok' if event.reason == 'ResyncSucceeded' else 'failed'}"
+        for action in decision.actions:
+            self.status = await self._act(action)
+        for kind in decision.consumed:
+            self.state.consume(kind, raw.get(kind, ""))
+        self.sup.sample_memory()
+        self._persist()
+        return decision
+
+    async def _act(self, action: Action) -> dict[str, Any]:
+        p = self.sup.procs.get(action.member)
+        why = f"{action.kind} {action.member} ({action.reason})"
+        try:
+            if p is None:
+                raise probe.ProbeError(f"no member {action.member}")
+            if action.kind == "restart":
+                await self.sup.stop(p)
+                p.restarts += 1
+                self.sup.start(p)
+            else:
+                verb = "AOFSHRINK" if action.kind == "shrink" else "RESYNC"
+                await probe.send(p.address, verb, password=self.manifest.password)
+            log.info("%s: started", why)
+            return self.status
+        except Exception as exc:  # a failed action is recorded in status, never ends the loop
+            log.warning("%s failed: %s", why, exc)
+            return apply_outcome(self.status, action, str(exc))
+
+    async def _wire(self) -> None:
+        """After a (re)start, point a follower at the leader (its config file may say otherwise)."""
+        leader = self.sup.leader.address
+        for m in self.members:
+            p = self.sup.procs[m.name]
+            if not (p.wire and m.reachable):
+                continue
+            p.wire = False
+            if m.following != leader:
+                host, port = leader.split(":")
+                try:
+                    await probe.send(p.address, "FOLLOW", host, port, password=self.manifest.password)
+                    log.info("%s: FOLLOW %s (was following %s)", m.name, leader, m.following or "nobody")
+                except probe.ProbeError as exc:
+                    log.warning("%s: FOLLOW %s failed: %s", m.name, leader, exc)
+
+    def _persist(self) -> None:
+        st = load_status(self.status)
+        if st.last_resync and st.last_resync.result == "started":
+            self.last_resync[st.last_resync.member] = f"{st.last_resync.time} {st.last_resync.result}"
+        observed = {m.name: m for m in self.members}
+        self.info["updated"] = rfc3339(self.clock.now())
+        self.info["members"] = [
+            {
+                "name": p.name,
+                "role": p.role,
+                "port": p.port,
+                "address": p.address,
+                "process": _ident(p),
+                "restarts": p.restarts,
+                "memory": p.memory,
+                "reachable": observed[p.name].reachable if p.name in observed else None,
+                "lastResync": self.last_resync.get(p.name, ""),
+            }
+            for p in self.sup.procs.values()
+        ]
+        self.state.write_cluster(self.info)
+        if self.status:
+            self.state.write_status(self.status)
+
+
+def _ident(p: Proc) -> dict[str, Any] | None:
+    try:
+        return proc_id(p.popen.pid) if p.running and p.popen else None
+    except psutil.Error:
+        return None

@@ -1,0 +1,215 @@
+"""``geocluster up | status | shrink | resync | down``: the local runtime's commands.
+
+``up`` runs in the foreground (a live table on a terminal, log lines otherwise) until Ctrl-C or
+``geocluster down``; the other commands find it through its state dir and talk to it with
+trigger files and signals (SIGUSR1: look at the triggers now; SIGTERM: stop).
+Exit codes: 0 ok, 1 error (bad manifest, no cluster), 3 ``status`` of a cluster not running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import localview
+from .local import LocalCluster, stop_leftovers
+from .localstate import StateDir, find_state_dir, load_manifest, state_root
+from .spec import SpecError
+
+NOT_RUNNING = 3
+_state_opt = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+                          help="State directory of the cluster (default: by --name under "
+                          "$XDG_STATE_HOME/geocluster).")
+_name_opt = click.option("--name", "-n", help="Cluster name (metadata.name), when several exist.")
+
+
+@click.command("up")
+@click.option("-f", "--file", "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="GeoCluster manifest (YAML); default: the built-in example.")
+@_state_opt
+@click.option("--live/--no-live", default=None, help="Live table (default: when stdout is a terminal).")
+def up(manifest: Path | None, state_dir: Path | None, live: bool | None) -> None:
+    """Run a GeoCluster on this machine: leader + followers, schedules, repairs."""
+    try:
+        m = load_manifest(manifest)
+    except SpecError as exc:
+        raise click.ClickException(f"invalid manifest: {exc}") from None
+    state = StateDir(state_dir or state_root() / m.name)
+    if state.supervisor():
+        raise click.ClickException(f"{m.name} is already running (pid {state.supervisor()}) in {state.path}")
+    live = sys.stdout.isatty() if live is None else live
+    ring = _logging(state, live)
+    cluster = LocalCluster(m, state)
+    try:
+        asyncio.run(_up(cluster, ring if live else None))
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"stopped {m.name}; data kept in {state.path} (`geocluster up` resumes it)")
+
+
+async def _up(cluster: LocalCluster, ring: localview.RingHandler | None) -> None:
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    loop.add_signal_handler(signal.SIGUSR1, cluster.wake.set)
+    log = logging.getLogger("geocluster.local")
+    try:
+        log.info("starting %s (%s) in %s", cluster.manifest.name, cluster.manifest.source, cluster.state.path)
+        await cluster.start()
+        leader = cluster.sup.leader.address
+        log.info("up: leader %s; try `redis-cli -p %s`; Ctrl-C stops", leader, leader.split(":")[1])
+        if ring is None:
+            await cluster.run(stopping)
+        else:
+            await _live(cluster, ring, stopping)
+    finally:
+        await cluster.stop()
+
+
+async def _live(cluster: LocalCluster, ring: localview.RingHandler, stopping: asyncio.Event) -> None:
+    from rich.live import Live
+
+    port = cluster.sup.leader.port
+    hint = (f"leader: redis-cli -p {port} SET fleet truck1 POINT 33.5 -115.2 | "
+            f"curl localhost:{port}/SERVER | Ctrl-C stops | state: {cluster.state.path}")
+
+    def view():
+        return localview.render(cluster.info, cluster.status, list(ring.lines), hint)
+
+    with Live(view(), refresh_per_second=4, redirect_stderr=False) as screen:
+        runner = asyncio.create_task(cluster.run(stopping))
+        while not runner.done():
+            screen.update(view())
+            await asyncio.wait([runner], timeout=0.5)
+        screen.update(view())
+        runner.result()
+
+
+def _logging(state: StateDir, live: bool) -> localview.RingHandler:
+    """Log to logs/geocluster.log always; to the live view, or else stderr as set up by the group."""
+    root = logging.getLogger()
+    path = state.log_file("geocluster")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    ring = localview.RingHandler()
+    if live:
+        for h in list(root.handlers):
+            root.removeHandler(h)
+        root.addHandler(ring)
+    root.addHandler(to_file)
+    return ring
+
+
+def _find(state_dir: Path | None, name: str | None) -> StateDir:
+    try:
+        state = find_state_dir(state_dir, name)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    if state.read_cluster() is None:
+        raise click.ClickException(f"no local GeoCluster in {state.path}; start one with `geocluster up`")
+    return state
+
+
+def _running(state: StateDir) -> int:
+    pid = state.supervisor()
+    if not pid:
+        raise click.ClickException(f"{state.path.name} is not running; start it with `geocluster up`")
+    return pid
+
+
+@click.command("status")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table")
+@_state_opt
+@_name_opt
+def status(output: str, state_dir: Path | None, name: str | None) -> None:
+    """Show a local cluster's members and conditions (its .status with -o json)."""
+    state = _find(state_dir, name)
+    info, st = state.read_cluster() or {}, state.read_status() or {}
+    pid = state.supervisor()
+    if output == "json":
+        click.echo(json.dumps(st, indent=2))
+    else:
+        from rich.console import Console
+
+        Console().print(localview.table(info, st), localview.summary(info, st))
+    if not pid:
+        click.echo(f"{state.path.name} is not running (last update {info.get('updated')})", err=True)
+        sys.exit(NOT_RUNNING)
+
+
+def _trigger(state: StateDir, kind: str, value: str, timeout: float = 30.0) -> None:
+    """Leave a request for the loop, wake it, and wait until it is taken."""
+    pid = _running(state)
+    state.request(kind, value)
+    os.kill(pid, signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    while kind in state.triggers():
+        if time.monotonic() > deadline or not state.supervisor():
+            raise click.ClickException(f"{kind} requested, but the control loop has not taken it yet")
+        time.sleep(0.1)
+
+
+@click.command("shrink")
+@_state_opt
+@_name_opt
+def shrink(state_dir: Path | None, name: str | None) -> None:
+    """AOFSHRINK the leader now (followers are resynced after it)."""
+    state = _find(state_dir, name)
+    _trigger(state, "shrink", "")
+    rec = (state.read_status() or {}).get("lastShrink") or {}
+    click.echo(f"shrink {rec.get('result', 'requested')} at {rec.get('time', '?')} ({rec.get('reason', '')})")
+
+
+@click.command("resync")
+@click.argument("member")
+@_state_opt
+@_name_opt
+def resync(member: str, state_dir: Path | None, name: str | None) -> None:
+    """Full resync of one follower from the leader (RESYNC)."""
+    state = _find(state_dir, name)
+    members = (state.read_cluster() or {}).get("members", [])
+    followers = [m["name"] for m in members if m["role"] == "follower"]
+    if member not in followers:
+        raise click.ClickException(f"{member!r} is not a follower; followers: {', '.join(followers)}")
+    _trigger(state, "resync", member)
+    rec = (state.read_status() or {}).get("lastResync") or {}
+    if rec.get("member") == member:
+        click.echo(f"resync {member}: {rec.get('result')} at {rec.get('time')}")
+    else:
+        click.echo(f"resync {member} not started now (see `geocluster status` and the log)")
+
+
+@click.command("down")
+@_state_opt
+@_name_opt
+@click.option("--purge", is_flag=True, help="Also delete the state dir (all data).")
+def down(state_dir: Path | None, name: str | None, purge: bool) -> None:
+    """Stop a local cluster (the running `up`, or processes it left behind)."""
+    state = _find(state_dir, name)
+    pid = state.supervisor()
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while state.supervisor():
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"`geocluster up` (pid {pid}) did not stop within 60s")
+            time.sleep(0.1)
+    left = stop_leftovers(state.read_cluster())
+    click.echo(f"stopped {state.path.name}" + (f" ({len(left)} leftover processes)" if left else ""))
+    if purge:
+        shutil.rmtree(state.path)
+        click.echo(f"deleted {state.path}")
+
+
+commands = [up, status, shrink, resync, down]
