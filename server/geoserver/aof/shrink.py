@@ -16,6 +16,7 @@ new file replays to exactly the live dataset. On any error the old file stays in
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -115,8 +116,16 @@ async def run_shrink(server: Server) -> None:
 
 
 async def _write_snapshot_in_child(server: Server, tmp: Path) -> None:
-    pid = os.fork()
+    # Move every existing object to the GC's permanent generation: a collection in the parent
+    # would otherwise write to the header of every object and copy each shared page (CoW).
+    gc.freeze()
+    try:
+        pid = os.fork()
+    except OSError:
+        gc.unfreeze()
+        raise
     if pid == 0:  # the child: write, fsync, and leave without running any parent cleanup
+        gc.disable()
         code = 1
         try:
             with open(tmp, "wb") as out:
@@ -127,7 +136,10 @@ async def _write_snapshot_in_child(server: Server, tmp: Path) -> None:
             code = 0
         finally:
             os._exit(code)
-    _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    try:
+        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    finally:
+        gc.unfreeze()
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"shrink child exited with {code}")
