@@ -1,1 +1,496 @@
-"""Search commands: SCAN NEARBY WITHIN INTERSECTS (being written; see docs/commands.md)."""
+"""Search commands: SCAN NEARBY WITHIN INTERSECTS. Syntax follows Tile38 1.30:
+
+    CMD key [CURSOR n] [LIMIT n] [MATCH glob ...] [WHERE field min max ...]
+            [WHEREIN field n v1 .. vn ...] [NOFIELDS] [DISTANCE] [ASC|DESC]
+            [COUNT | IDS | OBJECTS | POINTS | BOUNDS | HASHES precision] <area>
+
+Candidates come from store/query.py as ordered batches; `_collect` walks them applying
+CURSOR, expiry, MATCH/WHERE/WHEREIN and LIMIT. The returned cursor is CURSOR plus the number
+of candidates iterated when LIMIT was reached, else 0 (Tile38's scanWriter).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import mercantile
+
+from geoserver.commands.base import Args, Ctx, Flag, command
+from geoserver.commands.replies import (
+    bounds_json,
+    bounds_resp,
+    field_out,
+    fields_resp,
+    object_json,
+    point_json,
+    point_resp,
+)
+from geoserver.errors import ID_NOT_FOUND, KEY_NOT_FOUND, CommandError, invalid_argument
+from geoserver.protocol.resp import Raw
+from geoserver.store import query
+from geoserver.store.collection import Collection, Item
+from geoserver.store.fields import FieldValue, field_number, parse_field_value
+from geoserver.store.geometry import encode_geohash, geohash_bounds, num, parse_geojson
+
+OUTPUTS = ("COUNT", "IDS", "OBJECTS", "POINTS", "BOUNDS", "HASHES")
+JSON_KEYS = {"OBJECTS": "objects", "POINTS": "points", "BOUNDS": "bounds", "HASHES": "hashes"}
+CHUNK = 256
+
+
+@dataclass(slots=True)
+class Where:
+    name: str
+    low: float
+    high: float
+    low_open: bool = False
+    high_open: bool = False
+
+    def test(self, value: float) -> bool:
+        if value < self.low or (self.low_open and value == self.low):
+            return False
+        return not (value > self.high or (self.high_open and value == self.high))
+
+
+@dataclass(slots=True)
+class Search:
+    """The parsed options of one search command."""
+
+    cmd: str
+    cursor: int = 0
+    limit: int | None = None
+    matches: list[Callable[[str], Any]] = field(default_factory=list)
+    wheres: list[Where] = field(default_factory=list)
+    whereins: list[tuple[str, list[FieldValue]]] = field(default_factory=list)
+    nofields: bool = False
+    distance: bool = False
+    desc: bool = False
+    output: str = "OBJECTS"
+    precision: int = 0
+
+    @property
+    def filtered(self) -> bool:
+        return bool(self.matches or self.wheres or self.whereins)
+
+    def accept(self, oid: str, item: Item) -> bool:
+        if self.matches and not any(m(oid) for m in self.matches):
+            return False
+        fields = item.fields or {}
+        for w in self.wheres:
+            value = item.obj.z or 0.0 if w.name == "z" else field_number(fields.get(w.name))
+            if not w.test(value):
+                return False
+        for name, values in self.whereins:
+            value = fields.get(name, 0.0)
+            if value not in values and field_number(value) not in values:
+                return False
+        return True
+
+
+# ---- parsing -----------------------------------------------------------------------------
+
+
+def _bound(token: bytes) -> tuple[float, bool]:
+    """A WHERE bound: a number, -inf/+inf, optionally `(`-prefixed for exclusive."""
+    text = token.decode("utf-8", "replace")
+    exclusive = text.startswith("(")
+    body = text[1:] if exclusive else text
+    low = body.lower()
+    if low in ("-inf", "+inf", "inf"):
+        return (-math.inf if low == "-inf" else math.inf), exclusive
+    try:
+        value = float(body)
+    except ValueError:
+        raise invalid_argument(token) from None
+    if math.isnan(value):
+        raise invalid_argument(token)
+    return value, exclusive
+
+
+def _where(args: Args) -> Where:
+    name = args.next_str()
+    op_token = args.next()
+    op = op_token.decode("utf-8", "replace")
+    if op in ("<", "<=", ">", ">=", "==", "!="):
+        if op == "!=":  # only WHERE forms expressible as one range are supported
+            raise invalid_argument(op_token)
+        value, _ = _bound(args.next())
+        return {
+            "<": Where(name, -math.inf, value, high_open=True),
+            "<=": Where(name, -math.inf, value),
+            ">": Where(name, value, math.inf, low_open=True),
+            ">=": Where(name, value, math.inf),
+            "==": Where(name, value, value),
+        }[op]
+    low, low_open = _bound(op_token)
+    high, high_open = _bound(args.next())
+    return Where(name, low, high, low_open, high_open)
+
+
+def _glob(pattern: str) -> Callable[[str], Any]:
+    return re.compile(fnmatch.translate(pattern), re.DOTALL).match
+
+
+def parse_options(args: Args, cmd: str) -> Search:
+    """Options and output, up to the area (or the end, for SCAN)."""
+    s = Search(cmd)
+    match_all = False
+    while args.more():
+        word = args.peek_upper()
+        if word == "CURSOR":
+            args.once(word)
+            args.next()
+            s.cursor = args.next_int(0)
+        elif word == "LIMIT":
+            args.once(word)
+            args.next()
+            s.limit = args.next_int(1)
+        elif word == "MATCH":
+            args.next()
+            pattern = args.next_str()
+            match_all = match_all or pattern == "*"
+            s.matches.append(_glob(pattern))
+        elif word == "WHERE":
+            args.next()
+            s.wheres.append(_where(args))
+        elif word == "WHEREIN":
+            args.next()
+            name = args.next_str()
+            n = args.next_int(1)
+            s.whereins.append((name, [parse_field_value(args.next()) for _ in range(n)]))
+        elif word in ("NOFIELDS", "DISTANCE"):
+            args.once(word)
+            args.next()
+            if word == "NOFIELDS":
+                s.nofields = True
+            else:
+                s.distance = True
+        elif word in ("ASC", "DESC"):
+            if cmd != "SCAN":
+                raise CommandError(f"{word} is not allowed for {cmd}")
+            args.once("ASC/DESC")
+            args.next()
+            s.desc = word == "DESC"
+        elif word in OUTPUTS and not (word == "BOUNDS" and cmd != "SCAN" and _numeric_next(args)):
+            args.next()
+            s.output = word
+            if word == "HASHES":
+                s.precision = args.next_int(1, 12)
+            break
+        else:
+            break
+    if match_all:  # MATCH patterns are OR-ed: one `*` admits every id
+        s.matches.clear()
+    if s.limit is None:
+        s.limit = (1 << 62) if s.output == "COUNT" else 100
+    return s
+
+
+def _numeric_next(args: Args) -> bool:
+    """`WITHIN key BOUNDS 33 ...` is the BOUNDS area; `WITHIN key BOUNDS CIRCLE ...` the output."""
+    nxt = args.pos + 1
+    if nxt >= len(args.argv):
+        return False
+    try:
+        float(args.argv[nxt])
+    except ValueError:
+        return False
+    return True
+
+
+def _lat(args: Args) -> float:
+    token = args.argv[args.pos] if args.more() else b""
+    value = args.next_float()
+    if not -90.0 <= value <= 90.0:
+        raise invalid_argument(token)
+    return value
+
+
+def _lon(args: Args) -> float:
+    token = args.argv[args.pos] if args.more() else b""
+    value = args.next_float()
+    if not -180.0 <= value <= 180.0:
+        raise invalid_argument(token)
+    return value
+
+
+def _meters(args: Args) -> float:
+    token = args.argv[args.pos] if args.more() else b""
+    value = args.next_float()
+    if value < 0:
+        raise invalid_argument(token)
+    return value
+
+
+def parse_area(ctx: Ctx, args: Args) -> query.Area:
+    """The area of WITHIN / INTERSECTS."""
+    if not args.more():
+        raise CommandError("invalid number of arguments")
+    word = args.peek_upper()
+    token = args.next()
+    if word == "BOUNDS":
+        minlat, minlon, maxlat, maxlon = _lat(args), _lon(args), _lat(args), _lon(args)
+        if minlat > maxlat or minlon > maxlon:
+            raise invalid_argument(args.argv[args.pos - 1])
+        return query.box_area(minlat, minlon, maxlat, maxlon)
+    if word == "CIRCLE":
+        return query.circle_area(_lat(args), _lon(args), _meters(args))
+    if word == "POINT":
+        return query.point_area(_lat(args), _lon(args))
+    if word == "OBJECT":
+        return query.object_area(parse_geojson(args.next()))
+    if word == "GET":
+        key, oid = args.next_str(), args.next_str()
+        col = ctx.db.get(key)
+        if col is None:
+            raise CommandError(KEY_NOT_FOUND)
+        item = col.get(oid)
+        if item is None or (item.expires_at is not None and item.expires_at <= ctx.now):
+            raise CommandError(ID_NOT_FOUND)
+        if not item.obj.is_spatial:
+            raise CommandError("object is not spatial")
+        return query.object_area(item.obj)
+    if word == "HASH":
+        return query.box_area(*geohash_bounds(args.next_str()))
+    if word == "TILE":
+        x, y, z = args.next_int(0), args.next_int(0), args.next_int(0, 30)
+        if x >= 1 << z or y >= 1 << z:
+            raise invalid_argument(args.argv[args.pos - 3 if x >= 1 << z else args.pos - 2])
+        b = mercantile.bounds(x, y, z)
+        return query.box_area(b.south, b.west, b.north, b.east)
+    if word == "QUADKEY":
+        qk = args.next()
+        try:
+            tile = mercantile.quadkey_to_tile(qk.decode("ascii"))
+        except (mercantile.QuadKeyError, UnicodeDecodeError):
+            raise invalid_argument(qk) from None
+        b = mercantile.bounds(tile)
+        return query.box_area(b.south, b.west, b.north, b.east)
+    raise invalid_argument(token)
+
+
+# ---- collecting ---------------------------------------------------------------------------
+
+Row = tuple[str, Item | None, float | None]
+
+
+def _maybe_expired(ctx: Ctx) -> bool:
+    """False when no object in the database can have expired yet (earliest deadline ahead)."""
+    heap = getattr(ctx.db, "_expiry", None)
+    if heap is None:
+        return True
+    return bool(heap) and heap[0][0] <= ctx.now
+
+
+def _collect(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search) -> tuple[list[Row], int, int]:
+    """Walk ordered candidates: (rows, count, next cursor)."""
+    skip = pos = s.cursor
+    limit = s.limit or 100
+    counting = s.output == "COUNT"
+    need_item = s.output != "IDS"
+    check = s.filtered or _maybe_expired(ctx)
+    items = col.items
+    now = ctx.now
+    rows: list[Row] = []
+    count = 0
+    for batch in batches:
+        n = len(batch)
+        if skip >= n:
+            skip -= n
+            continue
+        a, skip = skip, 0
+        if not check:  # fast path: every candidate is a hit
+            take = min(n - a, limit - count)
+            pos += take
+            count += take
+            if not counting:
+                ids = batch.ids(a, a + take)
+                dists = batch.dists(a, a + take) or [None] * take
+                got = [items[i] for i in ids] if need_item else [None] * take
+                rows.extend(zip(ids, got, dists, strict=True))
+            if count >= limit:
+                return rows, count, (0 if counting else pos)
+            continue
+        while a < n:
+            b = min(n, a + CHUNK)
+            ids = batch.ids(a, b)
+            dists = batch.dists(a, b)
+            for k, oid in enumerate(ids):
+                pos += 1
+                item = items.get(oid)
+                if item is None or (item.expires_at is not None and item.expires_at <= now):
+                    continue
+                if not s.accept(oid, item):
+                    continue
+                count += 1
+                if not counting:
+                    rows.append((oid, item, dists[k] if dists is not None else None))
+                if count >= limit:
+                    return rows, count, (0 if counting else pos)
+            a = b
+    return rows, count, 0
+
+
+# ---- replies ------------------------------------------------------------------------------
+
+
+def _reply(ctx: Ctx, s: Search, rows: list[Row], count: int, cursor: int) -> Any:
+    out, dist = s.output, s.distance and s.cmd == "NEARBY"
+    if out == "COUNT":
+        return {"count": count, "cursor": cursor} if ctx.json else count
+    if ctx.json:
+        return _reply_json(s, out, dist, rows, cursor)
+    values: list[Any] = []
+    if out == "IDS":
+        if not dist:
+            return _resp_ids(cursor, [oid for oid, _i, _d in rows])
+        return [cursor, [[oid, float(d or 0.0)] for oid, _i, d in rows]]
+    with_fields = not s.nofields
+    for oid, item, d in rows:
+        assert item is not None
+        obj = item.obj
+        if out == "OBJECTS":
+            entry: list[Any] = [oid, obj.json_text()]
+        elif out == "POINTS":
+            entry = [oid, point_resp(obj)]
+        elif out == "BOUNDS":
+            entry = [oid, bounds_resp(obj)]
+        else:
+            entry = [oid, encode_geohash(*obj.center(), s.precision)]
+        if with_fields and item.fields:
+            entry.append(fields_resp(item))
+        if dist:
+            entry.append(float(d or 0.0))
+        values.append(entry)
+    return [cursor, values]
+
+
+def _resp_ids(cursor: int, ids: list[str]) -> Raw:
+    """`[cursor, [id ...]]` encoded here in one pass: the hot path of NEARBY ... IDS."""
+    parts = [b"*2\r\n:%d\r\n*%d\r\n" % (cursor, len(ids))]
+    parts += [b"$%d\r\n%s\r\n" % (len(e), e) for e in [oid.encode() for oid in ids]]
+    return Raw(b"".join(parts))
+
+
+def _reply_json(s: Search, out: str, dist: bool, rows: list[Row], cursor: int) -> dict[str, Any]:
+    if out == "IDS":
+        ids: list[Any] = ([{"id": oid, "distance": num(d or 0.0)} for oid, _i, d in rows] if dist
+                          else [oid for oid, _i, _d in rows])
+        return {"ids": ids, "count": len(rows), "cursor": cursor}
+    names: list[str] = []
+    if not s.nofields:
+        names = sorted({name for _o, item, _d in rows if item and item.fields for name in item.fields})
+    objects = []
+    for oid, item, d in rows:
+        assert item is not None
+        obj = item.obj
+        entry: dict[str, Any] = {"id": oid}
+        if out == "OBJECTS":
+            entry["object"] = object_json(obj)
+        elif out == "POINTS":
+            entry["point"] = point_json(obj)
+        elif out == "BOUNDS":
+            entry["bounds"] = bounds_json(obj)
+        else:
+            entry["hash"] = encode_geohash(*obj.center(), s.precision)
+        if names:
+            fields = item.fields or {}
+            entry["fields"] = [field_out(fields.get(name, 0.0)) for name in names]
+        if dist:
+            entry["distance"] = num(d or 0.0)
+        objects.append(entry)
+    body: dict[str, Any] = {"fields": names} if names else {}
+    body[JSON_KEYS[out]] = objects
+    body["count"] = len(rows)
+    body["cursor"] = cursor
+    return body
+
+
+def _empty(ctx: Ctx, s: Search) -> Any:
+    return _reply(ctx, s, [], 0, 0)
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+
+@command("scan", min_args=2, flags=Flag.READ)
+def cmd_scan(ctx: Ctx, argv: list[bytes]) -> Any:
+    """SCAN key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [NOFIELDS] [ASC|DESC]
+    [COUNT|IDS|OBJECTS|POINTS|BOUNDS|HASHES precision]"""
+    args = Args(argv, 2)
+    s = parse_options(args, "SCAN")
+    args.done()
+    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    if col is None:
+        return _empty(ctx, s)
+    rows, count, cursor = _collect(ctx, col, [query.KeysBatch(col.items, s.desc)], s)
+    return _reply(ctx, s, rows, count, cursor)
+
+
+@command("nearby", min_args=5, flags=Flag.READ)
+def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
+    """NEARBY key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [NOFIELDS] [DISTANCE]
+    [COUNT|IDS|OBJECTS|POINTS|BOUNDS|HASHES precision] POINT lat lon [meters]"""
+    args = Args(argv, 2)
+    s = parse_options(args, "NEARBY")
+    if not args.more():
+        raise CommandError("invalid number of arguments")
+    if args.peek_upper() != "POINT":
+        raise invalid_argument(args.argv[args.pos])
+    args.next()
+    lat, lon = _lat(args), _lon(args)
+    meters = _meters(args) if args.more() else None
+    args.done()
+    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    if col is None:
+        return _empty(ctx, s)
+    if meters is not None:
+        batches: Iterable[Any] = [query.nearby(col.points, col.shapes, lat, lon, meters)]
+    else:
+        want = s.cursor + (s.limit if s.output != "COUNT" else len(col))
+        batches = query.knn(col.points, col.shapes, lat, lon, want)
+    rows, count, cursor = _collect(ctx, col, batches, s)
+    return _reply(ctx, s, rows, count, cursor)
+
+
+def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
+    args = Args(argv, 2)
+    s = parse_options(args, "WITHIN" if within else "INTERSECTS")
+    area = parse_area(ctx, args)
+    args.done()
+    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    if col is None:
+        return _empty(ctx, s)
+    points = query.points_in(col.points, area)
+    names = col.points.ids
+    ids = [names[slot] for slot in points.tolist()]
+    if len(col.shapes):
+        items = col.items
+
+        def obj_of(oid: str) -> Any:
+            item = items.get(oid)
+            return item.obj if item is not None else None
+
+        ids += query.shapes_in(col.shapes, area, within, obj_of)
+    if s.output != "COUNT" or s.cursor or s.filtered:
+        ids.sort()
+    rows, count, cursor = _collect(ctx, col, [query.Batch(ids)], s)
+    return _reply(ctx, s, rows, count, cursor)
+
+
+@command("within", min_args=4, flags=Flag.READ)
+def cmd_within(ctx: Ctx, argv: list[bytes]) -> Any:
+    """WITHIN key [options] [output] (BOUNDS minlat minlon maxlat maxlon | CIRCLE lat lon meters
+    | OBJECT geojson | GET key id | POINT lat lon | HASH geohash | TILE x y z | QUADKEY qk)"""
+    return _within_or_intersects(ctx, argv, within=True)
+
+
+@command("intersects", min_args=4, flags=Flag.READ)
+def cmd_intersects(ctx: Ctx, argv: list[bytes]) -> Any:
+    """INTERSECTS key [options] [output] (BOUNDS ... | CIRCLE ... | OBJECT ... | GET key id
+    | POINT lat lon | HASH geohash | TILE x y z | QUADKEY qk)"""
+    return _within_or_intersects(ctx, argv, within=False)

@@ -73,24 +73,27 @@ class PointGrid:
         self._next += 1
         return slot
 
-    def slots_in_box(self, minlat: float, minlon: float, maxlat: float, maxlon: float) -> np.ndarray:
-        """Slots whose point lies inside the box (edges included)."""
+    def candidates_in_box(self, minlat: float, minlon: float, maxlat: float, maxlon: float) -> np.ndarray:
+        """Slots in the cells the box touches (a superset of the box: callers filter exactly)."""
         ay, ax = _cell(minlat, minlon)
         by, bx = _cell(maxlat, maxlon)
         ncells = (by - ay + 1) * (bx - ax + 1)
         if ncells > len(self.cells):
-            slots = np.flatnonzero(self.alive[: self._next])
-        else:
-            found: list[int] = []
-            cells = self.cells
-            for cy in range(ay, by + 1):
-                for cx in range(ax, bx + 1):
-                    bucket = cells.get((cy, cx))
-                    if bucket:
-                        found.extend(bucket)
-            if not found:
-                return np.empty(0, dtype=np.int64)
-            slots = np.fromiter(found, dtype=np.int64, count=len(found))
+            return np.flatnonzero(self.alive[: self._next])
+        found: list[int] = []
+        cells = self.cells
+        for cy in range(ay, by + 1):
+            for cx in range(ax, bx + 1):
+                bucket = cells.get((cy, cx))
+                if bucket:
+                    found.extend(bucket)
+        return np.array(found, dtype=np.int64)
+
+    def slots_in_box(self, minlat: float, minlon: float, maxlat: float, maxlon: float) -> np.ndarray:
+        """Slots whose point lies inside the box (edges included)."""
+        slots = self.candidates_in_box(minlat, minlon, maxlat, maxlon)
+        if not len(slots):
+            return slots
         lats, lons = self.lats[slots], self.lons[slots]
         mask = (lats >= minlat) & (lats <= maxlat) & (lons >= minlon) & (lons <= maxlon)
         return slots[mask]
@@ -118,12 +121,16 @@ class ShapeBoxes:
         if self.boxes.pop(oid, None) is not None:
             self._arr = None
 
-    def ids_overlapping(self, minlat: float, minlon: float, maxlat: float, maxlon: float) -> list[str]:
-        if not self.boxes:
-            return []
+    def arrays(self) -> tuple[list[str], np.ndarray]:
+        """(ids, boxes) with one (minlon, minlat, maxlon, maxlat) row per id, cached until a change."""
         if self._arr is None:
             self._ids = list(self.boxes)
             self._arr = np.array([self.boxes[i] for i in self._ids], dtype=float).reshape(-1, 4)
-        a = self._arr
+        return self._ids, self._arr
+
+    def ids_overlapping(self, minlat: float, minlon: float, maxlat: float, maxlon: float) -> list[str]:
+        if not self.boxes:
+            return []
+        ids, a = self.arrays()
         mask = (a[:, 0] <= maxlon) & (a[:, 2] >= minlon) & (a[:, 1] <= maxlat) & (a[:, 3] >= minlat)
-        return [self._ids[i] for i in np.flatnonzero(mask)]
+        return [ids[i] for i in np.flatnonzero(mask)]
