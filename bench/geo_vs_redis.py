@@ -11,9 +11,11 @@ everysec: --aof), loads the same 100k random points of an ~80 km city box into b
                                   vs  GEOSEARCH fleet FROMLONLAT <lon> <lat> BYRADIUS 1 km
 
 with 50 clients, unpipelined (-P 1) and pipelined (-P 16). redis-benchmark replaces each
-`__rand_int__` with its own 12-digit random number below -r; with -r 720000000000,
-`33.__rand_int__` spans 33.0..33.72 and `-115.__rand_int__` spans -115.0..-115.72, the box
-the points are loaded into (~80 km x 67 km; ~60 points within 1 km of a random position).
+`__rand_int__` with its own random 12-digit number below -r (an `int`, drawn with the 31-bit
+random(), so a placeholder can only vary the low digits). `__rand_int__e-9` with
+-r 720000000 is therefore a coordinate in [0, 0.72): the city box is 0..0.72 N, 0..0.72 E
+(~80 km x 80 km at the equator), where the 100k points are loaded too (~50 points within 1 km
+of a random position). Ids are `__rand_int__`, so SET mostly inserts new objects, as GEOADD does.
 NEARBY runs before SET so both searches see the same 100k points.
 
 Prints ops/s and the ratio geoserver/redis and, unless --no-docs, writes the table with a
@@ -41,20 +43,21 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- geo_vs_redis:begin -->", "<!-- geo_vs_redis:end -->"
 
-MIN_LAT, MIN_LON, SPAN = 33.0, -115.72, 0.72  # the box `33.__rand_int__ -115.__rand_int__` covers
-RAND_RANGE = "720000000000"  # 12-digit placeholders 000000000000..719999999999 -> .0 .. .72
+MIN_LAT, MIN_LON, SPAN = 0.0, 0.0, 0.72  # the box `__rand_int__e-9` covers with RAND_RANGE
+RAND_RANGE = "720000000"  # placeholders 000000000000..000719999999; x 1e-9 -> [0, 0.72)
+COORD = "__rand_int__e-9"
 POINTS = 100_000
 CLIENTS = 50
 TARGETS = {("SET", 1): 0.8, ("NEARBY", 1): 0.5, ("SET", 16): 0.3, ("NEARBY", 16): 0.3}
 
 WORKLOADS = {
     "NEARBY": (
-        ["NEARBY", "fleet", "LIMIT", "100", "IDS", "POINT", "33.__rand_int__", "-115.__rand_int__", "1000"],
-        ["GEOSEARCH", "fleet", "FROMLONLAT", "-115.__rand_int__", "33.__rand_int__", "BYRADIUS", "1", "km"],
+        ["NEARBY", "fleet", "LIMIT", "100", "IDS", "POINT", COORD, COORD, "1000"],
+        ["GEOSEARCH", "fleet", "FROMLONLAT", COORD, COORD, "BYRADIUS", "1", "km"],
     ),
     "SET": (
-        ["SET", "fleet", "__rand_int__", "POINT", "33.__rand_int__", "-115.__rand_int__"],
-        ["GEOADD", "fleet", "-115.__rand_int__", "33.__rand_int__", "__rand_int__"],
+        ["SET", "fleet", "__rand_int__", "POINT", COORD, COORD],
+        ["GEOADD", "fleet", COORD, COORD, "__rand_int__"],
     ),
 }
 
@@ -265,9 +268,14 @@ def main() -> None:
             t_geo = load(geo_port, [["SET", "fleet", i, "POINT", repr(la), repr(lo)] for i, la, lo in points])
             t_red = load(redis_port, [["GEOADD", "fleet", repr(lo), repr(la), i] for i, la, lo in points])
             print(f"loaded {POINTS} points: geoserver {t_geo:.2f}s, redis {t_red:.2f}s")
-            probe = call(geo_port, ["NEARBY", "fleet", "COUNT", "POINT", "33.36", "-115.36", "1000"])
+            probe = call(geo_port, ["NEARBY", "fleet", "COUNT", "POINT", "0.36", "0.36", "1000"])
             nearby_ok = not probe.startswith(b"-")
-            if not nearby_ok:
+            if nearby_ok:
+                hits = call(redis_port, ["GEOSEARCH", "fleet", "FROMLONLAT", "0.36", "0.36",
+                                         "BYRADIUS", "1", "km"]).split(b"\r\n", 1)[0].decode()
+                print(f"hits within 1 km of the box center: geoserver {probe.decode().strip()}, "
+                      f"redis {hits}")
+            else:
                 print(f"NEARBY not available in this geoserver yet: {probe.decode(errors='replace').strip()}")
             for name in ("NEARBY", "SET"):
                 geo_cmd, redis_cmd = WORKLOADS[name]

@@ -98,7 +98,7 @@ class RequestReader:
     def __init__(self, max_request: int) -> None:
         self.max_request = max_request
         self._reader = hiredis.Reader()
-        self._pending = 0  # bytes fed to hiredis that have not yet produced a command
+        self._pending = 0  # bytes fed to hiredis not yet accounted to a parsed command
         self._inline = bytearray()
         self._mode = ""  # "resp" | "inline", set by the first byte
 
@@ -128,11 +128,16 @@ class RequestReader:
                 if self._pending > self.max_request:
                     raise ProtocolError("Protocol error: request too large")
                 return
-            self._pending = 0
             if not isinstance(item, list) or not item:
                 raise ProtocolError("Protocol error: expected a RESP array of bulk strings")
             if not all(isinstance(a, bytes) for a in item):
                 raise ProtocolError("Protocol error: expected '$'")
+            # hiredis returns `+OK` inside an array as bytes, like a bulk string. A request of
+            # bulk strings takes at least its canonical size, so fewer bytes mean an element
+            # was not one (Tile38: "expected '$', got '+'").
+            self._pending -= request_size(item)
+            if self._pending < 0:
+                raise ProtocolError("Protocol error: expected '$', got '+'")
             yield item
 
     def _next_inline(self) -> list[bytes] | None:
@@ -144,6 +149,15 @@ class RequestReader:
         line = bytes(self._inline[:end]).rstrip(b"\r")
         del self._inline[: end + 1]
         return split_command_line(line)
+
+
+def request_size(argv: list[bytes]) -> int:
+    """Bytes of `argv` as a canonical RESP array of bulk strings (what clients send)."""
+    size = 3 + len(str(len(argv)))
+    for arg in argv:
+        n = len(arg)
+        size += n + 5 + (1 if n < 10 else len(str(n)))
+    return size
 
 
 def split_command_line(line: bytes) -> list[bytes]:
