@@ -16,6 +16,7 @@ import math
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import mercantile
@@ -202,28 +203,28 @@ def _numeric_next(args: Args) -> bool:
     return True
 
 
-def _lat(args: Args) -> float:
-    token = args.argv[args.pos] if args.more() else b""
-    value = args.next_float()
-    if not -90.0 <= value <= 90.0:
+def _number(args: Args, low: float, high: float) -> float:
+    """One coordinate or distance token within [low, high], else `invalid argument '<token>'`."""
+    token = args.next()
+    try:
+        value = float(token)
+    except ValueError:
+        raise invalid_argument(token) from None
+    if not low <= value <= high:  # also refuses nan
         raise invalid_argument(token)
     return value
+
+
+def _lat(args: Args) -> float:
+    return _number(args, -90.0, 90.0)
 
 
 def _lon(args: Args) -> float:
-    token = args.argv[args.pos] if args.more() else b""
-    value = args.next_float()
-    if not -180.0 <= value <= 180.0:
-        raise invalid_argument(token)
-    return value
+    return _number(args, -180.0, 180.0)
 
 
 def _meters(args: Args) -> float:
-    token = args.argv[args.pos] if args.more() else b""
-    value = args.next_float()
-    if value < 0:
-        raise invalid_argument(token)
-    return value
+    return _number(args, 0.0, math.inf)
 
 
 def parse_area(ctx: Ctx, args: Args) -> query.Area:
@@ -309,9 +310,9 @@ def _collect(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search) -> tu
             count += take
             if not counting:
                 ids = batch.ids(a, a + take)
-                dists = batch.dists(a, a + take) or [None] * take
-                got = [items[i] for i in ids] if need_item else [None] * take
-                rows.extend(zip(ids, got, dists, strict=True))
+                dists = batch.dists(a, a + take) if s.distance else None
+                got = [items[i] for i in ids] if need_item else None
+                rows.extend(zip(ids, got or repeat(None), dists or repeat(None), strict=False))
             if count >= limit:
                 return rows, count, (0 if counting else pos)
             continue
@@ -371,9 +372,11 @@ def _reply(ctx: Ctx, s: Search, rows: list[Row], count: int, cursor: int) -> Any
 
 def _resp_ids(cursor: int, ids: list[str]) -> Raw:
     """`[cursor, [id ...]]` encoded here in one pass: the hot path of NEARBY ... IDS."""
-    parts = [b"*2\r\n:%d\r\n*%d\r\n" % (cursor, len(ids))]
-    parts += [b"$%d\r\n%s\r\n" % (len(e), e) for e in [oid.encode() for oid in ids]]
-    return Raw(b"".join(parts))
+    head = b"*2\r\n:%d\r\n*%d\r\n" % (cursor, len(ids))
+    text = "".join([f"${len(oid)}\r\n{oid}\r\n" for oid in ids])
+    if text.isascii():  # then len(str) is the byte length
+        return Raw(head + text.encode())
+    return Raw(head + b"".join([b"$%d\r\n%s\r\n" % (len(e), e) for e in [oid.encode() for oid in ids]]))
 
 
 def _reply_json(s: Search, out: str, dist: bool, rows: list[Row], cursor: int) -> dict[str, Any]:
