@@ -69,7 +69,9 @@ def free_port() -> int:
 
 
 def port_free(port: int) -> bool:
+    """Whether geoserver could listen on ``port`` (it binds with SO_REUSEADDR, as asyncio does)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:

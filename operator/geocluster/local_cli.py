@@ -142,7 +142,8 @@ def status(output: str, state_dir: Path | None, name: str | None) -> None:
     else:
         from rich.console import Console
 
-        Console().print(localview.table(info, st), localview.summary(info, st))
+        console = Console(width=None if sys.stdout.isatty() else 200)
+        console.print(localview.table(info, st), localview.summary(info, st))
     if not pid:
         click.echo(f"{state.path.name} is not running (last update {info.get('updated')})", err=True)
         sys.exit(NOT_RUNNING)

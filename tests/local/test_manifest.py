@@ -1,0 +1,76 @@
+"""Manifests for `geocluster up`: the built-in example, and invalid ones rejected naming the field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from geocluster.cli import _load_plugins, cli
+from geocluster.localstate import EXAMPLE, load_manifest
+from geocluster.spec import SpecError
+from local_lib import FAST, write_manifest
+
+
+def test_builtin_example_is_a_valid_manifest():
+    m = load_manifest(None)
+    assert m.name == "local" and m.spec.followers == 2 and m.spec.aof_shrink.schedule == "*/5 * * * *"
+    assert m.password is None and yaml.safe_load(EXAMPLE)["kind"] == "GeoCluster"
+
+
+def test_examples_shipped_for_kubectl_also_run_locally():
+    m = load_manifest(__import__("pathlib").Path(__file__).parents[2] / "manifests/examples/minimal.yaml")
+    assert m.name == "minimal" and m.spec.followers == 2
+
+
+def test_password_from_a_secret_in_the_same_file(tmp_path):
+    path = write_manifest(tmp_path / "a.yaml", {"server": {"authSecretRef": {"name": "s"}}})
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+              "stringData": {"password": "pw1"}}
+    path.write_text(yaml.safe_dump(secret) + "---\n" + path.read_text())
+    assert load_manifest(path).password == "pw1"
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"folowers": 1}, "spec.folowers: unknown field"),
+        ({"aofShrink": {"schedule": "every day"}}, "spec.aofShrink.schedule"),
+        ({"aofShrink": {"schedule": "61 * * * *"}}, "spec.aofShrink.schedule"),
+        ({"followers": -1}, "spec.followers"),
+        ({"divergence": {"ladder": ["reboot"]}}, "spec.divergence.ladder[0]"),
+        ({"server": {"authSecretRef": {"name": "missing"}}}, "spec.server.authSecretRef"),
+    ],
+)
+def test_invalid_spec_names_the_field(tmp_path, monkeypatch, change, field):
+    monkeypatch.delenv("GEOCLUSTER_PASSWORD", raising=False)
+    path = write_manifest(tmp_path / "bad.yaml", {**FAST, **change})
+    with pytest.raises(SpecError, match=r"^.*bad\.yaml: .*" + field.replace("[", r"\[").replace(".", r"\.")):
+        load_manifest(path)
+
+
+@pytest.mark.parametrize(
+    ("doc", "field"),
+    [
+        ({"apiVersion": "geo.geocluster.io/v1alpha1", "kind": "GeoCluster", "metadata": {"name": "a"},
+          "sepc": {}}, "sepc: unknown field"),
+        ({"apiVersion": "v1", "kind": "GeoCluster", "metadata": {"name": "a"}}, "apiVersion"),
+        ({"apiVersion": "geo.geocluster.io/v1alpha1", "kind": "GeoCluster", "metadata": {"name": "A_b"}},
+         "metadata.name"),
+        ({"kind": "ConfigMap"}, "expected one document of kind GeoCluster"),
+    ],
+)
+def test_invalid_document_names_the_field(tmp_path, doc, field):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(SpecError, match=field):
+        load_manifest(path)
+
+
+def test_up_with_an_invalid_manifest_exits_nonzero_naming_the_field(tmp_path):
+    path = write_manifest(tmp_path / "bad.yaml", {**FAST, "followers": -2, "aofShrink": {"schedule": "x"}})
+    _load_plugins(cli)
+    result = CliRunner().invoke(cli, ["up", "-f", str(path), "--state-dir", str(tmp_path / "s")])
+    assert result.exit_code == 1
+    assert "invalid manifest" in result.output and "spec.followers" in result.output
+    assert "spec.aofShrink.schedule" in result.output
+    assert not (tmp_path / "s").exists()  # nothing started, nothing written
