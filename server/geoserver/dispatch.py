@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from geoserver.commands import TABLE
-from geoserver.commands.base import Ctx, Flag
+from geoserver.commands.base import Ctx
 from geoserver.errors import (
     AUTH_REQUIRED,
     LOADING,
@@ -51,19 +51,18 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
     try:
         if cmd is None:
             raise unknown_command(argv[0])
-        flags = cmd.flags
-        if server.requirepass and not client.authed and not flags & Flag.NOAUTH:
+        if server.requirepass and not client.authed and not cmd.noauth:
             raise AuthError(AUTH_REQUIRED)
-        if server.loading and not flags & Flag.LOADING_OK:
+        if server.loading and not cmd.loading_ok:
             raise CommandError(LOADING)
         if not cmd.check_arity(len(argv)):
             raise ArityError(name)
-        if flags & Flag.WRITE:
+        if cmd.write:
             if server.follower is not None:
                 raise NotLeaderError()
             if server.read_only:
                 raise CommandError(READ_ONLY)
-        elif flags & Flag.READ and server.follower is not None and not server.follower.caught_up_once:
+        elif cmd.read and server.follower is not None and not server.follower.caught_up_once:
             raise CatchingUpError()
         ctx = Ctx(server, client, json, time.time(), server.db)
         result = cmd.func(ctx, argv)
@@ -111,7 +110,7 @@ def apply_record(server: Server, argv: list[bytes], db: Database | None = None) 
     cmd = TABLE.get(name)
     if cmd is None:
         raise unknown_command(argv[0])
-    if not cmd.flags & Flag.WRITE:
+    if not cmd.write:
         raise CommandError(f"'{name}' is not a write command")
     if not cmd.check_arity(len(argv)):
         raise ArityError(name)

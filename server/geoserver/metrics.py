@@ -1,58 +1,92 @@
-"""Prometheus metrics via prometheus-client, in a registry owned by the server.
+"""Prometheus metrics, exposed with prometheus-client from a registry owned by the server.
 
-Counters and the latency histogram are updated per command (label children cached so a hot
-path costs one dict lookup); state gauges (tile38_aof_size, caught_up, replication lag, ...)
-are read from the live server at scrape time by a custom collector, so they are never stale.
+Per-command counts and latency buckets are kept in plain dicts and lists and turned into
+metric families at scrape time: prometheus-client's Counter/Histogram take a lock per update,
+which cost ~4 µs per command on the hot path. State gauges (tile38_aof_size, caught_up,
+replication lag, ...) are read from the live server at scrape time, so they are never stale.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 if TYPE_CHECKING:
     from geoserver.server import Server
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+BUCKETS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0)
+_BUCKETS_NS = tuple(int(b * 1e9) for b in BUCKETS)
+
+
+class _CommandStats:
+    """Counts by outcome and a latency histogram for one command name."""
+
+    __slots__ = ("buckets", "errors", "ok", "total_ns")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.errors = 0
+        self.total_ns = 0
+        self.buckets = [0] * (len(BUCKETS) + 1)  # last one is +Inf
 
 
 class ServerMetrics:
     def __init__(self, server: Server) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.commands = Counter(
-            "tile38_cmd_total", "Commands processed, by command and outcome.",
-            ["cmd", "result"], registry=self.registry,
-        )
-        self.latency = Histogram(
-            "tile38_cmd_duration_seconds", "Command execution time in seconds.", ["cmd"],
-            buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0),
-            registry=self.registry,
-        )
-        self.connections = Counter(
-            "tile38_connections_received_total", "Client connections accepted.", registry=self.registry
-        )
-        self.shrinks = Counter(
-            "geoserver_aof_shrinks_total", "AOFSHRINK runs by result.", ["result"], registry=self.registry
-        )
-        self.resyncs = Counter(
-            "geoserver_full_resyncs_total", "Full resyncs from the leader performed by this follower.",
-            registry=self.registry,
-        )
-        self._children: dict[tuple[str, bool], tuple[Any, Any]] = {}
+        self.by_command: dict[str, _CommandStats] = {}
+        self.connections_received = 0
+        self.shrinks = Counter("geoserver_aof_shrinks_total", "AOFSHRINK runs by result.",
+                               ["result"], registry=self.registry)
+        self.resyncs = Counter("geoserver_full_resyncs_total",
+                               "Full resyncs from the leader performed by this follower.",
+                               registry=self.registry)
+        self.registry.register(_CommandCollector(self))
         self.registry.register(_StateCollector(server))
 
     def observe_command(self, name: str, elapsed_ns: int, ok: bool) -> None:
-        pair = self._children.get((name, ok))
-        if pair is None:
-            pair = (self.commands.labels(name, "ok" if ok else "error"), self.latency.labels(name))
-            self._children[(name, ok)] = pair
-        pair[0].inc()
-        pair[1].observe(elapsed_ns / 1e9)
+        stats = self.by_command.get(name)
+        if stats is None:
+            stats = self.by_command[name] = _CommandStats()
+        if ok:
+            stats.ok += 1
+        else:
+            stats.errors += 1
+        stats.total_ns += elapsed_ns
+        stats.buckets[bisect_left(_BUCKETS_NS, elapsed_ns)] += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _CommandCollector:
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Any:
+        m = self.metrics
+        total = CounterMetricFamily("tile38_cmd", "Commands processed, by command and outcome.",
+                                    labels=["cmd", "result"])
+        latency = HistogramMetricFamily("tile38_cmd_duration_seconds",
+                                        "Command execution time in seconds.", labels=["cmd"])
+        for name, s in sorted(m.by_command.items()):
+            total.add_metric([name, "ok"], s.ok)
+            total.add_metric([name, "error"], s.errors)
+            cumulative, running = [], 0
+            for bound, count in zip((*map(str, BUCKETS), "+Inf"), s.buckets, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            latency.add_metric([name], cumulative, s.total_ns / 1e9)
+        yield total
+        yield latency
+        yield CounterMetricFamily("tile38_connections_received", "Client connections accepted.",
+                                  value=m.connections_received)
 
 
 class _StateCollector:

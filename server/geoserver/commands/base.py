@@ -36,6 +36,12 @@ class Command:
     min_args: int  # including the command name
     max_args: int | None
     flags: Flag
+    # The flags as plain bools: dispatch tests them on every command, and enum.Flag `&`
+    # costs a microsecond each.
+    write: bool = False
+    read: bool = False
+    noauth: bool = False
+    loading_ok: bool = False
 
     def check_arity(self, argc: int) -> bool:
         return argc >= self.min_args and (self.max_args is None or argc <= self.max_args)
@@ -49,7 +55,9 @@ def command(name: str, *, min_args: int = 1, max_args: int | None = None, flags:
     """Register a command function; its docstring carries the syntax."""
 
     def register(func: CommandFunc) -> CommandFunc:
-        cmd = Command(name, func, min_args, max_args, flags)
+        cmd = Command(name, func, min_args, max_args, flags, write=bool(flags & Flag.WRITE),
+                      read=bool(flags & Flag.READ), noauth=bool(flags & Flag.NOAUTH),
+                      loading_ok=bool(flags & Flag.LOADING_OK))
         for n in (name, *aliases):
             if n in TABLE:
                 raise RuntimeError(f"command {n} declared twice")

@@ -189,7 +189,7 @@ def info_sections(server: Server) -> dict[str, dict[str, Any]]:
                         "aof_rewrite_in_progress": int(stats["aof_shrinking"]),
                         "aof_current_size": stats["aof_size"],
                         "aof_last_rewrite_status": stats["last_shrink_result"] or "none"},
-        "stats": {"total_connections_received": int(server.metrics.connections._value.get())},
+        "stats": {"total_connections_received": server.metrics.connections_received},
         "replication": replication,
         "cpu": {"used_cpu_sys": round(os.times().system, 3), "used_cpu_user": round(os.times().user, 3)},
     }
