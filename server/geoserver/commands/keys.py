@@ -36,6 +36,7 @@ from geoserver.store.geometry import (
     make_point,
     make_string,
     num,
+    parse_float,
     parse_geojson,
 )
 
@@ -102,6 +103,12 @@ def _optional_z(args: Args) -> float | None:
 def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
     """SET key id [FIELD name value ...] [EX seconds] [NX|XX] (OBJECT geojson | POINT lat lon [z]
     | BOUNDS minlat minlon maxlat maxlon | HASH geohash | STRING value)"""
+    if len(argv) == 6 and argv[3].upper() == b"POINT":  # `SET key id POINT lat lon`: the hot path
+        point = make_point(parse_float(argv[4]), parse_float(argv[5]))
+        ctx.db.get_or_create(argv[1].decode("utf-8", "replace")).set(
+            argv[2].decode("utf-8", "replace"), point, None, None)
+        ctx.dirty = True
+        return {} if ctx.json else OK
     args = Args(argv, 3)
     fields: dict[str, Any] | None = None
     expires_at: float | None = None

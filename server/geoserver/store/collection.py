@@ -101,7 +101,9 @@ class Collection:
             self.shapes.insert(oid, obj.bbox)
         else:
             self.num_strings += 1
-        self.weight += obj.weight() + len(oid) + sum(len(k) + 8 for k in item.fields or ())
+        self.weight += obj.weight() + len(oid)
+        if item.fields:
+            self.weight += sum(len(k) + 8 for k in item.fields)
 
     def _unindex(self, oid: str, item: Item) -> None:
         obj = item.obj
@@ -111,4 +113,6 @@ class Collection:
             self.shapes.remove(oid)
         else:
             self.num_strings -= 1
-        self.weight -= obj.weight() + len(oid) + sum(len(k) + 8 for k in item.fields or ())
+        self.weight -= obj.weight() + len(oid)
+        if item.fields:
+            self.weight -= sum(len(k) + 8 for k in item.fields)
