@@ -21,6 +21,8 @@ import uuid
 from pathlib import Path
 
 import kmock as kmock_lib
+from geocluster import probe
+from geocluster.spec import GROUP, PLURAL, VERSION
 from kmock._internal import k8s, rendering
 
 os.environ.setdefault("GEOCLUSTER_TICK_SECONDS", "0.3")
@@ -154,3 +156,134 @@ class Operator:
     async def stop(self) -> None:
         self.stop_flag.set()
         await asyncio.to_thread(self.thread.join, 10)
+
+
+# --- shared scenario helpers ---------------------------------------------------------------
+
+NS, NAME = "ns1", "gc"
+GC_URL = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}"
+GC_KEY = (f"{GROUP}/{VERSION}/{PLURAL}", NS, NAME)
+LEADER_IP = "127.0.0.2"
+SPEC = {
+    "followers": 2,
+    "aofShrink": {"schedule": None},
+    "followerResync": {"timeoutSeconds": 5},
+    "divergence": {"gracePeriodSeconds": 1, "probeIntervalSeconds": 1, "toleranceBytes": 100},
+}
+
+
+async def eventually(check, timeout: float = 15.0, what: str = "condition", api=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with _quiet():
+            if result := check():
+                return result
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}; last status: {_LAST.get('status')}")
+
+
+class _quiet:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, typ, exc, tb):
+        return typ in (KeyError, StopIteration, TypeError, IndexError)
+
+
+_LAST: dict = {}
+
+
+def gc_status(api) -> dict:
+    _LAST["status"] = dict(api.objects[GC_KEY].get("status") or {})
+    return _LAST["status"]
+
+
+def member(api, name) -> dict:
+    return next(m for m in gc_status(api)["members"] if m["name"] == name)
+
+
+def condition(api, type_) -> dict:
+    return next(c for c in gc_status(api)["conditions"] if c["type"] == type_)
+
+
+async def stats(ip: str) -> dict:
+    async with probe.Client(f"{ip}:9851") as c:
+        return (await c.command("SERVER"))["stats"]
+
+
+async def add_pod(api, name: str, ip: str, role: str) -> None:
+    labels = {
+        "app.kubernetes.io/name": "geoserver",
+        "app.kubernetes.io/instance": NAME,
+        f"{GROUP}/role": role,
+    }
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": name, "namespace": NS, "labels": labels},
+           "status": {"podIP": ip, "phase": "Running"}}  # fmt: skip
+    await api.post(f"/api/v1/namespaces/{NS}/pods", json=pod)
+
+
+async def start_cluster(api, members: Members, spec=SPEC, **meta) -> None:
+    """Play the StatefulSet controller: processes + Pod objects, then create the GeoCluster."""
+    await asyncio.to_thread(members.start, f"{NAME}-leader-0", LEADER_IP)
+    await add_pod(api, f"{NAME}-leader-0", LEADER_IP, "leader")
+    for i in range(spec["followers"]):
+        ip = f"127.0.0.{3 + i}"
+        await asyncio.to_thread(members.start, f"{NAME}-follower-{i}", ip, f"{LEADER_IP}:9851")
+        await add_pod(api, f"{NAME}-follower-{i}", ip, "follower")
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GeoCluster",
+            "metadata": {"name": NAME, "namespace": NS, **meta}, "spec": spec}  # fmt: skip
+    await api.post(GC_URL, json=body)
+
+
+async def make_diverge(members: Members, name: str, ip: str) -> None:
+    """Point a follower at a decoy leader with more data: caught up, but the wrong size.
+
+    RESYNC cannot fix that (it resyncs from the decoy), so the ladder must go on to restart.
+    """
+    decoy = "127.0.0.9"
+    await asyncio.to_thread(members.start, "decoy", decoy)
+    if members.real:
+        async with probe.Client(f"{decoy}:9851") as c:
+            for i in range(200):
+                await c.command("SET", "fleet", f"t{i}", "POINT", "33", "-115")
+    else:
+        async with probe.Client(f"{decoy}:9851") as c:
+            await c.command("FAKE", "SET", "50000")
+    async with probe.Client(f"{ip}:9851") as c:
+        await c.command("FOLLOW", decoy, "9851")
+
+
+def requests(api, method: str, path_part: str) -> list:
+    return [r for r in api if r.method.value.upper() == method and path_part in str(r.url)]
+
+
+def repairs(api) -> list[str]:
+    """'<action> <member>' of every RepairStarted Event posted, in order."""
+    events = [r.data for r in requests(api, "POST", "/events")]
+    return [" ".join(e["message"].split()[:2]).rstrip(":") for e in events
+            if e.get("reason") == "RepairStarted"]  # fmt: skip
+
+
+async def annotate(api, annotations: dict[str, str | None]) -> None:
+    """Merge-patch the GeoCluster's annotations (None removes one), as `kubectl annotate` does."""
+    await api.patch(f"{GC_URL}/{NAME}", json={"metadata": {"annotations": annotations}})
+
+
+def annotations(api) -> dict:
+    return dict(api.objects[GC_KEY]["metadata"].get("annotations") or {})
+
+
+def events(api, reason: str | None = None, type_: str | None = None) -> list[dict]:
+    """Event bodies the operator posted, optionally of one reason and/or type."""
+    out = [r.data for r in requests(api, "POST", "/events")]
+    return [e for e in out if reason in (None, e.get("reason")) and type_ in (None, e.get("type"))]
+
+
+async def status_refreshes(api, count: int = 3, timeout: float = 15.0) -> None:
+    """Wait until the timer has written status ``count`` more times (instead of sleeping)."""
+    base = len(requests(api, "PATCH", f"/{PLURAL}/{NAME}/status"))
+    await eventually(
+        lambda: len(requests(api, "PATCH", f"/{PLURAL}/{NAME}/status")) >= base + count,
+        timeout, what=f"{count} status refreshes",
+    )  # fmt: skip
