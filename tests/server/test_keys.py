@@ -252,6 +252,8 @@ def test_resp_reply_kinds_are_exact(shared: GeoServer) -> None:
         assert w.raw("RENAMENX", "kinds", "kinds") == b":0\r\n"
         assert w.raw("SET", "kinds", "a", "NX", "POINT", 1, 1) == b"$-1\r\n"
         assert w.raw("GET", "kinds", "a", "POINT") == b"*2\r\n$2\r\n33\r\n$4\r\n-115\r\n"
+        assert w.raw("SET", "kinds", "tiny", "POINT", "1.266e-05", "-3e-7") == b"+OK\r\n"
+        assert w.call("GET", "kinds", "tiny", "POINT") == ["0.00001266", "-0.0000003"]  # no exponent
         assert w.raw("DROP", "kinds") == b":1\r\n"
         assert w.raw("OUTPUT", "json") == b'$%d\r\n{"ok":true,"elapsed":"0ns"}\r\n' % len(
             b'{"ok":true,"elapsed":"0ns"}')

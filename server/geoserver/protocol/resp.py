@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import Any
 
 import hiredis
@@ -48,7 +49,10 @@ def format_float(value: float) -> str:
     """Shortest round-trip text of a float, integral values without `.0` (Go's 'f', -1)."""
     if value == int(value) and abs(value) < 1e16:
         return str(int(value))
-    return repr(value)
+    text = repr(value)
+    if "e" in text:  # Go's 'f' format never uses an exponent: 1.266e-05 -> 0.00001266
+        text = format(Decimal(text), "f")
+    return text
 
 
 def encode_value(value: Any) -> bytes:
