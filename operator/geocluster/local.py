@@ -113,17 +113,18 @@ class Supervisor:
     def leader(self) -> Proc:
         return next(p for p in self.procs.values() if p.role == "leader")
 
-    def plan(self, previous: dict[str, Any] | None) -> None:
-        """Members wanted by the spec, keeping the ports (and counters) of a previous run."""
+    def plan(self, previous: dict[str, Any] | None, leader_port: int | None = None) -> None:
+        """Members wanted by the spec on the ports of a previous run (the leader on
+        ``leader_port`` the first time), or on any free port where those are taken."""
         old = {m["name"]: m for m in (previous or {}).get("members", [])}
         names = [("leader", "leader")] + [
             (f"follower-{i}", "follower") for i in range(1, self.manifest.spec.followers + 1)
         ]
         for name, role in names:
-            port = old.get(name, {}).get("port")
-            if not port or not port_free(port):
-                port = free_port()
-            self.procs[name] = Proc(name, role, port, restarts=old.get(name, {}).get("restarts", 0))  # type: ignore[arg-type]
+            before = old.get(name, {})
+            wanted = [before.get("port"), leader_port if role == "leader" else None]
+            port = next((p for p in wanted if p and port_free(p)), None) or free_port()
+            self.procs[name] = Proc(name, role, port, restarts=before.get("restarts", 0))  # type: ignore[arg-type]
 
     def command(self, p: Proc) -> list[str]:
         spec, pw = self.manifest.spec, self.manifest.password
@@ -243,6 +244,7 @@ class LocalCluster:
     manifest: Manifest
     state: StateDir
     clock: Clock = field(default_factory=SystemClock)
+    leader_port: int | None = None  # preferred on a first start (the CLI asks for 9851)
 
     def __post_init__(self) -> None:
         self.sup = Supervisor(self.manifest, self.state)
@@ -275,7 +277,7 @@ class LocalCluster:
         }
         self.last_resync = {m["name"]: m.get("lastResync", "") for m in prev.get("members", [])}
         self.status = self.state.read_status() or {}
-        self.sup.plan(previous)
+        self.sup.plan(previous, self.leader_port)
         for p in self.sup.procs.values():
             self.sup.start(p)
         self._persist()
@@ -380,8 +382,10 @@ class LocalCluster:
 
     def _persist(self) -> None:
         st = load_status(self.status)
-        if st.last_resync and st.last_resync.result == "started":
-            self.last_resync[st.last_resync.member] = f"{st.last_resync.time} {st.last_resync.result}"
+        rec = st.last_resync
+        if rec:
+            result = rec.result if rec.result in ("started", "ok") else "failed"
+            self.last_resync[rec.member] = f"{rec.time} {result}"
         observed = {m.name: m for m in self.members}
         self.info["updated"] = rfc3339(self.clock.now())
         self.info["members"] = [

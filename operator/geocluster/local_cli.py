@@ -36,8 +36,10 @@ _name_opt = click.option("--name", "-n", help="Cluster name (metadata.name), whe
 @click.option("-f", "--file", "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="GeoCluster manifest (YAML); default: the built-in example.")
 @_state_opt
+@click.option("--port", type=click.IntRange(0, 65535), default=9851, show_default=True,
+              help="Leader port on a first start, if free (0: any); a resumed cluster keeps its ports.")
 @click.option("--live/--no-live", default=None, help="Live table (default: when stdout is a terminal).")
-def up(manifest: Path | None, state_dir: Path | None, live: bool | None) -> None:
+def up(manifest: Path | None, state_dir: Path | None, port: int, live: bool | None) -> None:
     """Run a GeoCluster on this machine: leader + followers, schedules, repairs."""
     try:
         m = load_manifest(manifest)
@@ -48,7 +50,7 @@ def up(manifest: Path | None, state_dir: Path | None, live: bool | None) -> None
         raise click.ClickException(f"{m.name} is already running (pid {state.supervisor()}) in {state.path}")
     live = sys.stdout.isatty() if live is None else live
     ring = _logging(state, live)
-    cluster = LocalCluster(m, state)
+    cluster = LocalCluster(m, state, leader_port=port or None)
     try:
         asyncio.run(_up(cluster, ring if live else None))
     except RuntimeError as exc:

@@ -62,10 +62,13 @@ def table(info: dict[str, Any], status: dict[str, Any]) -> Table:
     """One row per member."""
     st = load_status(status)
     seen = {m.name: m for m in st.members}
-    t = Table(title=f"GeoCluster {info.get('name', '?')}: {st.phase or 'Starting'}", title_justify="left")
+    phase = st.phase or "Starting"
+    if not info.get("supervisor"):
+        phase = f"stopped (last seen {phase} at {clock(info.get('updated'))})"
+    t = Table(title=f"GeoCluster {info.get('name', '?')}: {phase}", title_justify="left")
     for col in ("member", "role", "address", "aof_size", "caught_up", "memory", "last shrink/resync",
                 "repairs", "state"):
-        t.add_column(col, justify="right" if col in ("aof_size", "memory", "repairs") else "left")
+        t.add_column(col, justify="right" if col in ("aof_size", "memory") else "left")
     for m in info.get("members", []):
         ms = seen.get(m["name"])
         if m["role"] == "leader":
@@ -74,10 +77,9 @@ def table(info: dict[str, Any], status: dict[str, Any]) -> Table:
         else:
             when, _, result = (m.get("lastResync") or "").partition(" ")
             last = f"resync {clock(when)} {result}" if when else ""
-        repairs = ms.repairs if ms else 0
         rep = ms.last_repair if ms else None
-        repair = f"{repairs}" + (f" {rep.action} {rep.result}" if rep else "")
-        repair += f", {m['restarts']} restarts" if m.get("restarts") else ""
+        repair = f"{rep.action} {rep.result} (#{ms.repairs})" if rep and ms else "-"
+        repair += f", restarted {m['restarts']}x" if m.get("restarts") else ""
         if not m.get("process"):
             state = Text("stopped", "red")
         elif ms is None:

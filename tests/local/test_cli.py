@@ -38,7 +38,8 @@ def wait_ready(state: Path, timeout: float = 30.0) -> dict:
 
 
 def start_up(manifest: Path, state: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([*GEOCLUSTER, "up", "-f", str(manifest), "--state-dir", str(state)],
+    return subprocess.Popen([*GEOCLUSTER, "up", "-f", str(manifest), "--state-dir", str(state),
+                             "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
