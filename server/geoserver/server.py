@@ -8,6 +8,7 @@ Data flow: bytes -> RequestReader / HTTP -> argv -> dispatch.execute (the comman
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable
@@ -80,8 +81,13 @@ class Server:
             lambda: Client(self), cfg.host, cfg.port, reuse_address=True, backlog=1024
         )
         log.info("listening", extra={"host": cfg.host, "port": cfg.port, "id": cfg.server_id})
+        # The dataset is millions of small acyclic objects: the default GC thresholds would
+        # rescan them all every few thousand allocations (pauses that grow with the data).
+        gc.set_threshold(100_000, 50, 1000)
         if cfg.appendonly:
             await self._load()
+        gc.collect()
+        gc.freeze()  # what was loaded is long-lived; keep it out of future collections
         self.spawn(self._expire_loop(), "expiry")
         self.spawn(self._fsync_loop(), "fsync")
         if cfg.follow_host:
