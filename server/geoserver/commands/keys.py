@@ -58,6 +58,16 @@ def _live_item(ctx: Ctx, col: Collection, oid: str) -> Item | None:
     return item
 
 
+def _lookup(ctx: Ctx, argv: list[bytes]) -> Item | None:
+    """The live object named by argv[1:3], or None. In JSON mode a missing object is an
+    error (`key not found` / `id not found`); RESP callers return their own "missing" value."""
+    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    item = _live_item(ctx, col, argv[2].decode("utf-8", "replace")) if col is not None else None
+    if item is None and ctx.json:
+        raise CommandError(KEY_NOT_FOUND if col is None else ID_NOT_FOUND)
+    return item
+
+
 def _item(ctx: Ctx, key: bytes, oid: bytes) -> Item:
     item = _live_item(ctx, _collection(ctx, key), oid.decode("utf-8", "replace"))
     if item is None:
@@ -175,11 +185,8 @@ def cmd_get(ctx: Ctx, argv: list[bytes]) -> Any:
         elif kind not in ("OBJECT", "POINT", "BOUNDS"):
             raise invalid_argument(argv[args.pos - 1])
     args.done()
-    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
-    item = _live_item(ctx, col, argv[2].decode("utf-8", "replace")) if col else None
+    item = _lookup(ctx, argv)
     if item is None:
-        if ctx.json:
-            raise CommandError(KEY_NOT_FOUND if col is None else ID_NOT_FOUND)
         return None
     obj = item.obj
     if kind != "OBJECT" and not obj.is_spatial:
@@ -369,15 +376,12 @@ def cmd_fget(ctx: Ctx, argv: list[bytes]) -> Any:
 def cmd_expire(ctx: Ctx, argv: list[bytes]) -> Any:
     """EXPIRE key id seconds"""
     seconds = Args(argv, 3).next_float()
-    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
-    oid = argv[2].decode("utf-8", "replace")
-    item = _live_item(ctx, col, oid) if col is not None else None
+    item = _lookup(ctx, argv)
     if item is None:
-        if ctx.json:
-            raise CommandError(KEY_NOT_FOUND if col is None else ID_NOT_FOUND)
         return 0
     item.expires_at = ctx.now + seconds
-    ctx.db.schedule_expiry(argv[1].decode("utf-8", "replace"), oid, item.expires_at)
+    ctx.db.schedule_expiry(argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace"),
+                           item.expires_at)
     ctx.dirty = True
     return {} if ctx.json else 1
 
@@ -385,11 +389,8 @@ def cmd_expire(ctx: Ctx, argv: list[bytes]) -> Any:
 @command("persist", min_args=3, max_args=3, flags=W)
 def cmd_persist(ctx: Ctx, argv: list[bytes]) -> Any:
     """PERSIST key id"""
-    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
-    item = _live_item(ctx, col, argv[2].decode("utf-8", "replace")) if col is not None else None
+    item = _lookup(ctx, argv)
     if item is None:
-        if ctx.json:
-            raise CommandError(KEY_NOT_FOUND if col is None else ID_NOT_FOUND)
         return 0
     cleared = item.expires_at is not None
     item.expires_at = None
@@ -400,11 +401,8 @@ def cmd_persist(ctx: Ctx, argv: list[bytes]) -> Any:
 @command("ttl", min_args=3, max_args=3, flags=R)
 def cmd_ttl(ctx: Ctx, argv: list[bytes]) -> Any:
     """TTL key id"""
-    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
-    item = _live_item(ctx, col, argv[2].decode("utf-8", "replace")) if col is not None else None
+    item = _lookup(ctx, argv)
     if item is None:
-        if ctx.json:
-            raise CommandError(KEY_NOT_FOUND if col is None else ID_NOT_FOUND)
         return -2
     if item.expires_at is None:
         ttl: float = -1
