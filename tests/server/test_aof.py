@@ -155,3 +155,24 @@ def test_client_disconnect_mid_command_does_not_log_a_partial_record(make_server
     time.sleep(0.2)
     assert s.stats()["aof_size"] == 0
     assert s.json("PING")["ok"]
+
+
+def test_shrink_child_does_not_hold_client_sockets(make_server):
+    """The forked shrink child closes inherited fds: QUIT during a long shrink still ends the
+    connection immediately for the client."""
+    s = make_server("fork")
+    pipe = s.client().pipeline(transaction=False)
+    for i in range(150_000):
+        pipe.execute_command("SET", "fleet", f"id{i}", "FIELD", "a", i, "POINT", 1 + i * 1e-6, 2)
+    pipe.execute()
+    with socket.create_connection((s.host, s.port), timeout=5) as sock:
+        before = s.stats()["last_shrink_time"]
+        sock.sendall(record("AOFSHRINK"))
+        assert sock.recv(100) == b"+OK\r\n"
+        sock.sendall(record("QUIT"))
+        assert sock.recv(100) == b"+OK\r\n"
+        assert sock.recv(100) == b""
+    # EOF came while the child was still writing (it holds no copy of our socket)
+    assert s.stats()["aof_shrinking"] is True
+    wait_until(lambda: s.stats()["last_shrink_time"] > before, 30, message="shrink done")
+    assert s.stats()["last_shrink_result"] == "ok"

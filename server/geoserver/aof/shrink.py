@@ -126,6 +126,9 @@ async def _write_snapshot_in_child(server: Server, tmp: Path) -> None:
         raise
     if pid == 0:  # the child: write, fsync, and leave without running any parent cleanup
         gc.disable()
+        # Drop the inherited sockets and files at once: a client the parent closes must see
+        # EOF now, not when this child exits, and the listener must not linger here.
+        os.closerange(3, _max_fd())
         code = 1
         try:
             with open(tmp, "wb") as out:
@@ -143,6 +146,13 @@ async def _write_snapshot_in_child(server: Server, tmp: Path) -> None:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"shrink child exited with {code}")
+
+
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):  # pragma: no cover
+        return 65536
 
 
 async def _write_snapshot_in_loop(server: Server, tmp: Path) -> None:
