@@ -26,7 +26,6 @@ _EVENT_COUNTERS = {
     "ResyncSucceeded": (RESYNCS, {"result": "ok"}),
     "ResyncFailed": (RESYNCS, {"result": "error"}),
     "RepairGaveUp": (REPAIRS, {"action": "giveUp", "result": "gaveUp"}),
-    "RestartSucceeded": (REPAIRS, {"action": "restart", "result": "ok"}),
 }
 
 
@@ -50,6 +49,8 @@ def record(namespace: str, cluster: str, members: list[Member], decision: Decisi
     for action in decision.actions:
         if action.repair:
             REPAIRS.labels(namespace, cluster, action.kind, "started").inc()
+    for action_kind, result in decision.settled:
+        REPAIRS.labels(namespace, cluster, action_kind, result).inc()
 
 
 def action_failed(namespace: str, cluster: str, action: Action) -> None:

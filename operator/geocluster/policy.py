@@ -93,6 +93,7 @@ class Decision:
     events: tuple[Event, ...]
     status: dict[str, Any]
     consumed: tuple[str, ...] = ()  # manual triggers used up: "shrink", "resync"
+    settled: tuple[tuple[str, str], ...] = ()  # repairs finished this tick: (action, "ok"/"error")
 
 
 # --- small pure helpers ---------------------------------------------------------------------
@@ -156,6 +157,7 @@ class _Tick:
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     consumed: list[str] = field(default_factory=list)
+    settled: list[tuple[str, str]] = field(default_factory=list)
     budget_blocked: str | None = None
 
     @property
@@ -197,7 +199,7 @@ def decide(
     if not t.actions and _in_flight(t) in (None, "Queued"):
         _schedule(t, created)
     _finish(t, previous_conditions, generation)
-    return Decision(tuple(t.actions), tuple(t.events), status_patch(st), tuple(t.consumed))
+    return Decision(tuple(t.actions), tuple(t.events), status_patch(st), tuple(t.consumed), tuple(t.settled))
 
 
 def _refresh_members(t: _Tick) -> None:
@@ -272,6 +274,7 @@ def _settle_resync(t: _Tick) -> None:
     rep = ms.last_repair if ms else None
     if rec.result != STARTED and rep and rep.result == STARTED and rep.action == "resync":
         rep.result = rec.result
+        t.settled.append(("resync", "ok" if rec.result == "ok" else "error"))
 
 
 def _settle_repairs(t: _Tick) -> None:
@@ -280,6 +283,7 @@ def _settle_repairs(t: _Tick) -> None:
         rep = ms.last_repair
         if rep and rep.action == "restart" and rep.result == STARTED and ms.divergence is None:
             rep.result = "ok"
+            t.settled.append(("restart", "ok"))
             t.event("Normal", "RestartSucceeded", f"{ms.name} is healthy after restart")
 
 
@@ -311,6 +315,9 @@ def _judge(t: _Tick) -> None:
             ms.diverged_since = None
             if ms.last_repair and _ago(ms.last_repair.time, t.now) >= grace:
                 ms.repairs, ms.gave_up = 0, False
+            continue
+        if ms.address is None:  # no pod (IP) yet: the StatefulSet is creating it, nothing to repair
+            ms.diverged_since = None
             continue
         ms.diverged_since = ms.diverged_since or t.stamp
         if not ms.gave_up and _ago(ms.diverged_since, t.now) >= grace:
@@ -444,7 +451,12 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
     flight = _in_flight(t)
     busy = "Resyncing" if flight == "Queued" else flight
     busy = busy or ("Repairing" if t.actions else None)
-    if len(t.followers) != spec.followers:
+    restarting = any(
+        ms.last_repair and ms.last_repair.action == "restart" and ms.last_repair.result == STARTED
+        for ms in st.members
+    )
+    busy = busy or ("Repairing" if restarting else None)
+    if len(t.followers) != spec.followers or any(m.address is None for m in t.followers):
         busy = busy or "Scaling"
     ready = leader_ok and st.ready_followers >= spec.followers
     verdicts = [

@@ -2,7 +2,7 @@
 
 Mocked: only the Kubernetes API (no kube-apiserver can run here). It has no controllers, so the
 tests play the StatefulSet controller: they create Pod objects whose ``status.podIP`` is a
-loopback address (127.0.0.2, ...) where a real geoserver process listens — or, until
+loopback address (127.a.b.2, ...) where a real geoserver process listens — or, until
 ``geoserver`` is runnable, the contract-level stand-in ``fakegeo.py`` — on port 9851.
 """
 
@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,16 @@ os.environ.setdefault("GEOCLUSTER_PROBE_TIMEOUT", "1")
 
 HERE = Path(__file__).parent
 PORT = 9851
+# A loopback /24 of our own per pytest process (127.a.b.x), so that concurrent runs of this
+# suite (two checkouts, CI next to a developer) never bind or probe each other's members.
+_NET = f"127.{random.randrange(1, 255)}.{random.randrange(1, 255)}."
+
+
+def ip(host: int) -> str:
+    """The loopback address standing in for pod ``host`` of this run (2 = the leader)."""
+    return f"{_NET}{host}"
+
+
 RESOURCES = {
     "geo.geocluster.io/v1alpha1/geoclusters": {
         "kind": "GeoCluster", "namespaced": True, "subresources": ["status", "scale"],
@@ -117,6 +128,8 @@ class Members:
                 import socket
 
                 socket.create_connection((ip, PORT), timeout=0.2).close()
+                if self.procs[name].poll() is not None:  # someone else's process answered
+                    raise RuntimeError(f"{name}: {ip}:{PORT} is taken by another process")
                 return
             time.sleep(0.05)
         raise RuntimeError(f"{name} did not start on {ip}:{PORT}")
@@ -163,7 +176,7 @@ class Operator:
 NS, NAME = "ns1", "gc"
 GC_URL = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}"
 GC_KEY = (f"{GROUP}/{VERSION}/{PLURAL}", NS, NAME)
-LEADER_IP = "127.0.0.2"
+LEADER_IP = ip(2)
 SPEC = {
     "followers": 2,
     "aofShrink": {"schedule": None},
@@ -228,20 +241,19 @@ async def start_cluster(api, members: Members, spec=SPEC, **meta) -> None:
     await asyncio.to_thread(members.start, f"{NAME}-leader-0", LEADER_IP)
     await add_pod(api, f"{NAME}-leader-0", LEADER_IP, "leader")
     for i in range(spec["followers"]):
-        ip = f"127.0.0.{3 + i}"
-        await asyncio.to_thread(members.start, f"{NAME}-follower-{i}", ip, f"{LEADER_IP}:9851")
-        await add_pod(api, f"{NAME}-follower-{i}", ip, "follower")
+        await asyncio.to_thread(members.start, f"{NAME}-follower-{i}", ip(3 + i), f"{LEADER_IP}:9851")
+        await add_pod(api, f"{NAME}-follower-{i}", ip(3 + i), "follower")
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GeoCluster",
             "metadata": {"name": NAME, "namespace": NS, **meta}, "spec": spec}  # fmt: skip
     await api.post(GC_URL, json=body)
 
 
-async def make_diverge(members: Members, name: str, ip: str) -> None:
+async def make_diverge(members: Members, name: str, address: str) -> None:
     """Point a follower at a decoy leader with more data: caught up, but the wrong size.
 
     RESYNC cannot fix that (it resyncs from the decoy), so the ladder must go on to restart.
     """
-    decoy = "127.0.0.9"
+    decoy = ip(9)
     await asyncio.to_thread(members.start, "decoy", decoy)
     if members.real:
         async with probe.Client(f"{decoy}:9851") as c:
@@ -250,7 +262,7 @@ async def make_diverge(members: Members, name: str, ip: str) -> None:
     else:
         async with probe.Client(f"{decoy}:9851") as c:
             await c.command("FAKE", "SET", "50000")
-    async with probe.Client(f"{ip}:9851") as c:
+    async with probe.Client(f"{address}:9851") as c:
         await c.command("FOLLOW", decoy, "9851")
 
 

@@ -1,6 +1,6 @@
 """The real kopf operator end to end, against kmock's emulated API and live member processes.
 
-Only the Kubernetes API is emulated (see conftest.py); members are processes on 127.0.0.x:9851
+Only the Kubernetes API is emulated (see conftest.py); members are processes on 127.a.b.x:9851
 reached through the Pod objects' podIP, exactly as the operator reaches pods in a cluster.
 """
 
@@ -23,6 +23,7 @@ from opharness import (
     condition,
     eventually,
     gc_status,
+    ip,
     make_diverge,
     member,
     repairs,
@@ -78,8 +79,8 @@ async def test_scheduled_shrink_then_followers_resync(api, members):
             ),
             what="both followers resynced",
         )
-        for ip in ("127.0.0.3", "127.0.0.4"):
-            follower = await stats(ip)
+        for addr in (ip(3), ip(4)):
+            follower = await stats(addr)
             assert follower["resyncs"] >= 1 and follower["caught_up"]
             assert follower["aof_size"] == (await stats(LEADER_IP))["aof_size"]
         assert (await stats(LEADER_IP))["last_shrink_result"] == "ok"
@@ -95,17 +96,15 @@ async def test_diverged_follower_resync_then_pod_delete(api, members):
     try:
         await start_cluster(api, members)
         await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
-        await make_diverge(members, f"{NAME}-follower-0", "127.0.0.3")
+        await make_diverge(members, f"{NAME}-follower-0", ip(3))
         pod_url = f"/pods/{NAME}-follower-0"
         await eventually(lambda: requests(api, "DELETE", pod_url), what="pod delete")
         assert repairs(api) == ["resync gc-follower-0", "restart gc-follower-0"]
         assert member(api, f"{NAME}-follower-0")["lastRepair"]["action"] == "restart"
         # the StatefulSet controller's part: a fresh pod following the real leader
         members.stop(f"{NAME}-follower-0")
-        await asyncio.to_thread(
-            members.start, f"{NAME}-follower-0", "127.0.0.3", "127.0.0.2:9851", fresh=True
-        )
-        await add_pod(api, f"{NAME}-follower-0", "127.0.0.3", "follower")
+        await asyncio.to_thread(members.start, f"{NAME}-follower-0", ip(3), f"{LEADER_IP}:9851", fresh=True)
+        await add_pod(api, f"{NAME}-follower-0", ip(3), "follower")
         await eventually(lambda: member(api, f"{NAME}-follower-0")["lastRepair"]["result"] == "ok", what="ok")
         assert len(gc_status(api)["repairHistory"]) == 2
         assert condition(api, "Degraded")["status"] == "False"
@@ -140,7 +139,7 @@ async def test_operator_restart_mid_repair_does_not_repeat_it(api, members):
     op = await Operator().start()
     await start_cluster(api, members, spec)
     await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
-    await make_diverge(members, f"{NAME}-follower-0", "127.0.0.3")
+    await make_diverge(members, f"{NAME}-follower-0", ip(3))
     await eventually(lambda: member(api, f"{NAME}-follower-0")["repairs"] == 1, what="repair 1")
     await eventually(lambda: repairs(api), what="the resync's Event")
     await op.stop()  # mid-repair: the resync was started and recorded, its outcome not yet seen

@@ -236,3 +236,32 @@ def test_failed_action_is_recorded():
     sim.status = status
     sim.tick(HEALTHY)  # no immediate retry of a failed shrink
     assert len(sim.actions) == 1
+
+
+def test_pod_without_ip_is_waited_for_not_repaired():
+    """A deleted pod being recreated, or a new pod of a scale-out, has no IP yet: the StatefulSet
+    is working on it; repairing (RESYNC to nowhere, deleting a missing pod) cannot help."""
+    sim = Sim()
+    settled: list = []
+    diverged = [leader(), follower(0, size=2000, resyncs=0), follower(1)]
+    sim.run(diverged, 70)
+    d = sim.tick([leader(), follower(0, size=2000, resyncs=1), follower(1)])
+    settled += d.settled
+    sim.run([leader(), follower(0, size=2000, resyncs=1), follower(1)], 70)
+    assert [a.kind for _, a in sim.actions] == ["resync", "restart"]
+    recreating = [leader(), replace(follower(0, reachable=False, size=None), address=None), follower(1)]
+    sim.run(recreating, 300)  # far past the grace period: still waiting, not given up
+    assert [a.kind for _, a in sim.actions] == ["resync", "restart"]
+    assert not sim.member("gc-follower-0")["gaveUp"] and "RepairGaveUp" not in sim.events
+    assert sim.condition("Progressing")["reason"] == "Repairing"
+    assert sim.condition("Ready")["status"] == "False"
+    d = sim.tick(HEALTHY)
+    settled += d.settled
+    assert sim.member("gc-follower-0")["lastRepair"]["result"] == "ok"
+    assert settled == [("resync", "ok"), ("restart", "ok")]  # what the repairs metric counts
+    # scale-out: the third follower's pod does not exist yet
+    spec3 = parse_spec({**SPEC.model_dump(by_alias=True), "followers": 3})
+    sim = Sim(spec3)
+    sim.run([*HEALTHY, replace(follower(2, reachable=False, size=None), address=None)], 300)
+    assert not sim.actions and sim.condition("Progressing")["reason"] == "Scaling"
+    assert sim.member("gc-follower-2")["reachable"] is False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from geocluster import probe
+from opharness import ip
 
 
 async def test_unreachable_member_is_a_finding_not_an_exception():
@@ -14,13 +15,13 @@ async def test_unreachable_member_is_a_finding_not_an_exception():
 
 
 async def test_observe_leader_and_follower(members):
-    members.start("l", "127.0.0.20")
-    members.start("f", "127.0.0.21", follow="127.0.0.20:9851")
-    leader = await probe.observe("l", "leader", "127.0.0.20:9851")
+    members.start("l", ip(20))
+    members.start("f", ip(21), follow=f"{ip(20)}:9851")
+    leader = await probe.observe("l", "leader", f"{ip(20)}:9851")
     assert leader.reachable and leader.aof_size is not None and leader.caught_up is None
     with pytest.raises(probe.ProbeError):
-        await probe.send("127.0.0.20:9851", "RESYNC")  # a leader refuses RESYNC
-    assert (await probe.send("127.0.0.20:9851", "AOFSHRINK"))["ok"] is True
-    follower = await probe.observe("f", "follower", "127.0.0.21:9851")
-    assert follower.reachable and follower.following == "127.0.0.20:9851"
+        await probe.send(f"{ip(20)}:9851", "RESYNC")  # a leader refuses RESYNC
+    assert (await probe.send(f"{ip(20)}:9851", "AOFSHRINK"))["ok"] is True
+    follower = await probe.observe("f", "follower", f"{ip(21)}:9851")
+    assert follower.reachable and follower.following == f"{ip(20)}:9851"
     assert follower.caught_up in (True, False) and follower.resyncs is not None
