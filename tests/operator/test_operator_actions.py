@@ -174,3 +174,27 @@ async def test_operator_metrics_after_a_shrink_and_a_repair(api, members, operat
     assert d["shrink_ok"] == 1 and d["shrink_err"] == 0 and d["probe_errors_f1"] == 0
     assert metric("geocluster_divergence_ratio", member=F0) == 1.0
     assert metric("geocluster_divergence_ratio", member=F1) == 1.0
+
+
+async def test_unreachable_member_is_a_finding_not_a_crash(api, members, operator):
+    """A pod whose podIP has no geoserver listening: reachable=false, repaired after the grace
+    period (the RESYNC cannot connect: ActionFailed; then the pod is deleted), timer unharmed."""
+    await start_cluster(api, members)
+    await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
+    members.stop(F1)  # the pod object keeps its podIP; nothing listens there any more
+    await eventually(lambda: member(api, F1)["reachable"] is False, what="reachable=false")
+    assert member(api, F1)["divergence"].startswith("unreachable")
+    assert condition(api, "Ready")["status"] == "False" and member(api, F0)["reachable"]
+    await eventually(lambda: events(api, "ActionFailed"), what="RESYNC to a dead member fails")
+    await eventually(lambda: requests(api, "DELETE", f"/pods/{F1}"), what="restart (pod delete)")
+    assert [e["message"].split(":")[0] for e in events(api, "RepairStarted")] == [
+        f"resync {F1}",
+        f"restart {F1}",
+    ]
+    assert "resync" in events(api, "ActionFailed")[0]["message"]
+    await status_refreshes(api, 2)  # the timer keeps running
+    assert not events(api, type_="Error")  # kopf posts handler failures as Error events
+    assert member(api, F0)["reachable"] and member(api, F0).get("divergence") is None
+    # the deleted pod is being recreated (no IP yet): waited for, not given up on
+    assert member(api, F1)["lastRepair"] == {**member(api, F1)["lastRepair"], "result": "started"}
+    assert condition(api, "Progressing")["reason"] == "Repairing" and not events(api, "RepairGaveUp")
