@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from .policy import Member
@@ -48,6 +50,9 @@ class Client:
             socket_connect_timeout=timeout,
             single_connection_client=True,
             protocol=2,
+            # no retries: redis-py's default (3, exponential backoff) turned a refused connection
+            # into a TimeoutError after the whole timeout; the next tick is the retry
+            retry=Retry(NoBackoff(), 0),
             **_NO_CLIENT_SETINFO,
         )
         self._redis.response_callbacks.clear()  # replies are JSON strings, never redis-py types

@@ -183,7 +183,9 @@ async def test_unreachable_member_is_a_finding_not_a_crash(api, members, operato
     await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
     members.stop(F1)  # the pod object keeps its podIP; nothing listens there any more
     await eventually(lambda: member(api, F1)["reachable"] is False, what="reachable=false")
-    assert member(api, F1)["divergence"].startswith("unreachable")
+    assert (
+        member(api, F1)["divergence"].startswith("unreachable") and "Connect" in member(api, F1)["divergence"]
+    )
     assert condition(api, "Ready")["status"] == "False" and member(api, F0)["reachable"]
     await eventually(lambda: events(api, "ActionFailed"), what="RESYNC to a dead member fails")
     await eventually(lambda: requests(api, "DELETE", f"/pods/{F1}"), what="restart (pod delete)")

@@ -25,3 +25,16 @@ async def test_observe_leader_and_follower(members):
     follower = await probe.observe("f", "follower", f"{ip(21)}:9851")
     assert follower.reachable and follower.following == f"{ip(20)}:9851"
     assert follower.caught_up in (True, False) and follower.resyncs is not None
+
+
+async def test_refused_connection_fails_fast_with_its_cause():
+    """redis-py retries by default (3x, backoff): a refused member then looked like a timeout
+    after the whole probe timeout, and a RESYNC to it took seconds."""
+    import time
+
+    start = time.monotonic()
+    m = await probe.observe("gc-follower-0", "follower", f"{ip(30)}:9851", timeout=3)
+    assert "Connect call failed" in m.error or "refused" in m.error.lower()
+    with pytest.raises(probe.ProbeError, match="ConnectionError"):
+        await probe.send(f"{ip(30)}:9851", "RESYNC")
+    assert time.monotonic() - start < 1.0
