@@ -1,0 +1,121 @@
+"""Scaling, deletion and invalid specs, end to end.
+
+The real kopf operator (tests/operator/opharness.py) runs against kmock's emulated Kubernetes
+API — the only thing mocked; it has no controllers, so the tests play the StatefulSet
+controller (Pod objects + real geoserver processes on 127.a.b.x:9851) and the garbage collector
+is represented only by the owner references it would follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import pytest
+from opharness import (
+    GC_KEY,
+    GC_URL,
+    GROUP,
+    LEADER_IP,
+    NAME,
+    NS,
+    VERSION,
+    KopfEmulator,
+    Operator,
+    add_pod,
+    condition,
+    events,
+    eventually,
+    gc_status,
+    ip,
+    requests,
+    start_cluster,
+)
+
+pytestmark = [pytest.mark.kmock(cls=KopfEmulator), pytest.mark.timeout(60)]
+
+STS = "apps/v1/statefulsets"
+CHILDREN = [
+    ("v1/configmaps", f"{NAME}-config"),
+    ("v1/services", NAME),
+    ("v1/services", f"{NAME}-readonly"),
+    ("v1/services", f"{NAME}-members"),
+    (STS, f"{NAME}-leader"),
+    (STS, f"{NAME}-follower"),
+    ("policy/v1/poddisruptionbudgets", NAME),
+]
+
+
+@pytest.fixture
+async def operator():
+    op = await Operator().start()
+    yield op
+    await op.stop()
+
+
+def followers_in_status(api) -> list[str]:
+    return [m["name"] for m in gc_status(api)["members"] if m["role"] == "follower"]
+
+
+async def test_scale_followers_2_3_1(api, members, operator):
+    await start_cluster(api, members)
+    await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
+
+    await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"followers": 3}})
+    await eventually(lambda: api.objects[STS, NS, f"{NAME}-follower"]["spec"]["replicas"] == 3, what="3")
+    # the new pod does not exist yet: listed, not reachable, waited for (not repaired)
+    await eventually(lambda: len(followers_in_status(api)) == 3, what="3 followers in status")
+    await eventually(lambda: condition(api, "Progressing")["reason"] == "Scaling", what="Scaling")
+    assert condition(api, "Ready")["status"] == "False"
+    await asyncio.to_thread(members.start, f"{NAME}-follower-2", ip(5), f"{LEADER_IP}:9851")
+    await add_pod(api, f"{NAME}-follower-2", ip(5), "follower")
+    await eventually(lambda: gc_status(api)["readyFollowers"] == 3, what="3 ready followers")
+    await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready at 3")
+    assert gc_status(api)["observedGeneration"] == 2
+
+    await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"followers": 1}})
+    await eventually(lambda: api.objects[STS, NS, f"{NAME}-follower"]["spec"]["replicas"] == 1, what="1")
+    for i in (1, 2):  # the StatefulSet controller removes the highest ordinals
+        members.stop(f"{NAME}-follower-{i}")
+        await api.delete(f"/api/v1/namespaces/{NS}/pods/{NAME}-follower-{i}")
+    await eventually(lambda: followers_in_status(api) == [f"{NAME}-follower-0"], what="1 follower")
+    await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready at 1")
+    assert gc_status(api)["readyFollowers"] == 1 and gc_status(api)["observedGeneration"] == 3
+    assert not events(api, "RepairStarted")
+    assert [r.url.path.rsplit("/", 1)[-1] for r in requests(api, "DELETE", "/pods/")] == [
+        f"{NAME}-follower-1",
+        f"{NAME}-follower-2",
+    ]  # only the test's (the controller's) deletes; the operator deleted no pod
+
+
+def _gone(api) -> bool:
+    try:
+        return api.objects[GC_KEY].deleted
+    except KeyError:
+        return True
+
+
+async def test_delete_completes_promptly_and_children_are_owned(api, members, operator, caplog):
+    await start_cluster(api, members)
+    await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
+    uid = api.objects[GC_KEY]["metadata"]["uid"]
+    assert api.objects[GC_KEY]["metadata"]["finalizers"] == [f"{GROUP}/finalizer"]
+    for resource, name in CHILDREN:
+        (ref,) = api.objects[resource, NS, name]["metadata"]["ownerReferences"]
+        assert ref["uid"] == uid and ref["kind"] == "GeoCluster" and ref["controller"] is True, name
+        assert ref["apiVersion"] == f"{GROUP}/{VERSION}" and ref["name"] == NAME
+
+    caplog.clear()
+    started = time.monotonic()
+    await api.delete(f"{GC_URL}/{NAME}")
+    await eventually(lambda: _gone(api), timeout=10, what="the GeoCluster to go")
+    assert time.monotonic() - started < 5, time.monotonic() - started
+    seen = len(list(api))
+    await asyncio.sleep(1.5)  # > the probe interval: a live timer would have written status
+    late = [r for r in list(api)[seen:] if f"/{NAME}" in r.url.path and "geoclusters" in r.url.path]
+    assert not late, [(r.method, r.url.path) for r in late]
+    errors = [
+        r for r in caplog.records if r.levelno >= logging.ERROR and "Connector is closed" not in r.message
+    ]
+    assert not errors, [r.getMessage() for r in errors]
