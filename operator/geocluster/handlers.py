@@ -61,8 +61,8 @@ def _spec_or_invalid(body: kopf.Body) -> GeoClusterSpec | None:
         st = load_status(dict(body.get("status") or {}))
         now, gen = _now_str(), body["metadata"].get("generation")
         new = conditions.invalid_spec(st.conditions, str(exc), now, gen)
-        if conditions.changed(st.conditions, new):
-            kopf.warn(body, reason="InvalidSpec", message=str(exc))
+        if conditions.changed(st.conditions, new) or st.observed_generation != gen:
+            kopf.warn(body, reason="InvalidSpec", message=str(exc))  # once per generation
         st.conditions, st.phase, st.observed_generation = new, "Invalid", gen
         kube.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], status_patch(st))
         return None

@@ -20,6 +20,7 @@ from opharness import (
     LEADER_IP,
     NAME,
     NS,
+    SPEC,
     VERSION,
     KopfEmulator,
     Operator,
@@ -119,3 +120,35 @@ async def test_delete_completes_promptly_and_children_are_owned(api, members, op
         r for r in caplog.records if r.levelno >= logging.ERROR and "Connector is closed" not in r.message
     ]
     assert not errors, [r.getMessage() for r in errors]
+
+
+async def test_invalid_specs_one_warning_per_generation_and_no_children(api, members, operator):
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GeoCluster",
+            "metadata": {"name": NAME, "namespace": NS},
+            "spec": {**SPEC, "aofShrink": {"schedule": "61 * * * *"}}}  # fmt: skip
+    await api.post(GC_URL, json=body)
+    steps = [
+        (1, None, "spec.aofShrink.schedule"),
+        (2, {"aofShrink": {"schedule": None}, "followers": -1}, "spec.followers"),
+        (3, {"followers": 2, "replicas": 3}, "spec.replicas: unknown field"),
+    ]
+    for generation, patch, field in steps:
+        if patch:
+            await api.patch(f"{GC_URL}/{NAME}", json={"spec": patch})
+        await eventually(
+            lambda g=generation: gc_status(api)["observedGeneration"] == g, what=f"generation {generation}"
+        )
+        degraded = condition(api, "Degraded")
+        assert (degraded["status"], degraded["reason"]) == ("True", "InvalidSpec")
+        assert field in degraded["message"] and gc_status(api)["phase"] == "Invalid"
+        assert condition(api, "Ready")["reason"] == "InvalidSpec"
+        warnings = await eventually(
+            lambda g=generation: len(events(api, "InvalidSpec")) >= g and events(api, "InvalidSpec")
+        )
+        assert len(warnings) == generation and warnings[-1]["type"] == "Warning"
+        assert field in warnings[-1]["message"]
+    await asyncio.sleep(1.5)  # several timer ticks and probe intervals later: no event storm
+    assert len(events(api, "InvalidSpec")) == 3
+    for resource, _ in CHILDREN:
+        assert not requests(api, "POST", f"/{resource.rsplit('/', 1)[-1]}"), resource
+    assert not requests(api, "PATCH", "/statefulsets/")
