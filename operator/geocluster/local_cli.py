@@ -9,6 +9,7 @@ Exit codes: 0 ok, 1 error (bad manifest, no cluster), 3 ``status`` of a cluster 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -61,13 +62,21 @@ def up(manifest: Path | None, state_dir: Path | None, port: int, live: bool | No
 async def _up(cluster: LocalCluster, ring: localview.RingHandler | None) -> None:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, stopping.set)
     loop.add_signal_handler(signal.SIGUSR1, cluster.wake.set)
     log = logging.getLogger("geocluster.local")
     try:
         log.info("starting %s (%s) in %s", cluster.manifest.name, cluster.manifest.source, cluster.state.path)
-        await cluster.start()
+        starting, interrupted = asyncio.create_task(cluster.start()), asyncio.create_task(stopping.wait())
+        await asyncio.wait([starting, interrupted], return_when=asyncio.FIRST_COMPLETED)
+        interrupted.cancel()
+        if not starting.done():  # Ctrl-C while members start
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return
+        starting.result()
         leader = cluster.sup.leader.address
         log.info("up: leader %s; try `redis-cli -p %s`; Ctrl-C stops", leader, leader.split(":")[1])
         if ring is None:

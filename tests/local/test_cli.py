@@ -65,6 +65,9 @@ def test_up_status_shrink_resync_ctrl_c_resume_down(tmp_path):
         pids = member_pids(state)
         leader(state).execute_command("SET", "fleet", "kept", "POINT", 33, -115)
 
+        again = geocluster("up", "-f", str(manifest), "--state-dir", str(state), check=False)
+        assert again.returncode == 1 and "already running" in again.stderr
+
         table = geocluster("status", "--state-dir", str(state)).stdout
         assert "follower-1" in table and "Ready=True" in table
         assert "shrink started" in geocluster("shrink", "--state-dir", str(state)).stdout
