@@ -36,7 +36,8 @@ _name_opt = click.option("--name", "-n", help="Cluster name (metadata.name), whe
 @click.command("up")
 @click.option("-f", "--file", "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="GeoCluster manifest (YAML); default: the built-in example.")
-@_state_opt
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="State directory (default: $XDG_STATE_HOME/geocluster/<metadata.name>).")
 @click.option("--port", type=click.IntRange(0, 65535), default=9851, show_default=True,
               help="Leader port on a first start, if free (0: any); a resumed cluster keeps its ports.")
 @click.option("--live/--no-live", default=None, help="Live table (default: when stdout is a terminal).")
