@@ -44,11 +44,12 @@ class GeoServer:
     """One geoserver process. `client()` gives redis-py (RESP2), `json()` runs a command in JSON."""
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int | None = None,
-                 args: list[str] | None = None) -> None:
+                 args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
         self.dir = Path(data_dir)
         self.host = host
         self.port = port or free_port(host)
         self.args = list(args or [])
+        self.env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir.parent / f"{self.dir.name}-{self.port}.log"
 
@@ -61,7 +62,7 @@ class GeoServer:
         cmd = [sys.executable, "-m", "geoserver", "--host", self.host, "--port", str(self.port),
                "--dir", str(self.dir), *self.args]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
         if wait:
             self.wait_ready()
         return self

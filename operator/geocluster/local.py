@@ -127,14 +127,19 @@ class Supervisor:
             self.procs[name] = Proc(name, role, port, restarts=before.get("restarts", 0))  # type: ignore[arg-type]
 
     def command(self, p: Proc) -> list[str]:
-        spec, pw = self.manifest.spec, self.manifest.password
+        spec = self.manifest.spec
         cmd = [sys.executable, "-m", "geoserver", "--host", HOST, "--port", str(p.port)]
         cmd += ["--dir", str(self.state.member_dir(p.name)), "--appendfsync", spec.server.appendfsync]
         if p.role == "follower":
             cmd += ["--follow", self.leader.address]
-        if pw:
-            cmd += ["--requirepass", pw, "--leaderauth", pw]
         return cmd + list(spec.server.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        """The password travels in the environment, never on the command line (`ps`)."""
+        env = dict(os.environ)
+        if self.manifest.password:
+            env["GEOSERVER_REQUIREPASS"] = env["GEOSERVER_LEADERAUTH"] = self.manifest.password
+        return env
 
     def start(self, p: Proc) -> None:
         if not port_free(p.port):
@@ -149,7 +154,8 @@ class Supervisor:
         with open(logfile, "ab") as out:
             # own session: a Ctrl-C in the terminal reaches `up`, which stops members in order
             p.popen = subprocess.Popen(
-                self.command(p), stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.command(p), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                env=self.environment(),
             )
         p.started_at, p.wire = time.monotonic(), p.role == "follower"
         log.info("started %s (pid %d) on %s", p.name, p.popen.pid, p.address)

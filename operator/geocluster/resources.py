@@ -14,7 +14,9 @@ from .spec import API_VERSION, GEOSERVER_PORT, GROUP, KIND, GeoClusterSpec
 
 ROLE_LABEL = f"{GROUP}/role"
 DATA_DIR = "/data"
-PASSWORD_ENV = "GEOSERVER_PASSWORD"
+# geoserver reads its passwords from these variables, so they never appear in its arguments.
+REQUIREPASS_ENV = "GEOSERVER_REQUIREPASS"
+LEADERAUTH_ENV = "GEOSERVER_LEADERAUTH"
 UID = 10001
 
 
@@ -106,10 +108,6 @@ def geoserver_args(c: Cluster, role: str) -> list[str]:
     s = c.spec
     args = ["geoserver", "--host", "0.0.0.0", "--port", str(GEOSERVER_PORT), "--dir", DATA_DIR]
     args += ["--appendfsync", s.server.appendfsync]
-    if s.server.auth_secret_ref:
-        args += ["--requirepass", f"$({PASSWORD_ENV})"]
-        if role == "follower":
-            args += ["--leaderauth", f"$({PASSWORD_ENV})"]
     if s.metrics.enabled:
         args += ["--metrics-addr", f"0.0.0.0:{s.metrics.port}"]
     if role == "follower":
@@ -157,12 +155,9 @@ def _container(c: Cluster, role: str) -> dict[str, Any]:
         container["resources"] = s.resources
     if s.server.auth_secret_ref:
         ref = s.server.auth_secret_ref
-        container["env"] = [
-            {
-                "name": PASSWORD_ENV,
-                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
-            }
-        ]
+        secret = {"valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        names = [REQUIREPASS_ENV] + ([LEADERAUTH_ENV] if role == "follower" else [])
+        container["env"] = [{"name": name, **secret} for name in names]
     return container
 
 

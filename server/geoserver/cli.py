@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -25,8 +26,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--appendfsync", choices=["always", "everysec", "no"], default="everysec",
                    help="when the AOF is fsynced (default everysec)")
     p.add_argument("--appendfilename", default="appendonly.aof", help="AOF file name inside --dir")
-    p.add_argument("--requirepass", default="", help="password clients must AUTH with")
-    p.add_argument("--leaderauth", default="", help="password this follower sends to its leader")
+    p.add_argument("--requirepass", default=os.environ.get("GEOSERVER_REQUIREPASS", ""),
+                   help="password clients must AUTH with (default $GEOSERVER_REQUIREPASS; the "
+                   "environment keeps it out of the process list)")
+    p.add_argument("--leaderauth", default=os.environ.get("GEOSERVER_LEADERAUTH", ""),
+                   help="password this follower sends to its leader (default $GEOSERVER_LEADERAUTH)")
     p.add_argument("--follow", metavar="HOST:PORT", default="",
                    help="follow this leader (same as FOLLOW host port; persisted)")
     p.add_argument("--metrics-addr", metavar="HOST:PORT", default=None,

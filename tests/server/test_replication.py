@@ -273,3 +273,23 @@ def test_shrink_is_single_flight_and_reported(make_server):
     s.stop()
     s.start()  # the shrunk file replays to the same dataset
     assert s.stats()["num_objects"] == stats["num_objects"]
+
+
+def test_passwords_from_the_environment(tmp_path):
+    """GEOSERVER_REQUIREPASS / GEOSERVER_LEADERAUTH keep passwords out of the process list."""
+    env = {"GEOSERVER_REQUIREPASS": "pw", "GEOSERVER_LEADERAUTH": "pw"}
+    leader = GeoServer(tmp_path / "l", env={"GEOSERVER_REQUIREPASS": "pw"})
+    follower = GeoServer(tmp_path / "f", env=env)
+    try:
+        leader.start(wait=False)
+        wait_until(lambda: leader.json("PING")["ok"], 15, message="leader up")
+        assert leader.json("GET", "k", "i")["err"] == "authentication required"
+        leader.json("SET", "k", "i", "POINT", 1, 2, password="pw")
+        follower.args = ["--follow", f"127.0.0.1:{leader.port}"]
+        follower.start(wait=False)
+        wait_until(lambda: follower.json("SERVER", password="pw")["stats"].get("caught_up"), 15,
+                   message="follower authenticated to its leader")
+        assert "pw" not in " ".join(follower.proc.args)  # type: ignore[union-attr]
+    finally:
+        leader.kill9()
+        follower.kill9()
