@@ -99,6 +99,7 @@ async def test_diverged_follower_resync_then_pod_delete(api, members):
         await make_diverge(members, f"{NAME}-follower-0", ip(3))
         pod_url = f"/pods/{NAME}-follower-0"
         await eventually(lambda: requests(api, "DELETE", pod_url), what="pod delete")
+        await eventually(lambda: len(repairs(api)) == 2, what="the restart's Event (posted after acting)")
         assert repairs(api) == ["resync gc-follower-0", "restart gc-follower-0"]
         assert member(api, f"{NAME}-follower-0")["lastRepair"]["action"] == "restart"
         # the StatefulSet controller's part: a fresh pod following the real leader
@@ -146,6 +147,7 @@ async def test_operator_restart_mid_repair_does_not_repeat_it(api, members):
     op = await Operator().start()
     try:
         await eventually(lambda: requests(api, "DELETE", f"/pods/{NAME}-follower-0"), what="del")
+        await eventually(lambda: len(repairs(api)) == 2, what="the restart's Event")
         assert repairs(api) == ["resync gc-follower-0", "restart gc-follower-0"]  # no 2nd resync
         assert member(api, f"{NAME}-follower-0")["repairs"] == 2
     finally:

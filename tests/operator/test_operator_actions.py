@@ -189,6 +189,7 @@ async def test_unreachable_member_is_a_finding_not_a_crash(api, members, operato
     assert condition(api, "Ready")["status"] == "False" and member(api, F0)["reachable"]
     await eventually(lambda: events(api, "ActionFailed"), what="RESYNC to a dead member fails")
     await eventually(lambda: requests(api, "DELETE", f"/pods/{F1}"), what="restart (pod delete)")
+    await eventually(lambda: len(events(api, "RepairStarted")) == 2, what="the restart's Event")
     assert [e["message"].split(":")[0] for e in events(api, "RepairStarted")] == [
         f"resync {F1}",
         f"restart {F1}",
