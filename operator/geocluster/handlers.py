@@ -63,8 +63,10 @@ def _spec_or_invalid(body: kopf.Body) -> GeoClusterSpec | None:
         new = conditions.invalid_spec(st.conditions, str(exc), now, gen)
         if conditions.changed(st.conditions, new) or st.observed_generation != gen:
             kopf.warn(body, reason="InvalidSpec", message=str(exc))  # once per generation
-        st.conditions, st.phase, st.observed_generation = new, "Invalid", gen
-        kube.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], status_patch(st))
+        # only the fields this handler owns: the timer may have written newer status meanwhile
+        st.conditions = new
+        patch = {"conditions": status_patch(st)["conditions"], "phase": "Invalid", "observedGeneration": gen}
+        kube.patch_status(body["metadata"]["namespace"], body["metadata"]["name"], patch)
         return None
 
 
@@ -79,10 +81,13 @@ def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     cluster = res.Cluster.from_body(body, spec)
     changes = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in res.build_all(cluster)}
     logger.info("applied: %s", changes)
-    st = load_status(dict(body.get("status") or {}))
-    st.observed_generation = body["metadata"].get("generation")
-    st.phase = st.phase if st.phase not in ("", "Invalid") else "Pending"
-    kube.patch_status(cluster.namespace, cluster.name, status_patch(st))
+    # Only observedGeneration (and a first phase): the rest of status belongs to the timer, and
+    # this body may be older than what the timer wrote meanwhile (a whole-status write here lost
+    # a shrink recorded while the objects were being applied).
+    patch: dict[str, Any] = {"observedGeneration": body["metadata"].get("generation")}
+    if (body.get("status") or {}).get("phase") in (None, "", "Invalid"):
+        patch["phase"] = "Pending"
+    kube.patch_status(cluster.namespace, cluster.name, patch)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, registry=REGISTRY)

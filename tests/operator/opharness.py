@@ -65,12 +65,17 @@ class KopfEmulator(k8s.KubernetesEmulator):
     creationTimestamp and generation on writes, and no replay for resumed watches."""
 
     _rv = 0
+    # (method, path part, seconds): slow answers, to make races between handlers deterministic
+    delays: tuple[tuple[str, str, float], ...] = ()
 
     def _next_rv(self) -> str:
         KopfEmulator._rv += 1
         return str(KopfEmulator._rv)
 
     async def _handle(self, request: rendering.Request):
+        for method, part, seconds in self.delays:
+            if request.method.value.upper() == method and part in request.url.path:
+                await asyncio.sleep(seconds)
         if request.resource is not None and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if request.action == kmock_lib.action.CREATE:
