@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from helpers import GeoServer, _encode, wait_until  # noqa: E402
+from helpers import GeoServer, _encode, wait_until
 
 
 def bulk_load(server: GeoServer, n: int) -> float:
@@ -43,7 +43,7 @@ def bulk_load(server: GeoServer, n: int) -> float:
     return time.perf_counter() - started
 
 
-def get_latencies(server: GeoServer, n: int, stop_when=None) -> list[float]:  # noqa: ANN001
+def get_latencies(server: GeoServer, n: int, stop_when=None) -> list[float]:
     c = server.client()
     out = []
     for i in range(n):
