@@ -105,11 +105,28 @@ def test_followers_match_leader_after_shrink_under_writes(make_server):
 
 
 def test_follower_restart_resumes_by_prefix(make_server):
+    """kill -9 of a follower while the leader streams writes to it; on restart it proves its
+    (possibly shorter) AOF is a prefix and continues from there, no full resync."""
     leader = make_server("leader")
     load(leader, 500)
     f = follower_of(make_server, leader, "f")
     wait_until(lambda: in_sync(leader, f), 15, message="sync")
-    f.kill9()
+    stop = threading.Event()
+
+    def writer() -> None:
+        c = leader.client()
+        i = 0
+        while not stop.is_set():
+            c.execute_command("SET", "live", f"w{i}", "POINT", 10, 10)
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    wait_until(lambda: f.stats()["aof_size"] > leader.stats()["aof_size"] - 1 and
+               leader.stats()["aof_size"] > 60_000, 15, message="streaming writes")
+    f.kill9()  # mid-stream
+    stop.set()
+    t.join()
     load(leader, 500, start=500)
     f.args = []  # no --follow: the persisted config must resume following
     f.start()
