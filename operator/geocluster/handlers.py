@@ -81,11 +81,14 @@ def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     cluster = res.Cluster.from_body(body, spec)
     changes = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in res.build_all(cluster)}
     logger.info("applied: %s", changes)
-    # Only observedGeneration (and a first phase): the rest of status belongs to the timer, and
-    # this body may be older than what the timer wrote meanwhile (a whole-status write here lost
-    # a shrink recorded while the objects were being applied).
+    # Only observedGeneration, and Pending for a new object (no phase even now): the rest of status
+    # is the timer's, and this body may be older than what the timer wrote meanwhile (a whole-status
+    # write here lost a shrink recorded while the objects were applied). An Invalid phase is
+    # replaced by the timer's first tick on the now valid spec.
     patch: dict[str, Any] = {"observedGeneration": body["metadata"].get("generation")}
-    if (body.get("status") or {}).get("phase") in (None, "", "Invalid"):
+    if not (body.get("status") or {}).get("phase") and not kube.read_status(
+        cluster.namespace, cluster.name
+    ).get("phase"):
         patch["phase"] = "Pending"
     kube.patch_status(cluster.namespace, cluster.name, patch)
 

@@ -113,6 +113,11 @@ def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
     )
 
 
+def read_status(namespace: str, name: str) -> dict[str, Any]:
+    obj = client.CustomObjectsApi(api()).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+    return dict(obj.get("status") or {})
+
+
 def patch_annotations(namespace: str, name: str, annotations: dict[str, str | None]) -> None:
     client.CustomObjectsApi(api()).patch_namespaced_custom_object(
         GROUP,

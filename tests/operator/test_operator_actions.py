@@ -97,6 +97,8 @@ async def test_paused_by_spec_or_annotation_takes_no_action_but_keeps_status_fre
     await make_diverge(members, F0, ip(3))
     await annotate(api, {SHRINK: "1"})
     leader_before = await stats(LEADER_IP)
+    # FOLLOW's own full resync must be over before its counter is the baseline
+    await eventually(lambda: member(api, F0)["divergence"].startswith("aof_size"), what="caught up, 2x")
     f0_resyncs = (await stats(ip(3)))["resyncs"]
 
     async def still_paused(why: str) -> None:
@@ -126,7 +128,7 @@ async def test_paused_by_spec_or_annotation_takes_no_action_but_keeps_status_fre
     await annotate(api, {PAUSE: None})  # unpause: the due repair and the waiting shrink go ahead
     await eventually(lambda: events(api, "RepairStarted"), what="repair after unpause")
     await eventually(lambda: gc_status(api)["lastShrink"]["reason"] == "manual", what="shrink after unpause")
-    assert SHRINK not in annotations(api)
+    await eventually(lambda: SHRINK not in annotations(api), what="shrink-now consumed")
     assert events(api, "RepairStarted")[0]["message"].startswith(f"resync {F0}")
 
 
