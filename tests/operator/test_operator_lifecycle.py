@@ -149,6 +149,7 @@ async def test_invalid_specs_one_warning_per_generation_and_no_children(api, mem
         assert field in warnings[-1]["message"]
     await asyncio.sleep(1.5)  # several timer ticks and probe intervals later: no event storm
     assert len(events(api, "InvalidSpec")) == 3
+    assert events(api, type_="Warning") == events(api, "InvalidSpec")  # and no other Warnings
     for resource, _ in CHILDREN:
         assert not requests(api, "POST", f"/{resource.rsplit('/', 1)[-1]}"), resource
     assert not requests(api, "PATCH", "/statefulsets/")
