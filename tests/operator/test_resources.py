@@ -71,8 +71,10 @@ def test_auth_from_secret_without_leaking_it():
     c = cluster(server={"authSecretRef": {"name": "s", "key": "pw"}})
     container = r.build_follower_statefulset(c)["spec"]["template"]["spec"]["containers"][0]
     ref = {"secretKeyRef": {"name": "s", "key": "pw"}}
-    assert container["env"] == [{"name": "GEOSERVER_REQUIREPASS", "valueFrom": ref},
-                                {"name": "GEOSERVER_LEADERAUTH", "valueFrom": ref}]
+    assert container["env"] == [
+        {"name": "GEOSERVER_REQUIREPASS", "valueFrom": ref},
+        {"name": "GEOSERVER_LEADERAUTH", "valueFrom": ref},
+    ]
     assert not any("pass" in a or "auth" in a for a in container["args"])  # not in `ps`
     leader = r.build_leader_statefulset(c)["spec"]["template"]["spec"]["containers"][0]
     assert [e["name"] for e in leader["env"]] == ["GEOSERVER_REQUIREPASS"]
