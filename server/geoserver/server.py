@@ -177,7 +177,7 @@ class Server:
         if self.follower is not None:
             if (self.follower.host, self.follower.port) == (host, port):
                 return
-            self.spawn(self.follower.stop(), "unfollow")
+            self.follower.cancel()
         self.config.follow_host, self.config.follow_port = host, port
         self.config.write_file()
         self.cut_replication_streams("this server became a follower")
@@ -187,7 +187,7 @@ class Server:
     def stop_following(self) -> None:
         """FOLLOW no one: keep the data, become a leader."""
         if self.follower is not None:
-            self.spawn(self.follower.stop(), "unfollow")
+            self.follower.cancel()
             self.follower = None
         self.config.follow_host, self.config.follow_port = "", 0
         self.config.write_file()

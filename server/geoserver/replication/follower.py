@@ -168,6 +168,14 @@ class Follower:
     def start(self) -> None:
         self._task = self.server.spawn(self._run(), "follow")
 
+    def cancel(self) -> None:
+        """Stop at once: the session task is suspended at an await, so after this call it
+        applies nothing more (FOLLOW to another leader must not mix two streams)."""
+        if self._task is not None:
+            self._task.cancel()
+        if self._conn is not None:
+            self._conn.close()
+
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
