@@ -139,43 +139,33 @@ _SELECTOR = {
     "required": ["matchLabels"],
     "properties": {"matchLabels": _STR_MAP},
 }
+
+
+def _monitor_schema(endpoints: str) -> dict:
+    """ServiceMonitor and PodMonitor differ only in what their endpoint list is called."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"enum": ["monitoring.coreos.com/v1"]},
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["selector", endpoints],
+                "properties": {
+                    "selector": _SELECTOR,
+                    "namespaceSelector": _NS_SELECTOR,
+                    endpoints: {"type": "array", "minItems": 1, "items": _ENDPOINT},
+                },
+            },
+        },
+    }
+
+
 MONITOR_SCHEMAS = {
-    "ServiceMonitor": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"enum": ["monitoring.coreos.com/v1"]},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": _SELECTOR,
-                    "namespaceSelector": _NS_SELECTOR,
-                    "endpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
-                },
-            },
-        },
-    },
-    "PodMonitor": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"enum": ["monitoring.coreos.com/v1"]},
-            "metadata": _METADATA,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["selector", "podMetricsEndpoints"],
-                "properties": {
-                    "selector": _SELECTOR,
-                    "namespaceSelector": _NS_SELECTOR,
-                    "podMetricsEndpoints": {"type": "array", "minItems": 1, "items": _ENDPOINT},
-                },
-            },
-        },
-    },
+    "ServiceMonitor": _monitor_schema("endpoints"),
+    "PodMonitor": _monitor_schema("podMetricsEndpoints"),
 }
 
 

@@ -121,6 +121,13 @@ class Args:
             raise invalid_argument(token)
         return value
 
+    def flag(self, keyword: str) -> bool:
+        """Consume an optional keyword (`WITHFIELDS`, `XX`) if it comes next."""
+        if self.peek_upper() == keyword:
+            self.pos += 1
+            return True
+        return False
+
     def once(self, keyword: str) -> None:
         """Refuse a keyword given twice (`duplicate argument 'LIMIT'`)."""
         if keyword in self.seen:

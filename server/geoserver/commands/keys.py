@@ -171,10 +171,7 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
 def cmd_get(ctx: Ctx, argv: list[bytes]) -> Any:
     """GET key id [WITHFIELDS] [OBJECT|POINT|BOUNDS|HASH precision]"""
     args = Args(argv, 3)
-    withfields = False
-    if args.peek_upper() == "WITHFIELDS":
-        args.next()
-        withfields = True
+    withfields = args.flag("WITHFIELDS")
     kind = "OBJECT"
     precision = 0
     if args.more():
@@ -340,10 +337,7 @@ def cmd_fexists(ctx: Ctx, argv: list[bytes]) -> Any:
 def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
     """FSET key id [XX] field value [field value ...]"""
     args = Args(argv, 3)
-    xx = False
-    if args.peek_upper() == "XX":
-        args.next()
-        xx = True
+    xx = args.flag("XX")
     pairs = argv[args.pos :]
     if not pairs or len(pairs) % 2:
         raise CommandError("invalid number of arguments")
