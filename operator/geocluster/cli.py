@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import random
 
 import click
 import yaml
@@ -41,7 +42,9 @@ def crd_command() -> None:
 @click.option("--all-namespaces", "-A", is_flag=True, help="Serve every namespace.")
 @click.option("--standalone", is_flag=True, help="No peering with other operator replicas.")
 @click.option("--peering", "peering_name", default=None, help="Peering object name.")
-@click.option("--priority", type=int, default=0, help="Peering priority of this replica.")
+@click.option("--priority", type=int, default=None,
+              help="Peering priority of this replica (default: random, so that of several "
+              "replicas exactly one acts; kopf pauses all replicas that share a priority).")
 @click.option("--liveness", "liveness", default=None, help="host:port for /healthz, e.g. 0.0.0.0:8080.")
 @click.option("--metrics", "metrics_addr", default="0.0.0.0:9090", help="host:port of /metrics.")
 def run_command(
@@ -49,7 +52,7 @@ def run_command(
     all_namespaces: bool,
     standalone: bool,
     peering_name: str | None,
-    priority: int,
+    priority: int | None,
     liveness: str | None,
     metrics_addr: str,
 ) -> None:
@@ -63,6 +66,9 @@ def run_command(
     host, _, port = metrics_addr.rpartition(":")
     metrics.serve(host or "0.0.0.0", int(port))
     liveness_endpoint = f"http://{liveness}/healthz" if liveness else None
+    if priority is None:
+        priority = random.SystemRandom().randint(1, 2**31 - 1)
+        click.echo(f"geocluster: peering priority {priority}", err=True)
     asyncio.run(
         kopf.operator(
             registry=handlers.registry(),
