@@ -18,10 +18,8 @@ log = logging.getLogger(__name__)
 PROPERTIES: dict[str, type] = {
     "requirepass": str,
     "leaderauth": str,
-    "maxmemory": int,
-    "protected-mode": str,
-    "keepalive": int,
-    "max-request-size": int,
+    "maxmemory": int,  # bytes of RSS; 0 = no limit. Above it SET/FSET get OOM errors
+    "max-request-size": int,  # applies to connections opened after the change
     "appendfsync": str,
 }
 
@@ -45,8 +43,6 @@ class ServerConfig:
     read_only: bool = False
     max_request_size: int = 64 * 1024 * 1024
     maxmemory: int = 0
-    keepalive: int = 300
-    protected_mode: str = "no"
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -20,6 +20,7 @@ from geoserver.commands.base import Ctx
 from geoserver.errors import (
     AUTH_REQUIRED,
     LOADING,
+    OOM,
     READ_ONLY,
     ArityError,
     AuthError,
@@ -42,6 +43,9 @@ _HARMLESS_REPLAY_ERRORS = {"key not found", "id not found"}
 
 Reply = bytes | Awaitable[bytes]
 
+# Writes refused above `maxmemory` (as Tile38 does); deletes stay allowed so memory can be freed.
+_GROWING_WRITES = frozenset({"set", "fset"})
+
 
 def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Reply:
     """Execute a client's command and return the encoded reply (or an awaitable of it)."""
@@ -62,6 +66,8 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
                 raise NotLeaderError()
             if server.read_only:
                 raise CommandError(READ_ONLY)
+            if server.over_maxmemory and name in _GROWING_WRITES:
+                raise CommandError(OOM)
         elif cmd.read and server.follower is not None and not server.follower.caught_up_once:
             raise CatchingUpError()
         ctx = Ctx(server, client, json, time.time(), server.db)

@@ -25,6 +25,7 @@ AUTH_REQUIRED = "authentication required"
 INVALID_PASSWORD = "invalid password"
 LOADING = "LOADING geoserver is loading the dataset in memory"
 AOF_DISABLED = "aof disabled"
+OOM = "OOM command not allowed when used memory > 'maxmemory'"
 POS_TOO_BIG = "pos is too big, must be less that the aof_size of leader"  # sic, Tile38's text
 EOF_ERROR = "EOF"
 

@@ -51,6 +51,7 @@ class Server:
         self.loading = False
         self.started = time.time()
         self.resyncs = 0
+        self.over_maxmemory = False  # sampled by the background loop, read per write
         self._tasks: set[asyncio.Task] = set()
         self._pending_replies: list[tuple[Client, bytes]] = []
         self._server: asyncio.base_events.Server | None = None
@@ -197,13 +198,15 @@ class Server:
             stream.close(reason)
 
     async def _expire_loop(self) -> None:
-        """Delete expired objects and log each delete, as Tile38 does; followers wait for
-        the leader's deletes instead."""
+        """Every 100 ms: sample memory against `maxmemory`, and delete expired objects, logging
+        each delete as Tile38 does (followers wait for the leader's deletes instead)."""
         from geoserver.commands.base import Ctx
         from geoserver.commands.keys import delete_object
 
         while True:
             await asyncio.sleep(EXPIRE_INTERVAL)
+            limit = self.config.maxmemory
+            self.over_maxmemory = bool(limit) and self.rss_bytes() > limit
             if self.follower is not None or self.loading:
                 continue
             ctx = Ctx(self, None, True, time.time(), self.db)

@@ -350,3 +350,18 @@ def test_gc(shared: GeoServer) -> None:
     with Wire(shared.port) as w:
         assert w.raw("GC") == b"+OK\r\n"
         assert w.json("GC")["ok"] is True
+
+
+def test_maxmemory_refuses_growing_writes_but_not_deletes(server):
+    """CONFIG SET maxmemory below the process's memory: SET/FSET get Tile38's OOM error, reads
+    and DEL still work, and raising the limit lets writes through again."""
+    c = server.client()
+    c.execute_command("SET", "fleet", "a", "POINT", 1, 2)
+    assert c.execute_command("CONFIG", "SET", "maxmemory", "1024")
+    wait_until(lambda: "OOM" in server.json("SET", "fleet", "b", "POINT", 1, 2).get("err", ""), 5,
+               message="OOM refusal")
+    assert server.json("FSET", "fleet", "a", "speed", 1)["err"].startswith("OOM command not allowed")
+    assert server.json("GET", "fleet", "a")["ok"]
+    assert server.json("DEL", "fleet", "a")["ok"]
+    assert c.execute_command("CONFIG", "SET", "maxmemory", "0")
+    wait_until(lambda: server.json("SET", "fleet", "b", "POINT", 1, 2)["ok"], 5, message="writes again")
