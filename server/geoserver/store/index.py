@@ -18,6 +18,16 @@ import numpy as np
 CELL = 0.01  # degrees; ~1.1 km of latitude, a few dozen points per cell in a dense city
 
 
+# Cells are keyed by one int, row * _ROW + column: hashing an int beats building and hashing a
+# tuple on every insert and every cell a query visits.
+_ROW = 1 << 16  # > 360 / CELL columns
+_COL0 = 1 << 15  # offset that keeps columns (from -18000) non-negative
+
+
+def _key(cy: int, cx: int) -> int:
+    return cy * _ROW + cx + _COL0
+
+
 def _cell(lat: float, lon: float) -> tuple[int, int]:
     return math.floor(lat / CELL), math.floor(lon / CELL)
 
@@ -31,7 +41,7 @@ class PointGrid:
         self.ids: list[str | None] = [None] * 64
         self.alive = np.zeros(64, dtype=bool)
         self.slot_of: dict[str, int] = {}
-        self.cells: dict[tuple[int, int], list[int]] = {}
+        self.cells: dict[int, list[int]] = {}
         self._free: list[int] = []
         self._next = 0
 
@@ -47,13 +57,13 @@ class PointGrid:
         self.ids[slot] = oid
         self.alive[slot] = True
         self.slot_of[oid] = slot
-        self.cells.setdefault(_cell(lat, lon), []).append(slot)
+        self.cells.setdefault(_key(*_cell(lat, lon)), []).append(slot)
 
     def remove(self, oid: str) -> None:
         slot = self.slot_of.pop(oid, None)
         if slot is None:
             return
-        key = _cell(self.lats[slot], self.lons[slot])
+        key = _key(*_cell(self.lats[slot], self.lons[slot]))
         bucket = self.cells[key]
         bucket.remove(slot)
         if not bucket:
@@ -81,13 +91,13 @@ class PointGrid:
         if ncells > len(self.cells):
             return np.flatnonzero(self.alive[: self._next])
         found: list[int] = []
-        cells = self.cells
-        for cy in range(ay, by + 1):
-            for cx in range(ax, bx + 1):
-                bucket = cells.get((cy, cx))
+        get = self.cells.get
+        for row in range(_key(ay, ax), _key(by, ax) + 1, _ROW):
+            for key in range(row, row + bx - ax + 1):
+                bucket = get(key)
                 if bucket:
-                    found.extend(bucket)
-        return np.array(found, dtype=np.int64)
+                    found += bucket
+        return np.fromiter(found, dtype=np.int64, count=len(found))
 
     def slots_in_box(self, minlat: float, minlon: float, maxlat: float, maxlon: float) -> np.ndarray:
         """Slots whose point lies inside the box (edges included)."""
