@@ -120,11 +120,20 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     )
     await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, decision.status)
     status = decision.status
+    # Triggers go right after the intent, before acting: an operator that dies mid-action, or a
+    # trigger that outlives its action, must not run it again once the action has settled.
+    try:
+        await _consume(cluster, decision)
+        untriggered = None
+    except Exception as exc:  # the trigger stays; not acting keeps the action at most once
+        untriggered = f"could not remove the trigger annotation: {exc}"
     for action in decision.actions:
-        status = await _act(cluster, members, action, status, body, logger)
+        if untriggered:
+            status = await _failed(cluster, action, status, body, logger, untriggered)
+        else:
+            status = await _act(cluster, members, action, status, body, logger)
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    await _consume(cluster, decision)
     metrics.record(cluster.namespace, cluster.name, members, decision)
 
 
@@ -167,12 +176,17 @@ async def _act(cluster, members, action: Action, status, body, logger) -> dict[s
         logger.info("%s %s: started (%s)", action.kind, action.member, action.reason)
         return status
     except Exception as exc:  # any failure to start is recorded, never crashes the timer
-        logger.warning("%s %s failed: %s", action.kind, action.member, exc)
-        kopf.warn(body, reason="ActionFailed", message=f"{action.kind} {action.member}: {exc}")
-        metrics.action_failed(cluster.namespace, cluster.name, action)
-        status = apply_outcome(status, action, str(exc))
-        await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, status)
-        return status
+        return await _failed(cluster, action, status, body, logger, str(exc))
+
+
+async def _failed(cluster, action: Action, status, body, logger, error: str) -> dict[str, Any]:
+    """Record an action that could not start: status, a Warning and the metrics."""
+    logger.warning("%s %s failed: %s", action.kind, action.member, error)
+    kopf.warn(body, reason="ActionFailed", message=f"{action.kind} {action.member}: {error}")
+    metrics.action_failed(cluster.namespace, cluster.name, action)
+    status = apply_outcome(status, action, error)
+    await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, status)
+    return status
 
 
 async def _consume(cluster: res.Cluster, decision: Decision) -> None:

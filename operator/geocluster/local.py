@@ -336,6 +336,8 @@ class LocalCluster:
         )
         self.status = decision.status
         self._persist()  # intent first: a restarted `up` sees what is in flight
+        for kind in decision.consumed:  # then the triggers, before acting: used at most once
+            self.state.consume(kind, raw.get(kind, ""))
         for event in decision.events:
             level = logging.WARNING if event.type == "Warning" else logging.INFO
             log.log(level, "%s: %s", event.reason, event.message)
@@ -345,8 +347,6 @@ class LocalCluster:
                 self.last_resync[member] = f"{when} {'ok' if event.reason == 'ResyncSucceeded' else 'failed'}"
         for action in decision.actions:
             self.status = await self._act(action)
-        for kind in decision.consumed:
-            self.state.consume(kind, raw.get(kind, ""))
         self.sup.sample_memory()
         self._persist()
         return decision

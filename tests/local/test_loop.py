@@ -178,3 +178,23 @@ async def test_manual_triggers_are_consumed(make_cluster, clock):
     decision = await cluster.tick()
     assert [(a.kind, a.member, a.reason) for a in decision.actions] == [("resync", "follower-1", "manual")]
     assert cluster.state.triggers() == {}
+
+
+async def test_manual_trigger_is_consumed_before_acting(make_cluster, clock, monkeypatch):
+    """A trigger still present while acting runs again after the action settles if `up` dies."""
+    from geocluster import probe
+
+    cluster = await make_cluster(merged(FAST, followers=1))
+    await tick_until(cluster, lambda: ready(cluster), clock, what="Ready")
+    seen: list[dict] = []
+    send = probe.send
+
+    async def spy(address, *args, **kw):
+        seen.append(cluster.state.triggers())
+        return await send(address, *args, **kw)
+
+    monkeypatch.setattr(probe, "send", spy)
+    cluster.state.request("shrink")
+    decision = await cluster.tick()
+    assert [a.kind for a in decision.actions] == ["shrink"]
+    assert seen == [{}]

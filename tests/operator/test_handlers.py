@@ -1,0 +1,104 @@
+"""The timer handler's ordering and error handling, with the Kubernetes API and the members
+replaced by recorders (the end-to-end behaviour is in test_operator*.py)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+import pytest
+from geocluster import handlers, kube, probe
+from geocluster.policy import Member
+
+NS, NAME = "default", "gc"
+LEADER = Member("gc-leader-0", "leader", "127.0.0.2:9851", True, 1000)
+FOLLOWERS = [
+    Member(f"gc-follower-{i}", "follower", f"127.0.0.{3 + i}:9851", True, 1000, True) for i in (0, 1)
+]
+
+
+class Recorder:
+    """kube and probe calls in order; ``fail`` names calls that raise."""
+
+    def __init__(self, monkeypatch, fail: tuple[str, ...] = ()):
+        self.calls: list[tuple[str, Any]] = []
+        self.status: dict[str, Any] = {}
+        self.fail = fail
+
+        def rec(name: str, result: Any = None):
+            def call(*args: Any, **kw: Any) -> Any:
+                self.calls.append((name, args))
+                if name in self.fail:
+                    raise RuntimeError(f"{name} failed")
+                return result() if callable(result) else result
+
+            return call
+
+        pods = [{"metadata": {"name": m.name}, "status": {"podIP": m.address.split(":")[0]}}
+                for m in (LEADER, *FOLLOWERS)]  # fmt: skip
+        monkeypatch.setattr(kube, "list_pods", rec("list_pods", pods))
+        monkeypatch.setattr(kube, "read_secret_key", rec("read_secret_key", "pw"))
+        monkeypatch.setattr(kube, "patch_annotations", rec("patch_annotations"))
+        monkeypatch.setattr(kube, "delete_pod", rec("delete_pod"))
+
+        def patch_status(ns: str, name: str, status: dict[str, Any]) -> None:
+            self.calls.append(("patch_status", (status,)))
+            self.status = status
+
+        monkeypatch.setattr(kube, "patch_status", patch_status)
+
+        async def observe_all(targets, password=None, timeout=None):
+            self.calls.append(("observe_all", (password,)))
+            return [LEADER, *FOLLOWERS]
+
+        async def send(address, *args, password=None, timeout=5.0):
+            self.calls.append(("send", (address, *args)))
+            if "send" in self.fail:
+                raise probe.ProbeError("send failed")
+            return {"ok": True}
+
+        monkeypatch.setattr(probe, "observe_all", observe_all)
+        monkeypatch.setattr(probe, "send", send)
+        self.events: list[tuple[str, str]] = []
+        monkeypatch.setattr(kopf, "event", lambda body, *, type, reason, message: self.event(type, reason))
+        monkeypatch.setattr(kopf, "warn", lambda body, *, reason, message: self.event("Warning", reason))
+        monkeypatch.setattr(handlers, "_last_probe", {})
+
+    def event(self, type_: str, reason: str) -> None:
+        self.events.append((type_, reason))
+
+    def names(self) -> list[str]:
+        return [n for n, _ in self.calls]
+
+
+def body(annotations: dict[str, str] | None = None, spec: dict[str, Any] | None = None, status=None):
+    meta = {"name": NAME, "namespace": NS, "uid": "u1", "generation": 1,
+            "creationTimestamp": "2026-01-01T00:00:00Z", "annotations": annotations or {}}  # fmt: skip
+    return {"metadata": meta, "spec": {"followers": 2, "aofShrink": {"schedule": None}, **(spec or {})},
+            "status": status or {}}  # fmt: skip
+
+
+LOG = logging.getLogger("test")
+
+
+async def test_trigger_is_removed_after_the_intent_and_before_acting(monkeypatch):
+    """An operator that dies while acting must not find the trigger again once the action settled."""
+    rec = Recorder(monkeypatch)
+    await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}), LOG)
+    names = rec.names()
+    assert names.index("patch_status") < names.index("patch_annotations") < names.index("send")
+    assert ("send", ("127.0.0.2:9851", "AOFSHRINK")) in rec.calls
+
+
+@pytest.mark.parametrize(
+    "trigger", [{handlers.SHRINK_ANNOTATION: "1"}, {handlers.RESYNC_ANNOTATION: "gc-follower-1"}]
+)
+async def test_trigger_that_cannot_be_removed_is_not_acted_on(monkeypatch, trigger):
+    """If the annotation cannot be removed, acting would repeat the action later: record it failed."""
+    rec = Recorder(monkeypatch, fail=("patch_annotations",))
+    await handlers.tick(body(trigger), LOG)
+    assert "send" not in rec.names()
+    rec_key = "lastShrink" if handlers.SHRINK_ANNOTATION in trigger else "lastResync"
+    assert rec.status[rec_key]["result"].startswith("error: could not remove the trigger")
+    assert ("Warning", "ActionFailed") in rec.events
