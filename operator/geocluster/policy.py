@@ -399,8 +399,11 @@ def _shrink_reason(t: _Tick, created: datetime) -> str | None:
     if t.triggers.shrink_now:
         t.consumed.append("shrink")
         return "manual"
-    if last and last.result.startswith("error") and _ago(last.time, t.now) < SHRINK_RETRY:
+    failed = bool(last and last.result.startswith("error"))
+    if last and failed and _ago(last.time, t.now) < SHRINK_RETRY:
         return None
+    if last and failed and last.reason == "schedule":
+        return "schedule"  # a failed scheduled shrink is retried, not skipped until the next one
     since = parse_time(last.time) if last else created
     if cron_fired(cfg.schedule, cfg.time_zone, since or created, t.now):
         return "schedule"

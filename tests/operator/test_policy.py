@@ -265,3 +265,24 @@ def test_pod_without_ip_is_waited_for_not_repaired():
     sim.run([*HEALTHY, replace(follower(2, reachable=False, size=None), address=None)], 300)
     assert not sim.actions and sim.condition("Progressing")["reason"] == "Scaling"
     assert sim.member("gc-follower-2")["reachable"] is False
+
+
+def test_failed_scheduled_shrink_is_retried_after_shrink_retry():
+    cron = parse_spec({"aofShrink": {"schedule": "0 3 * * *"}}).aof_shrink
+    spec = SPEC.model_copy(update={"aof_shrink": cron})
+    sim = Sim(spec)
+    sim.now = T0.replace(hour=3, minute=0, second=30)
+    d = sim.tick(HEALTHY, seconds=60)
+    assert [a.reason for a in d.actions] == ["schedule"]
+    sim.status = apply_outcome(d.status, d.actions[0], "connection refused")
+    sim.run(HEALTHY, 180, step=60)  # within SHRINK_RETRY: no retry yet
+    assert len(sim.actions) == 1
+    sim.run(HEALTHY, 180, step=60)  # past it: retried, not skipped until tomorrow's 03:00
+    assert [a.reason for _, a in sim.actions] == ["schedule", "schedule"]
+    # a successful shrink ends the retries
+    shrunk = leader(size=400, last_shrink_time=1.0, last_shrink_result="ok")
+    done = [shrunk, follower(0, 400), follower(1, 400)]
+    sim.tick(done)
+    assert sim.status["lastShrink"]["result"] == "ok"
+    sim.run(done, 3600, step=60)
+    assert len(sim.actions) == 2 + 2  # only the two after-shrink resyncs
