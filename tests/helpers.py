@@ -44,12 +44,14 @@ class GeoServer:
     """One geoserver process. `client()` gives redis-py (RESP2), `json()` runs a command in JSON."""
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int | None = None,
-                 args: list[str] | None = None, env: dict[str, str] | None = None) -> None:
+                 args: list[str] | None = None, env: dict[str, str] | None = None,
+                 preexec: Callable[[], None] | None = None) -> None:
         self.dir = Path(data_dir)
         self.host = host
         self.port = port or free_port(host)
         self.args = list(args or [])
         self.env = {**os.environ, **(env or {})}
+        self.preexec = preexec  # runs in the child before exec (e.g. resource limits)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir.parent / f"{self.dir.name}-{self.port}.log"
 
@@ -62,7 +64,8 @@ class GeoServer:
         cmd = [sys.executable, "-m", "geoserver", "--host", self.host, "--port", str(self.port),
                "--dir", str(self.dir), *self.args]
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=self.env,
+                                     preexec_fn=self.preexec)
         if wait:
             self.wait_ready()
         return self

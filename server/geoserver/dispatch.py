@@ -43,9 +43,6 @@ _HARMLESS_REPLAY_ERRORS = {"key not found", "id not found"}
 
 Reply = bytes | Awaitable[bytes]
 
-# Writes refused above `maxmemory` (as Tile38 does); deletes stay allowed so memory can be freed.
-_GROWING_WRITES = frozenset({"set", "fset"})
-
 
 def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Reply:
     """Execute a client's command and return the encoded reply (or an awaitable of it)."""
@@ -66,7 +63,9 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
                 raise NotLeaderError()
             if server.read_only:
                 raise CommandError(READ_ONLY)
-            if server.over_maxmemory and name in _GROWING_WRITES:
+            if server.aof_error:
+                raise CommandError(server.aof_error)
+            if server.over_maxmemory and cmd.grows:
                 raise CommandError(OOM)
         elif cmd.read and server.follower is not None and not server.follower.caught_up_once:
             raise CatchingUpError()

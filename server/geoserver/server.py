@@ -52,8 +52,9 @@ class Server:
         self.started = time.time()
         self.resyncs = 0
         self.over_maxmemory = False  # sampled by the background loop, read per write
+        self.aof_error = ""  # set while AOF writes fail: writes are refused (MISCONF)
         self._tasks: set[asyncio.Task] = set()
-        self._pending_replies: list[tuple[Client, bytes]] = []
+        self._pending_replies: list[tuple[Client, bytes, int]] = []
         self._server: asyncio.base_events.Server | None = None
         self._process = psutil.Process()
 
@@ -148,9 +149,24 @@ class Server:
         if self.aof is not None:
             self.aof.append(encode_command(argv))
 
-    def flush_aof(self) -> None:
-        if self.aof is not None:
+    def flush_aof(self) -> bool:
+        """Write buffered AOF records; False when the write failed. Then writes are refused
+        with MISCONF until a later flush succeeds (the fsync loop retries every second), and
+        replies of batches whose records are not in the file are never sent (`_commit`)."""
+        if self.aof is None:
+            return True
+        try:
             self.aof.flush()
+        except OSError as exc:
+            if not self.aof_error:
+                log.error("AOF write failed; refusing writes until it works again",
+                          extra={"error": str(exc)})
+            self.aof_error = f"MISCONF Errors writing to the AOF file: {exc.strerror or exc}"
+            return False
+        if self.aof_error:
+            log.warning("AOF writes work again")
+            self.aof_error = ""
+        return True
 
     @property
     def group_commit(self) -> bool:
@@ -159,17 +175,23 @@ class Server:
         iteration instead of one per client batch, as Redis does before it sleeps."""
         return self.aof is not None
 
-    def queue_reply(self, client: Client, data: bytes) -> None:
-        self._pending_replies.append((client, data))
+    def queue_reply(self, client: Client, data: bytes, needs: int) -> None:
+        """Send `data` once the AOF file holds `needs` bytes (0: it depends on no record)."""
+        self._pending_replies.append((client, data, needs))
         if len(self._pending_replies) == 1:
             asyncio.get_running_loop().call_soon(self._commit)
 
     def _commit(self) -> None:
         pending, self._pending_replies = self._pending_replies, []
         self.flush_aof()
-        for client, data in pending:
-            if client.transport is not None and not client.transport.is_closing():
+        written = self.aof.flushed if self.aof is not None else 0
+        for client, data, needs in pending:
+            if client.transport is None or client.transport.is_closing():
+                continue
+            if needs <= written:
                 client.write_now(data)
+            else:  # its writes did not reach the file: close instead of acknowledging them
+                client.close()
 
     def start_following(self, host: str, port: int) -> None:
         """Become a follower of host:port (persisted so a restart resumes following)."""
@@ -205,24 +227,37 @@ class Server:
 
         while True:
             await asyncio.sleep(EXPIRE_INTERVAL)
-            limit = self.config.maxmemory
-            self.over_maxmemory = bool(limit) and self.rss_bytes() > limit
-            if self.follower is not None or self.loading:
-                continue
-            ctx = Ctx(self, None, True, time.time(), self.db)
-            expired = list(self.db.due_expirations(ctx.now))
-            for key, oid in expired:
-                if delete_object(ctx, key, oid):
-                    self.record_write([b"del", key.encode(), oid.encode()])
-            if expired:
-                self.flush_aof()
+            try:
+                limit = self.config.maxmemory
+                self.over_maxmemory = bool(limit) and self.rss_bytes() > limit
+                now = time.time()
+                if self.loading:
+                    continue
+                if self.follower is not None:
+                    self.db.prune_expiry(now)  # the leader's DELs remove the objects
+                    continue
+                ctx = Ctx(self, None, True, now, self.db)
+                expired = list(self.db.due_expirations(now))
+                for key, oid in expired:
+                    if delete_object(ctx, key, oid):
+                        self.record_write([b"del", key.encode(), oid.encode()])
+                if expired:
+                    self.flush_aof()
+            except Exception:  # one bad pass must not end expiry for good
+                log.exception("expiry pass failed")
 
     async def _fsync_loop(self) -> None:
+        """Once a second: retry a failed AOF write, and fsync for `everysec`."""
         while True:
             await asyncio.sleep(1.0)
-            if self.aof is not None and self.aof.fsync == "everysec":
-                self.aof.flush()
-                await asyncio.to_thread(self.aof.sync)
+            aof = self.aof
+            if aof is None:
+                continue
+            try:
+                if self.flush_aof() and aof.fsync == "everysec":
+                    await aof.sync()
+            except OSError as exc:
+                log.error("AOF fsync failed", extra={"error": str(exc)})
 
 
 class Client(asyncio.Protocol):
@@ -238,7 +273,9 @@ class Client(asyncio.Protocol):
         self.http: http.HttpRequestParser | None = None
         self.replica_port: int | None = None  # set by REPLCONF listening-port
         self.replica_ip: str | None = None
+        self.aof_generation: int | None = None  # AOF file generation at SERVER/AOFMD5
         self._waiting = False  # a command is awaiting I/O; later ones wait their turn
+        self._aof_mark = 0  # AOF size when the current batch started
         self.stream: AofStream | None = None  # set while this connection streams the AOF
         self.closing = False
         self.peer = ""
@@ -301,6 +338,7 @@ class Client(asyncio.Protocol):
     def _process(self) -> None:
         """Run every complete buffered command; stop at one that must wait for I/O."""
         out: list[bytes] = []
+        self._aof_mark = self.server.aof_size
         try:
             for argv in self.reader.commands():
                 reply = dispatch.execute(self.server, self, argv, self.json)
@@ -338,7 +376,8 @@ class Client(asyncio.Protocol):
             self.closing = True
         data = b"".join(out)
         if self.server.group_commit:
-            self.server.queue_reply(self, data)
+            size = self.server.aof_size  # replies wait only if this batch logged records
+            self.server.queue_reply(self, data, size if size != self._aof_mark else 0)
         else:
             self.server.flush_aof()  # acknowledged writes reach the OS before their replies
             self.write_now(data)
@@ -370,7 +409,8 @@ class Client(asyncio.Protocol):
     async def _http_reply(self, request: http.HttpRequest) -> None:
         assert self.transport is not None
         status, content_type, body = await http.handle(self, request)
-        self.server.flush_aof()
+        if not self.server.flush_aof():
+            status, body = 500, http.json_error_body(self.server.aof_error)
         self.transport.write(http.response(status, body, content_type))
         self.transport.close()
 

@@ -176,3 +176,41 @@ def test_shrink_child_does_not_hold_client_sockets(make_server):
     assert s.stats()["aof_shrinking"] is True
     wait_until(lambda: s.stats()["last_shrink_time"] > before, 30, message="shrink done")
     assert s.stats()["last_shrink_result"] == "ok"
+
+
+def test_aof_write_failure_refuses_writes_and_acknowledges_nothing_unwritten(tmp_path):
+    """A full disk, made real with RLIMIT_FSIZE on the server process (Python ignores SIGXFSZ,
+    so write() fails with EFBIG): writes past the limit are never acknowledged, later writes
+    get MISCONF, reads keep working, and after a restart every acknowledged write is there."""
+    import resource
+
+    limit = 20_000
+
+    def small_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    s = GeoServer(tmp_path / "full", preexec=small_disk)
+    try:
+        s.start()
+        acked: list[str] = []
+        c = s.client()
+        for i in range(2000):
+            try:
+                c.execute_command("SET", "fleet", f"id{i}", "POINT", 33, -115)
+            except Exception:  # the connection is closed instead of a reply
+                break
+            acked.append(f"id{i}")
+        assert 0 < len(acked) < 2000
+        refused = s.json("SET", "fleet", "more", "POINT", 1, 1)
+        assert refused["err"].startswith("MISCONF Errors writing to the AOF file")
+        assert s.json("GET", "fleet", acked[-1])["ok"]  # reads still served
+        assert s.aof_path.stat().st_size <= limit
+        s.kill9()
+        s.preexec = None
+        s.start()
+        pipe = s.client().pipeline(transaction=False)
+        for oid in acked:
+            pipe.execute_command("EXISTS", "fleet", oid)
+        assert all(v == 1 for v in pipe.execute()), "an acknowledged write was lost"
+    finally:
+        s.kill9()

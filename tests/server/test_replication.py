@@ -310,3 +310,22 @@ def test_passwords_from_the_environment(tmp_path):
     finally:
         leader.kill9()
         follower.kill9()
+
+
+def test_aofmd5_empty_range_at_the_end_is_eof(make_server):
+    """Tile38: AOFMD5 pos 0 with pos >= aof_size is EOF (an empty AOF included)."""
+    s = make_server("edge")
+    assert s.json("AOFMD5", 0, 0)["err"] == "EOF"
+    s.json("SET", "k", "i", "POINT", 1, 1)
+    size = s.stats()["aof_size"]
+    assert s.json("AOFMD5", size, 0)["err"] == "EOF"
+    assert s.json("AOFMD5", size - 1, 0)["md5"] == "d41d8cd98f00b204e9800998ecf8427e"
+
+
+def test_config_set_appendfsync_is_checked_before_it_is_stored(make_server):
+    s = make_server("cfg")
+    err = s.json("CONFIG", "SET", "appendfsync", "bogus")["err"]
+    assert err == "Invalid argument 'bogus' for CONFIG SET 'appendfsync'"
+    assert s.json("CONFIG", "GET", "appendfsync")["properties"] == {"appendfsync": "everysec"}
+    assert s.json("CONFIG", "SET", "appendfsync", "always")["ok"]
+    assert s.json("CONFIG", "GET", "appendfsync")["properties"] == {"appendfsync": "always"}

@@ -5,6 +5,7 @@ flushed chunk, in order, the moment it is written."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -28,6 +29,9 @@ class AofLog:
         self._unsynced = False
         self.listeners: list[Callable[[bytes], None]] = []
         self.capture: list[bytes] | None = None  # records copied aside while a shrink runs
+        # Bumped whenever the file is replaced (shrink, full resync): a follower's handshake
+        # (SERVER/AOFMD5 ... AOF pos) is only valid against one generation of the file.
+        self.generation = 0
 
     @property
     def size(self) -> int:
@@ -40,44 +44,53 @@ class AofLog:
             self.capture.append(record)
 
     def flush(self) -> None:
-        """Write the buffer to the OS (and the disk with `always`), then feed listeners."""
+        """Write the buffer to the OS (and the disk with `always`), then feed listeners.
+
+        Bytes leave the buffer only once written: after an OSError (disk full) the rest stays
+        buffered for the next attempt, `flushed` counts exactly what the file holds, and
+        listeners have received exactly those bytes. The error propagates to the caller."""
         if not self._buffer:
             return
         data = bytes(self._buffer)
-        self._buffer.clear()
-        view = memoryview(data)
-        while view:
-            written = os.write(self._fd, view)
-            view = view[written:]
-        self.flushed += len(data)
-        if self.fsync == "always":
-            os.fsync(self._fd)
-        else:
-            self._unsynced = True
-        for listener in list(self.listeners):
-            listener(data)
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+            if self.fsync == "always":
+                os.fsync(self._fd)
+            else:
+                self._unsynced = True
+        finally:
+            if written:
+                del self._buffer[:written]
+                self.flushed += written
+                for listener in list(self.listeners):
+                    listener(data[:written])
 
-    def sync(self) -> None:
-        """The once-a-second fsync of `everysec`."""
-        if self._unsynced:
-            self._unsynced = False
-            os.fsync(self._fd)
+    async def sync(self) -> None:
+        """The once-a-second fsync of `everysec`, in a worker thread on a duplicate of the fd
+        (the loop may replace the file meanwhile)."""
+        if not self._unsynced:
+            return
+        self._unsynced = False
+        fd = os.dup(self._fd)
+        try:
+            await asyncio.to_thread(os.fsync, fd)
+        finally:
+            os.close(fd)
 
     def read(self, pos: int, size: int) -> bytes:
         return os.pread(self._fd, size, pos)
 
-    def md5(self, pos: int, size: int) -> str:
-        """md5 of bytes [pos, pos+size) of the file, read in bounded chunks."""
+    async def md5(self, pos: int, size: int) -> str:
+        """md5 of bytes [pos, pos+size) of the file. Hashing a large prefix takes seconds, so
+        it runs in a worker thread on a duplicate of the fd, off the event loop."""
         self.flush()
-        digest = hashlib.md5()
-        end = pos + size
-        while pos < end:
-            chunk = os.pread(self._fd, min(1 << 20, end - pos), pos)
-            if not chunk:
-                break
-            digest.update(chunk)
-            pos += len(chunk)
-        return digest.hexdigest()
+        fd = os.dup(self._fd)
+        try:
+            return await asyncio.to_thread(_md5_range, fd, pos, size)
+        finally:
+            os.close(fd)
 
     def replace_with(self, new_path: Path) -> None:
         """Atomically make `new_path` (already fsynced) the AOF and continue appending to it."""
@@ -88,6 +101,7 @@ class AofLog:
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self.flushed = os.fstat(self._fd).st_size
         self._unsynced = False
+        self.generation += 1
 
     def truncate(self, size: int) -> None:
         """Cut the file at `size` (a torn tail found at load)."""
@@ -100,6 +114,18 @@ class AofLog:
             os.fsync(self._fd)
         finally:
             os.close(self._fd)
+
+
+def _md5_range(fd: int, pos: int, size: int) -> str:
+    digest = hashlib.md5()
+    end = pos + size
+    while pos < end:
+        chunk = os.pread(fd, min(1 << 20, end - pos), pos)
+        if not chunk:
+            break
+        digest.update(chunk)
+        pos += len(chunk)
+    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -24,6 +24,7 @@ class Flag(enum.Flag):
     NOAUTH = enum.auto()  # allowed before AUTH
     LOADING_OK = enum.auto()  # allowed while the AOF is loading
     ADMIN = enum.auto()  # server management (CONFIG, FOLLOW, AOFSHRINK ...)
+    GROWS = enum.auto()  # adds data: refused above `maxmemory` (deletes stay allowed)
 
 
 CommandFunc = Callable[["Ctx", list[bytes]], Any]
@@ -42,6 +43,7 @@ class Command:
     read: bool = False
     noauth: bool = False
     loading_ok: bool = False
+    grows: bool = False
 
     def check_arity(self, argc: int) -> bool:
         return argc >= self.min_args and (self.max_args is None or argc <= self.max_args)
@@ -57,7 +59,7 @@ def command(name: str, *, min_args: int = 1, max_args: int | None = None, flags:
     def register(func: CommandFunc) -> CommandFunc:
         cmd = Command(name, func, min_args, max_args, flags, write=bool(flags & Flag.WRITE),
                       read=bool(flags & Flag.READ), noauth=bool(flags & Flag.NOAUTH),
-                      loading_ok=bool(flags & Flag.LOADING_OK))
+                      loading_ok=bool(flags & Flag.LOADING_OK), grows=bool(flags & Flag.GROWS))
         for n in (name, *aliases):
             if n in TABLE:
                 raise RuntimeError(f"command {n} declared twice")

@@ -109,7 +109,7 @@ def _optional_z(args: Args) -> float | None:
     return z
 
 
-@command("set", min_args=4, flags=W)
+@command("set", min_args=4, flags=W | Flag.GROWS)
 def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
     """SET key id [FIELD name value ...] [EX seconds] [NX|XX] (OBJECT geojson | POINT lat lon [z]
     | BOUNDS minlat minlon maxlat maxlon | HASH geohash | STRING value)"""
@@ -333,7 +333,7 @@ def cmd_fexists(ctx: Ctx, argv: list[bytes]) -> Any:
     return {"exists": found} if ctx.json else int(found)
 
 
-@command("fset", min_args=5, flags=W)
+@command("fset", min_args=5, flags=W | Flag.GROWS)
 def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
     """FSET key id [XX] field value [field value ...]"""
     args = Args(argv, 3)

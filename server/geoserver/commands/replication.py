@@ -28,6 +28,8 @@ async def _follow(ctx: Ctx, host: str, port: int) -> Any:
     server = ctx.server
     if server.aof is None:
         raise CommandError(f"cannot follow: {AOF_DISABLED}")
+    if server.shrink.running:  # its final swap would mix our old file with the new stream
+        raise CommandError("cannot follow: an AOFSHRINK is running, retry when it ends")
     try:
         await fetch_leader_stats(host, port, server.config.leaderauth, server.config.server_id)
     except ReplicationError as exc:
@@ -50,6 +52,11 @@ def cmd_aof(ctx: Ctx, argv: list[bytes]) -> Any:
     client = ctx.client
     if client is None or not client.resp_conn:
         raise CommandError("AOF streaming needs a RESP connection")
+    seen = client.aof_generation
+    if seen is not None and seen != server.aof.generation:
+        # The file was replaced (shrink) after this connection's SERVER/AOFMD5: the size and
+        # prefix it proved belong to the old file, so streaming from `pos` would be wrong.
+        raise CommandError("aof changed during the handshake, retry")
     from geoserver.replication.leader import AofStream
 
     client.stream = AofStream(server, client, pos)
@@ -64,9 +71,15 @@ def cmd_aofmd5(ctx: Ctx, argv: list[bytes]) -> Any:
     aof = ctx.server.aof
     if aof is None:
         raise CommandError(AOF_DISABLED)
-    if pos + size > aof.size or (size == 0 and pos > aof.size):
+    if pos + size > aof.size or (size == 0 and pos >= aof.size):
         raise CommandError(EOF_ERROR)
-    digest = aof.md5(pos, size)
+    if ctx.client is not None:
+        ctx.client.aof_generation = aof.generation
+    return _aofmd5(ctx, aof, pos, size)
+
+
+async def _aofmd5(ctx: Ctx, aof: Any, pos: int, size: int) -> Any:
+    digest = await aof.md5(pos, size)  # hashed in a worker thread, off the event loop
     return {"md5": digest} if ctx.json else Raw(b"+" + digest.encode() + b"\r\n")
 
 

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from geoserver import TILE38_COMPAT_VERSION, __version__
+from geoserver.aof.log import FSYNC_POLICIES
 from geoserver.commands.base import Args, Ctx, Flag, command
 from geoserver.config import PROPERTIES
 from geoserver.errors import (
@@ -156,6 +157,8 @@ def server_stats(server: Server) -> dict[str, Any]:
 def cmd_server(ctx: Ctx, argv: list[bytes]) -> Any:
     """SERVER [EXT]"""
     stats = server_stats(ctx.server)
+    if ctx.client is not None and ctx.server.aof is not None:
+        ctx.client.aof_generation = ctx.server.aof.generation  # see AOF pos
     if ctx.json:
         return {"stats": stats}
     return [x for kv in stats.items() for x in (kv[0], _resp_scalar(kv[1]))]
@@ -231,13 +234,14 @@ def cmd_config(ctx: Ctx, argv: list[bytes]) -> Any:
         if name not in PROPERTIES:
             raise CommandError(f"Unsupported CONFIG parameter: {name}")
         value = argv[3].decode("utf-8", "replace")
+        bad = CommandError(f"Invalid argument '{value}' for CONFIG SET '{name}'")  # Tile38's text
+        if name == "appendfsync" and value not in FSYNC_POLICIES:
+            raise bad
         try:
             cfg.set_property(name, value)
         except ValueError:
-            raise invalid_argument(argv[3]) from None
+            raise bad from None
         if name == "appendfsync" and ctx.server.aof is not None:
-            if value not in ("always", "everysec", "no"):
-                raise invalid_argument(argv[3])
             ctx.server.aof.fsync = value
         return {} if ctx.json else OK
     if sub == "REWRITE" and len(argv) == 2:

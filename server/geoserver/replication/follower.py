@@ -92,20 +92,25 @@ class LeaderConnection:
         self.writer.close()
 
 
-async def fetch_leader_stats(host: str, port: int, password: str, own_id: str) -> dict[str, Any]:
-    """SERVER of a prospective leader, refusing self and followers (used by FOLLOW too)."""
-    conn = await LeaderConnection.open(host, port, password)
-    try:
-        stats = (await conn.call_json(b"SERVER"))["stats"]
-    finally:
-        conn.close()
-    if not stats.get("id"):
+async def leader_stats(conn: LeaderConnection, own_id: str) -> dict[str, Any]:
+    """SERVER of a prospective leader, refusing self and followers."""
+    stats = (await conn.call_json(b"SERVER"))["stats"]
+    if not isinstance(stats, dict) or not stats.get("id"):
         raise ReplicationError("invalid id")
     if stats["id"] == own_id:
         raise ReplicationError("cannot follow self")
     if stats.get("following"):
         raise ReplicationError("cannot follow a follower")
     return stats
+
+
+async def fetch_leader_stats(host: str, port: int, password: str, own_id: str) -> dict[str, Any]:
+    """FOLLOW's synchronous check: dial, SERVER, refuse self and followers, hang up."""
+    conn = await LeaderConnection.open(host, port, password)
+    try:
+        return await leader_stats(conn, own_id)
+    finally:
+        conn.close()
 
 
 class FullResync:
@@ -157,7 +162,6 @@ class Follower:
         self.caught_up_once = False
         self.connected = False
         self.leader_aof_size = 0
-        self.leader_id = ""
         self.last_error = ""
         self.state = "connecting"
         self.force_resync = False
@@ -213,6 +217,9 @@ class Follower:
                 self.last_error = str(exc) or type(exc).__name__
                 if not self.force_resync:
                     log.warning("follow: %s", self.last_error, extra={"leader": f"{self.host}:{self.port}"})
+            except Exception as exc:  # an unexpected reply must not end following for good
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("follow: unexpected error", extra={"leader": f"{self.host}:{self.port}"})
             finally:
                 self.connected = False
                 self.caught_up = False
@@ -229,11 +236,10 @@ class Follower:
         aof = server.aof
         if aof is None:
             raise ReplicationError("aof disabled")
-        password = server.config.leaderauth
-        stats = await fetch_leader_stats(self.host, self.port, password, server.config.server_id)
-        self.leader_id = stats["id"]
-        self._conn = conn = await LeaderConnection.open(self.host, self.port, password)
-        leader_size = int((await conn.call_json(b"SERVER"))["stats"]["aof_size"])
+        # One connection for the whole handshake: the leader refuses `AOF pos` on it if its
+        # file was replaced after this SERVER/AOFMD5, so size and prefix stay consistent.
+        self._conn = conn = await LeaderConnection.open(self.host, self.port, server.config.leaderauth)
+        leader_size = int((await leader_stats(conn, server.config.server_id))["aof_size"])
         aof.flush()
         local = aof.size
         full = self.force_resync or local == 0 or local > leader_size
@@ -242,7 +248,7 @@ class Follower:
                 theirs = (await conn.call_json(b"AOFMD5", b"0", str(local).encode()))["md5"]
             except ReplicationError:  # EOF: the leader's file is shorter than ours
                 theirs = ""
-            full = theirs != aof.md5(0, local)
+            full = theirs != await aof.md5(0, local)
         pos = 0 if full else local
         await conn.call_json(b"REPLCONF", b"listening-port", str(server.config.port).encode())
         conn.writer.write(encode_command([b"AOF", str(pos).encode()]))

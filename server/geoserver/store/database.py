@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 from sortedcontainers import SortedDict
 
-from geoserver.store.collection import Collection, Item
+from geoserver.store.collection import Collection
 
 
 class Database:
@@ -55,10 +55,17 @@ class Database:
                 count += 1
                 yield key, oid
 
-    def items(self) -> Iterator[tuple[str, str, Item]]:
-        for key, col in self.collections.items():
-            for oid, item in col.items.items():
-                yield key, oid, item
+    def prune_expiry(self, now: float) -> None:
+        """Drop schedule entries that no longer match an object (a follower's objects are
+        deleted by its leader's DELs, so only the bookkeeping needs trimming there)."""
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            deadline, key, oid = heap[0]
+            col = self.collections.get(key)
+            item = col.get(oid) if col is not None else None
+            if item is not None and item.expires_at == deadline:
+                return  # still due: the leader's DEL is on its way
+            heapq.heappop(heap)
 
     def stats(self) -> dict[str, int]:
         objects = points = strings = weight = 0
