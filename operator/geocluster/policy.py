@@ -220,12 +220,25 @@ def _refresh_members(t: _Tick) -> None:
         if prev and m.role == "follower":
             ms.diverged_since, ms.last_repair = prev.diverged_since, prev.last_repair
             ms.repairs, ms.gave_up = prev.repairs, prev.gave_up
+            ms.healthy_since = prev.healthy_since
         if m.role == "follower" and t.leader:
             ms.divergence = finding(m, t.leader, t.spec)
+        if m.role == "follower":
+            _track_health(t, ms)
         fresh.append(ms)
     t.st.members = fresh
     t.st.leader = t.leader.name if t.leader else None
     t.st.leader_aof_size = t.leader.aof_size if t.leader else None
+
+
+def _track_health(t: _Tick, ms: MemberStatus) -> None:
+    """healthySince; a member healthy for a whole grace period starts the ladder afresh (one
+    healthy probe is not enough: a flapping member must still climb the ladder)."""
+    healthy = t.leader is not None and t.leader.reachable and ms.divergence is None
+    ms.healthy_since = (ms.healthy_since or t.stamp) if healthy else None
+    grace = timedelta(seconds=t.spec.divergence.grace_period_seconds)
+    if healthy and (ms.repairs or ms.gave_up) and _ago(ms.healthy_since, t.now) >= grace:
+        ms.repairs, ms.gave_up = 0, False
 
 
 def _settle_shrink(t: _Tick) -> None:
@@ -313,8 +326,6 @@ def _judge(t: _Tick) -> None:
             continue
         if ms.divergence is None:
             ms.diverged_since = None
-            if ms.last_repair and _ago(ms.last_repair.time, t.now) >= grace:
-                ms.repairs, ms.gave_up = 0, False
             continue
         if ms.address is None:  # no pod (IP) yet: the StatefulSet is creating it, nothing to repair
             ms.diverged_since = None

@@ -295,6 +295,9 @@ class MemberStatus(_Model):
     aof_size: int | None = Field(default=None, description="aof_size reported by SERVER.")
     caught_up: bool | None = Field(default=None, description="Follower: applied all of leader.")
     diverged_since: str | None = Field(default=None, description="First seen diverging.")
+    healthy_since: str | None = Field(
+        default=None, description="Follower: healthy (no finding) continuously since."
+    )
     divergence: str | None = Field(default=None, description="Current finding, if any.")
     last_repair: RepairRecord | None = Field(default=None, description="Latest repair.")
     repairs: int = Field(default=0, ge=0, description="Ladder step: repairs this episode.")

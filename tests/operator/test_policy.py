@@ -286,3 +286,20 @@ def test_failed_scheduled_shrink_is_retried_after_shrink_retry():
     assert sim.status["lastShrink"]["result"] == "ok"
     sim.run(done, 3600, step=60)
     assert len(sim.actions) == 2 + 2  # only the two after-shrink resyncs
+
+
+def test_one_healthy_probe_does_not_reset_the_ladder():
+    """Only health for a whole grace period starts the ladder afresh: a member that flaps between
+    long divergences climbs to a restart instead of being resynced forever."""
+    sim = Sim()  # grace 60 s, ticks every 10 s
+    sim.run([leader(), follower(0, size=2000, resyncs=0), follower(1)], 70)  # resync at 60
+    sim.run([leader(), follower(0, resyncs=1), follower(1)], 40)  # healthy 70..100: 30 s
+    sim.run([leader(), follower(0, size=2000, resyncs=1), follower(1)], 50)  # diverged 110..150
+    sim.tick([leader(), follower(0, resyncs=1), follower(1)])  # one healthy probe at 160
+    assert sim.member("gc-follower-0")["repairs"] == 1
+    sim.run([leader(), follower(0, size=2000, resyncs=1), follower(1)], 80)  # due at 230
+    assert [(at, a.kind) for at, a in sim.actions] == [(60, "resync"), (230, "restart")]
+    # healthy for a whole grace period: back to the first rung
+    sim.run(HEALTHY, 70)
+    assert sim.member("gc-follower-0")["repairs"] == 0
+    assert sim.member("gc-follower-0")["healthySince"]
