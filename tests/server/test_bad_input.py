@@ -254,3 +254,16 @@ def test_many_bad_clients_while_a_good_one_writes(shared: GeoServer) -> None:
         assert good.call("STATS", "good")[0][3] == 20
         assert good.call("DROP", "good") == 1
     assert_intact(shared)
+
+
+def test_long_lived_connection_with_long_arguments_is_not_cut_off(make_server):
+    """The request-size limit bounds one incomplete request, not the sum of many: thousands of
+    valid commands with 10+ byte arguments on one connection under a small limit all succeed."""
+    s = make_server("long", args=["--max-request-size", "1000"])
+    c = s.client()
+    pipe = c.pipeline(transaction=False)
+    for i in range(3000):
+        pipe.execute_command("SET", "fleet-with-a-long-name", f"truck-number-{i:06d}",
+                             "POINT", "33.1234567", "-115.1234567")
+    assert all(pipe.execute())
+    assert s.stats()["num_objects"] == 3000

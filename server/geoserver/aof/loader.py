@@ -15,6 +15,8 @@ from pathlib import Path
 
 import hiredis
 
+from geoserver.protocol.resp import command_length
+
 log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
@@ -25,14 +27,6 @@ class AofCorruptError(Exception):
     def __init__(self, path: Path, offset: int, reason: str) -> None:
         super().__init__(f"{path}: corrupt AOF record at byte offset {offset}: {reason}")
         self.offset = offset
-
-
-def record_length(argv: list[bytes]) -> int:
-    """Bytes of the canonical encoding of a record (what encode_command writes)."""
-    n = len(str(len(argv))) + 3
-    for arg in argv:
-        n += len(str(len(arg))) + 3 + len(arg) + 2
-    return n
 
 
 async def load_aof(path: Path, apply: Callable[[list[bytes]], None],
@@ -73,7 +67,7 @@ async def load_aof(path: Path, apply: Callable[[list[bytes]], None],
                     apply(item)
                 except Exception as exc:
                     raise AofCorruptError(path, offset, f"cannot apply record: {exc}") from None
-                offset += record_length(item)
+                offset += command_length(item)
                 records += 1
                 if records % YIELD_EVERY == 0:
                     if progress:

@@ -17,7 +17,6 @@ import hiredis
 from geoserver.errors import ProtocolError
 
 _CRLF = b"\r\n"
-_EMPTY = b""
 
 
 class Simple(str):
@@ -135,14 +134,15 @@ class RequestReader:
                 return
             if item.__class__ is not list or not item:
                 raise ProtocolError("Protocol error: expected a RESP array of bulk strings")
-            try:  # one C call checks every element is bytes and gives their total length
-                payload = len(_EMPTY.join(item))
-            except TypeError:
+            try:
+                size = command_length(item)
+            except TypeError:  # an integer or nested array inside the request
                 raise ProtocolError("Protocol error: expected '$'") from None
-            # hiredis returns `+OK` inside an array as bytes, like a bulk string. A request of
-            # bulk strings takes at least this many bytes (one-digit lengths assumed), so fewer
-            # mean an element was not one (Tile38: "expected '$', got '+'").
-            self._pending -= payload + 6 * len(item) + 4
+            # hiredis returns `+OK` inside an array as bytes, like a bulk string, but it takes
+            # fewer bytes than `$2\r\nOK\r\n`: more parsed than fed means an element was not a
+            # bulk string (Tile38: "expected '$', got '+'"). Exact accounting also keeps
+            # `_pending` at the bytes of the one incomplete request, which max_request bounds.
+            self._pending -= size
             if self._pending < 0:
                 raise ProtocolError("Protocol error: expected '$', got '+'")
             yield item
@@ -156,6 +156,18 @@ class RequestReader:
         line = bytes(self._inline[:end]).rstrip(b"\r")
         del self._inline[: end + 1]
         return split_command_line(line)
+
+
+def command_length(argv: list[bytes]) -> int:
+    """Bytes of `argv` as a canonical RESP array of bulk strings (what encode_command writes
+    and every client library sends)."""
+    n = 3 + len(str(len(argv)))
+    for arg in argv:
+        if arg.__class__ is not bytes:
+            raise TypeError(f"{type(arg).__name__} is not a bulk string")
+        k = len(arg)
+        n += k + 5 + (1 if k < 10 else 2 if k < 100 else len(str(k)))
+    return n
 
 
 def split_command_line(line: bytes) -> list[bytes]:
