@@ -35,8 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="follow this leader (same as FOLLOW host port; persisted)")
     p.add_argument("--metrics-addr", metavar="HOST:PORT", default=None,
                    help="also serve Prometheus /metrics and /healthz on this address")
-    p.add_argument("--max-request-size", type=int, default=64 * 1024 * 1024,
-                   help="largest request in bytes; larger ones close the connection")
+    p.add_argument("--max-request-size", type=int, default=None,
+                   help="largest request in bytes, larger ones close the connection "
+                   "(default 64 MiB, or the value saved by CONFIG REWRITE)")
     p.add_argument("-o", "--output", choices=["json", "resp"], default="resp",
                    help="default reply format for RESP connections (HTTP is always JSON)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
@@ -69,8 +70,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         host=args.host, port=args.port, dir=args.dir, appendonly=args.appendonly == "yes",
         appendfsync=args.appendfsync, appendfilename=args.appendfilename,
         requirepass=args.requirepass, leaderauth=args.leaderauth, metrics_addr=args.metrics_addr,
-        max_request_size=args.max_request_size, json_output=args.output == "json",
+        json_output=args.output == "json",
     )
+    if args.max_request_size is not None:
+        cfg.max_request_size, cfg.max_request_size_flag = args.max_request_size, True
     if args.follow:
         host, sep, port = args.follow.rpartition(":")
         if not sep or not port.isdigit():

@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import orjson
 
@@ -42,8 +41,8 @@ class ServerConfig:
     follow_port: int = 0
     read_only: bool = False
     max_request_size: int = 64 * 1024 * 1024
+    max_request_size_flag: bool = False  # given on the command line: the file must not override
     maxmemory: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def aof_path(self) -> Path:
@@ -70,7 +69,8 @@ class ServerConfig:
             self.read_only = bool(data.get("read_only", self.read_only))
             self.requirepass = self.requirepass or data.get("requirepass", "") or ""
             self.leaderauth = self.leaderauth or data.get("leaderauth", "") or ""
-            self.max_request_size = int(data.get("max-request-size", self.max_request_size))
+            if not self.max_request_size_flag:
+                self.max_request_size = int(data.get("max-request-size", self.max_request_size))
             self.maxmemory = int(data.get("maxmemory", self.maxmemory))
         if not self.server_id:
             self.server_id = secrets.token_hex(16)

@@ -44,7 +44,6 @@ class ShrinkState:
     last_duration: float = 0.0
     last_size_before: int = 0
     last_size_after: int = 0
-    progress: int = 0  # objects written so far in the running shrink
 
 
 def object_record(key: str, oid: str, item: Item, now: float) -> bytes:

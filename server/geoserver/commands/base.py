@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geoserver.errors import CommandError, duplicate_argument, invalid_argument
+from geoserver.store.geometry import parse_float
 
 if TYPE_CHECKING:
     from geoserver.server import Client, Server
@@ -109,8 +110,6 @@ class Args:
         return self.next().decode("utf-8", "replace")
 
     def next_float(self) -> float:
-        from geoserver.store.geometry import parse_float
-
         return parse_float(self.next())
 
     def next_int(self, minimum: int | None = None, maximum: int | None = None) -> int:

@@ -30,12 +30,12 @@ from geoserver.store.collection import Collection, Item
 from geoserver.store.fields import check_field_name, parse_field_value
 from geoserver.store.geometry import (
     GeoObject,
+    box_geojson,
     encode_geohash,
     make_bounds,
     make_hash_point,
     make_point,
     make_string,
-    num,
     parse_float,
     parse_geojson,
 )
@@ -53,7 +53,7 @@ def _collection(ctx: Ctx, key: bytes) -> Collection:
 
 def _live_item(ctx: Ctx, col: Collection, oid: str) -> Item | None:
     item = col.get(oid)
-    if item is not None and item.expires_at is not None and item.expires_at <= ctx.now:
+    if item is not None and item.expired(ctx.now):
         return None  # expired, not yet swept
     return item
 
@@ -440,6 +440,5 @@ def cmd_bounds(ctx: Ctx, argv: list[bytes]) -> Any:
     if minlon == math.inf:
         minlon = minlat = maxlon = maxlat = 0.0
     if ctx.json:
-        ring = [[minlon, minlat], [maxlon, minlat], [maxlon, maxlat], [minlon, maxlat], [minlon, minlat]]
-        return {"bounds": {"type": "Polygon", "coordinates": [[[num(x), num(y)] for x, y in ring]]}}
+        return {"bounds": box_geojson(minlat, minlon, maxlat, maxlon)}
     return [[float(minlon), float(minlat)], [float(maxlon), float(maxlat)]]

@@ -36,7 +36,7 @@ from geoserver.protocol.resp import Raw
 from geoserver.store import query
 from geoserver.store.collection import Collection, Item
 from geoserver.store.fields import FieldValue, field_number, parse_field_value
-from geoserver.store.geometry import encode_geohash, geohash_bounds, num, parse_geojson
+from geoserver.store.geometry import encode_geohash, geohash_bounds, num, parse_float, parse_geojson
 
 OUTPUTS = ("COUNT", "IDS", "OBJECTS", "POINTS", "BOUNDS", "HASHES")
 JSON_KEYS = {"OBJECTS": "objects", "POINTS": "points", "BOUNDS": "bounds", "HASHES": "hashes"}
@@ -205,14 +205,7 @@ def _numeric_next(args: Args) -> bool:
 
 def _number(args: Args, low: float, high: float) -> float:
     """One coordinate or distance token within [low, high], else `invalid argument '<token>'`."""
-    token = args.next()
-    try:
-        value = float(token)
-    except ValueError:
-        raise invalid_argument(token) from None
-    if not low <= value <= high:  # also refuses nan
-        raise invalid_argument(token)
-    return value
+    return parse_float(args.next(), low, high)
 
 
 def _lat(args: Args) -> float:
@@ -250,7 +243,7 @@ def parse_area(ctx: Ctx, args: Args) -> query.Area:
         if col is None:
             raise CommandError(KEY_NOT_FOUND)
         item = col.get(oid)
-        if item is None or (item.expires_at is not None and item.expires_at <= ctx.now):
+        if item is None or item.expired(ctx.now):
             raise CommandError(ID_NOT_FOUND)
         if not item.obj.is_spatial:
             raise CommandError("object is not spatial")
@@ -279,21 +272,13 @@ def parse_area(ctx: Ctx, args: Args) -> query.Area:
 Row = tuple[str, Item | None, float | None]
 
 
-def _maybe_expired(ctx: Ctx) -> bool:
-    """False when no object in the database can have expired yet (earliest deadline ahead)."""
-    heap = getattr(ctx.db, "_expiry", None)
-    if heap is None:
-        return True
-    return bool(heap) and heap[0][0] <= ctx.now
-
-
 def _collect(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search) -> tuple[list[Row], int, int]:
     """Walk ordered candidates: (rows, count, next cursor)."""
     skip = pos = s.cursor
     limit = s.limit or 100
     counting = s.output == "COUNT"
     need_item = s.output != "IDS"
-    check = s.filtered or _maybe_expired(ctx)
+    check = s.filtered or ctx.db.may_have_expired(ctx.now)
     items = col.items
     now = ctx.now
     rows: list[Row] = []
@@ -319,11 +304,11 @@ def _collect(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search) -> tu
         while a < n:
             b = min(n, a + CHUNK)
             ids = batch.ids(a, b)
-            dists = batch.dists(a, b)
+            dists = batch.dists(a, b) if s.distance else None
             for k, oid in enumerate(ids):
                 pos += 1
                 item = items.get(oid)
-                if item is None or (item.expires_at is not None and item.expires_at <= now):
+                if item is None or item.expired(now):
                     continue
                 if not s.accept(oid, item):
                     continue

@@ -127,6 +127,8 @@ def server_stats(server: Server) -> dict[str, Any]:
         "last_shrink_time": shrink.last_time,
         "last_shrink_result": shrink.last_result,
         "last_shrink_duration_ms": round(shrink.last_duration * 1000, 3),
+        "last_shrink_size_before": shrink.last_size_before,
+        "last_shrink_size_after": shrink.last_size_after,
         "num_collections": db["num_collections"],
         "num_objects": db["num_objects"],
         "num_points": db["num_points"],

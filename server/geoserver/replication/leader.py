@@ -27,7 +27,6 @@ class AofStream:
         self.server = server
         self.client = client
         self.pos = pos
-        self.live = False
         self.closed = False
         self._writable = asyncio.Event()
         self._writable.set()
@@ -55,7 +54,6 @@ class AofStream:
             while not self.closed:
                 aof.flush()
                 if self.pos >= aof.flushed:
-                    self.live = True
                     aof.listeners.append(self._push)
                     return
                 chunk = aof.read(self.pos, min(CHUNK, aof.flushed - self.pos))

@@ -19,6 +19,9 @@ class Item:
     fields: dict[str, FieldValue] | None = None
     expires_at: float | None = None  # unix time
 
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
     def field_list(self) -> list[tuple[str, FieldValue]]:
         return sorted(self.fields.items()) if self.fields else []
 

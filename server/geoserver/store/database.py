@@ -51,9 +51,14 @@ class Database:
             _deadline, key, oid = heapq.heappop(heap)
             col = self.collections.get(key)
             item = col.get(oid) if col is not None else None
-            if item is not None and item.expires_at is not None and item.expires_at <= now:
+            if item is not None and item.expired(now):
                 count += 1
                 yield key, oid
+
+    def may_have_expired(self, now: float) -> bool:
+        """False when no object can have expired yet (the earliest deadline is ahead): reads
+        then skip the per-object expiry check."""
+        return bool(self._expiry) and self._expiry[0][0] <= now
 
     def prune_expiry(self, now: float) -> None:
         """Drop schedule entries that no longer match an object (a follower's objects are

@@ -16,7 +16,7 @@ import pygeohash
 import shapely
 from shapely.geometry import shape as shapely_shape
 
-from geoserver.errors import CommandError
+from geoserver.errors import CommandError, invalid_argument
 
 EARTH_RADIUS_M = 6371e3  # Tile38's geo.DistanceTo radius, so distances match its replies
 
@@ -39,9 +39,6 @@ class GeoObject:
     text: str | None = None  # the string value, or the GeoJSON text as stored
     _shape: Any = field(default=None, repr=False)
 
-    @property
-    def is_point(self) -> bool:
-        return self.kind == "point"
 
     @property
     def is_spatial(self) -> bool:
@@ -91,13 +88,14 @@ def num(value: float) -> float | int:
     return int(value) if float(value).is_integer() and abs(value) < 1e16 else value
 
 
-def parse_float(token: bytes) -> float:
+def parse_float(token: bytes, low: float = -math.inf, high: float = math.inf) -> float:
+    """A finite number within [low, high], else Tile38's `invalid argument '<token>'`."""
     try:
         value = float(token)
     except ValueError:
-        raise CommandError(f"invalid argument '{token.decode('utf-8', 'replace')}'") from None
-    if math.isnan(value) or math.isinf(value):
-        raise CommandError(f"invalid argument '{token.decode('utf-8', 'replace')}'")
+        raise invalid_argument(token) from None
+    if not low <= value <= high or math.isinf(value):  # the comparison also refuses nan
+        raise invalid_argument(token)
     return value
 
 
@@ -118,9 +116,14 @@ def make_bounds(minlat: float, minlon: float, maxlat: float, maxlon: float) -> G
     check_lat_lon(maxlat, maxlon)
     if minlat > maxlat or minlon > maxlon:
         raise CommandError("invalid bounds: min must not exceed max")
-    ring = [[minlon, minlat], [maxlon, minlat], [maxlon, maxlat], [minlon, maxlat], [minlon, minlat]]
-    gj = {"type": "Polygon", "coordinates": [[[num(x), num(y)] for x, y in ring]]}
+    gj = box_geojson(minlat, minlon, maxlat, maxlon)
     return GeoObject("geojson", bbox=(minlon, minlat, maxlon, maxlat), geojson=gj)
+
+
+def box_geojson(minlat: float, minlon: float, maxlat: float, maxlon: float) -> dict[str, Any]:
+    """A lat/lon box as a GeoJSON Polygon (counter-clockwise ring, closed)."""
+    ring = [[minlon, minlat], [maxlon, minlat], [maxlon, maxlat], [minlon, maxlat], [minlon, minlat]]
+    return {"type": "Polygon", "coordinates": [[[num(x), num(y)] for x, y in ring]]}
 
 
 def geohash_bounds(geohash: str) -> tuple[float, float, float, float]:
@@ -208,13 +211,6 @@ def geojson_to_shape(data: dict[str, Any]) -> Any:
     if kind in ("Polygon", "MultiPolygon") and not geom.is_valid:
         geom = geom.buffer(0)  # repair self-touching rings rather than refusing real-world data
     return geom
-
-
-def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
 
 
 def haversine_many(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:

@@ -108,8 +108,6 @@ class PointGrid:
         mask = (lats >= minlat) & (lats <= maxlat) & (lons >= minlon) & (lons <= maxlon)
         return slots[mask]
 
-    def all_slots(self) -> np.ndarray:
-        return np.flatnonzero(self.alive[: self._next])
 
 
 class ShapeBoxes:
