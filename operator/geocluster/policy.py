@@ -290,14 +290,37 @@ def _settle_resync(t: _Tick) -> None:
         t.settled.append(("resync", "ok" if rec.result == "ok" else "error"))
 
 
+def _restarting(ms: MemberStatus) -> bool:
+    rep = ms.last_repair
+    return bool(rep and rep.action == "restart" and rep.result == STARTED)
+
+
+def _restart_in_flight(t: _Tick) -> bool:
+    """A restart is in flight until it settles (however long the pod takes to come back)."""
+    return any(_restarting(ms) for ms in t.st.members)
+
+
 def _settle_repairs(t: _Tick) -> None:
-    """A restart repair is done when the member is healthy again."""
+    """A restart repair is done when the member is healthy again, and failed when the member
+    still diverges a grace period after it answers again (a pod without an IP is waited for)."""
+    grace = timedelta(seconds=t.spec.divergence.grace_period_seconds)
     for ms in t.st.members:
         rep = ms.last_repair
-        if rep and rep.action == "restart" and rep.result == STARTED and ms.divergence is None:
+        if not rep or not _restarting(ms):
+            continue
+        if ms.divergence is None:
             rep.result = "ok"
             t.settled.append(("restart", "ok"))
             t.event("Normal", "RestartSucceeded", f"{ms.name} is healthy after restart")
+        elif (
+            ms.address is not None
+            and ms.diverged_since is not None
+            and _ago(ms.diverged_since, t.now) >= grace
+            and _ago(rep.time, t.now) > timedelta(0)
+        ):
+            rep.result = f"error: {ms.divergence}"
+            t.settled.append(("restart", "error"))
+            t.event("Warning", "RestartFailed", f"{ms.name} still diverges after restart: {ms.divergence}")
 
 
 def _in_flight(t: _Tick) -> str | None:
@@ -333,13 +356,7 @@ def _judge(t: _Tick) -> None:
         ms.diverged_since = ms.diverged_since or t.stamp
         if not ms.gave_up and _ago(ms.diverged_since, t.now) >= grace:
             due.append(ms)
-    restarting = any(
-        ms.last_repair
-        and ms.last_repair.action == "restart"
-        and ms.last_repair.result == STARTED
-        and _ago(ms.last_repair.time, t.now) < grace
-        for ms in t.st.members
-    )
+    restarting = _restart_in_flight(t)
     for ms in sorted(due, key=lambda m: (m.diverged_since or "", m.name)):
         if restarting or _repair(t, ms):
             break
@@ -465,12 +482,8 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
     flight = _in_flight(t)
     busy = "Resyncing" if flight == "Queued" else flight
     busy = busy or ("Repairing" if t.actions else None)
-    restarting = any(
-        ms.last_repair and ms.last_repair.action == "restart" and ms.last_repair.result == STARTED
-        for ms in st.members
-    )
-    busy = busy or ("Repairing" if restarting else None)
-    if len(t.followers) != spec.followers or any(m.address is None for m in t.followers):
+    busy = busy or ("Repairing" if _restart_in_flight(t) else None)
+    if any(m.address is None for m in t.followers):
         busy = busy or "Scaling"
     ready = leader_ok and st.ready_followers >= spec.followers
     verdicts = [

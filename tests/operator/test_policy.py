@@ -303,3 +303,39 @@ def test_one_healthy_probe_does_not_reset_the_ladder():
     sim.run(HEALTHY, 70)
     assert sim.member("gc-follower-0")["repairs"] == 0
     assert sim.member("gc-follower-0")["healthySince"]
+
+
+def test_restart_that_does_not_help_is_recorded_failed():
+    """A restarted member still diverged a grace period after it answers again: the restart is
+    settled as an error (metrics, Progressing no longer Repairing) and the ladder moves on."""
+    div = {"gracePeriodSeconds": 60, "toleranceBytes": 100, "ladder": ["restart", "restart", "resync"]}
+    spec = parse_spec({"aofShrink": {"schedule": None}, "divergence": div})
+    sim = Sim(spec)
+    settled: list = []
+    bad = [leader(), follower(0, size=2000), follower(1)]
+    for _ in range(7):
+        settled += sim.tick(bad).settled
+    assert [(at, a.kind) for at, a in sim.actions] == [(60, "restart")]
+    for _ in range(5):  # 70..110: the restarted member answers, still 2x, within the grace period
+        settled += sim.tick(bad).settled
+    assert sim.member("gc-follower-0")["lastRepair"]["result"] == "started" and not settled
+    d = sim.tick(bad)  # 120: a grace period after the restart
+    settled += d.settled
+    (failed,) = [e for e in d.events if e.reason == "RestartFailed"]
+    assert failed.type == "Warning" and "aof_size 2000 vs leader 1000" in failed.message
+    assert settled == [("restart", "error")]
+    assert [(at, a.kind) for at, a in sim.actions] == [(60, "restart"), (120, "restart")]
+
+
+def test_one_restart_in_flight_at_a_time_even_with_no_grace():
+    """A restarted pod being recreated (no IP) keeps its restart in flight: with
+    gracePeriodSeconds 0 the next diverged follower is not restarted on the next tick."""
+    div = {"gracePeriodSeconds": 0, "toleranceBytes": 100, "ladder": ["restart"]}
+    spec = parse_spec({"aofShrink": {"schedule": None}, "divergence": div})
+    sim = Sim(spec)
+    sim.tick([leader(), follower(0, size=2000), follower(1, size=2000)])
+    assert [(a.kind, a.member) for _, a in sim.actions] == [("restart", "gc-follower-0")]
+    recreating = replace(follower(0, reachable=False, size=None), address=None)
+    sim.run([leader(), recreating, follower(1, size=2000)], 300)
+    assert len(sim.actions) == 1
+    assert sim.condition("Progressing")["reason"] == "Repairing"
