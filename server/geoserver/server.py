@@ -276,6 +276,7 @@ class Client(asyncio.Protocol):
         self.aof_generation: int | None = None  # AOF file generation at SERVER/AOFMD5
         self._waiting = False  # a command is awaiting I/O; later ones wait their turn
         self._aof_mark = 0  # AOF size when the current batch started
+        self._write_paused = False  # the transport's buffer is above the high-water mark
         self.stream: AofStream | None = None  # set while this connection streams the AOF
         self.closing = False
         self.peer = ""
@@ -298,13 +299,24 @@ class Client(asyncio.Protocol):
     def pause_writing(self) -> None:
         if self.stream is not None:
             self.stream.pause_writing()
-        elif self.transport is not None:
-            self.transport.pause_reading()
+        else:
+            self._write_paused = True
+            self._update_reading()
 
     def resume_writing(self) -> None:
         if self.stream is not None:
             self.stream.resume_writing()
-        elif self.transport is not None and not self.closing:
+        else:
+            self._write_paused = False
+            self._update_reading()
+
+    def _update_reading(self) -> None:
+        """Read only while the peer takes our replies and no command awaits I/O."""
+        if self.transport is None or self.closing:
+            return
+        if self._write_paused or self._waiting:
+            self.transport.pause_reading()
+        else:
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -357,7 +369,7 @@ class Client(asyncio.Protocol):
     def _wait_for(self, reply: Awaitable[bytes]) -> None:
         assert self.transport is not None
         self._waiting = True
-        self.transport.pause_reading()
+        self._update_reading()
 
         async def finish() -> None:
             data = await reply
@@ -366,7 +378,7 @@ class Client(asyncio.Protocol):
                 return
             self._send([data])
             if not self.closing:
-                self.transport.resume_reading()
+                self._update_reading()
                 self._process()
 
         self.server.spawn(finish(), "client-wait")

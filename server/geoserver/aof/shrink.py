@@ -19,6 +19,7 @@ import asyncio
 import gc
 import logging
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,10 @@ async def run_shrink(server: Server) -> None:
         state.last_result = f"error: {exc}"
         server.metrics.shrinks.labels("error").inc()
         tmp.unlink(missing_ok=True)
+    except asyncio.CancelledError:
+        state.last_result = "error: cancelled (server stopping)"
+        tmp.unlink(missing_ok=True)
+        raise
     finally:
         aof.capture = None
         state.running = False
@@ -140,6 +145,9 @@ async def _write_snapshot_in_child(server: Server, tmp: Path) -> None:
             os._exit(code)
     try:
         _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+    except asyncio.CancelledError:  # shutdown: do not leave the child writing (the thread reaps it)
+        os.kill(pid, signal.SIGKILL)
+        raise
     finally:
         gc.unfreeze()
     code = os.waitstatus_to_exitcode(status)
