@@ -159,6 +159,7 @@ class _Tick:
     consumed: list[str] = field(default_factory=list)
     settled: list[tuple[str, str]] = field(default_factory=list)
     budget_blocked: str | None = None
+    budget_unjudged: bool = False  # repairs were not weighed against the budget this tick
 
     @property
     def stamp(self) -> str:
@@ -341,6 +342,7 @@ def _judge(t: _Tick) -> None:
     if _in_flight(t) or not t.leader or not t.leader.reachable:
         for ms in t.st.members:
             ms.diverged_since = None
+        t.budget_unjudged = True
         return
     grace = timedelta(seconds=t.spec.divergence.grace_period_seconds)
     due: list[MemberStatus] = []
@@ -357,6 +359,7 @@ def _judge(t: _Tick) -> None:
         if not ms.gave_up and _ago(ms.diverged_since, t.now) >= grace:
             due.append(ms)
     restarting = _restart_in_flight(t)
+    t.budget_unjudged = restarting
     for ms in sorted(due, key=lambda m: (m.diverged_since or "", m.name)):
         if restarting or _repair(t, ms):
             break
@@ -371,6 +374,7 @@ def _repair(t: _Tick, ms: MemberStatus) -> bool:
         t.event("Warning", "RepairGaveUp", f"{ms.name}: {ms.divergence}; ladder exhausted")
         return False
     if t.triggers.paused or t.spec.paused:
+        t.budget_unjudged = True
         return True
     if len(t.st.repair_history) >= budget:
         t.budget_blocked = f"{ms.name} needs repair but {budget} repairs/hour are used up"
@@ -494,7 +498,7 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
             f"{st.ready_followers}/{spec.followers} followers ready",
         ),
         cond.Verdict(cond.PROGRESSING, bool(busy), busy or ("Paused" if paused else "Idle")),
-        _degraded(leader_ok, gave_up, t.budget_blocked),
+        _degraded(leader_ok, gave_up, _budget_blocked(t, previous)),
     ]
     st.conditions = cond.merge(st.conditions, verdicts, t.stamp, generation)
     for c in cond.changed(previous, st.conditions):
@@ -504,6 +508,20 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
             t.event("Normal", "Ready", c.message)
     degraded = any(c.type == cond.DEGRADED and c.status == "True" for c in st.conditions)
     st.phase = "Paused" if paused else "Degraded" if degraded else "Running" if ready else "Progressing"
+
+
+def _budget_blocked(t: _Tick, previous: list) -> str | None:
+    """Why repairs wait for the budget. On a tick that did not weigh repairs (a shrink or resync
+    in flight, a restart in flight, paused) the previous verdict stands while the hour's budget
+    is still used up, so Degraded does not flap (and warn again) around every such tick."""
+    if t.budget_blocked or not t.budget_unjudged:
+        return t.budget_blocked
+    if len(t.st.repair_history) < t.spec.divergence.max_repairs_per_hour:
+        return None
+    before = next((c for c in previous if c.type == cond.DEGRADED), None)
+    if before and before.status == "True" and before.reason == "RepairBudgetExhausted":
+        return before.message
+    return None
 
 
 def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None) -> cond.Verdict:

@@ -339,3 +339,23 @@ def test_one_restart_in_flight_at_a_time_even_with_no_grace():
     sim.run([leader(), recreating, follower(1, size=2000)], 300)
     assert len(sim.actions) == 1
     assert sim.condition("Progressing")["reason"] == "Repairing"
+
+
+def test_budget_exhausted_does_not_flap_during_shrinks_resyncs_or_pause():
+    ladder = {"gracePeriodSeconds": 0, "maxRepairsPerHour": 1, "ladder": ["resync"] * 4}
+    spec = parse_spec({"aofShrink": {"schedule": None}, "divergence": ladder})
+    sim = Sim(spec)
+    sim.tick([leader(), follower(0, caught_up=False, resyncs=0), follower(1)])
+    done = [leader(), follower(0, resyncs=1, size=5000), follower(1)]
+    sim.run(done, 60)
+    assert sim.condition("Degraded")["reason"] == "RepairBudgetExhausted"
+    sim.tick(done, triggers=Triggers(shrink_now=True))  # a shrink in flight: repairs not weighed
+    sim.run([leader(shrinking=True), *done[1:]], 60)
+    assert sim.condition("Degraded")["reason"] == "RepairBudgetExhausted"
+    sim.run(done, 60, step=10)
+    sim.tick(done, triggers=Triggers(paused=True))
+    sim.run(done, 60)
+    assert sim.condition("Degraded")["reason"] == "RepairBudgetExhausted"
+    assert sim.events.count("RepairBudgetExhausted") == 1  # one Warning, not one per flap
+    sim.run(done, 3600)  # the budget frees up: repaired, no longer blocked
+    assert sim.condition("Degraded")["reason"] != "RepairBudgetExhausted"
