@@ -329,3 +329,22 @@ def test_config_set_appendfsync_is_checked_before_it_is_stored(make_server):
     assert s.json("CONFIG", "GET", "appendfsync")["properties"] == {"appendfsync": "everysec"}
     assert s.json("CONFIG", "SET", "appendfsync", "always")["ok"]
     assert s.json("CONFIG", "GET", "appendfsync")["properties"] == {"appendfsync": "always"}
+
+
+def test_aof_pos_refused_when_the_file_was_replaced_during_the_handshake(make_server):
+    """A follower's SERVER/AOFMD5 proved a size and prefix of one AOF file; if a shrink
+    replaced the file before its `AOF pos`, the leader refuses instead of streaming from a
+    position in a different file (the follower then re-handshakes)."""
+    from wire import Wire
+
+    leader = make_server("leader")
+    load(leader, 200)
+    with Wire(leader.port, leader.host) as w:
+        w.call("SERVER")
+        before = leader.stats()["last_shrink_time"]
+        assert leader.json("AOFSHRINK")["ok"]
+        wait_until(lambda: leader.stats()["last_shrink_time"] > before, 15, message="shrink")
+        assert str(w.call("AOF", 0)) == "ERR aof changed during the handshake, retry"
+    with Wire(leader.port, leader.host) as w:  # a fresh handshake streams
+        w.call("SERVER")
+        assert w.call("AOF", 0) == "OK"
