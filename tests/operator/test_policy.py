@@ -343,7 +343,7 @@ def test_one_restart_in_flight_at_a_time_even_with_no_grace():
 
 def test_budget_exhausted_does_not_flap_during_shrinks_resyncs_or_pause():
     ladder = {"gracePeriodSeconds": 0, "maxRepairsPerHour": 1, "ladder": ["resync"] * 4}
-    spec = parse_spec({"aofShrink": {"schedule": None}, "divergence": ladder})
+    spec = parse_spec({"aofShrink": {"schedule": None}, "divergence": {**ladder, "toleranceBytes": 100}})
     sim = Sim(spec)
     sim.tick([leader(), follower(0, caught_up=False, resyncs=0), follower(1)])
     done = [leader(), follower(0, resyncs=1, size=5000), follower(1)]
