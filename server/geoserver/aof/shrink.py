@@ -3,7 +3,8 @@
 1. Flush the live AOF and start capturing every record appended to it from now on.
 2. fork(): the child writes one canonical SET record per object of its copy-on-write
    snapshot into `<aof>-shrink`, fsyncs and exits, as Redis's BGREWRITEAOF does. The parent's
-   event loop keeps serving; it only waits (in a worker thread) for the child to exit.
+   event loop keeps serving; it polls for the child's exit every 20 ms and logs the bytes
+   written every 5 s.
    Where fork() does not exist, the same walk runs in the loop in ~1 ms slices instead.
 3. Atomically (no await between these steps): flush the live AOF, append the captured
    records to the new file, fsync, rename it over the AOF, reopen, set aof_size, and cut the
@@ -16,6 +17,7 @@ new file replays to exactly the live dataset. On any error the old file stays in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -34,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FLUSH_BYTES = 4 << 20
+POLL_SECONDS = 0.02  # how often the parent checks whether the child is done
+PROGRESS_SECONDS = 5.0
 SLICE_SECONDS = 0.001  # in-loop fallback: longest stretch of work between yields
 
 
@@ -144,15 +148,30 @@ async def _write_snapshot_in_child(server: Server, tmp: Path) -> None:
         finally:
             os._exit(code)
     try:
-        _, status = await asyncio.to_thread(os.waitpid, pid, 0)
-    except asyncio.CancelledError:  # shutdown: do not leave the child writing (the thread reaps it)
+        status = await _wait_child(pid, tmp)
+    except asyncio.CancelledError:  # shutdown: do not leave the child writing
         os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
         raise
     finally:
         gc.unfreeze()
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise RuntimeError(f"shrink child exited with {code}")
+
+
+async def _wait_child(pid: int, tmp: Path) -> int:
+    """Poll the child without blocking the loop, logging progress every PROGRESS_SECONDS."""
+    next_log = time.monotonic() + PROGRESS_SECONDS
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        await asyncio.sleep(POLL_SECONDS)
+        if time.monotonic() >= next_log:
+            next_log += PROGRESS_SECONDS
+            with contextlib.suppress(OSError):
+                log.info("AOF shrink progress", extra={"bytes_written": tmp.stat().st_size})
 
 
 def _max_fd() -> int:
