@@ -173,7 +173,10 @@ class StateDir:
         return _read_json(self.status_file)
 
     def write_status(self, status: dict[str, Any]) -> None:
-        _write_json(self.status_file, {k: v for k, v in status.items() if v is not None})
+        def clean(v: Any) -> Any:  # the nulls of a merge-patch mean "absent" here
+            return {k: x for k, x in v.items() if x is not None} if isinstance(v, dict) else v
+
+        _write_json(self.status_file, {k: clean(v) for k, v in status.items() if v is not None})
 
     def supervisor(self) -> int | None:
         """Pid of the ``geocluster up`` running this cluster, or None."""

@@ -105,11 +105,21 @@ def load_status(raw: dict[str, Any] | None) -> GeoClusterStatus:
     return GeoClusterStatus.model_validate({k: v for k, v in (raw or {}).items() if k in known})
 
 
+_RECORDS = {"lastShrink": ShrinkRecord, "lastResync": ResyncRecord}
+
+
 def status_patch(st: GeoClusterStatus) -> dict[str, Any]:
-    """Serialized status where cleared top-level fields are null, so merge-patch removes them."""
+    """Serialized status where cleared fields are null, so merge-patch removes them: top-level
+    fields, and the fields of the record objects (a new lastShrink must not keep the previous
+    one's sizeAfter). Lists (members, with their lastRepair) are replaced whole by merge-patch,
+    so their items carry no nulls."""
     out = dump(st)
     for name, info in GeoClusterStatus.model_fields.items():
         out.setdefault(info.alias or name, None)
+    for key, model in _RECORDS.items():
+        if isinstance(out.get(key), dict):
+            for name, info in model.model_fields.items():
+                out[key].setdefault(info.alias or name, None)
     return out
 
 

@@ -359,3 +359,32 @@ def test_budget_exhausted_does_not_flap_during_shrinks_resyncs_or_pause():
     assert sim.events.count("RepairBudgetExhausted") == 1  # one Warning, not one per flap
     sim.run(done, 3600)  # the budget frees up: repaired, no longer blocked
     assert sim.condition("Degraded")["reason"] != "RepairBudgetExhausted"
+
+
+def merge_patch(target, patch):
+    """RFC 7386 JSON merge patch, as the API server applies the operator's status writes."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = merge_patch(out.get(k), v)
+    return out
+
+
+def test_new_records_clear_the_previous_ones_fields_under_merge_patch():
+    stored = {"lastShrink": {"time": "2026-01-05T00:00:00Z", "result": "ok", "sizeBefore": 900,
+                             "sizeAfter": 800, "reason": "schedule", "serverTimeBefore": 1.0},
+              "lastResync": {"time": "2026-01-05T00:00:00Z", "member": "gc-follower-1", "result": "ok",
+                             "resyncsBefore": 3, "reason": "manual"}}  # fmt: skip
+    d = decide(SPEC, stored, [leader(), follower(0), follower(1)], T0, created=CREATED,
+               triggers=Triggers(shrink_now=True))  # fmt: skip
+    merged = merge_patch(stored, d.status)
+    assert merged["lastShrink"]["result"] == "started" and "sizeAfter" not in merged["lastShrink"]
+    no_shrink = {k: v for k, v in stored.items() if k != "lastShrink"}
+    d = decide(SPEC, no_shrink, [leader(), follower(0, resyncs=None), follower(1)], T0, created=CREATED,
+               triggers=Triggers(resync_member="gc-follower-0"))  # fmt: skip
+    merged = merge_patch(no_shrink, d.status)
+    assert merged["lastResync"]["member"] == "gc-follower-0" and "resyncsBefore" not in merged["lastResync"]
