@@ -108,7 +108,8 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         return
     _last_probe[uid] = time.monotonic()
     cluster = res.Cluster.from_body(body, spec)
-    members = await _observe(cluster)
+    password, auth_error = await asyncio.to_thread(_password, cluster)
+    members = await _observe(cluster, password, auth_error)
     decision = decide(
         spec,
         dict(body.get("status") or {}),
@@ -117,6 +118,7 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         created=_parse_time(meta.get("creationTimestamp")) or datetime.now(UTC),
         generation=meta.get("generation"),
         triggers=_triggers(meta.get("annotations") or {}),
+        auth_error=auth_error,
     )
     await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, decision.status)
     status = decision.status
@@ -131,10 +133,10 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         if untriggered:
             status = await _failed(cluster, action, status, body, logger, untriggered)
         else:
-            status = await _act(cluster, members, action, status, body, logger)
+            status = await _act(cluster, members, action, status, body, logger, password)
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    metrics.record(cluster.namespace, cluster.name, members, decision)
+    metrics.record(cluster.namespace, cluster.name, [] if auth_error else members, decision)
 
 
 def _triggers(annotations: dict[str, str]) -> Triggers:
@@ -145,23 +147,32 @@ def _triggers(annotations: dict[str, str]) -> Triggers:
     )
 
 
-async def _observe(cluster: res.Cluster) -> list[probe.Member]:
-    """Pod IPs from the API (filtered client-side), then SERVER on each member."""
+async def _observe(cluster: res.Cluster, password: str | None, auth_error: str | None) -> list[probe.Member]:
+    """Pod IPs from the API (filtered client-side), then SERVER on each member. Without the
+    password nobody is probed: every member is a finding naming the Secret (nothing is judged)."""
     pods = await asyncio.to_thread(kube.list_pods, cluster.namespace, res.selector(cluster))
     ips = {p["metadata"]["name"]: (p.get("status") or {}).get("podIP") for p in pods}
-    password = await asyncio.to_thread(_password, cluster)
     targets: list[Any] = [(res.leader_pod(cluster), "leader", ips.get(res.leader_pod(cluster)))]
     targets += [(n, "follower", ips.get(n)) for n in res.follower_pods(cluster)]
     targets = [(n, r, f"{ip}:{GEOSERVER_PORT}" if ip else None) for n, r, ip in targets]
+    if auth_error:
+        return [probe.Member(n, r, a, reachable=False, error=auth_error) for n, r, a in targets]
     return await probe.observe_all(targets, password, PROBE_TIMEOUT)
 
 
-def _password(cluster: res.Cluster) -> str | None:
+def _password(cluster: res.Cluster) -> tuple[str | None, str | None]:
+    """(password, None), or (None, why) when the auth Secret or its key cannot be read."""
     ref = cluster.spec.server.auth_secret_ref
-    return kube.read_secret_key(cluster.namespace, ref.name, ref.key) if ref else None
+    if ref is None:
+        return None, None
+    try:
+        return kube.read_secret_key(cluster.namespace, ref.name, ref.key), None
+    except Exception as exc:  # 404/403, a missing key, bad base64: reported, never raised
+        why = f"{exc.status} {exc.reason}" if isinstance(exc, kube.ApiException) else repr(exc)
+        return None, f"Secret {ref.name!r} key {ref.key!r} unavailable: {why}"
 
 
-async def _act(cluster, members, action: Action, status, body, logger) -> dict[str, Any]:
+async def _act(cluster, members, action: Action, status, body, logger, password) -> dict[str, Any]:
     """Carry out one action; on failure record it in status and as a Warning."""
     address = next((m.address for m in members if m.name == action.member), None)
     try:
@@ -171,7 +182,6 @@ async def _act(cluster, members, action: Action, status, body, logger) -> dict[s
             raise probe.ProbeError(f"{action.member} has no address")
         else:
             verb = "AOFSHRINK" if action.kind == "shrink" else "RESYNC"
-            password = await asyncio.to_thread(_password, cluster)
             await probe.send(address, verb, password=password)
         logger.info("%s %s: started (%s)", action.kind, action.member, action.reason)
         return status

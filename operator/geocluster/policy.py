@@ -170,6 +170,7 @@ class _Tick:
     settled: list[tuple[str, str]] = field(default_factory=list)
     budget_blocked: str | None = None
     budget_unjudged: bool = False  # repairs were not weighed against the budget this tick
+    auth_error: str | None = None
 
     @property
     def stamp(self) -> str:
@@ -194,13 +195,15 @@ def decide(
     created: datetime,
     generation: int | None = None,
     triggers: Triggers = Triggers(),
+    auth_error: str | None = None,
 ) -> Decision:
-    """One tick of the policy. See the module docstring for the rules."""
+    """One tick of the policy. See the module docstring for the rules. ``auth_error``: the
+    members could not be probed because the auth Secret is unavailable (Degraded)."""
     st = load_status(status)
     previous_conditions = list(st.conditions)
     leader = next((m for m in members if m.role == "leader"), None)
     followers = sorted((m for m in members if m.role == "follower"), key=lambda m: m.name)
-    t = _Tick(spec, st, now, leader, followers, triggers)
+    t = _Tick(spec, st, now, leader, followers, triggers, auth_error=auth_error)
     _refresh_members(t)
     st.repair_history = [h for h in st.repair_history if _ago(h, now) < HOUR]
     _settle_shrink(t)
@@ -508,7 +511,7 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
             f"{st.ready_followers}/{spec.followers} followers ready",
         ),
         cond.Verdict(cond.PROGRESSING, bool(busy), busy or ("Paused" if paused else "Idle")),
-        _degraded(leader_ok, gave_up, _budget_blocked(t, previous)),
+        _degraded(leader_ok, gave_up, _budget_blocked(t, previous), t.auth_error),
     ]
     st.conditions = cond.merge(st.conditions, verdicts, t.stamp, generation)
     for c in cond.changed(previous, st.conditions):
@@ -534,7 +537,9 @@ def _budget_blocked(t: _Tick, previous: list) -> str | None:
     return None
 
 
-def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None) -> cond.Verdict:
+def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None, auth: str | None) -> cond.Verdict:
+    if auth:
+        return cond.Verdict(cond.DEGRADED, True, "AuthSecretUnavailable", auth)
     if gave_up:
         msg = f"gave up repairing {', '.join(gave_up)}: needs a person"
         return cond.Verdict(cond.DEGRADED, True, "RepairsExhausted", msg)

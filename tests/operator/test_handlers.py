@@ -102,3 +102,24 @@ async def test_trigger_that_cannot_be_removed_is_not_acted_on(monkeypatch, trigg
     rec_key = "lastShrink" if handlers.SHRINK_ANNOTATION in trigger else "lastResync"
     assert rec.status[rec_key]["result"].startswith("error: could not remove the trigger")
     assert ("Warning", "ActionFailed") in rec.events
+
+
+AUTH = {"server": {"authSecretRef": {"name": "gc-auth"}}}
+
+
+async def test_missing_auth_secret_is_reported_in_status_not_raised(monkeypatch):
+    rec = Recorder(monkeypatch, fail=("read_secret_key",))
+    await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}, spec=AUTH), LOG)  # must not raise
+    degraded = next(c for c in rec.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "AuthSecretUnavailable"
+    assert "gc-auth" in degraded["message"]
+    assert next(c for c in rec.status["conditions"] if c["type"] == "Ready")["status"] == "False"
+    assert "observe_all" not in rec.names() and "send" not in rec.names()  # nobody probed or acted on
+    assert ("Warning", "AuthSecretUnavailable") in rec.events
+
+
+async def test_password_is_read_once_per_tick_and_used_for_probes_and_actions(monkeypatch):
+    rec = Recorder(monkeypatch)
+    await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}, spec=AUTH), LOG)
+    assert rec.names().count("read_secret_key") == 1
+    assert ("observe_all", ("pw",)) in rec.calls and "send" in rec.names()

@@ -388,3 +388,16 @@ def test_new_records_clear_the_previous_ones_fields_under_merge_patch():
                triggers=Triggers(resync_member="gc-follower-0"))  # fmt: skip
     merged = merge_patch(no_shrink, d.status)
     assert merged["lastResync"]["member"] == "gc-follower-0" and "resyncsBefore" not in merged["lastResync"]
+
+
+def test_auth_secret_unavailable_degrades_and_judges_nothing():
+    unprobed = [Member(m.name, m.role, m.address, reachable=False, error="Secret 'a' unavailable")
+                for m in (leader(), follower(0), follower(1))]  # fmt: skip
+    sim = Sim(parse_spec({"divergence": {"gracePeriodSeconds": 0}, "aofShrink": {"schedule": None}}))
+    for _ in range(10):
+        d = decide(sim.spec, sim.status, unprobed, sim.now, created=CREATED,
+                   triggers=Triggers(shrink_now=True), auth_error="Secret 'a' unavailable")  # fmt: skip
+        sim.status, sim.now = d.status, sim.now + timedelta(seconds=10)
+        assert not d.actions
+    assert sim.condition("Degraded")["reason"] == "AuthSecretUnavailable"
+    assert sim.condition("Degraded")["message"] == "Secret 'a' unavailable"
