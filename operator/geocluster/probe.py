@@ -58,9 +58,13 @@ class Client:
         self._redis.response_callbacks.clear()  # replies are JSON strings, never redis-py types
 
     async def __aenter__(self) -> Client:
-        if self.password:
-            await self.command("AUTH", self.password)
-        await self.command("OUTPUT", "json")
+        try:
+            if self.password:
+                await self.command("AUTH", self.password)
+            await self.command("OUTPUT", "json")
+        except BaseException:
+            await self._redis.aclose()  # __aexit__ does not run when __aenter__ fails
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

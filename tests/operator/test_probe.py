@@ -38,3 +38,23 @@ async def test_refused_connection_fails_fast_with_its_cause():
     with pytest.raises(probe.ProbeError, match="ConnectionError"):
         await probe.send(f"{ip(30)}:9851", "RESYNC")
     assert time.monotonic() - start < 1.0
+
+
+async def test_connection_is_closed_when_auth_or_output_fails(monkeypatch):
+    """__aexit__ does not run if __aenter__ raises: the client must close itself there."""
+    closed: list[bool] = []
+
+    async def refuse(self, *args):
+        raise probe.ProbeError("WRONGPASS")
+
+    monkeypatch.setattr(probe.Client, "command", refuse)
+    client = probe.Client("127.0.0.1:1", password="x")
+
+    async def aclose():
+        closed.append(True)
+
+    monkeypatch.setattr(client._redis, "aclose", aclose)
+    with pytest.raises(probe.ProbeError):
+        async with client:
+            pass
+    assert closed == [True]
