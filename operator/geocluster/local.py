@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
@@ -319,8 +319,13 @@ class LocalCluster:
         for name in self.sup.revive():
             log.info("restarted %s: its process had exited", name)
         pw = self.manifest.password
-        targets = [(p.name, p.role, p.address) for p in self.sup.procs.values()]
-        self.members = await probe.observe_all(targets, pw, PROBE_TIMEOUT)  # type: ignore[arg-type]
+        # a member waiting out its crash back-off is like a pod without an IP: the supervisor is
+        # on it, so the policy waits for it instead of repairing (supervision is not a repair)
+        targets = [(p.name, p.role, p.address if p.running else None) for p in self.sup.procs.values()]
+        observed = await probe.observe_all(targets, pw, PROBE_TIMEOUT)  # type: ignore[arg-type]
+        self.members = [
+            m if m.address else replace(m, error="not running (restart back-off)") for m in observed
+        ]
         await self._wire()
         raw = self.state.triggers()
         triggers = Triggers(shrink_now="shrink" in raw, resync_member=raw.get("resync", "").strip() or None)

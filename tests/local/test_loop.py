@@ -198,3 +198,20 @@ async def test_manual_trigger_is_consumed_before_acting(make_cluster, clock, mon
     decision = await cluster.tick()
     assert [a.kind for a in decision.actions] == ["shrink"]
     assert seen == [{}]
+
+
+async def test_member_in_crash_back_off_is_waited_for_not_repaired(make_cluster, clock):
+    """Supervision is not a repair: a member the supervisor is backing off from restarting is not
+    judged unreachable and repaired (which would skip the back-off and use the repair budget)."""
+    cluster = await make_cluster(merged(FAST, followers=1))
+    await tick_until(cluster, lambda: ready(cluster), clock, what="Ready")
+    cluster.sup.procs["follower-1"].crashes = 5  # the next restart waits 2**4 s (real time)
+    kill9(cluster, "follower-1")
+    for _ in range(8):  # 80 s of fake time: far past the 30 s grace period
+        clock.advance(10)
+        decision = await cluster.tick()
+        assert not decision.actions
+    assert not cluster.sup.procs["follower-1"].running  # still backing off
+    m = member(cluster, "follower-1")
+    assert not m.get("lastRepair") and m["reachable"] is False and "back-off" in m["divergence"]
+    assert condition(cluster.status, "Progressing")["reason"] == "Scaling"
