@@ -120,7 +120,7 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         triggers=_triggers(meta.get("annotations") or {}),
         auth_error=auth_error,
     )
-    await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, decision.status)
+    await _write_status(cluster, decision.status)
     status = decision.status
     # Triggers go right after the intent, before acting: an operator that dies mid-action, or a
     # trigger that outlives its action, must not run it again once the action has settled.
@@ -137,6 +137,13 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
     metrics.record(cluster.namespace, cluster.name, [] if auth_error else members, decision)
+
+
+async def _write_status(cluster: res.Cluster, status: dict[str, Any]) -> None:
+    """The timer's status write, without observedGeneration: only reconcile sets that (once it
+    has applied a generation), and this body's copy may be older than what reconcile wrote."""
+    patch = {k: v for k, v in status.items() if k != "observedGeneration"}
+    await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, patch)
 
 
 def _triggers(annotations: dict[str, str]) -> Triggers:
@@ -195,7 +202,7 @@ async def _failed(cluster, action: Action, status, body, logger, error: str) -> 
     kopf.warn(body, reason="ActionFailed", message=f"{action.kind} {action.member}: {error}")
     metrics.action_failed(cluster.namespace, cluster.name, action)
     status = apply_outcome(status, action, error)
-    await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, status)
+    await _write_status(cluster, status)
     return status
 
 

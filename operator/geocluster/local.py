@@ -339,7 +339,8 @@ class LocalCluster:
             generation=self.info["generation"],
             triggers=triggers,
         )
-        self.status = decision.status
+        # no reconcile handler here: a generation is applied when `up` starts with its spec
+        self.status = {**decision.status, "observedGeneration": self.info["generation"]}
         self._persist()  # intent first: a restarted `up` sees what is in flight
         for kind in decision.consumed:  # then the triggers, before acting: used at most once
             self.state.consume(kind, raw.get(kind, ""))

@@ -492,7 +492,7 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
     """Counts, phase and conditions; Events for condition changes."""
     st, spec = t.st, t.spec
     st.ready_followers = sum(1 for ms in st.members if ms.role == "follower" and ms.divergence is None)
-    st.observed_generation = generation
+    # observedGeneration is not ours: the reconcile handler sets it once it applied a generation
     leader_ok = bool(t.leader and t.leader.reachable)
     gave_up = [ms.name for ms in st.members if ms.gave_up]
     paused = t.triggers.paused or spec.paused

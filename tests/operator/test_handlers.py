@@ -123,3 +123,14 @@ async def test_password_is_read_once_per_tick_and_used_for_probes_and_actions(mo
     await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}, spec=AUTH), LOG)
     assert rec.names().count("read_secret_key") == 1
     assert ("observe_all", ("pw",)) in rec.calls and "send" in rec.names()
+
+
+async def test_timer_never_writes_observed_generation(monkeypatch):
+    """Only reconcile sets observedGeneration (after applying that generation); the timer's body
+    may be older, and a failing reconcile must not look reconciled."""
+    rec = Recorder(monkeypatch)
+    b = body({handlers.SHRINK_ANNOTATION: "1"}, status={"observedGeneration": 1})
+    b["metadata"]["generation"] = 2
+    await handlers.tick(b, LOG)
+    writes = [args[0] for name, args in rec.calls if name == "patch_status"]
+    assert writes and all("observedGeneration" not in w for w in writes)

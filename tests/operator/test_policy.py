@@ -401,3 +401,8 @@ def test_auth_secret_unavailable_degrades_and_judges_nothing():
         assert not d.actions
     assert sim.condition("Degraded")["reason"] == "AuthSecretUnavailable"
     assert sim.condition("Degraded")["message"] == "Secret 'a' unavailable"
+
+
+def test_decide_keeps_observed_generation():
+    d = decide(SPEC, {"observedGeneration": 3}, HEALTHY, T0, created=CREATED, generation=5)
+    assert d.status["observedGeneration"] == 3
