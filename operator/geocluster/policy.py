@@ -124,10 +124,15 @@ def status_patch(st: GeoClusterStatus) -> dict[str, Any]:
 
 
 def cron_fired(expr: str | None, tz: str, since: datetime, now: datetime) -> bool:
-    """Whether a cron occurrence lies in (since, now]."""
+    """Whether a cron occurrence lies in (since, now].
+
+    Occurrences are computed on the zone's wall clock and then placed in the zone, so the hour
+    repeated when clocks go back fires once (its first pass), as a Kubernetes CronJob does."""
     if not expr:
         return False
-    following = croniter(expr, since.astimezone(ZoneInfo(tz))).get_next(datetime)
+    zone = ZoneInfo(tz)
+    wall = since.astimezone(zone).replace(tzinfo=None)
+    following = croniter(expr, wall).get_next(datetime).replace(tzinfo=zone)
     return following <= now
 
 

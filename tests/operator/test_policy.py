@@ -406,3 +406,18 @@ def test_auth_secret_unavailable_degrades_and_judges_nothing():
 def test_decide_keeps_observed_generation():
     d = decide(SPEC, {"observedGeneration": 3}, HEALTHY, T0, created=CREATED, generation=5)
     assert d.status["observedGeneration"] == 3
+
+
+def test_cron_fires_once_in_the_hour_repeated_when_clocks_go_back():
+    """Europe/Berlin leaves summer time on 2026-10-25: 02:00-03:00 local happens twice.
+    `30 2 * * *` fires at its first pass (00:30 UTC) and not again an hour later."""
+    from datetime import UTC, datetime
+
+    from geocluster.policy import cron_fired
+
+    before = datetime(2026, 10, 24, 23, 0, tzinfo=UTC)
+    first = datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # 02:30 CEST
+    second = datetime(2026, 10, 25, 1, 30, tzinfo=UTC)  # 02:30 CET, the repeated hour
+    assert cron_fired("30 2 * * *", "Europe/Berlin", before, first)
+    assert not cron_fired("30 2 * * *", "Europe/Berlin", first, second)
+    assert cron_fired("30 2 * * *", "Europe/Berlin", first, datetime(2026, 10, 26, 1, 30, tzinfo=UTC))
