@@ -80,6 +80,8 @@ def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         raise kopf.PermanentError("invalid spec; see the Degraded condition")
     cluster = res.Cluster.from_body(body, spec)
     changes = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in res.build_all(cluster)}
+    for kind, name in res.unwanted(cluster):  # e.g. a PDB turned off after it was created
+        changes[f"{kind}/{name}"] = kube.remove(kind, cluster.namespace, name)
     logger.info("applied: %s", changes)
     # Only observedGeneration, and Pending for a new object (no phase even now): the rest of status
     # is the timer's, and this body may be older than what the timer wrote meanwhile (a whole-status

@@ -41,8 +41,8 @@ def _to_dict(obj: Any) -> dict[str, Any]:
     return api().sanitize_for_serialization(obj)
 
 
-def _ops(kind: str):
-    """(create, read, patch) bound methods for a kind we manage."""
+def _ops(kind: str, verbs: tuple[str, ...] = ("create", "read", "patch")):
+    """Bound API methods (create, read, patch by default) for a kind we manage."""
     core, apps, policy = client.CoreV1Api(api()), client.AppsV1Api(api()), client.PolicyV1Api(api())
     table = {
         "ConfigMap": (core, "config_map"),
@@ -51,7 +51,7 @@ def _ops(kind: str):
         "PodDisruptionBudget": (policy, "pod_disruption_budget"),
     }
     group, suffix = table[kind]
-    return tuple(getattr(group, f"{verb}_namespaced_{suffix}") for verb in ("create", "read", "patch"))
+    return tuple(getattr(group, f"{verb}_namespaced_{suffix}") for verb in verbs)
 
 
 def is_subset(want: Any, have: Any) -> bool:
@@ -86,6 +86,19 @@ def apply(obj: dict[str, Any]) -> str:
     patch(name, ns, body, _content_type=MERGE)
     log.info("patched %s %s/%s", obj["kind"], ns, name)
     return "patched"
+
+
+def remove(kind: str, namespace: str, name: str) -> str:
+    """Delete an object we no longer want; returns "deleted" or "absent"."""
+    (delete,) = _ops(kind, ("delete",))
+    try:
+        delete(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return "absent"
+    log.info("deleted %s %s/%s", kind, namespace, name)
+    return "deleted"
 
 
 def list_pods(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:

@@ -306,6 +306,13 @@ def build_pdb(c: Cluster) -> dict[str, Any] | None:
     }
 
 
+def unwanted(c: Cluster) -> list[tuple[str, str]]:
+    """(kind, name) of optional objects the spec turned off, to delete if they exist."""
+    if c.spec.scheduling.pod_disruption_budget.enabled:
+        return []
+    return [("PodDisruptionBudget", c.name)]
+
+
 def build_all(c: Cluster) -> list[dict[str, Any]]:
     """Every desired object, in apply order (Services before StatefulSets)."""
     objs = [

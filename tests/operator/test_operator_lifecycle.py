@@ -153,3 +153,23 @@ async def test_invalid_specs_one_warning_per_generation_and_no_children(api, mem
     for resource, _ in CHILDREN:
         assert not requests(api, "POST", f"/{resource.rsplit('/', 1)[-1]}"), resource
     assert not requests(api, "PATCH", "/statefulsets/")
+
+
+async def test_turning_the_pdb_off_deletes_it(api, members, operator):
+    """`scheduling.podDisruptionBudget.enabled: false` after creation removes the PDB (a
+    budget left behind would keep blocking node drains)."""
+    await start_cluster(api, members)
+    pdb = ("policy/v1/poddisruptionbudgets", NS, NAME)
+
+    def exists(key: tuple[str, str, str]) -> bool:  # kmock 0.8: `in` misses string keys
+        try:
+            return not getattr(api.objects[key], "deleted", False)
+        except KeyError:
+            return False
+
+    await eventually(lambda: exists(pdb), what="PDB created")
+    await api.patch(f"{GC_URL}/{NAME}",
+                    json={"spec": {"scheduling": {"podDisruptionBudget": {"enabled": False}}}})
+    await eventually(lambda: not exists(pdb), what="PDB deleted")
+    assert requests(api, "DELETE", f"/poddisruptionbudgets/{NAME}")
+    assert exists((STS, NS, f"{NAME}-leader"))  # nothing else removed
