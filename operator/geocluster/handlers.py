@@ -149,11 +149,9 @@ async def _write_status(cluster: res.Cluster, status: dict[str, Any]) -> None:
 
 
 def _triggers(annotations: dict[str, str]) -> Triggers:
-    return Triggers(
-        shrink_now=SHRINK_ANNOTATION in annotations,
-        resync_member=annotations.get(RESYNC_ANNOTATION) or None,
-        paused=annotations.get(PAUSE_ANNOTATION, "").lower() in ("true", "1", "yes"),
-    )
+    names = {"shrink": SHRINK_ANNOTATION, "resync": RESYNC_ANNOTATION}
+    requests = {kind: annotations[key] for kind, key in names.items() if key in annotations}
+    return Triggers.from_requests(requests, annotations.get(PAUSE_ANNOTATION, ""))
 
 
 async def _observe(cluster: res.Cluster, password: str | None, auth_error: str | None) -> list[probe.Member]:
@@ -190,8 +188,7 @@ async def _act(cluster, members, action: Action, status, body, logger, password)
         elif address is None:
             raise probe.ProbeError(f"{action.member} has no address")
         else:
-            verb = "AOFSHRINK" if action.kind == "shrink" else "RESYNC"
-            await probe.send(address, verb, password=password)
+            await probe.start_action(address, action.kind, password)
         logger.info("%s %s: started (%s)", action.kind, action.member, action.reason)
         return status
     except Exception as exc:  # any failure to start is recorded, never crashes the timer

@@ -328,7 +328,7 @@ class LocalCluster:
         ]
         await self._wire()
         raw = self.state.triggers()
-        triggers = Triggers(shrink_now="shrink" in raw, resync_member=raw.get("resync", "").strip() or None)
+        triggers = Triggers.from_requests(raw)
         created = parse_time(self.info["created"]) or self.clock.now()
         decision = decide(
             self.manifest.spec,
@@ -368,8 +368,7 @@ class LocalCluster:
                 p.restarts += 1
                 self.sup.start(p)
             else:
-                verb = "AOFSHRINK" if action.kind == "shrink" else "RESYNC"
-                await probe.send(p.address, verb, password=self.manifest.password)
+                await probe.start_action(p.address, action.kind, self.manifest.password)
             log.info("%s: started", why)
             return self.status
         except Exception as exc:  # a failed action is recorded in status, never ends the loop

@@ -69,6 +69,16 @@ class Triggers:
     resync_member: str | None = None
     paused: bool = False
 
+    @classmethod
+    def from_requests(cls, requests: dict[str, str], paused: str = "") -> Triggers:
+        """From request name -> value ("shrink": anything, "resync": member), as the operator
+        reads them from annotations and the local runtime from trigger files."""
+        return cls(
+            shrink_now="shrink" in requests,
+            resync_member=(requests.get("resync") or "").strip() or None,
+            paused=paused.strip().lower() in ("true", "1", "yes"),
+        )
+
 
 @dataclass(frozen=True)
 class Action:

@@ -138,6 +138,14 @@ async def observe_all(
     return list(await asyncio.gather(*(observe(n, r, a, password, timeout) for n, r, a in targets)))
 
 
+ACTION_COMMANDS = {"shrink": "AOFSHRINK", "resync": "RESYNC"}
+
+
+async def start_action(address: str, kind: str, password: str | None = None) -> None:
+    """Start a policy action on a member: it replies at once and works in the background."""
+    await send(address, ACTION_COMMANDS[kind], password=password)
+
+
 async def send(address: str, *args: str, password: str | None = None, timeout: float = 5.0):
     """Run one command (AOFSHRINK, RESYNC, ...) on one member; raise ProbeError on failure."""
     async with Client(address, password, timeout) as client:
