@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 import psutil
 
 from . import probe
-from .localstate import Manifest, StateDir, alive, proc_id
+from .localstate import Manifest, StateDir, proc_id, process_of
 from .policy import Action, Decision, Member, Triggers, apply_outcome, decide, load_status
 from .spec import dump, parse_time, rfc3339
 
@@ -231,15 +231,14 @@ def stop_leftovers(previous: dict[str, Any] | None) -> list[int]:
     """Terminate member processes of a previous `up` that was killed without cleaning up."""
     stopped = []
     for m in (previous or {}).get("members", []):
-        ident = m.get("process")
-        if alive(ident):
-            proc = psutil.Process(ident["pid"])
+        proc = process_of(m.get("process"))
+        if proc is not None:
             proc.terminate()
             with contextlib.suppress(psutil.TimeoutExpired):
                 proc.wait(STOP_GRACE)
             if proc.is_running():
                 proc.kill()
-            stopped.append(ident["pid"])
+            stopped.append(proc.pid)
     return stopped
 
 

@@ -123,15 +123,22 @@ def proc_id(pid: int) -> dict[str, Any]:
     return {"pid": pid, "started": psutil.Process(pid).create_time()}
 
 
-def alive(ident: dict[str, Any] | None) -> bool:
-    """Whether the process recorded as ``{"pid", "started"}`` still runs (not a recycled pid)."""
+def process_of(ident: dict[str, Any] | None) -> psutil.Process | None:
+    """The process recorded as ``{"pid", "started"}`` if it still runs (not a recycled pid).
+    Signal it through this object: psutil re-checks its identity before each signal."""
     if not ident or not ident.get("pid"):
-        return False
+        return None
     try:
         p = psutil.Process(ident["pid"])
-        return abs(p.create_time() - ident.get("started", 0)) < 1 and p.status() != psutil.STATUS_ZOMBIE
+        same = abs(p.create_time() - ident.get("started", 0)) < 1
+        return p if same and p.status() != psutil.STATUS_ZOMBIE else None
     except psutil.Error:
-        return False
+        return None
+
+
+def alive(ident: dict[str, Any] | None) -> bool:
+    """Whether the process recorded as ``{"pid", "started"}`` still runs."""
+    return process_of(ident) is not None
 
 
 # --- the state directory ---------------------------------------------------------------------
