@@ -97,7 +97,8 @@ class SizeTrigger(_Model):
     min_size_bytes: int = Field(
         default=64 * 1024 * 1024,
         ge=0,
-        description="Never shrink below this AOF size; also the threshold before a first shrink.",
+        description="The size trigger never fires below this AOF size (it is also its threshold "
+        "before a first shrink); cron and manual shrinks ignore it.",
     )
 
 
@@ -331,7 +332,9 @@ class GeoClusterStatus(_Model):
     """Observed state, written only by the operator."""
 
     observed_generation: int | None = Field(default=None, description="Generation reconciled.")
-    phase: str = Field(default="", description="Pending, Running, Degraded, Paused, Invalid.")
+    phase: str = Field(
+        default="", description="Pending, Running, Progressing, Degraded, Paused, Invalid."
+    )
     leader: str | None = Field(default=None, description="Leader member name.")
     ready_followers: int = Field(default=0, ge=0, description="Reachable, caught-up followers.")
     conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
