@@ -6,9 +6,10 @@ leader's AOFSHRINK, a follower reported twice the leader's aof_size and kept sta
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from helpers import GeoServer, wait_until
@@ -30,6 +31,27 @@ def churn(server: GeoServer, n: int) -> None:
         if i % 7 == 0:
             pipe.execute_command("DEL", "fleet", f"id{(i * 13) % 2000}")
     pipe.execute()
+
+
+@contextlib.contextmanager
+def writing(server: GeoServer, prefix: str) -> Iterator[None]:
+    """A client thread writing to `server` for as long as the block runs."""
+    stop = threading.Event()
+
+    def writer() -> None:
+        c = server.client()
+        i = 0
+        while not stop.is_set():
+            c.execute_command("SET", "live", f"{prefix}-{i % 300}", "POINT", 33.1, -115.1 + i * 1e-6)
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        t.join()
 
 
 def in_sync(leader: GeoServer, follower: GeoServer) -> bool:
@@ -69,22 +91,10 @@ def test_followers_match_leader_after_shrink_under_writes(make_server):
     wait_until(lambda: in_sync(leader, f1) and in_sync(leader, f2), 30, message="initial sync")
 
     for round_no in range(3):  # several shrinks in a row
-        stop = threading.Event()
-
-        def writer(offset: int = round_no, stop: threading.Event = stop) -> None:
-            c = leader.client()
-            i = 0
-            while not stop.is_set():
-                c.execute_command("SET", "fleet", f"live{offset}-{i % 300}", "POINT", 33.1, -115.1 + i * 1e-6)
-                i += 1
-
-        t = threading.Thread(target=writer)
-        t.start()
-        before = leader.stats()["last_shrink_time"]
-        assert leader.json("AOFSHRINK")["ok"]
-        wait_until(lambda b=before: leader.stats()["last_shrink_time"] > b, 30, message="shrink done")
-        stop.set()
-        t.join()
+        with writing(leader, f"round{round_no}"):
+            before = leader.stats()["last_shrink_time"]
+            assert leader.json("AOFSHRINK")["ok"]
+            wait_until(lambda b=before: leader.stats()["last_shrink_time"] > b, 30, message="shrink done")
         assert leader.stats()["last_shrink_result"] == "ok"
         wait_until(lambda: in_sync(leader, f1) and in_sync(leader, f2), 30, message="resync after shrink")
         lead_bytes = leader.aof_path.read_bytes()
@@ -111,22 +121,10 @@ def test_follower_restart_resumes_by_prefix(make_server):
     load(leader, 500)
     f = follower_of(make_server, leader, "f")
     wait_until(lambda: in_sync(leader, f), 15, message="sync")
-    stop = threading.Event()
-
-    def writer() -> None:
-        c = leader.client()
-        i = 0
-        while not stop.is_set():
-            c.execute_command("SET", "live", f"w{i}", "POINT", 10, 10)
-            i += 1
-
-    t = threading.Thread(target=writer)
-    t.start()
-    wait_until(lambda: f.stats()["aof_size"] > leader.stats()["aof_size"] - 1 and
-               leader.stats()["aof_size"] > 60_000, 15, message="streaming writes")
-    f.kill9()  # mid-stream
-    stop.set()
-    t.join()
+    with writing(leader, "w"):
+        wait_until(lambda: f.stats()["aof_size"] > leader.stats()["aof_size"] - 1 and
+                   leader.stats()["aof_size"] > 60_000, 15, message="streaming writes")
+        f.kill9()  # mid-stream
     load(leader, 500, start=500)
     f.args = []  # no --follow: the persisted config must resume following
     f.start()
