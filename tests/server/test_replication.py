@@ -80,6 +80,15 @@ def follower_of(make_server: Callable[..., GeoServer], leader: GeoServer, name: 
     return make_server(name, args=["--follow", f"127.0.0.1:{leader.port}", *(extra or [])])
 
 
+def synced_pair(make_server: Callable[..., GeoServer], objects: int) -> tuple[GeoServer, GeoServer]:
+    """A leader loaded with `objects` points and one follower caught up with it."""
+    leader = make_server("leader")
+    load(leader, objects)
+    f = follower_of(make_server, leader, "f")
+    wait_until(lambda: in_sync(leader, f), 15, message="sync")
+    return leader, f
+
+
 def test_followers_match_leader_after_shrink_under_writes(make_server):
     """Seed regression: shrink while writes continue; followers end byte-identical, with the
     leader's aof_size and dataset, memory in line, and no second shrink."""
@@ -117,10 +126,7 @@ def test_followers_match_leader_after_shrink_under_writes(make_server):
 def test_follower_restart_resumes_by_prefix(make_server):
     """kill -9 of a follower while the leader streams writes to it; on restart it proves its
     (possibly shorter) AOF is a prefix and continues from there, no full resync."""
-    leader = make_server("leader")
-    load(leader, 500)
-    f = follower_of(make_server, leader, "f")
-    wait_until(lambda: in_sync(leader, f), 15, message="sync")
+    leader, f = synced_pair(make_server, 500)
     with writing(leader, "w"):
         wait_until(lambda: f.stats()["aof_size"] > leader.stats()["aof_size"] - 1 and
                    leader.stats()["aof_size"] > 60_000, 15, message="streaming writes")
@@ -150,10 +156,7 @@ def test_leader_restart_while_followers_stream(make_server):
 
 def test_follower_whose_aof_diverged_does_full_resync(make_server):
     """A follower detached, written to, and re-attached: its file is no longer a prefix."""
-    leader = make_server("leader")
-    load(leader, 200)
-    f = follower_of(make_server, leader, "f")
-    wait_until(lambda: in_sync(leader, f), 15, message="sync")
+    leader, f = synced_pair(make_server, 200)
     assert f.json("FOLLOW", "no", "one")["ok"]
     assert f.json("SET", "rogue", "x", "POINT", 1, 1)["ok"]
     assert f.json("FOLLOW", "127.0.0.1", leader.port)["ok"]
@@ -163,10 +166,7 @@ def test_follower_whose_aof_diverged_does_full_resync(make_server):
 
 
 def test_resync_command_rebuilds_follower(make_server):
-    leader = make_server("leader")
-    load(leader, 100)
-    f = follower_of(make_server, leader, "f")
-    wait_until(lambda: in_sync(leader, f), 15, message="sync")
+    leader, f = synced_pair(make_server, 100)
     before = f.stats()["resyncs"]
     assert f.json("RESYNC")["ok"]
     wait_until(lambda: f.stats()["resyncs"] == before + 1 and in_sync(leader, f), 15, message="resync")
