@@ -82,6 +82,12 @@ def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     changes = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in res.build_all(cluster)}
     for kind, name in res.unwanted(cluster):  # e.g. a PDB turned off after it was created
         changes[f"{kind}/{name}"] = kube.remove(kind, cluster.namespace, name)
+    for obj, result in changes.items():
+        if "; immutable: " in result:  # e.g. storage size/class: needs a new StatefulSet + PVCs
+            fields = result.partition("; immutable: ")[2]
+            kopf.warn(body, reason="ImmutableFieldChanged",
+                      message=f"{obj}: {fields} cannot change in place; kept as they are "
+                      "(see docs/operator.md: changing storage)")
     logger.info("applied: %s", changes)
     # Only observedGeneration, and Pending for a new object (no phase even now): the rest of status
     # is the timer's, and this body may be older than what the timer wrote meanwhile (a whole-status

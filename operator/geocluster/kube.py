@@ -68,7 +68,9 @@ def is_subset(want: Any, have: Any) -> bool:
 
 
 def apply(obj: dict[str, Any]) -> str:
-    """Create or bring up to date; returns "created", "patched" or "unchanged"."""
+    """Create or bring up to date; returns "created", "patched" or "unchanged", followed by
+    "; immutable: <fields>" when the spec asks for changes Kubernetes will not make (e.g. a
+    StatefulSet's volumeClaimTemplates): those are left as they are and reported, not retried."""
     create, read, patch = _ops(obj["kind"])
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     try:
@@ -78,14 +80,18 @@ def apply(obj: dict[str, Any]) -> str:
         if exc.status != 409:
             raise
     live = _to_dict(read(name, ns))
-    if is_subset(obj, live):
-        return "unchanged"
     body = {**obj, "spec": dict(obj.get("spec", {}))} if "spec" in obj else dict(obj)
+    live_spec = live.get("spec") or {}
+    frozen = [f for f in IMMUTABLE.get(obj["kind"], ())
+              if f in body.get("spec", {}) and not is_subset(body["spec"][f], live_spec.get(f))]
     for field in IMMUTABLE.get(obj["kind"], ()):
         body["spec"].pop(field, None)
+    note = f"; immutable: {', '.join(frozen)}" if frozen else ""
+    if is_subset(body, live):
+        return "unchanged" + note
     patch(name, ns, body, _content_type=MERGE)
     log.info("patched %s %s/%s", obj["kind"], ns, name)
-    return "patched"
+    return "patched" + note
 
 
 def remove(kind: str, namespace: str, name: str) -> str:

@@ -173,3 +173,18 @@ async def test_turning_the_pdb_off_deletes_it(api, members, operator):
     await eventually(lambda: not exists(pdb), what="PDB deleted")
     assert requests(api, "DELETE", f"/poddisruptionbudgets/{NAME}")
     assert exists((STS, NS, f"{NAME}-leader"))  # nothing else removed
+
+
+async def test_storage_change_is_reported_not_patched_forever(api, members, operator):
+    """volumeClaimTemplates are immutable: a new storage.size leaves the StatefulSets as they
+    are (no PATCH carrying it) and says so with an ImmutableFieldChanged Warning."""
+    await start_cluster(api, members)
+    await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
+    patches_before = len(requests(api, "PATCH", "/statefulsets/"))
+    await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"storage": {"size": "5Gi"}}})
+    await eventually(lambda: events(api, "ImmutableFieldChanged"), what="Warning")
+    (warning, *_) = events(api, "ImmutableFieldChanged")
+    assert "volumeClaimTemplates" in warning["message"]
+    template = api.objects[STS, NS, f"{NAME}-leader"]["spec"]["volumeClaimTemplates"][0]
+    assert template["spec"]["resources"]["requests"]["storage"] != "5Gi"
+    assert len(requests(api, "PATCH", "/statefulsets/")) == patches_before  # nothing else changed
