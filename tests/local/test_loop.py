@@ -215,3 +215,27 @@ async def test_member_in_crash_back_off_is_waited_for_not_repaired(make_cluster,
     m = member(cluster, "follower-1")
     assert not m.get("lastRepair") and m["reachable"] is False and "back-off" in m["divergence"]
     assert condition(cluster.status, "Progressing")["reason"] == "Scaling"
+
+
+async def test_follower_with_a_tampered_aof_comes_back_equal_to_the_leader(make_cluster, clock):
+    """A follower's AOF tampered with while it is down (a rogue record appended): restarted by
+    the supervisor, it loads the rogue object, finds its file is no longer a prefix of the
+    leader's, resyncs in full, and ends with the leader's aof_size and without the rogue."""
+    cluster = await make_cluster(FAST)
+    await tick_until(cluster, lambda: ready(cluster), clock, what="Ready")
+    client(cluster, "leader").execute_command("SET", "fleet", "a", "POINT", 33, -115)
+    kill9(cluster, "follower-1")
+    aof = cluster.state.member_dir("follower-1") / "appendonly.aof"
+    with open(aof, "ab") as fh:
+        fh.write(b"*5\r\n$3\r\nSET\r\n$5\r\nrogue\r\n$1\r\nx\r\n$6\r\nSTRING\r\n$3\r\nbad\r\n")
+
+    def healed():
+        m = member(cluster, "follower-1")
+        lead = member(cluster, "leader")
+        f = client(cluster, "follower-1")
+        return (m["reachable"] and m.get("caughtUp") and m.get("aofSize") == lead.get("aofSize")
+                and f.execute_command("KEYS", "*") == [b"fleet"]  # the rogue key is gone
+                and f.execute_command("EXISTS", "fleet", "a") == 1)
+
+    await tick_until(cluster, healed, clock, what="follower-1 equal to the leader again")
+    assert aof.read_bytes() == (cluster.state.member_dir("leader") / "appendonly.aof").read_bytes()
