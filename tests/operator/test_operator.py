@@ -46,6 +46,8 @@ async def test_create_makes_objects_and_status(api, members):
         for kind, name in [("v1/services", NAME), ("v1/services", f"{NAME}-readonly"),
                            ("v1/services", f"{NAME}-members"), ("v1/configmaps", f"{NAME}-config"),
                            ("policy/v1/poddisruptionbudgets", NAME)]:  # fmt: skip
+            # the handler applies objects one by one: wait for each, not only the StatefulSet
+            await eventually(lambda kind=kind, name=name: api.objects[kind, NS, name], what=name)
             assert api.objects[kind, NS, name]["metadata"]["labels"]
         await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
         st = gc_status(api)
