@@ -154,7 +154,10 @@ class Supervisor:
         with open(logfile, "ab") as out:
             # own session: a Ctrl-C in the terminal reaches `up`, which stops members in order
             p.popen = subprocess.Popen(
-                self.command(p), stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                self.command(p),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
                 env=self.environment(),
             )
         p.started_at, p.wire = time.monotonic(), p.role == "follower"
@@ -331,14 +334,14 @@ class LocalCluster:
         created = parse_time(self.info["created"]) or self.clock.now()
         decision = decide(
             self.manifest.spec,
-            self.status,
+            # no reconcile handler here: a generation is applied when `up` starts with its spec
+            {**self.status, "observedGeneration": self.info["generation"]},
             self.members,
             self.clock.now(),
             created=created,
             generation=self.info["generation"],
             triggers=triggers,
         )
-        # no reconcile handler here: a generation is applied when `up` starts with its spec
         self.status = {**decision.status, "observedGeneration": self.info["generation"]}
         self._persist()  # intent first: a restarted `up` sees what is in flight
         for kind in decision.consumed:  # then the triggers, before acting: used at most once

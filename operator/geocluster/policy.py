@@ -517,14 +517,18 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
     busy = busy or ("Repairing" if _restart_in_flight(t) else None)
     if any(m.address is None for m in t.followers):
         busy = busy or "Scaling"
-    ready = leader_ok and st.ready_followers >= spec.followers
+    # Ready speaks for the current spec: until reconcile has applied this generation (kstatus:
+    # observedGeneration == generation) the members may still run the previous one
+    applied = generation is None or st.observed_generation == generation
+    if not applied:
+        busy = busy or "Reconciling"
+    ready = leader_ok and st.ready_followers >= spec.followers and applied
+    reason = "AllMembersReady" if ready else "LeaderUnavailable" if not leader_ok else "NotReady"
+    message = f"{st.ready_followers}/{spec.followers} followers ready"
+    if leader_ok and not applied:
+        reason, message = "Reconciling", f"generation {generation} not applied yet; {message}"
     verdicts = [
-        cond.Verdict(
-            cond.READY,
-            ready,
-            "AllMembersReady" if ready else ("LeaderUnavailable" if not leader_ok else "NotReady"),
-            f"{st.ready_followers}/{spec.followers} followers ready",
-        ),
+        cond.Verdict(cond.READY, ready, reason, message),
         cond.Verdict(cond.PROGRESSING, bool(busy), busy or ("Paused" if paused else "Idle")),
         _degraded(leader_ok, gave_up, _budget_blocked(t, previous), t.auth_error),
     ]

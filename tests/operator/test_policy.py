@@ -408,6 +408,23 @@ def test_decide_keeps_observed_generation():
     assert d.status["observedGeneration"] == 3
 
 
+@pytest.mark.parametrize("observed", [None, 4])
+def test_not_ready_until_the_generation_is_applied(observed):
+    """kstatus: healthy members running an older (or no) applied spec are not Ready yet."""
+    status = {} if observed is None else {"observedGeneration": observed}
+    d = decide(SPEC, status, HEALTHY, T0, created=CREATED, generation=5)
+    ready, progressing = (
+        next(c for c in d.status["conditions"] if c["type"] == t) for t in ("Ready", "Progressing")
+    )
+    assert (
+        ready["status"] == "False" and ready["reason"] == "Reconciling" and "generation 5" in ready["message"]
+    )
+    assert progressing["status"] == "True" and progressing["reason"] == "Reconciling"
+    d = decide(SPEC, {**d.status, "observedGeneration": 5}, HEALTHY, T0, created=CREATED, generation=5)
+    assert next(c for c in d.status["conditions"] if c["type"] == "Ready")["status"] == "True"
+    assert [e.reason for e in d.events] == ["Ready"]
+
+
 def test_cron_fires_once_in_the_hour_repeated_when_clocks_go_back():
     """Europe/Berlin leaves summer time on 2026-10-25: 02:00-03:00 local happens twice.
     `30 2 * * *` fires at its first pass (00:30 UTC) and not again an hour later."""
