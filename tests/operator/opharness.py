@@ -2,8 +2,7 @@
 
 Mocked: only the Kubernetes API (no kube-apiserver can run here). It has no controllers, so the
 tests play the StatefulSet controller: they create Pod objects whose ``status.podIP`` is a
-loopback address (127.a.b.2, ...) where a real geoserver process listens — or, until
-``geoserver`` is runnable, the contract-level stand-in ``fakegeo.py`` — on port 9851.
+loopback address (127.a.b.2, ...) where a real geoserver process listens on port 9851.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ from kmock._internal import k8s, rendering
 os.environ.setdefault("GEOCLUSTER_TICK_SECONDS", "0.3")
 os.environ.setdefault("GEOCLUSTER_PROBE_TIMEOUT", "1")
 
-HERE = Path(__file__).parent
 PORT = 9851
 # A loopback /24 of our own per pytest process (127.a.b.x), so that concurrent runs of this
 # suite (two checkouts, CI next to a developer) never bind or probe each other's members.
@@ -54,6 +52,7 @@ RESOURCES = {
     "apps/v1/statefulsets": {"kind": "StatefulSet", "namespaced": True},
     "policy/v1/poddisruptionbudgets": {"kind": "PodDisruptionBudget", "namespaced": True},
     "v1/namespaces": {"kind": "Namespace", "namespaced": False},
+    "kopf.dev/v1/clusterkopfpeerings": {"kind": "ClusterKopfPeering", "namespaced": False},
     "apiextensions.k8s.io/v1/customresourcedefinitions": {
         "kind": "CustomResourceDefinition", "namespaced": False,
     },
@@ -105,11 +104,11 @@ class KopfEmulator(k8s.KubernetesEmulator):
 
 
 def geoserver_command() -> list[str]:
-    """The real geoserver if it runs, else the contract-level fake."""
+    """The installed geoserver console script (the project's own, from this venv)."""
     exe = shutil.which("geoserver", path=str(Path(sys.executable).parent))
-    if exe and subprocess.run([exe, "--help"], capture_output=True).returncode == 0:
-        return [exe]
-    return [sys.executable, str(HERE / "fakegeo.py")]
+    if exe is None:
+        raise RuntimeError("geoserver is not installed in this environment: pip install -e .")
+    return [exe]
 
 
 class Members:
@@ -117,7 +116,6 @@ class Members:
 
     def __init__(self, tmp: Path):
         self.tmp, self.procs, self.cmd = tmp, {}, geoserver_command()
-        self.real = "fakegeo.py" not in self.cmd[-1]
 
     def start(self, name: str, ip: str, follow: str | None = None, fresh: bool = False) -> None:
         """Start a member; ``fresh`` = a new data dir (a pod with a new volume)."""
@@ -153,7 +151,8 @@ class Members:
 class Operator:
     """The real kopf operator in its own thread and event loop (see kubernetes-notes A1)."""
 
-    def __init__(self):
+    def __init__(self, peering: str | None = None, priority: int = 0):
+        """Standalone by default; ``peering`` joins that ClusterKopfPeering with ``priority``."""
         import kopf
         from geocluster import handlers
 
@@ -161,7 +160,8 @@ class Operator:
         settings = kopf.OperatorSettings()
         settings.watching.server_timeout = 10
         coro = kopf.operator(
-            registry=handlers.registry(), settings=settings, standalone=True,
+            registry=handlers.registry(), settings=settings, standalone=peering is None,
+            peering_name=peering, priority=priority,
             clusterwide=True, stop_flag=self.stop_flag, ready_flag=self.ready,
         )  # fmt: skip
         self.thread = threading.Thread(target=asyncio.run, args=(coro,), daemon=True)
@@ -260,13 +260,9 @@ async def make_diverge(members: Members, name: str, address: str) -> None:
     """
     decoy = ip(9)
     await asyncio.to_thread(members.start, "decoy", decoy)
-    if members.real:
-        async with probe.Client(f"{decoy}:9851") as c:
-            for i in range(200):
-                await c.command("SET", "fleet", f"t{i}", "POINT", "33", "-115")
-    else:
-        async with probe.Client(f"{decoy}:9851") as c:
-            await c.command("FAKE", "SET", "50000")
+    async with probe.Client(f"{decoy}:9851") as c:
+        for i in range(200):
+            await c.command("SET", "fleet", f"t{i}", "POINT", "33", "-115")
     async with probe.Client(f"{address}:9851") as c:
         await c.command("FOLLOW", decoy, "9851")
 
