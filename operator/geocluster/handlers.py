@@ -127,6 +127,7 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         generation=meta.get("generation"),
         triggers=_triggers(meta.get("annotations") or {}),
         auth_error=auth_error,
+        leader_aliases=frozenset({f"{res.leader_dns(cluster)}:{GEOSERVER_PORT}"}),
     )
     await _write_status(cluster, decision.status)
     status = decision.status

@@ -146,18 +146,23 @@ def cron_fired(expr: str | None, tz: str, since: datetime, now: datetime) -> boo
     return following <= now
 
 
-def finding(m: Member, leader: Member, spec: GeoClusterSpec) -> str | None:
-    """Why a follower looks diverged right now, or None."""
+def finding(
+    m: Member, leader: Member, spec: GeoClusterSpec, leader_aliases: frozenset[str] = frozenset()
+) -> str | None:
+    """Why a follower looks diverged right now, or None. ``leader_aliases``: the addresses
+    besides the leader's probed one that mean the leader (in a cluster, its DNS name)."""
     if not m.reachable:
         return f"unreachable: {m.error or 'no reply'}"
     if not m.caught_up:
         return "not caught up"
-    if m.aof_size is None or leader.aof_size is None:
-        return None
-    diff = abs(m.aof_size - leader.aof_size)
-    tol = spec.divergence
-    if diff > tol.tolerance_bytes and diff > tol.tolerance_ratio * leader.aof_size:
-        return f"aof_size {m.aof_size} vs leader {leader.aof_size} while caught up"
+    if m.aof_size is not None and leader.aof_size is not None:
+        diff = abs(m.aof_size - leader.aof_size)
+        tol = spec.divergence
+        if diff > tol.tolerance_bytes and diff > tol.tolerance_ratio * leader.aof_size:
+            return f"aof_size {m.aof_size} vs leader {leader.aof_size} while caught up"
+    # caught up with someone else (a FOLLOW by hand, a stale leader): equal sizes prove nothing
+    if m.following and leader.address and m.following not in {leader.address, *leader_aliases}:
+        return f"following {m.following}, not the leader"
     return None
 
 
@@ -186,6 +191,7 @@ class _Tick:
     budget_blocked: str | None = None
     budget_unjudged: bool = False  # repairs were not weighed against the budget this tick
     auth_error: str | None = None
+    leader_aliases: frozenset[str] = frozenset()
 
     @property
     def stamp(self) -> str:
@@ -211,14 +217,18 @@ def decide(
     generation: int | None = None,
     triggers: Triggers = Triggers(),
     auth_error: str | None = None,
+    leader_aliases: frozenset[str] = frozenset(),
 ) -> Decision:
     """One tick of the policy. See the module docstring for the rules. ``auth_error``: the
-    members could not be probed because the auth Secret is unavailable (Degraded)."""
+    members could not be probed because the auth Secret is unavailable (Degraded).
+    ``leader_aliases``: what followers may follow besides the leader's probed address."""
     st = load_status(status)
     previous_conditions = list(st.conditions)
     leader = next((m for m in members if m.role == "leader"), None)
     followers = sorted((m for m in members if m.role == "follower"), key=lambda m: m.name)
-    t = _Tick(spec, st, now, leader, followers, triggers, auth_error=auth_error)
+    t = _Tick(
+        spec, st, now, leader, followers, triggers, auth_error=auth_error, leader_aliases=leader_aliases
+    )
     _refresh_members(t)
     st.repair_history = [h for h in st.repair_history if _ago(h, now) < HOUR]
     _settle_shrink(t)
@@ -251,7 +261,7 @@ def _refresh_members(t: _Tick) -> None:
             ms.repairs, ms.gave_up = prev.repairs, prev.gave_up
             ms.healthy_since = prev.healthy_since
         if m.role == "follower" and t.leader:
-            ms.divergence = finding(m, t.leader, t.spec)
+            ms.divergence = finding(m, t.leader, t.spec, t.leader_aliases)
         if m.role == "follower":
             _track_health(t, ms)
         fresh.append(ms)

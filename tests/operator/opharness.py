@@ -253,15 +253,16 @@ async def start_cluster(api, members: Members, spec=SPEC, **meta) -> None:
     await api.post(GC_URL, json=body)
 
 
-async def make_diverge(members: Members, name: str, address: str) -> None:
-    """Point a follower at a decoy leader with more data: caught up, but the wrong size.
+async def make_diverge(members: Members, name: str, address: str, objects: int = 200) -> None:
+    """Point a follower at a decoy leader holding ``objects`` points: caught up, but the wrong
+    size (or, with as much data as the leader, only the wrong leader).
 
     RESYNC cannot fix that (it resyncs from the decoy), so the ladder must go on to restart.
     """
     decoy = ip(9)
     await asyncio.to_thread(members.start, "decoy", decoy)
     async with probe.Client(f"{decoy}:9851") as c:
-        for i in range(200):
+        for i in range(objects):
             await c.command("SET", "fleet", f"t{i}", "POINT", "33", "-115")
     async with probe.Client(f"{address}:9851") as c:
         await c.command("FOLLOW", decoy, "9851")

@@ -93,12 +93,21 @@ async def test_scheduled_shrink_then_followers_resync(api, members):
         await op.stop()
 
 
-async def test_diverged_follower_resync_then_pod_delete(api, members):
+@pytest.mark.parametrize(
+    ("decoy_objects", "finding"),
+    [(200, "aof_size"), (0, "following")],  # the seed's size gap; equal sizes, wrong leader
+    ids=["size-differs", "same-size-wrong-leader"],
+)
+async def test_diverged_follower_resync_then_pod_delete(api, members, decoy_objects, finding):
     op = await Operator().start()
     try:
         await start_cluster(api, members)
         await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
-        await make_diverge(members, f"{NAME}-follower-0", ip(3))
+        await make_diverge(members, f"{NAME}-follower-0", ip(3), decoy_objects)
+        await eventually(
+            lambda: (member(api, f"{NAME}-follower-0").get("divergence") or "").startswith(finding),
+            what=f"a '{finding}' finding",
+        )
         pod_url = f"/pods/{NAME}-follower-0"
         await eventually(lambda: requests(api, "DELETE", pod_url), what="pod delete")
         await eventually(lambda: len(repairs(api)) == 2, what="the restart's Event (posted after acting)")

@@ -67,15 +67,20 @@ class Sim:
         (follower(0, size=2000), "aof_size 2000 vs leader 1000 while caught up"),  # the seed
         (follower(0, size=2000, caught_up=False), "not caught up"),
         (follower(0, reachable=False, error="refused"), "unreachable: refused"),
+        (follower(0, following="127.0.0.2:9851"), None),  # the leader's probed address
+        (follower(0, following="gc-leader-0.gc-members.ns.svc.cluster.local:9851"), None),  # alias
+        (follower(0, following="10.0.0.9:9851"), "following 10.0.0.9:9851, not the leader"),
+        (follower(0, size=2000, following="10.0.0.9:9851"), "aof_size 2000 vs leader 1000 while caught up"),
     ],
 )
 def test_findings_need_both_tolerances(f, expected):
     spec = parse_spec({"divergence": {"toleranceRatio": 0.1, "toleranceBytes": 100}})
-    assert finding(f, leader(), spec) == expected
+    aliases = frozenset({"gc-leader-0.gc-members.ns.svc.cluster.local:9851"})
+    assert finding(f, leader(), spec, aliases) == expected
     # within the byte tolerance, no finding even at 2x
     loose = parse_spec({"divergence": {"toleranceBytes": 10_000}})
-    if f.reachable and f.caught_up:
-        assert finding(f, leader(), loose) is None
+    if f.reachable and f.caught_up and f.following in (None, "127.0.0.2:9851"):
+        assert finding(f, leader(), loose, aliases) is None
 
 
 def test_healthy_cluster_is_ready_and_quiet():
