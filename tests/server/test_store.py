@@ -22,3 +22,35 @@ def test_prune_expiry_drops_stale_entries_and_keeps_due_ones():
     col.delete("due")
     db.prune_expiry(now=10.0)
     assert [oid for _d, _k, oid in db._expiry] == ["later"]
+
+
+def test_point_grid_matches_a_model_under_dense_churn():
+    """Random SET/move/DEL of 300 ids over a few cells (dense buckets, swap-removals, moves
+    inside and across cells): every box query equals a brute-force scan of a plain dict, and
+    each bucket index stays consistent."""
+    import random
+
+    from geoserver.store.index import PointGrid
+
+    rng = random.Random(7)
+    grid, model = PointGrid(), {}
+    for step in range(6000):
+        oid = f"t{rng.randrange(300)}"
+        if rng.random() < 0.2:
+            grid.remove(oid)
+            model.pop(oid, None)
+        else:  # 3x3 cells of 0.01 degrees, many points per cell
+            lat, lon = 33.0 + rng.random() * 0.03, -115.0 + rng.random() * 0.03
+            grid.insert(oid, lat, lon)
+            model[oid] = (lat, lon)
+        if step % 500 == 0 or step == 5999:
+            for _ in range(20):
+                a, b = sorted(33.0 + rng.random() * 0.03 for _ in range(2))
+                c, d = sorted(-115.0 + rng.random() * 0.03 for _ in range(2))
+                got = sorted(grid.ids[s] for s in grid.slots_in_box(a, c, b, d).tolist())
+                want = sorted(o for o, (la, lo) in model.items() if a <= la <= b and c <= lo <= d)
+                assert got == want
+    assert len(grid) == len(model)
+    assert sorted(grid.ids[s] for bucket in grid.cells.values() for s in bucket) == sorted(model)
+    for bucket in grid.cells.values():
+        assert bucket and all(grid.where[s] == i for i, s in enumerate(bucket))

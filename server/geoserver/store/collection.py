@@ -45,7 +45,8 @@ class Collection:
         """Insert or replace; returns the previous item. Fields given are merged into the old ones."""
         old = self.items.get(oid)
         if old is not None:
-            self._unindex(oid, old)
+            # point -> point: PointGrid.insert moves it (in place when it stays in its cell)
+            self._unindex(oid, old, keep_point=obj.kind == "point")
             if old.fields:
                 merged = dict(old.fields)
                 if fields:
@@ -108,10 +109,11 @@ class Collection:
         if item.fields:
             self.weight += sum(len(k) + 8 for k in item.fields)
 
-    def _unindex(self, oid: str, item: Item) -> None:
+    def _unindex(self, oid: str, item: Item, keep_point: bool = False) -> None:
         obj = item.obj
         if obj.kind == "point":
-            self.points.remove(oid)
+            if not keep_point:
+                self.points.remove(oid)
         elif obj.kind == "geojson":
             self.shapes.remove(oid)
         else:

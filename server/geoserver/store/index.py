@@ -33,12 +33,17 @@ def _cell(lat: float, lon: float) -> tuple[int, int]:
 
 
 class PointGrid:
-    """Slots of (lat, lon) with ids, bucketed by grid cell."""
+    """Slots of (lat, lon) with ids, bucketed by grid cell.
+
+    ``where[slot]`` is the slot's index in its cell's bucket, so a removal swaps the bucket's
+    last slot into the hole: O(1) even when one cell holds every object (a depot, a test
+    fleet parked on one point), where ``list.remove`` made each update O(n)."""
 
     def __init__(self) -> None:
         self.lats = np.zeros(64)
         self.lons = np.zeros(64)
         self.ids: list[str | None] = [None] * 64
+        self.where: list[int] = [0] * 64
         self.alive = np.zeros(64, dtype=bool)
         self.slot_of: dict[str, int] = {}
         self.cells: dict[int, list[int]] = {}
@@ -49,7 +54,13 @@ class PointGrid:
         return len(self.slot_of)
 
     def insert(self, oid: str, lat: float, lon: float) -> None:
-        if oid in self.slot_of:
+        key = _key(*_cell(lat, lon))
+        slot = self.slot_of.get(oid)
+        if slot is not None:
+            if _key(*_cell(self.lats[slot], self.lons[slot])) == key:  # moved within its cell
+                self.lats[slot] = lat
+                self.lons[slot] = lon
+                return
             self.remove(oid)
         slot = self._free.pop() if self._free else self._grow()
         self.lats[slot] = lat
@@ -57,7 +68,11 @@ class PointGrid:
         self.ids[slot] = oid
         self.alive[slot] = True
         self.slot_of[oid] = slot
-        self.cells.setdefault(_key(*_cell(lat, lon)), []).append(slot)
+        bucket = self.cells.get(key)
+        if bucket is None:
+            bucket = self.cells[key] = []
+        self.where[slot] = len(bucket)
+        bucket.append(slot)
 
     def remove(self, oid: str) -> None:
         slot = self.slot_of.pop(oid, None)
@@ -65,8 +80,12 @@ class PointGrid:
             return
         key = _key(*_cell(self.lats[slot], self.lons[slot]))
         bucket = self.cells[key]
-        bucket.remove(slot)
-        if not bucket:
+        last = bucket.pop()
+        if last != slot:
+            hole = self.where[slot]
+            bucket[hole] = last
+            self.where[last] = hole
+        elif not bucket:
             del self.cells[key]
         self.ids[slot] = None
         self.alive[slot] = False
@@ -80,6 +99,7 @@ class PointGrid:
             self.lons = np.resize(self.lons, size)
             self.alive = np.concatenate([self.alive, np.zeros(size - len(self.alive), bool)])
             self.ids.extend([None] * (size - len(self.ids)))
+            self.where.extend([0] * (size - len(self.where)))
         self._next += 1
         return slot
 
