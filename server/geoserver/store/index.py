@@ -131,34 +131,51 @@ class PointGrid:
 
 
 class ShapeBoxes:
-    """Bounding boxes of non-point spatial objects, as arrays for vectorised overlap tests."""
+    """Bounding boxes of non-point spatial objects in slot-addressed rows of one array: a write
+    updates its row in place (rebuilding the array after every write made the next query cost
+    ~20 ms at 100k shapes), a query tests every row in one vectorised pass. Free rows hold
+    NaN, which no comparison accepts, so callers never see them."""
 
     def __init__(self) -> None:
-        self.boxes: dict[str, tuple[float, float, float, float]] = {}
-        self._ids: list[str] = []
-        self._arr: np.ndarray | None = None
+        self._arr = np.full((16, 4), np.nan)  # (minlon, minlat, maxlon, maxlat) per slot
+        self.ids: list[str | None] = [None] * 16
+        self.slot_of: dict[str, int] = {}
+        self._free: list[int] = []
+        self._next = 0
 
     def __len__(self) -> int:
-        return len(self.boxes)
+        return len(self.slot_of)
 
     def insert(self, oid: str, bbox: tuple[float, float, float, float]) -> None:
-        self.boxes[oid] = bbox
-        self._arr = None
+        slot = self.slot_of.get(oid)
+        if slot is None:
+            slot = self._free.pop() if self._free else self._grow()
+            self.slot_of[oid] = slot
+            self.ids[slot] = oid
+        self._arr[slot] = bbox
 
     def remove(self, oid: str) -> None:
-        if self.boxes.pop(oid, None) is not None:
-            self._arr = None
+        slot = self.slot_of.pop(oid, None)
+        if slot is not None:
+            self._arr[slot] = np.nan
+            self.ids[slot] = None
+            self._free.append(slot)
 
-    def arrays(self) -> tuple[list[str], np.ndarray]:
-        """(ids, boxes) with one (minlon, minlat, maxlon, maxlat) row per id, cached until a change."""
-        if self._arr is None:
-            self._ids = list(self.boxes)
-            self._arr = np.array([self.boxes[i] for i in self._ids], dtype=float).reshape(-1, 4)
-        return self._ids, self._arr
+    def _grow(self) -> int:
+        slot = self._next
+        if slot >= len(self._arr):
+            self._arr = np.concatenate([self._arr, np.full(self._arr.shape, np.nan)])
+            self.ids.extend([None] * (len(self._arr) - len(self.ids)))
+        self._next += 1
+        return slot
+
+    def arrays(self) -> tuple[list[str | None], np.ndarray]:
+        """(ids by slot, boxes by slot); a free slot's id is None and its row NaN."""
+        return self.ids, self._arr[: self._next]
 
     def ids_overlapping(self, minlat: float, minlon: float, maxlat: float, maxlon: float) -> list[str]:
-        if not self.boxes:
+        if not self.slot_of:
             return []
         ids, a = self.arrays()
         mask = (a[:, 0] <= maxlon) & (a[:, 2] >= minlon) & (a[:, 1] <= maxlat) & (a[:, 3] >= minlat)
-        return [ids[i] for i in np.flatnonzero(mask)]
+        return [ids[i] for i in np.flatnonzero(mask)]  # type: ignore[misc]

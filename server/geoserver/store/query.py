@@ -195,7 +195,7 @@ def _hav_of(meters: float) -> float:
     return math.sin(min(meters / EARTH_RADIUS_M, math.pi) / 2) ** 2
 
 
-def _shape_havs(shapes: ShapeBoxes, lat: float, lon: float) -> tuple[list[str], np.ndarray]:
+def _shape_havs(shapes: ShapeBoxes, lat: float, lon: float) -> tuple[list[str | None], np.ndarray]:
     """Haversine terms from (lat, lon) to every shape's bounding box (0 when inside it)."""
     ids, a = shapes.arrays()
     clat = np.clip(lat, a[:, 1], a[:, 3])
@@ -204,7 +204,7 @@ def _shape_havs(shapes: ShapeBoxes, lat: float, lon: float) -> tuple[list[str], 
 
 
 def _ring(grid: PointGrid, lat: float, lon: float, inner: float, outer: float,
-          shape_h: tuple[list[str], np.ndarray] | None) -> Batch:
+          shape_h: tuple[list[str | None], np.ndarray] | None) -> Batch:
     """Everything with inner < distance <= outer (inner < 0 includes 0), ordered by distance."""
     hi = _hav_of(outer)
     lo = _hav_of(inner) if inner >= 0 else -1.0
