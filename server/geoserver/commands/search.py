@@ -454,8 +454,7 @@ def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
     if col is None:
         return _empty(ctx, s)
     points = query.points_in(col.points, area)
-    names = col.points.ids
-    ids = [names[slot] for slot in points.tolist()]
+    shape_ids: list[str] = []
     if len(col.shapes):
         items = col.items
 
@@ -463,10 +462,19 @@ def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
             item = items.get(oid)
             return item.obj if item is not None else None
 
-        ids += query.shapes_in(col.shapes, area, within, obj_of)
-    if s.output != "COUNT" or s.cursor or s.filtered:
-        ids.sort()
-    rows, count, cursor = _collect(ctx, col, [query.Batch(ids)], s)
+        shape_ids = query.shapes_in(col.shapes, area, within, obj_of)
+    hits = len(points) + len(shape_ids)
+    ordered = s.output != "COUNT" or s.cursor or s.filtered  # CURSOR positions count in id order
+    wanted = None if s.filtered else s.cursor + (s.limit or 100)
+    batches: list[Any]
+    if not ordered:  # a plain COUNT: no names needed unless expiry must be checked
+        batches = [query.Batch(col.points.ids, points), query.Batch(shape_ids)]
+    elif query.walk_is_cheaper(hits, len(col.items), wanted):
+        batches = [query.IdOrderHits(col.items.keys().__iter__, col.points, points, shape_ids)]
+    else:
+        names = col.points.ids
+        batches = [query.Batch(sorted([names[slot] for slot in points.tolist()] + shape_ids))]
+    rows, count, cursor = _collect(ctx, col, batches, s)
     return _reply(ctx, s, rows, count, cursor)
 
 

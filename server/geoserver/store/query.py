@@ -137,6 +137,58 @@ class KeysBatch:
         return None
 
 
+class IdOrderHits:
+    """WITHIN/INTERSECTS hits in id order, found by walking the collection's ids (kept sorted)
+    and keeping those that hit. Sorting every hit costs ~0.5 µs each (half a second for a
+    LIMIT 10 over a million points); the walk stops after the rows it is asked for, ~0.15 µs
+    per id examined. `ids(a, b)` is read front to back by the collector."""
+
+    __slots__ = ("_count", "_hit_slots", "_iter", "_keys", "_pos", "_shape_hits", "_slot_of")
+
+    def __init__(self, keys: Callable[[], Iterator[str]], grid: PointGrid, slots: np.ndarray,
+                 shape_ids: list[str]) -> None:
+        self._keys, self._slot_of = keys, grid.slot_of
+        hit = np.zeros(grid.alive.shape[0], dtype=np.uint8)
+        hit[slots] = 1
+        self._hit_slots = bytearray(hit.tobytes())
+        self._shape_hits = set(shape_ids)
+        self._count = len(slots) + len(self._shape_hits)
+        self._iter: Iterator[str] = self._walk()
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _walk(self) -> Iterator[str]:
+        slot_of, hit, shapes = self._slot_of, self._hit_slots, self._shape_hits
+        for oid in self._keys():
+            slot = slot_of.get(oid)
+            if (hit[slot] if slot is not None else oid in shapes):
+                yield oid
+
+    def ids(self, a: int, b: int) -> list[str]:
+        if a < self._pos:  # read again from the start (the collector never does)
+            self._iter, self._pos = self._walk(), 0
+        for _ in range(a - self._pos):
+            next(self._iter, None)
+        out = [oid for _, oid in zip(range(b - a), self._iter, strict=False)]
+        self._pos = a + len(out)
+        return out
+
+    def dists(self, a: int, b: int) -> None:
+        return None
+
+
+def walk_is_cheaper(hits: int, total: int, wanted: int | None) -> bool:
+    """Whether walking ids in order beats sorting the hits: the walk examines about
+    wanted * total / hits ids (all of them when a filter makes `wanted` unknown: None),
+    at ~1/3 of the cost per id of sorting one hit."""
+    if hits < 1000:
+        return False
+    examined = total if wanted is None else wanted * total / hits
+    return examined < 3 * hits
+
+
 # ---- WITHIN / INTERSECTS -------------------------------------------------------------------
 
 
