@@ -436,11 +436,11 @@ def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
     col = ctx.db.get(argv[1].decode("utf-8", "replace"))
     if col is None:
         return _empty(ctx, s)
-    if meters is not None:
+    want = len(col) if s.output == "COUNT" else s.cursor + (s.limit or 100)
+    if meters is not None and want >= len(col):  # the whole circle anyway: one pass
         batches: Iterable[Any] = [query.nearby(col.points, col.shapes, lat, lon, meters)]
     else:
-        want = s.cursor + (s.limit if s.output != "COUNT" else len(col))
-        batches = query.knn(col.points, col.shapes, lat, lon, want)
+        batches = query.knn(col.points, col.shapes, lat, lon, want, meters)
     rows, count, cursor = _collect(ctx, col, batches, s)
     return _reply(ctx, s, rows, count, cursor)
 

@@ -284,18 +284,21 @@ def nearby(grid: PointGrid, shapes: ShapeBoxes, lat: float, lon: float, meters: 
     return _ring(grid, lat, lon, -1.0, meters, shape_h)
 
 
-def knn(grid: PointGrid, shapes: ShapeBoxes, lat: float, lon: float, want: int) -> Iterator[Batch]:
-    """Every spatial object, nearest first, in rings of growing radius: a caller that stops
-    after `want` hits only pays for the rings it consumed. The first radius is guessed from
-    the grid's density so that a typical query needs one or two rings."""
+def knn(grid: PointGrid, shapes: ShapeBoxes, lat: float, lon: float, want: int,
+        meters: float | None = None) -> Iterator[Batch]:
+    """Every spatial object (within `meters` if given), nearest first, in rings of growing
+    radius: a caller that stops after `want` hits only pays for the rings it consumed (a
+    LIMIT 10 within 20,000 km no longer sorts the whole collection). The first radius is
+    guessed from the grid's density so that a typical query needs one or two rings."""
+    cap = HALF_EARTH_M * 1.01 if meters is None else meters
     shape_h = _shape_havs(shapes, lat, lon) if len(shapes) else None
     per_cell = len(grid) / max(1, len(grid.cells))
     cell_m = CELL * 111_195.0 * max(0.05, math.cos(math.radians(lat)))
     radius = max(50.0, cell_m * math.sqrt(2.0 * max(want, 1) / (math.pi * max(per_cell, 1e-9))))
     inner = -1.0
     while True:
-        outer = min(radius, HALF_EARTH_M * 1.01)
+        outer = min(radius, cap)
         yield _ring(grid, lat, lon, inner, outer, shape_h)
-        if outer >= HALF_EARTH_M:
+        if outer >= cap or outer >= HALF_EARTH_M:
             return
         inner, radius = outer, radius * 4.0
