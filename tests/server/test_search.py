@@ -5,6 +5,7 @@ One server per module; each test writes its own keys."""
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import random
 import time
@@ -386,6 +387,40 @@ def test_large_result_sets_page_in_id_order(r: redis.Redis) -> None:
         assert dec(run(r, cmd, "big", "LIMIT", 4, "WHERE", "n", 6, 6, "IDS", *area))[1] == sixes[:4]
         assert run(r, cmd, "big", "COUNT", *area) == len(want)
         assert run(r, cmd, "big", "WHERE", "n", 6, 6, "COUNT", *area) == len(sixes)
+        ones = [oid for oid in want if fnmatch.fnmatchcase(oid, "v1*0")]  # a walk of the "v1" range only
+        assert dec(run(r, cmd, "big", "MATCH", "v1*0", "LIMIT", 1000, "IDS", *area)) == [0, ones]
+        assert run(r, cmd, "big", "MATCH", "v1*0", "COUNT", *area) == len(ones)
+
+
+def test_match_prefix_reads_only_its_id_range(r: redis.Redis) -> None:
+    """SCAN with MATCH reads only the ids the pattern's literal prefix allows (Tile38's
+    ScanRange: CURSOR positions count inside that range); every kind of pattern still
+    matches exactly what fnmatch says, in both directions, and WITHIN agrees."""
+    ids = [f"{p}{i}" for p in ("bus", "truck", "truckX", "tram", "trÿ", "tr\U0010ffffz") for i in range(12)]
+    pipe = r.pipeline(transaction=False)
+    for n, oid in enumerate(ids):
+        pipe.execute_command("SET", "mp", oid, "POINT", 10 + n / 1000, 20)
+    pipe.execute()
+    every = sorted(ids)
+    patterns = ["truck*", "truck1?", "tr*", "truckX1*", "bus[12]", "tram3", "nothing*", "trÿ*"]
+    patterns.append("tr\U0010ffff*")  # the last code point: no range end above it
+    for pattern in patterns:
+        want = [oid for oid in every if fnmatch.fnmatchcase(oid, pattern)]
+        assert dec(run(r, "SCAN", "mp", "MATCH", pattern, "LIMIT", 1000, "IDS"))[1] == want, pattern
+        assert dec(run(r, "SCAN", "mp", "MATCH", pattern, "DESC", "LIMIT", 1000, "IDS"))[1] == want[::-1]
+        got = dec(run(r, "WITHIN", "mp", "MATCH", pattern, "LIMIT", 1000, "IDS", "BOUNDS", 0, 0, 30, 30))[1]
+        assert got == want, pattern
+        assert run(r, "SCAN", "mp", "MATCH", pattern, "COUNT") == len(want)
+    # two patterns: their common prefix "tr" bounds the range; either may match
+    both = [oid for oid in every if fnmatch.fnmatchcase(oid, "truckX*") or fnmatch.fnmatchcase(oid, "tram*")]
+    assert dec(run(r, "SCAN", "mp", "MATCH", "truckX*", "MATCH", "tram*", "LIMIT", 1000, "IDS"))[1] == both
+    # the cursor counts ids inside the prefix range, as Tile38's ScanRange does
+    trucks = [oid for oid in every if oid.startswith("truck")]
+    assert dec(run(r, "SCAN", "mp", "MATCH", "truck*", "LIMIT", 5, "IDS")) == [5, trucks[:5]]
+    assert dec(run(r, "SCAN", "mp", "MATCH", "truck*", "CURSOR", 20, "LIMIT", 5, "IDS")) == [0, trucks[20:]]
+    assert run(r, "PDEL", "mp", "truckX*") == 12
+    assert dec(run(r, "SCAN", "mp", "MATCH", "truck*", "COUNT")) == 12
+    assert run(r, "PDEL", "mp", "nothing*") == 0
 
 
 def test_circle_area(r: redis.Redis) -> None:

@@ -26,7 +26,7 @@ from geoserver.errors import (
     invalid_argument,
 )
 from geoserver.protocol.resp import OK, Simple
-from geoserver.store.collection import Collection, Item
+from geoserver.store.collection import Collection, Item, literal_prefix
 from geoserver.store.fields import check_field_name, parse_field_value
 from geoserver.store.geometry import (
     GeoObject,
@@ -244,7 +244,8 @@ def cmd_pdel(ctx: Ctx, argv: list[bytes]) -> Any:
     col = ctx.db.get(key)
     count = 0
     if col is not None:
-        for oid in [i for i in col.ids() if fnmatch.fnmatchcase(i, pattern)]:
+        lo, hi = col.prefix_bounds(literal_prefix(pattern))  # as Tile38: only that id range
+        for oid in [i for i in col.ids_between(lo, hi) if fnmatch.fnmatchcase(i, pattern)]:
             col.delete(oid)
             count += 1
         ctx.db.drop_if_empty(key)

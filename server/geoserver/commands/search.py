@@ -34,7 +34,7 @@ from geoserver.commands.replies import (
 from geoserver.errors import ID_NOT_FOUND, KEY_NOT_FOUND, CommandError, invalid_argument
 from geoserver.protocol.resp import Raw
 from geoserver.store import query
-from geoserver.store.collection import Collection, Item
+from geoserver.store.collection import Collection, Item, literal_prefix
 from geoserver.store.fields import FieldValue, field_number, parse_field_value
 from geoserver.store.geometry import encode_geohash, geohash_bounds, num, parse_float, parse_geojson
 
@@ -72,6 +72,7 @@ class Search:
     desc: bool = False
     output: str = "OBJECTS"
     precision: int = 0
+    id_prefix: str = ""  # every id a MATCH admits starts with it (SCAN reads only that range)
 
     @property
     def filtered(self) -> bool:
@@ -140,6 +141,7 @@ def parse_options(args: Args, cmd: str) -> Search:
     """Options and output, up to the area (or the end, for SCAN)."""
     s = Search(cmd)
     match_all = False
+    patterns: list[str] = []
     while args.more():
         word = args.peek_upper()
         if word == "CURSOR":
@@ -155,6 +157,7 @@ def parse_options(args: Args, cmd: str) -> Search:
             pattern = args.next_str()
             match_all = match_all or pattern == "*"
             s.matches.append(_glob(pattern))
+            patterns.append(pattern)
         elif word == "WHERE":
             args.next()
             s.wheres.append(_where(args))
@@ -186,6 +189,8 @@ def parse_options(args: Args, cmd: str) -> Search:
             break
     if match_all:  # MATCH patterns are OR-ed: one `*` admits every id
         s.matches.clear()
+    else:
+        s.id_prefix = literal_prefix(*patterns)
     if s.limit is None:
         s.limit = (1 << 62) if s.output == "COUNT" else 100
     return s
@@ -304,6 +309,8 @@ def _collect(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search) -> tu
         while a < n:
             b = min(n, a + CHUNK)
             ids = batch.ids(a, b)
+            if not ids:  # a batch whose length was an upper bound ran out
+                break
             dists = batch.dists(a, b) if s.distance else None
             for k, oid in enumerate(ids):
                 pos += 1
@@ -415,7 +422,8 @@ def cmd_scan(ctx: Ctx, argv: list[bytes]) -> Any:
     col = ctx.db.get(argv[1].decode("utf-8", "replace"))
     if col is None:
         return _empty(ctx, s)
-    rows, count, cursor = _collect(ctx, col, [query.KeysBatch(col.items, s.desc)], s)
+    lo, hi = col.prefix_bounds(s.id_prefix)
+    rows, count, cursor = _collect(ctx, col, [query.KeysBatch(col.items, s.desc, lo, hi)], s)
     return _reply(ctx, s, rows, count, cursor)
 
 
@@ -466,14 +474,18 @@ def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
     hits = len(points) + len(shape_ids)
     ordered = s.output != "COUNT" or s.cursor or s.filtered  # CURSOR positions count in id order
     wanted = None if s.filtered else s.cursor + (s.limit or 100)
+    lo, hi = col.prefix_bounds(s.id_prefix)  # only ids a MATCH can admit are candidates
     batches: list[Any]
     if not ordered:  # a plain COUNT: no names needed unless expiry must be checked
         batches = [query.Batch(col.points.ids, points), query.Batch(shape_ids)]
-    elif query.walk_is_cheaper(hits, len(col.items), wanted):
-        batches = [query.IdOrderHits(col.items.keys().__iter__, col.points, points, shape_ids)]
+    elif query.walk_is_cheaper(hits, hi - lo, wanted):
+        batches = [query.IdOrderHits(lambda: col.ids_between(lo, hi), col.points, points, shape_ids)]
     else:
         names = col.points.ids
-        batches = [query.Batch(sorted([names[slot] for slot in points.tolist()] + shape_ids))]
+        ids = [names[slot] for slot in points.tolist()] + shape_ids
+        if s.id_prefix:
+            ids = [oid for oid in ids if oid.startswith(s.id_prefix)]
+        batches = [query.Batch(sorted(ids))]
     rows, count, cursor = _collect(ctx, col, batches, s)
     return _reply(ctx, s, rows, count, cursor)
 

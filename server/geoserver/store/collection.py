@@ -13,6 +13,20 @@ from geoserver.store.geometry import GeoObject
 from geoserver.store.index import PointGrid, ShapeBoxes
 
 
+def literal_prefix(*patterns: str) -> str:
+    """What every id matching any of the (fnmatch) globs starts with: the longest common start
+    of their text up to the first wildcard."""
+    stems = []
+    for pattern in patterns:
+        cut = next((i for i, ch in enumerate(pattern) if ch in "*?["), len(pattern))
+        stems.append(pattern[:cut])
+    first, last = min(stems, default=""), max(stems, default="")
+    for i, ch in enumerate(first):  # the common start of the extremes is everyone's
+        if ch != last[i]:
+            return first[:i]
+    return first
+
+
 @dataclass(slots=True)
 class Item:
     obj: GeoObject
@@ -91,6 +105,19 @@ class Collection:
         if start is None:
             return iter(self.items.keys())
         return self.items.irange(minimum=start)
+
+    def prefix_bounds(self, prefix: str) -> tuple[int, int]:
+        """Positions [lo, hi) in id order of the ids that start with `prefix` (all for "")."""
+        if not prefix:
+            return 0, len(self.items)
+        lo = self.items.bisect_left(prefix)
+        stem = prefix.rstrip("\U0010ffff")  # the ids after all of them start with stem+1
+        if not stem:
+            return lo, len(self.items)
+        return lo, self.items.bisect_left(stem[:-1] + chr(ord(stem[-1]) + 1))
+
+    def ids_between(self, lo: int, hi: int) -> Iterator[str]:
+        return self.items.islice(lo, hi)
 
     @property
     def num_points(self) -> int:

@@ -116,22 +116,24 @@ class Batch:
 
 
 class KeysBatch:
-    """All ids of a collection in id order (SCAN), sliced without copying the key list."""
+    """The ids of a collection in id order (SCAN), positions lo..hi only (the range a MATCH
+    prefix allows, as Tile38's ScanRange), sliced without copying the key list."""
 
-    __slots__ = ("items", "reverse")
+    __slots__ = ("hi", "items", "lo", "reverse")
 
-    def __init__(self, items: Any, reverse: bool) -> None:
+    def __init__(self, items: Any, reverse: bool, lo: int = 0, hi: int | None = None) -> None:
         self.items = items
         self.reverse = reverse
+        self.lo, self.hi = lo, len(items) if hi is None else hi
 
     def __len__(self) -> int:
-        return len(self.items)
+        return self.hi - self.lo
 
     def ids(self, a: int, b: int) -> list[str]:
+        lo, hi = self.lo, self.hi
         if not self.reverse:
-            return list(self.items.islice(a, b))
-        n = len(self.items)
-        return list(self.items.islice(max(0, n - b), n - a, reverse=True))
+            return list(self.items.islice(min(lo + a, hi), min(lo + b, hi)))
+        return list(self.items.islice(max(lo, hi - b), max(lo, hi - a), reverse=True))
 
     def dists(self, a: int, b: int) -> None:
         return None
@@ -141,7 +143,8 @@ class IdOrderHits:
     """WITHIN/INTERSECTS hits in id order, found by walking the collection's ids (kept sorted)
     and keeping those that hit. Sorting every hit costs ~0.5 µs each (half a second for a
     LIMIT 10 over a million points); the walk stops after the rows it is asked for, ~0.15 µs
-    per id examined. `ids(a, b)` is read front to back by the collector."""
+    per id examined. `ids(a, b)` is read front to back by the collector. When `keys` covers
+    only a range of ids (a MATCH prefix), `len()` is an upper bound and the walk ends early."""
 
     __slots__ = ("_count", "_hit_slots", "_iter", "_keys", "_pos", "_shape_hits", "_slot_of")
 
