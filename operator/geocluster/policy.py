@@ -18,7 +18,7 @@ Rules (see docs/operator.md):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -136,14 +136,18 @@ def status_patch(st: GeoClusterStatus) -> dict[str, Any]:
 def cron_fired(expr: str | None, tz: str, since: datetime, now: datetime) -> bool:
     """Whether a cron occurrence lies in (since, now].
 
-    Occurrences are computed on the zone's wall clock and then placed in the zone, so the hour
-    repeated when clocks go back fires once (its first pass), as a Kubernetes CronJob does."""
+    Occurrences are computed on the zone's wall clock and placed at their first pass, so the
+    hour repeated when clocks go back fires once, as a Kubernetes CronJob does. `since` may lie
+    in the second pass (a shrink by size or by hand then): wall-clock occurrences whose first
+    pass is already behind it are skipped, not taken as due."""
     if not expr:
         return False
     zone = ZoneInfo(tz)
-    wall = since.astimezone(zone).replace(tzinfo=None)
-    following = croniter(expr, wall).get_next(datetime).replace(tzinfo=zone)
-    return following <= now
+    occurrences = croniter(expr, since.astimezone(zone).replace(tzinfo=None))
+    while True:
+        following = occurrences.get_next(datetime).replace(tzinfo=zone).astimezone(UTC)
+        if following > since:
+            return following <= now
 
 
 def finding(

@@ -443,3 +443,12 @@ def test_cron_fires_once_in_the_hour_repeated_when_clocks_go_back():
     assert cron_fired("30 2 * * *", "Europe/Berlin", before, first)
     assert not cron_fired("30 2 * * *", "Europe/Berlin", first, second)
     assert cron_fired("30 2 * * *", "Europe/Berlin", first, datetime(2026, 10, 26, 1, 30, tzinfo=UTC))
+    # a shrink in the second pass before 02:30 (by size, or by hand): 02:30's first pass is
+    # behind it, so nothing is due until tomorrow (it used to fire on every probe until 02:30)
+    second_pass = datetime(2026, 10, 25, 1, 5, tzinfo=UTC)  # 02:05 CET
+    a_minute_later = datetime(2026, 10, 25, 1, 6, tzinfo=UTC)
+    assert not cron_fired("30 2 * * *", "Europe/Berlin", second_pass, a_minute_later)
+    assert not cron_fired("30 2 * * *", "Europe/Berlin", second_pass, second)
+    assert cron_fired("30 2 * * *", "Europe/Berlin", second_pass, datetime(2026, 10, 26, 1, 30, tzinfo=UTC))
+    assert not cron_fired("30 1 * * *", "America/New_York", datetime(2026, 11, 1, 6, 5, tzinfo=UTC),
+                          datetime(2026, 11, 1, 6, 5, 30, tzinfo=UTC))  # fmt: skip
