@@ -20,6 +20,11 @@ from .spec import GROUP, PLURAL, VERSION
 log = logging.getLogger(__name__)
 MERGE = "application/merge-patch+json"
 IMMUTABLE = {"StatefulSet": ("volumeClaimTemplates", "selector", "serviceName")}
+# Pod-template fields the spec sets or leaves out (scheduling, securityContext). A merge-patch
+# keeps what it does not mention, so keys the live object has and the spec no longer wants are
+# sent as null (removed), or a required anti-affinity, a nodeSelector or a toleration could
+# never be taken back. The API server defaults none of them, so nothing else is fought over.
+OWNED_POD_FIELDS = ("affinity", "topologySpreadConstraints", "nodeSelector", "tolerations", "securityContext")
 
 
 @functools.cache
@@ -67,6 +72,29 @@ def is_subset(want: Any, have: Any) -> bool:
     return want == have
 
 
+def with_removals(want: Any, have: Any) -> Any:
+    """``want`` plus a null for every dict key ``have`` has and ``want`` lacks, at any depth
+    (lists are replaced whole by a merge-patch and need none)."""
+    if not (isinstance(want, dict) and isinstance(have, dict)):
+        return want
+    out = {k: with_removals(v, have.get(k)) for k, v in want.items()}
+    out.update({k: None for k in have if k not in want})
+    return out
+
+
+def _null_removed_pod_fields(body: dict[str, Any], live: dict[str, Any]) -> None:
+    """For a StatefulSet: null what the spec dropped from the owned pod-template fields."""
+    want = (((body.get("spec") or {}).get("template") or {}).get("spec")) or {}
+    have = (((live.get("spec") or {}).get("template") or {}).get("spec")) or {}
+    if not want:
+        return
+    template = body["spec"]["template"] = dict(body["spec"]["template"])
+    template["spec"] = pod = dict(want)
+    for field in OWNED_POD_FIELDS:
+        if field in have:
+            pod[field] = with_removals(pod.get(field), have[field])
+
+
 def apply(obj: dict[str, Any]) -> str:
     """Create or bring up to date; returns "created", "patched" or "unchanged", followed by
     "; immutable: <fields>" when the spec asks for changes Kubernetes will not make (e.g. a
@@ -86,6 +114,8 @@ def apply(obj: dict[str, Any]) -> str:
               if f in body.get("spec", {}) and not is_subset(body["spec"][f], live_spec.get(f))]
     for field in IMMUTABLE.get(obj["kind"], ()):
         body["spec"].pop(field, None)
+    if obj["kind"] == "StatefulSet":
+        _null_removed_pod_fields(body, live)
     note = f"; immutable: {', '.join(frozen)}" if frozen else ""
     if is_subset(body, live):
         return "unchanged" + note

@@ -188,3 +188,43 @@ async def test_storage_change_is_reported_not_patched_forever(api, members, oper
     template = api.objects[STS, NS, f"{NAME}-leader"]["spec"]["volumeClaimTemplates"][0]
     assert template["spec"]["resources"]["requests"]["storage"] != "5Gi"
     assert len(requests(api, "PATCH", "/statefulsets/")) == patches_before  # nothing else changed
+
+
+async def test_scheduling_taken_back_leaves_the_statefulsets(api, members, operator):
+    """A merge-patch keeps what it does not mention: a required anti-affinity, nodeSelector,
+    tolerations, topology spread and a securityContext override taken out of the spec must be
+    sent as nulls, or they stay on the StatefulSets for good while the operator reports them
+    unchanged."""
+    spec = {**SPEC, "scheduling": {
+        "antiAffinity": "required", "topologySpread": True, "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "geo", "operator": "Exists", "effect": "NoSchedule"}],
+    }, "securityContext": {"pod": {"supplementalGroups": [5]}}}  # fmt: skip
+    await start_cluster(api, members, spec)
+    await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
+
+    def pod_spec(name: str) -> dict:
+        return api.objects[STS, NS, name]["spec"]["template"]["spec"]
+
+    for name in (f"{NAME}-leader", f"{NAME}-follower"):
+        pod = pod_spec(name)
+        assert pod["nodeSelector"] == {"disk": "ssd"}
+        assert pod["tolerations"] and pod["topologySpreadConstraints"]
+        assert "requiredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
+        assert pod["securityContext"]["supplementalGroups"] == [5]
+    await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"scheduling": None, "securityContext": None}})
+
+    def taken_back(name: str) -> bool:
+        pod = pod_spec(name)
+        kept = {"nodeSelector", "tolerations", "topologySpreadConstraints"} & set(pod)
+        anti = list(pod["affinity"]["podAntiAffinity"])
+        return not kept and anti == ["preferredDuringSchedulingIgnoredDuringExecution"]
+
+    for name in (f"{NAME}-leader", f"{NAME}-follower"):
+        await eventually(lambda name=name: taken_back(name), what=f"{name} without the old scheduling")
+        assert "supplementalGroups" not in pod_spec(name)["securityContext"]
+        assert pod_spec(name)["securityContext"]["runAsNonRoot"] is True  # the defaults stay
+    patches = len(requests(api, "PATCH", "/statefulsets/"))
+    await api.patch(f"{GC_URL}/{NAME}", json={"metadata": {"labels": {"touch": "1"}}})  # a resume-like pass
+    await eventually(lambda: gc_status(api)["observedGeneration"] >= 2, what="the update applied")
+    await asyncio.sleep(1)
+    assert len(requests(api, "PATCH", "/statefulsets/")) == patches  # converged: no patch loop

@@ -112,3 +112,15 @@ def test_scheduling_presets():
 def test_pdb_optional():
     assert r.build_pdb(cluster())["spec"]["maxUnavailable"] == 1
     assert r.build_pdb(cluster(scheduling={"podDisruptionBudget": {"enabled": False}})) is None
+
+
+def test_with_removals_nulls_only_what_the_live_object_has_and_we_dropped():
+    from geocluster.kube import is_subset, with_removals
+
+    live = {"podAntiAffinity": {"required": [1], "preferred": [2]}, "extra": {"a": 1}}
+    want = {"podAntiAffinity": {"preferred": [3]}}
+    patch = with_removals(want, live)
+    assert patch == {"podAntiAffinity": {"preferred": [3], "required": None}, "extra": None}
+    assert with_removals(None, {"disk": "ssd"}) is None  # a whole field dropped
+    assert with_removals([1], [1, 2]) == [1]  # lists are replaced whole
+    assert is_subset({"a": None, "b": 1}, {"b": 1})  # a null is satisfied by absence
