@@ -39,6 +39,7 @@ from .spec import (
 
 SHRINK_TIMEOUT = timedelta(hours=1)
 SHRINK_RETRY = timedelta(minutes=5)
+SHRINK_LOST = timedelta(minutes=1)  # a leader neither shrinking nor done by then lost it
 HOUR = timedelta(hours=1)
 STARTED = "started"
 
@@ -306,6 +307,14 @@ def _settle_shrink(t: _Tick) -> None:
                 t.st.pending_resyncs = [m.name for m in t.followers]
         else:
             t.event("Warning", "ShrinkFailed", rec.result)
+    elif (
+        leader is not None
+        and leader.reachable
+        and not leader.shrinking
+        and _ago(rec.time, t.now) > SHRINK_LOST
+    ):  # restarted mid-shrink: its shrink state is gone, so "done" can never show up
+        rec.result = "error: the leader is not shrinking and reports no newer shrink (restarted?)"
+        t.event("Warning", "ShrinkFailed", rec.result)
     elif _ago(rec.time, t.now) > SHRINK_TIMEOUT:
         rec.result = "error: timed out"
         t.event("Warning", "ShrinkFailed", f"no result after {SHRINK_TIMEOUT}")
@@ -476,8 +485,8 @@ def _shrink_reason(t: _Tick, created: datetime) -> str | None:
     failed = bool(last and last.result.startswith("error"))
     if last and failed and _ago(last.time, t.now) < SHRINK_RETRY:
         return None
-    if last and failed and last.reason == "schedule":
-        return "schedule"  # a failed scheduled shrink is retried, not skipped until the next one
+    if last and failed and last.reason == "schedule" and cfg.schedule:
+        return "schedule"  # retried, not skipped until the next one; no schedule, no retries
     since = parse_time(last.time) if last else created
     if cron_fired(cfg.schedule, cfg.time_zone, since or created, t.now):
         return "schedule"
@@ -523,13 +532,14 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
     st.ready_followers = sum(1 for ms in st.members if ms.role == "follower" and ms.divergence is None)
     # observedGeneration is not ours: the reconcile handler sets it once it applied a generation
     leader_ok = bool(t.leader and t.leader.reachable)
+    leader_waiting = bool(t.leader and t.leader.address is None)  # created or rolled: no IP yet
     gave_up = [ms.name for ms in st.members if ms.gave_up]
     paused = t.triggers.paused or spec.paused
     flight = _in_flight(t)
     busy = "Resyncing" if flight == "Queued" else flight
     busy = busy or ("Repairing" if t.actions else None)
     busy = busy or ("Repairing" if _restart_in_flight(t) else None)
-    if any(m.address is None for m in t.followers):
+    if leader_waiting or any(m.address is None for m in t.followers):
         busy = busy or "Scaling"
     # Ready speaks for the current spec: until reconcile has applied this generation (kstatus:
     # observedGeneration == generation) the members may still run the previous one
@@ -544,7 +554,7 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
     verdicts = [
         cond.Verdict(cond.READY, ready, reason, message),
         cond.Verdict(cond.PROGRESSING, bool(busy), busy or ("Paused" if paused else "Idle")),
-        _degraded(leader_ok, gave_up, _budget_blocked(t, previous), t.auth_error),
+        _degraded(leader_ok or leader_waiting, gave_up, _budget_blocked(t, previous), t.auth_error),
     ]
     st.conditions = cond.merge(st.conditions, verdicts, t.stamp, generation)
     for c in cond.changed(previous, st.conditions):

@@ -293,6 +293,48 @@ def test_failed_scheduled_shrink_is_retried_after_shrink_retry():
     assert len(sim.actions) == 2 + 2  # only the two after-shrink resyncs
 
 
+def test_no_retries_once_the_schedule_is_removed():
+    """A failed scheduled shrink (a full disk) is not retried after `schedule: null`."""
+    cron = parse_spec({"aofShrink": {"schedule": "0 3 * * *"}}).aof_shrink
+    sim = Sim(SPEC.model_copy(update={"aof_shrink": cron}))
+    sim.now = T0.replace(hour=3, minute=0, second=30)
+    d = sim.tick(HEALTHY, seconds=60)
+    sim.status = apply_outcome(d.status, d.actions[0], "no space left on device")
+    sim.spec = SPEC  # schedule: null
+    sim.run(HEALTHY, 7200, step=60)
+    assert [a.kind for _, a in sim.actions] == ["shrink"]
+
+
+def test_a_shrink_the_leader_lost_is_failed_not_waited_for_an_hour():
+    """The leader restarted mid-shrink (its shrink state lives in memory): it is neither
+    shrinking nor reports a newer shrink, so the shrink is failed after SHRINK_LOST and a
+    diverged follower is repaired, instead of everything waiting for SHRINK_TIMEOUT."""
+    sim = Sim()
+    d = sim.tick(HEALTHY, triggers=Triggers(shrink_now=True))
+    assert [a.kind for a in d.actions] == ["shrink"]
+    sim.tick([leader(shrinking=True), follower(0), follower(1)], seconds=30)
+    restarted = [leader(), follower(0, size=50_000), follower(1)]  # last_shrink_time 0 again
+    sim.run(restarted, 60, step=30)
+    assert sim.status["lastShrink"]["result"].startswith("error: the leader is not shrinking")
+    assert "ShrinkFailed" in sim.events
+    sim.run(restarted, 180, step=30)
+    assert ("resync", "gc-follower-0") in [(a.kind, a.member) for _, a in sim.actions[1:]]  # repaired
+
+
+def test_a_leader_pod_without_an_ip_is_waited_for_not_degraded():
+    """A new cluster, or a leader pod being rolled: not Ready, Progressing=Scaling, and no
+    Degraded Warning; a leader with an address that does not answer is Degraded."""
+    sim = Sim()
+    pending = Member("gc-leader-0", "leader", None, False, error="no pod IP")
+    d = sim.tick([pending, follower(0), follower(1)])
+    assert sim.condition("Degraded")["status"] == "False" and sim.condition("Ready")["status"] == "False"
+    assert sim.condition("Progressing")["reason"] == "Scaling"
+    assert not [e for e in d.events if e.type == "Warning"]
+    silent = Member("gc-leader-0", "leader", "127.0.0.2:9851", False, error="refused")
+    sim.tick([silent, follower(0), follower(1)])
+    assert sim.condition("Degraded")["reason"] == "LeaderUnavailable"
+
+
 def test_one_healthy_probe_does_not_reset_the_ladder():
     """Only health for a whole grace period starts the ladder afresh: a member that flaps between
     long divergences climbs to a restart instead of being resynced forever."""
