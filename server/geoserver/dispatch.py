@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Errors a replayed record may raise without meaning corruption (Tile38's commandErrIsFatal).
-_HARMLESS_REPLAY_ERRORS = {"key not found", "id not found"}
+_HARMLESS_REPLAY_ERRORS = {"key not found", "id not found", "id already exists"}
 
 Reply = bytes | Awaitable[bytes]
 
@@ -74,7 +74,7 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
         if asyncio.iscoroutine(result):
             return _finish_later(server, client, name, start, json, result)
         if ctx.dirty:
-            server.record_write(argv)
+            server.record_write(ctx.record or argv)
         return _ok(server, client, name, start, json, result)
     except GeoServerError as exc:
         return _error(server, client, name if cmd else "unknown", start, json, exc)

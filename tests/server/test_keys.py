@@ -309,3 +309,22 @@ def test_http_and_resp_see_the_same_data(shared: GeoServer) -> None:
         body = orjson.loads(r.read())
     assert body["object"] == {"type": "Point", "coordinates": [-115, 33]}
     assert body["fields"] == {"speed": 90}
+
+
+def test_strings_in_point_outputs_huge_ttls_and_multiline_errors(server):
+    """Found in review: SCAN POINTS/BOUNDS/HASHES over a STRING object was an internal error
+    (Tile38 gives a string the zero point and an empty rect); TTL of `EX 1e20` overflowed the
+    64-bit RESP integer; a GEOS error text with a newline broke the RESP error line."""
+    c = server.client()
+    c.execute_command("SET", "mix", "s", "STRING", "hello")
+    c.execute_command("SET", "mix", "p", "POINT", 1, 2)
+    assert c.execute_command("SCAN", "mix", "POINTS")[1][1] == [b"s", [b"0", b"0"]]
+    assert c.execute_command("SCAN", "mix", "BOUNDS")[1][1][0] == b"s"
+    assert server.json("SCAN", "mix", "HASHES", 5)["ok"] is True
+    c.execute_command("SET", "mix", "far", "EX", 1e20, "POINT", 1, 2)
+    assert 0 < c.execute_command("TTL", "mix", "far") < 2**63
+    assert server.json("TTL", "mix", "far")["ok"] is True
+    with pytest.raises(Exception, match="invalid geojson") as err:
+        c.execute_command("SET", "mix", "ls", "OBJECT", '{"type":"LineString","coordinates":[[1,2]]}')
+    assert "\n" not in str(err.value)
+    assert c.execute_command("PING")  # the connection is still in step

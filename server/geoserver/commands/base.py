@@ -81,6 +81,7 @@ class Ctx:
     now: float
     db: Database  # the server's, or the fresh one a full resync is building
     dirty: bool = False
+    record: list[bytes] | None = None  # the AOF record when it is not argv as sent
 
 
 class Args:

@@ -123,6 +123,7 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
     fields: dict[str, Any] | None = None
     expires_at: float | None = None
     cond = ""
+    cond_at: list[int] = []
     obj: GeoObject | None = None
     while args.more():
         word = args.peek_upper()
@@ -141,6 +142,7 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
             if cond and cond != word:
                 raise invalid_argument(argv[args.pos - 1])
             cond = word
+            cond_at.append(args.pos - 1)
         elif word in ("POINT", "BOUNDS", "OBJECT", "HASH", "STRING"):
             obj = parse_object(args)  # the last geometry wins; options may follow it
         else:
@@ -160,10 +162,12 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
                 raise CommandError(ID_NOT_FOUND)
             return None
     col = ctx.db.get_or_create(key)
-    col.set(oid, obj, fields, expires_at)
+    col.set(oid, obj, fields, expires_at, ctx.now)
     if expires_at is not None:
         ctx.db.schedule_expiry(key, oid, expires_at)
     ctx.dirty = True
+    if cond_at:  # logged as the write it was: a replay, where TTLs restart, must not re-judge it
+        ctx.record = [a for i, a in enumerate(argv) if i not in cond_at]
     return {} if ctx.json else OK
 
 
@@ -348,11 +352,10 @@ def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
         if xx:
             return {} if ctx.json else 0
         raise CommandError(ID_NOT_FOUND)
-    changed = 0
-    for i in range(0, len(pairs), 2):
-        name = check_field_name(pairs[i])
-        if col.set_field(item, name, parse_field_value(pairs[i + 1])):
-            changed += 1
+    # every pair is checked before any is applied: a bad one fails the whole command (nothing
+    # half-applied and unlogged), as Tile38 does
+    parsed = [(check_field_name(pairs[i]), parse_field_value(pairs[i + 1])) for i in range(0, len(pairs), 2)]
+    changed = sum(1 for name, value in parsed if col.set_field(item, name, value))
     ctx.dirty = changed > 0
     return {} if ctx.json else changed
 
@@ -393,6 +396,9 @@ def cmd_persist(ctx: Ctx, argv: list[bytes]) -> Any:
     return {} if ctx.json else int(cleared)
 
 
+_MAX_TTL = float(2**63 - 1024)  # the largest float below 2**63: a signed 64-bit RESP integer
+
+
 @command("ttl", min_args=3, max_args=3, flags=R)
 def cmd_ttl(ctx: Ctx, argv: list[bytes]) -> Any:
     """TTL key id"""
@@ -402,7 +408,7 @@ def cmd_ttl(ctx: Ctx, argv: list[bytes]) -> Any:
     if item.expires_at is None:
         ttl: float = -1
     else:
-        ttl = max(0.0, item.expires_at - ctx.now)
+        ttl = min(max(0.0, item.expires_at - ctx.now), _MAX_TTL)  # an EX of 1e20 fits a reply
     if ctx.json:
         return {"ttl": int(ttl)}  # whole seconds, truncated, in both modes (Tile38)
     return int(ttl)

@@ -41,9 +41,8 @@ def point_resp(obj: GeoObject) -> list[Any]:
 
 
 def bounds_of(obj: GeoObject) -> tuple[float, float, float, float]:
-    """(minlat, minlon, maxlat, maxlon)."""
-    assert obj.bbox is not None
-    minlon, minlat, maxlon, maxlat = obj.bbox
+    """(minlat, minlon, maxlat, maxlon); a STRING has Tile38's empty rect at 0,0."""
+    minlon, minlat, maxlon, maxlat = obj.bbox if obj.bbox is not None else (0.0, 0.0, 0.0, 0.0)
     return minlat, minlon, maxlat, maxlon
 
 

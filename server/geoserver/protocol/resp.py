@@ -82,7 +82,9 @@ def encode_value(value: Any) -> bytes:
 
 
 def encode_error(message: str) -> bytes:
-    """`-ERR msg`, unless the message starts with an all-caps code such as LOADING or OOM."""
+    """`-ERR msg`, unless the message starts with an all-caps code such as LOADING or OOM.
+    CR/LF inside (a GEOS message quoted in an error) would end the line early: made spaces."""
+    message = " ".join(message.splitlines())
     first = message.split(" ", 1)[0]
     if len(first) > 1 and first.isupper() and first.isalpha():
         return b"-" + message.encode() + _CRLF

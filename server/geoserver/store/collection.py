@@ -55,13 +55,14 @@ class Collection:
         return self.items.get(oid)
 
     def set(self, oid: str, obj: GeoObject, fields: dict[str, FieldValue] | None,
-            expires_at: float | None) -> Item | None:
-        """Insert or replace; returns the previous item. Fields given are merged into the old ones."""
+            expires_at: float | None, now: float | None = None) -> Item | None:
+        """Insert or replace; returns the previous item. Fields given are merged into the old
+        ones, unless the old item had expired by `now` (gone for readers: nothing to keep)."""
         old = self.items.get(oid)
         if old is not None:
             # point -> point: PointGrid.insert moves it (in place when it stays in its cell)
             self._unindex(oid, old, keep_point=obj.kind == "point")
-            if old.fields:
+            if old.fields and not (now is not None and old.expired(now)):
                 merged = dict(old.fields)
                 if fields:
                     merged.update(fields)

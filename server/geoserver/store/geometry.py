@@ -73,7 +73,8 @@ class GeoObject:
         """(lat, lon) used for distances and POINT output of non-point objects."""
         if self.kind == "point":
             return self.lat, self.lon
-        assert self.bbox is not None
+        if self.bbox is None:  # a STRING: Tile38's zero point (SCAN ... POINTS/HASHES)
+            return 0.0, 0.0
         return (self.bbox[1] + self.bbox[3]) / 2, (self.bbox[0] + self.bbox[2]) / 2
 
     def weight(self) -> int:
