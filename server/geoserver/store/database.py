@@ -1,7 +1,9 @@
 """All collections of one server, plus the expiry schedule.
 
 Expiry keeps a heap of (deadline, key, id); entries made stale by a later SET/PERSIST are
-skipped when popped, so scheduling is O(log n) and nothing scans all objects.
+skipped when popped, so scheduling is O(log n) and nothing scans all objects. Stale entries
+are also dropped whenever the heap has doubled since it was last compacted: rewriting the same
+few ids with `EX 3600` no longer grows memory with every write (it did, ~225 bytes a write).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class Database:
     def __init__(self) -> None:
         self.collections: SortedDict[str, Collection] = SortedDict()
         self._expiry: list[tuple[float, str, str]] = []
+        self._compacted_size = 0  # heap entries after the last compaction
 
     def get(self, key: str) -> Collection | None:
         return self.collections.get(key)
@@ -39,9 +42,25 @@ class Database:
     def flush(self) -> None:
         self.collections.clear()
         self._expiry.clear()
+        self._compacted_size = 0
 
     def schedule_expiry(self, key: str, oid: str, deadline: float) -> None:
         heapq.heappush(self._expiry, (deadline, key, oid))
+        if len(self._expiry) > 2 * self._compacted_size + 4096:
+            self._compact_expiry()
+
+    def _compact_expiry(self) -> None:
+        """Keep only the entries that are still an object's deadline (amortised O(1) a write)."""
+        current = []
+        for entry in self._expiry:
+            deadline, key, oid = entry
+            col = self.collections.get(key)
+            item = col.get(oid) if col is not None else None
+            if item is not None and item.expires_at == deadline:
+                current.append(entry)
+        heapq.heapify(current)
+        self._expiry = current
+        self._compacted_size = len(current)
 
     def due_expirations(self, now: float, limit: int = 10_000) -> Iterator[tuple[str, str]]:
         """Pop (key, id) pairs whose current deadline has passed, at most `limit` per call."""
