@@ -21,7 +21,16 @@ import kopf
 from . import conditions, kube, metrics, probe
 from . import resources as res
 from .policy import Action, Decision, Triggers, apply_outcome, decide, load_status, status_patch
-from .spec import GEOSERVER_PORT, GROUP, PLURAL, VERSION, GeoClusterSpec, SpecError, parse_spec
+from .spec import (
+    GEOSERVER_PORT,
+    GROUP,
+    PLURAL,
+    VERSION,
+    GeoClusterSpec,
+    SpecError,
+    check_name,
+    parse_spec,
+)
 from .spec import parse_time as _parse_time
 
 SHRINK_ANNOTATION = f"{GROUP}/shrink-now"
@@ -56,6 +65,7 @@ def _login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 def _spec_or_invalid(body: kopf.Body) -> GeoClusterSpec | None:
     """Parsed spec, or None after recording an InvalidSpec condition (once)."""
     try:
+        check_name(body["metadata"]["name"])
         return parse_spec(dict(body.get("spec") or {}))
     except SpecError as exc:
         st = load_status(dict(body.get("status") or {}))

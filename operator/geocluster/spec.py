@@ -26,7 +26,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 GEOSERVER_PORT = 9851
 DEFAULT_IMAGE = "ghcr.io/geocluster/geocluster:0.1.0"
-CRON_PATTERN = r"^\s*\S+(\s+\S+){4}\s*$"
+CRON_PATTERN = r"^(\s*\S+(\s+\S+){4}\s*)?$"  # or "": off (a merge-patch null would restore the default)
 
 
 class SpecError(ValueError):
@@ -34,8 +34,9 @@ class SpecError(ValueError):
 
 
 def _check_cron(value: str | None) -> str | None:
-    """Accept only standard 5-field cron expressions (as Kubernetes CronJob does)."""
-    if value is None:
+    """Accept only standard 5-field cron expressions (as Kubernetes CronJob does); "" and
+    null mean off."""
+    if value is None or not value.strip():
         return None
     if len(value.split()) != 5 or not croniter.is_valid(value):
         raise ValueError(f"not a valid 5-field cron expression: {value!r}")
@@ -108,7 +109,8 @@ class AofShrinkSpec(_Model):
     schedule: str | None = Field(
         default="0 3 * * *",
         pattern=CRON_PATTERN,
-        description="5-field cron schedule of shrinks; null disables scheduled shrinks.",
+        description='5-field cron schedule of shrinks; "" disables scheduled shrinks (null does '
+        "too on create, but a merge-patch null, as kubectl apply sends, restores the default).",
     )
     time_zone: str = Field(default="UTC", description="IANA time zone the schedule is read in.")
     size_trigger: SizeTrigger | None = Field(
@@ -228,7 +230,14 @@ class MetricsSpec(_Model):
     """geoserver's Prometheus endpoint."""
 
     enabled: bool = Field(default=True, description="Serve Prometheus metrics.")
-    port: int = Field(default=9852, ge=1, le=65535, description="Metrics port in each pod.")
+    port: int = Field(default=9852, ge=1, le=65535, description="Metrics port in each pod (not 9851).")
+
+    @field_validator("port")
+    @classmethod
+    def _not_the_server_port(cls, value: int) -> int:
+        if value == GEOSERVER_PORT:
+            raise ValueError(f"{GEOSERVER_PORT} is geoserver's own port; pick another")
+        return value
 
 
 class GeoClusterSpec(_Model):
@@ -351,6 +360,20 @@ class GeoClusterStatus(_Model):
         default_factory=list, description="Repair start times in the last hour (rate budget)."
     )
     leader_aof_size: int | None = Field(default=None, description="Leader aof_size (for AOF).")
+
+
+# The longest child name is `<name>-follower` / `<name>-readonly` (+9); a StatefulSet's pods
+# carry `controller-revision-hash: <sts name>-<10-char hash>`, a label value of at most 63.
+MAX_NAME_LENGTH = 63 - 11 - len("-follower")
+
+
+def check_name(name: str) -> None:
+    """Raise :class:`SpecError` for a GeoCluster name whose children Kubernetes would refuse."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise SpecError(
+            f"metadata.name: at most {MAX_NAME_LENGTH} characters (is {len(name)}): the "
+            "followers' StatefulSet revision label would exceed 63"
+        )
 
 
 def parse_spec(raw: dict[str, Any] | None) -> GeoClusterSpec:

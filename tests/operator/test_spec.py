@@ -45,9 +45,31 @@ def test_examples_parse_and_round_trip(path):
         ({"scheduling": {"antiAffinity": "maybe"}}, "spec.scheduling.antiAffinity"),
         ({"followerResync": {"maxConcurrent": 2}}, "spec.followerResync.maxConcurrent"),
         ({"server": {"authSecretRef": {"key": "x"}}}, "spec.server.authSecretRef.name"),
+        ({"metrics": {"port": 9851}}, "spec.metrics.port: 9851 is geoserver's own port"),
     ],
 )
 def test_bad_specs_name_the_field(raw, expected):
     with pytest.raises(SpecError) as info:
         parse_spec(raw)
     assert expected in str(info.value)
+
+
+def test_an_empty_schedule_turns_schedules_off():
+    """`""` is the merge-patch-safe off switch: a merge-patch null deletes the field and the
+    API server puts the CRD default back."""
+    spec = parse_spec({"aofShrink": {"schedule": ""}, "followerResync": {"schedule": ""}})
+    assert spec.aof_shrink.schedule is None and spec.follower_resync.schedule is None
+
+
+def test_names_whose_children_kubernetes_would_refuse_are_rejected():
+    """`<name>-follower` pods carry `controller-revision-hash: <name>-follower-<10 chars>`,
+    a label value of at most 63 characters."""
+    from geocluster import resources as res
+    from geocluster.spec import MAX_NAME_LENGTH, check_name
+
+    check_name("g" * MAX_NAME_LENGTH)
+    cluster = res.Cluster("g" * MAX_NAME_LENGTH, "ns", "uid", parse_spec({}))
+    longest = max(len(o["metadata"]["name"]) for o in res.build_all(cluster))
+    assert longest + len("-0123456789") <= 63
+    with pytest.raises(SpecError, match=r"metadata\.name: at most 43"):
+        check_name("g" * (MAX_NAME_LENGTH + 1))

@@ -102,7 +102,7 @@ def test_expiry_schedule_stays_bounded_when_the_same_ids_are_rewritten():
     assert len(db._expiry) <= 2 * 10 + 4096 + 1
     assert list(db.due_expirations(now=1000.0 + 99_989)) == []  # the last deadlines are ahead
     due = []
-    for key, oid in db.due_expirations(now=1e9):  # as the expiry loop does: delete each one
+    for _key, oid in db.due_expirations(now=1e9):  # as the expiry loop does: delete each one
         due.append(oid)
         col.delete(oid)
     assert sorted(due) == [f"t{i}" for i in range(10)]
