@@ -40,6 +40,7 @@ from .spec import (
 SHRINK_TIMEOUT = timedelta(hours=1)
 SHRINK_RETRY = timedelta(minutes=5)
 SHRINK_LOST = timedelta(minutes=1)  # a leader neither shrinking nor done by then lost it
+RESTART_TIMEOUT = timedelta(minutes=15)  # a restarted pod that never answers (Pending, no node)
 HOUR = timedelta(hours=1)
 STARTED = "started"
 
@@ -354,7 +355,8 @@ def _restart_in_flight(t: _Tick) -> bool:
 
 def _settle_repairs(t: _Tick) -> None:
     """A restart repair is done when the member is healthy again, and failed when the member
-    still diverges a grace period after it answers again (a pod without an IP is waited for)."""
+    still diverges a grace period after it answers again (a pod without an IP is waited for,
+    up to RESTART_TIMEOUT: a pod stuck Pending must not block every other repair for good)."""
     grace = timedelta(seconds=t.spec.divergence.grace_period_seconds)
     for ms in t.st.members:
         rep = ms.last_repair
@@ -373,6 +375,10 @@ def _settle_repairs(t: _Tick) -> None:
             rep.result = f"error: {ms.divergence}"
             t.settled.append(("restart", "error"))
             t.event("Warning", "RestartFailed", f"{ms.name} still diverges after restart: {ms.divergence}")
+        elif not ms.reachable and _ago(rep.time, t.now) > RESTART_TIMEOUT:
+            rep.result = f"error: did not answer within {RESTART_TIMEOUT} of the restart"
+            t.settled.append(("restart", "error"))
+            t.event("Warning", "RestartFailed", f"{ms.name}: {rep.result}")
 
 
 def _in_flight(t: _Tick) -> str | None:
@@ -403,7 +409,9 @@ def _judge(t: _Tick) -> None:
         if ms.divergence is None:
             ms.diverged_since = None
             continue
-        if ms.address is None:  # no pod (IP) yet: the StatefulSet is creating it, nothing to repair
+        if ms.address is None or (_restarting(ms) and not ms.reachable):
+            # no pod (IP) yet, or a restarted pod not answering yet: waited for; the grace
+            # period of a restart starts when the new pod answers
             ms.diverged_since = None
             continue
         ms.diverged_since = ms.diverged_since or t.stamp

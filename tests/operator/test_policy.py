@@ -105,13 +105,52 @@ def test_seed_2x_after_shrink_is_repaired_after_grace_then_restarted():
     sim.run(still, 70)
     assert [a.kind for _, a in sim.actions] == ["resync", "restart"]
     assert sim.member("gc-follower-0")["repairs"] == 2
-    # after the restart the pod is gone for a while and never heals: give up, Degraded
+    # after the restart the pod does not answer: waited for (a pod being recreated), then,
+    # past RESTART_TIMEOUT, the restart failed and the ladder is exhausted: give up, Degraded
     gone = [leader(), follower(0, reachable=False, size=None), follower(1)]
     sim.run(gone, 120)
+    assert sim.member("gc-follower-0")["lastRepair"]["result"] == "started"
+    assert sim.condition("Degraded")["status"] == "False"
+    sim.run(gone, 900)
     assert [a.kind for _, a in sim.actions] == ["resync", "restart"]
+    assert "did not answer within" in " ".join(sim.events) or "RestartFailed" in sim.events
     assert sim.member("gc-follower-0")["gaveUp"] is True
     assert sim.condition("Degraded")["reason"] == "RepairsExhausted"
     assert "RepairGaveUp" in sim.events and sim.status["phase"] == "Degraded"
+
+
+def restart_only(grace: int):
+    divergence = {"gracePeriodSeconds": grace, "ladder": ["restart"], "toleranceBytes": 100}
+    return parse_spec({"followers": 2, "aofShrink": {"schedule": None}, "divergence": divergence})
+
+
+def test_a_restart_is_judged_a_grace_period_after_the_pod_answers_again():
+    """Found in review: the grace period of a restart ran from the delete, so a follower that
+    came back 30 s later and was still catching up was failed (and given up on) early."""
+    sim = Sim(restart_only(grace=120))
+    sim.run([leader(), follower(0, size=9000), follower(1)], 130, step=10)
+    assert [a.kind for _, a in sim.actions] == ["restart"]
+    sim.run([leader(), follower(0, reachable=False, size=None), follower(1)], 30, step=10)
+    catching_up = [leader(), follower(0, size=10, caught_up=False), follower(1)]
+    sim.run(catching_up, 110, step=10)  # answered again 110 s ago: within its grace period
+    assert sim.member("gc-follower-0")["lastRepair"]["result"] == "started"
+    assert "RestartFailed" not in sim.events
+    sim.run(catching_up, 20, step=10)
+    assert "RestartFailed" in sim.events and sim.member("gc-follower-0")["gaveUp"] is True
+
+
+def test_a_restarted_pod_stuck_pending_does_not_block_other_repairs_forever():
+    """Found in review: a restart whose pod never got an IP stayed in flight for good, so no
+    other follower was ever repaired and nothing turned Degraded."""
+    sim = Sim(restart_only(grace=60))
+    sim.run([leader(), follower(0, size=9000), follower(1)], 70, step=10)
+    stuck = [leader(), Member("gc-follower-0", "follower", None, False, error="no pod IP"),
+             follower(1, size=9000)]  # fmt: skip
+    sim.run(stuck, 600, step=30)
+    assert [a.member for _, a in sim.actions] == ["gc-follower-0"]  # waited for, nothing else yet
+    sim.run(stuck, 600, step=30)
+    assert [a.member for _, a in sim.actions] == ["gc-follower-0", "gc-follower-1"]
+    assert sim.condition("Degraded")["reason"] == "RepairsExhausted"
 
 
 def test_flapping_member_is_never_repaired_and_not_degraded():
