@@ -14,6 +14,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
 
 from .spec import GROUP, PLURAL, VERSION
 
@@ -59,8 +60,18 @@ def _ops(kind: str, verbs: tuple[str, ...] = ("create", "read", "patch")):
     return tuple(getattr(group, f"{verb}_namespaced_{suffix}") for verb in verbs)
 
 
+def _same_quantity(want: str, have: str) -> bool:
+    """Whether two strings are the same Kubernetes quantity: the API server stores quantities
+    in canonical form (`1.5Gi` comes back as `1536Mi`, `0.5` CPU as `500m`)."""
+    try:
+        return parse_quantity(want) == parse_quantity(have)
+    except ValueError:
+        return False
+
+
 def is_subset(want: Any, have: Any) -> bool:
-    """True if every field of ``want`` is present and equal in ``have`` (server extras allowed)."""
+    """True if every field of ``want`` is present and equal in ``have`` (server extras allowed;
+    quantities compared by value)."""
     if isinstance(want, dict):
         return isinstance(have, dict) and all(is_subset(v, have.get(k)) for k, v in want.items())
     if isinstance(want, list):
@@ -69,6 +80,8 @@ def is_subset(want: Any, have: Any) -> bool:
             and len(want) == len(have)
             and all(is_subset(w, h) for w, h in zip(want, have, strict=True))
         )
+    if isinstance(want, str) and isinstance(have, str) and want != have:
+        return _same_quantity(want, have)
     return want == have
 
 

@@ -124,3 +124,15 @@ def test_with_removals_nulls_only_what_the_live_object_has_and_we_dropped():
     assert with_removals(None, {"disk": "ssd"}) is None  # a whole field dropped
     assert with_removals([1], [1, 2]) == [1]  # lists are replaced whole
     assert is_subset({"a": None, "b": 1}, {"b": 1})  # a null is satisfied by absence
+
+
+def test_quantities_compare_by_value_as_the_api_server_stores_them():
+    """The API server canonicalises quantities (`1.5Gi` -> `1536Mi`, CPU `0.5` -> `500m`): read
+    back, they must not look like a change (a Warning and a no-op patch on every reconcile)."""
+    from geocluster.kube import is_subset
+
+    assert is_subset({"storage": "1.5Gi"}, {"storage": "1536Mi"})
+    assert is_subset({"cpu": "0.5", "memory": "1G"}, {"cpu": "500m", "memory": "1000M"})
+    assert not is_subset({"storage": "1Gi"}, {"storage": "2Gi"})
+    assert not is_subset({"image": "geo:1.5"}, {"image": "geo:1.50"})
+    assert not is_subset({"policy": "Always"}, {"policy": "Never"})
