@@ -93,6 +93,10 @@ def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     for kind, name in res.unwanted(cluster):  # e.g. a PDB turned off after it was created
         changes[f"{kind}/{name}"] = kube.remove(kind, cluster.namespace, name)
     for obj, result in changes.items():
+        if result.startswith("conflict: "):  # e.g. GeoCluster `a-readonly` vs `a`'s Service
+            kopf.warn(body, reason="NameConflict",
+                      message=f"{obj} exists and is {result.removeprefix('conflict: ')}; left alone "
+                      "(rename this GeoCluster)")
         if "; immutable: " in result:  # e.g. storage size/class: needs a new StatefulSet + PVCs
             fields = result.partition("; immutable: ")[2]
             kopf.warn(body, reason="ImmutableFieldChanged",

@@ -108,10 +108,20 @@ def _null_removed_pod_fields(body: dict[str, Any], live: dict[str, Any]) -> None
             pod[field] = with_removals(pod.get(field), have[field])
 
 
+def _other_controller(want: dict[str, Any], live: dict[str, Any]) -> str | None:
+    """`Kind/name` of the live object's controller when it is not the one we would set."""
+    ours = {r.get("uid") for r in want["metadata"].get("ownerReferences") or [] if r.get("controller")}
+    for ref in live.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("uid") not in ours:
+            return f"{ref.get('kind')}/{ref.get('name')}"
+    return None
+
+
 def apply(obj: dict[str, Any]) -> str:
     """Create or bring up to date; returns "created", "patched" or "unchanged", followed by
     "; immutable: <fields>" when the spec asks for changes Kubernetes will not make (e.g. a
-    StatefulSet's volumeClaimTemplates): those are left as they are and reported, not retried."""
+    StatefulSet's volumeClaimTemplates): those are left as they are and reported, not retried.
+    An existing object controlled by someone else is left alone: "conflict: owned by Kind/name"."""
     create, read, patch = _ops(obj["kind"])
     ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
     try:
@@ -121,6 +131,9 @@ def apply(obj: dict[str, Any]) -> str:
         if exc.status != 409:
             raise
     live = _to_dict(read(name, ns))
+    owner = _other_controller(obj, live)
+    if owner:  # another GeoCluster's (or anyone's) object with our name: never taken over
+        return f"conflict: owned by {owner}"
     body = {**obj, "spec": dict(obj.get("spec", {}))} if "spec" in obj else dict(obj)
     live_spec = live.get("spec") or {}
     frozen = [f for f in IMMUTABLE.get(obj["kind"], ())

@@ -228,3 +228,20 @@ async def test_scheduling_taken_back_leaves_the_statefulsets(api, members, opera
     await eventually(lambda: gc_status(api)["observedGeneration"] >= 2, what="the update applied")
     await asyncio.sleep(1)
     assert len(requests(api, "PATCH", "/statefulsets/")) == patches  # converged: no patch loop
+
+
+async def test_a_child_name_owned_by_someone_else_is_left_alone(api, members, operator):
+    """A Service named like one of ours but controlled by another owner (GeoCluster `gc` next to
+    one whose name makes the same child names) is not patched over: a NameConflict Warning."""
+    foreign = {"apiVersion": "v1", "kind": "Service", "metadata": {
+        "name": f"{NAME}-readonly", "namespace": NS, "labels": {"app": "theirs"},
+        "ownerReferences": [{"apiVersion": f"{GROUP}/{VERSION}", "kind": "GeoCluster",
+                             "name": "other", "uid": "other-uid", "controller": True}],
+    }, "spec": {"ports": [{"port": 1}]}}  # fmt: skip
+    await api.post(f"/api/v1/namespaces/{NS}/services", json=foreign)
+    await start_cluster(api, members)
+    await eventually(lambda: events(api, "NameConflict"), what="NameConflict")
+    assert "GeoCluster/other" in events(api, "NameConflict")[0]["message"]
+    svc = api.objects["v1/services", NS, f"{NAME}-readonly"]
+    assert svc["metadata"]["labels"] == {"app": "theirs"} and svc["spec"]["ports"] == [{"port": 1}]
+    assert api.objects["v1/services", NS, NAME]["metadata"]["labels"]  # the rest was applied
