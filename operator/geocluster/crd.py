@@ -76,6 +76,7 @@ def crd() -> dict[str, Any]:
                         "scale": {
                             "specReplicasPath": ".spec.followers",
                             "statusReplicasPath": ".status.readyFollowers",
+                            "labelSelectorPath": ".status.selector",
                         },
                     },
                     "additionalPrinterColumns": _columns(),

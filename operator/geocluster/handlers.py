@@ -166,6 +166,7 @@ async def _write_status(cluster: res.Cluster, status: dict[str, Any]) -> None:
     """The timer's status write, without observedGeneration: only reconcile sets that (once it
     has applied a generation), and this body's copy may be older than what reconcile wrote."""
     patch = {k: v for k, v in status.items() if k != "observedGeneration"}
+    patch["selector"] = ",".join(f"{k}={v}" for k, v in res.selector(cluster, "follower").items())
     await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, patch)
 
 

@@ -346,6 +346,9 @@ class GeoClusterStatus(_Model):
     )
     leader: str | None = Field(default=None, description="Leader member name.")
     ready_followers: int = Field(default=0, ge=0, description="Reachable, caught-up followers.")
+    selector: str | None = Field(
+        default=None, description="Label selector of the follower pods (scale subresource, autoscalers)."
+    )
     conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
     members: list[MemberStatus] = Field(default_factory=list, description="Members.")
     last_shrink: ShrinkRecord | None = Field(default=None, description="Latest shrink.")

@@ -70,6 +70,7 @@ def test_subresources_and_columns():
     assert version["subresources"]["scale"] == {
         "specReplicasPath": ".spec.followers",
         "statusReplicasPath": ".status.readyFollowers",
+        "labelSelectorPath": ".status.selector",  # so an HPA can scale followers
     }
     names = [c["name"] for c in version["additionalPrinterColumns"]]
     assert names[:4] == ["Leader", "Followers", "Ready", "AOF"] and names[-1] == "Age"

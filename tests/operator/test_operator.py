@@ -54,6 +54,7 @@ async def test_create_makes_objects_and_status(api, members):
         assert st["leader"] == f"{NAME}-leader-0" and st["readyFollowers"] == 2
         assert st["observedGeneration"] == 1 and st["phase"] == "Running"
         assert {m["role"] for m in st["members"]} == {"leader", "follower"}
+        assert f"app.kubernetes.io/instance={NAME}" in st["selector"] and "follower" in st["selector"]
         # scale out: update handler patches the followers StatefulSet; nothing else is rewritten
         posts = len(requests(api, "POST", "/statefulsets"))
         await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"followers": 3}})
