@@ -173,7 +173,8 @@ class Operator:
 
     async def stop(self) -> None:
         self.stop_flag.set()
-        await asyncio.to_thread(self.thread.join, 10)
+        if self.thread.ident is not None:  # started
+            await asyncio.to_thread(self.thread.join, 10)
 
 
 # --- shared scenario helpers ---------------------------------------------------------------

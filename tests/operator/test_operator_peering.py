@@ -49,8 +49,12 @@ async def test_only_the_higher_priority_replica_acts_and_the_other_takes_over(ap
         json={"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering", "metadata": {"name": PEERING}},
     )
     low = await Operator(peering=PEERING, priority=100).start()
-    high = await Operator(peering=PEERING, priority=200).start()
+    high = Operator(peering=PEERING, priority=200)
     try:
+        # kopf starts every replica paused until it has read the peering; let low read it alone
+        # first, so that its pause for high is a transition it logs
+        await eventually(lambda: "Resuming operations" in caplog.text, what="low alone and active")
+        await high.start()
         await eventually(lambda: len(peers(api)) == 2, what="both replicas in the peering")
         await eventually(
             lambda: re.search(r"Pausing operations in favour of \[<Peer [^>]*priority=200", caplog.text),
