@@ -137,8 +137,9 @@ class Supervisor:
     def environment(self) -> dict[str, str]:
         """The password travels in the environment, never on the command line (`ps`)."""
         env = dict(os.environ)
-        if self.manifest.password:
-            env["GEOSERVER_REQUIREPASS"] = env["GEOSERVER_LEADERAUTH"] = self.manifest.password
+        # always set, empty without a password: a password dropped from the manifest must not
+        # live on in a member's saved config (geoserver prefers a given value, even empty)
+        env["GEOSERVER_REQUIREPASS"] = env["GEOSERVER_LEADERAUTH"] = self.manifest.password or ""
         return env
 
     def start(self, p: Proc) -> None:

@@ -153,11 +153,14 @@ def _container(c: Cluster, role: str) -> dict[str, Any]:
     }
     if s.resources:
         container["resources"] = s.resources
-    if s.server.auth_secret_ref:
-        ref = s.server.auth_secret_ref
-        secret = {"valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
-        names = [REQUIREPASS_ENV] + ([LEADERAUTH_ENV] if role == "follower" else [])
-        container["env"] = [{"name": name, **secret} for name in names]
+    # always set (empty without auth): geoserver prefers a given password, even empty, over the
+    # one a CONFIG REWRITE saved on the volume, so dropping authSecretRef really drops it
+    names = [REQUIREPASS_ENV] + ([LEADERAUTH_ENV] if role == "follower" else [])
+    ref = s.server.auth_secret_ref
+    source: dict[str, Any] = (
+        {"valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}} if ref else {"value": ""}
+    )
+    container["env"] = [{"name": name, **source} for name in names]
     return container
 
 

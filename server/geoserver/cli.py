@@ -26,11 +26,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--appendfsync", choices=["always", "everysec", "no"], default="everysec",
                    help="when the AOF is fsynced (default everysec)")
     p.add_argument("--appendfilename", default="appendonly.aof", help="AOF file name inside --dir")
-    p.add_argument("--requirepass", default=os.environ.get("GEOSERVER_REQUIREPASS", ""),
+    p.add_argument("--requirepass", default=None,
                    help="password clients must AUTH with (default $GEOSERVER_REQUIREPASS; the "
-                   "environment keeps it out of the process list)")
-    p.add_argument("--leaderauth", default=os.environ.get("GEOSERVER_LEADERAUTH", ""),
-                   help="password this follower sends to its leader (default $GEOSERVER_LEADERAUTH)")
+                   "environment keeps it out of the process list). Given, even empty, it overrides "
+                   "the one CONFIG REWRITE saved; not given, the saved one is used")
+    p.add_argument("--leaderauth", default=None,
+                   help="password this follower sends to its leader (default $GEOSERVER_LEADERAUTH; "
+                   "overrides the saved one as --requirepass does)")
     p.add_argument("--follow", metavar="HOST:PORT", default="",
                    help="follow this leader (same as FOLLOW host port; persisted)")
     p.add_argument("--metrics-addr", metavar="HOST:PORT", default=None,
@@ -69,9 +71,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg = ServerConfig(
         host=args.host, port=args.port, dir=args.dir, appendonly=args.appendonly == "yes",
         appendfsync=args.appendfsync, appendfilename=args.appendfilename,
-        requirepass=args.requirepass, leaderauth=args.leaderauth, metrics_addr=args.metrics_addr,
-        json_output=args.output == "json",
+        metrics_addr=args.metrics_addr, json_output=args.output == "json",
     )
+    for name, env in (("requirepass", "GEOSERVER_REQUIREPASS"), ("leaderauth", "GEOSERVER_LEADERAUTH")):
+        value = getattr(args, name)
+        value = os.environ.get(env) if value is None else value
+        if value is not None:  # given, even if empty: it overrides the persisted config
+            setattr(cfg, name, value)
+            setattr(cfg, f"{name}_given", True)
     if args.max_request_size is not None:
         cfg.max_request_size, cfg.max_request_size_flag = args.max_request_size, True
     if args.follow:

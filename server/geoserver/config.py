@@ -42,6 +42,10 @@ class ServerConfig:
     read_only: bool = False
     max_request_size: int = 64 * 1024 * 1024
     max_request_size_flag: bool = False  # given on the command line: the file must not override
+    # flag or env variable present (even empty): the file must not override it, so a manager
+    # (the operator, `geocluster up`) that drops a password really drops it
+    requirepass_given: bool = False
+    leaderauth_given: bool = False
     maxmemory: int = 0
 
     @property
@@ -67,8 +71,10 @@ class ServerConfig:
                 self.follow_host = data.get("follow_host", "") or ""
                 self.follow_port = int(data.get("follow_port", 0) or 0)
             self.read_only = bool(data.get("read_only", self.read_only))
-            self.requirepass = self.requirepass or data.get("requirepass", "") or ""
-            self.leaderauth = self.leaderauth or data.get("leaderauth", "") or ""
+            if not self.requirepass_given:
+                self.requirepass = data.get("requirepass", "") or ""
+            if not self.leaderauth_given:
+                self.leaderauth = data.get("leaderauth", "") or ""
             if not self.max_request_size_flag:
                 self.max_request_size = int(data.get("max-request-size", self.max_request_size))
             self.maxmemory = int(data.get("maxmemory", self.maxmemory))

@@ -303,6 +303,17 @@ def test_config_set_get_rewrite(make_server: Callable[..., GeoServer]) -> None:
         assert str(w.call("KEYS", "*")) == "ERR authentication required"
         assert w.call("AUTH", "pw1") == "OK"
         assert w.call("CONFIG", "GET", "maxmemory") == ["maxmemory", "1073741824"]
+    # a manager that gives the password, even empty, wins over the saved one (found in review:
+    # a password dropped from a GeoCluster lived on in the members' saved config)
+    s.stop()
+    s.env["GEOSERVER_REQUIREPASS"] = ""
+    s.start()
+    with Wire(s.port) as w:
+        assert w.call("KEYS", "*") == []
+    s.stop()
+    s.env["GEOSERVER_REQUIREPASS"] = "pw2"
+    s.start(wait=False)
+    wait_until(lambda: s.json("PING", password="pw2")["ok"], message="restart with pw2")
 
 
 # --- server commands -------------------------------------------------------------------------
