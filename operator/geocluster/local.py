@@ -272,6 +272,7 @@ class LocalCluster:
             raise RuntimeError(f"already running (pid {self.state.supervisor()}) for {self.state.path}")
         if stop_leftovers(previous):
             log.warning("stopped member processes left over by a previous run")
+        self.state.clear_triggers()
         spec_hash = hashlib.sha256(json.dumps(dump(self.manifest.spec), sort_keys=True).encode()).hexdigest()
         prev = previous or {}
         self.info = {

@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -24,7 +25,7 @@ import click
 from . import localview
 from .local import LocalCluster, stop_leftovers
 from .localstate import StateDir, find_state_dir, load_manifest, state_root
-from .spec import SpecError
+from .spec import SpecError, rfc3339
 
 NOT_RUNNING = 3
 _state_opt = click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -48,8 +49,12 @@ def up(manifest: Path | None, state_dir: Path | None, port: int, live: bool | No
     except SpecError as exc:
         raise click.ClickException(f"invalid manifest: {exc}") from None
     state = StateDir(state_dir or state_root() / m.name)
-    if state.supervisor():
-        raise click.ClickException(f"{m.name} is already running (pid {state.supervisor()}) in {state.path}")
+    if not state.lock():  # held by a running `up`, even one that has not recorded itself yet
+        running = (state.read_cluster() or {}).get("name", state.path.name)
+        pid = state.supervisor()
+        raise click.ClickException(
+            f"{running} is already running in {state.path}" + (f" (pid {pid})" if pid else "")
+        )
     live = sys.stdout.isatty() if live is None else live
     ring = _logging(state, live)
     cluster = LocalCluster(m, state, leader_port=port or None)
@@ -149,6 +154,8 @@ def status(output: str, state_dir: Path | None, name: str | None) -> None:
     state = _find(state_dir, name)
     info, st = state.read_cluster() or {}, state.read_status() or {}
     pid = state.supervisor()
+    if not pid:  # its `up` is gone (even by kill -9): shown as stopped, not as it last was
+        info = {**info, "supervisor": None}
     if output == "json":
         click.echo(json.dumps(st, indent=2))
     else:
@@ -161,26 +168,41 @@ def status(output: str, state_dir: Path | None, name: str | None) -> None:
         sys.exit(NOT_RUNNING)
 
 
-def _trigger(state: StateDir, kind: str, value: str, timeout: float = 30.0) -> None:
-    """Leave a request for the loop, wake it, and wait until it is taken."""
+def _trigger(state: StateDir, kind: str, value: str, timeout: float = 30.0) -> str:
+    """Leave a request for the loop, wake it, and wait until it is taken. Returns the time it
+    was made (records at or after it are this request's). A request not taken in time is
+    withdrawn, so it never fires later by surprise."""
     pid = _running(state)
+    made = rfc3339(datetime.now(UTC))  # whole seconds, as the records' times
     state.request(kind, value)
     os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + timeout
     while kind in state.triggers():
         if time.monotonic() > deadline or not state.supervisor():
-            raise click.ClickException(f"{kind} requested, but the control loop has not taken it yet")
+            state.consume(kind, value)
+            raise click.ClickException(
+                f"{kind} not taken within {timeout:.0f}s (paused, leader unreachable, or another "
+                "action in flight: see `geocluster status` and the log); request withdrawn"
+            )
         time.sleep(0.1)
+    return made
+
+
+_wait_opt = click.option("--timeout", type=click.FloatRange(0.5, 3600), default=30.0, show_default=True,
+                         help="Seconds to wait for the control loop to take the request.")
 
 
 @click.command("shrink")
 @_state_opt
 @_name_opt
-def shrink(state_dir: Path | None, name: str | None) -> None:
+@_wait_opt
+def shrink(state_dir: Path | None, name: str | None, timeout: float) -> None:
     """AOFSHRINK the leader now (followers are resynced after it)."""
     state = _find(state_dir, name)
-    _trigger(state, "shrink", "")
+    made = _trigger(state, "shrink", "", timeout)
     rec = (state.read_status() or {}).get("lastShrink") or {}
+    if rec.get("time", "") < made:
+        raise click.ClickException("shrink not started (see `geocluster status` and the log)")
     click.echo(f"shrink {rec.get('result', 'requested')} at {rec.get('time', '?')} ({rec.get('reason', '')})")
 
 
@@ -188,19 +210,20 @@ def shrink(state_dir: Path | None, name: str | None) -> None:
 @click.argument("member")
 @_state_opt
 @_name_opt
-def resync(member: str, state_dir: Path | None, name: str | None) -> None:
+@_wait_opt
+def resync(member: str, state_dir: Path | None, name: str | None, timeout: float) -> None:
     """Full resync of one follower from the leader (RESYNC)."""
     state = _find(state_dir, name)
     members = (state.read_cluster() or {}).get("members", [])
     followers = [m["name"] for m in members if m["role"] == "follower"]
     if member not in followers:
-        raise click.ClickException(f"{member!r} is not a follower; followers: {', '.join(followers)}")
-    _trigger(state, "resync", member)
+        listed = ", ".join(followers) or "none"
+        raise click.ClickException(f"{member!r} is not a follower; followers: {listed}")
+    made = _trigger(state, "resync", member, timeout)
     rec = (state.read_status() or {}).get("lastResync") or {}
-    if rec.get("member") == member:
-        click.echo(f"resync {member}: {rec.get('result')} at {rec.get('time')}")
-    else:
-        click.echo(f"resync {member} not started now (see `geocluster status` and the log)")
+    if rec.get("member") != member or rec.get("time", "") < made:
+        raise click.ClickException(f"resync {member} not started (e.g. not reachable: see the log)")
+    click.echo(f"resync {member}: {rec.get('result')} at {rec.get('time')}")
 
 
 @click.command("down")

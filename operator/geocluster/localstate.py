@@ -73,7 +73,7 @@ def load_manifest(path: Path | None) -> Manifest:
     try:
         text = path.read_text() if path else EXAMPLE
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except (OSError, yaml.YAMLError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise SpecError(f"{source}: {exc}") from None
     found = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]
     if len(found) != 1:
@@ -86,6 +86,8 @@ def load_manifest(path: Path | None) -> Manifest:
     name = meta.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         errors.append(f"metadata.name: must be a DNS label (a-z, 0-9, '-'), got {name!r}")
+    if doc.get("spec") is not None and not isinstance(doc.get("spec"), dict):
+        errors.append(f"spec: must be an object, got {type(doc.get('spec')).__name__}")
     try:
         spec = parse_spec(doc.get("spec") if isinstance(doc.get("spec"), dict) else None)
     except SpecError as exc:
@@ -106,7 +108,11 @@ def _password(spec: GeoClusterSpec, docs: list[Any], source: str) -> str | None:
             if ref.key in (d.get("stringData") or {}):
                 return str(d["stringData"][ref.key])
             if ref.key in (d.get("data") or {}):
-                return base64.b64decode(d["data"][ref.key]).decode()
+                try:
+                    return base64.b64decode(d["data"][ref.key], validate=True).decode()
+                except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError
+                    why = f"Secret {ref.name!r} data.{ref.key}: not base64: {exc}"
+                    raise SpecError(f"{source}: {why}") from None
     if os.environ.get(PASSWORD_ENV):
         return os.environ[PASSWORD_ENV]
     raise SpecError(
@@ -155,6 +161,22 @@ class StateDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._lock: Any = None
+
+    def lock(self) -> bool:
+        """Take the state dir for this process (`up`); False if another process holds it. The
+        kernel drops the lock when the holder dies, even by kill -9, so no stale lock remains."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path / "lock", "a")  # noqa: SIM115 - held for the life of `up`
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            return False
+        self._lock = handle
+        return True
 
     @property
     def cluster_file(self) -> Path:
@@ -193,6 +215,11 @@ class StateDir:
     # manual triggers: one file per kind, consumed by the loop only if unchanged since read
     def request(self, kind: str, value: str = "") -> None:
         _write_text(self.path / "triggers" / kind, value)
+
+    def clear_triggers(self) -> None:
+        """Requests left by an earlier run (their CLI gave up waiting): not acted on later."""
+        for path in (self.path / "triggers").glob("*"):
+            path.unlink(missing_ok=True)
 
     def triggers(self) -> dict[str, str]:
         folder = self.path / "triggers"

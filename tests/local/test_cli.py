@@ -117,3 +117,34 @@ def test_up_after_a_killed_supervisor_stops_its_orphans(tmp_path):
         if up.poll() is None:
             up.kill()
             up.wait()
+
+
+def test_one_up_per_state_dir_and_requests_not_taken_are_withdrawn(tmp_path):
+    """Found in review: after a killed `up`, a second `up` could start before the first had
+    recorded itself and run a second set of members on the same data; a `shrink` the loop did
+    not take (paused) timed out but fired in a later run. Now `up` locks the state dir, and a
+    request not taken in time is withdrawn."""
+    from geocluster.localstate import StateDir
+
+    manifest = write_manifest(tmp_path / "geocluster.yaml", merged(FAST, followers=1, paused=True), name="lk")
+    state = tmp_path / "state"
+    holder = StateDir(state)
+    assert holder.lock()  # as a just-started `up` holds it before recording anything
+    out = geocluster("up", "-f", str(manifest), "--state-dir", str(state), "--port", "0", check=False)
+    assert out.returncode != 0 and "already running" in out.stderr
+    holder._lock.close()  # that `up` is gone (the kernel drops the lock, even on kill -9)
+    up = start_up(manifest, state)
+    try:
+        deadline = time.monotonic() + 30
+        while not json.loads(geocluster("status", "-o", "json", "--state-dir", str(state),
+                                        check=False).stdout or "{}").get("members"):  # fmt: skip
+            assert time.monotonic() < deadline, "no status"
+            time.sleep(0.3)
+        out = geocluster("shrink", "--state-dir", str(state), "--timeout", "2", check=False)
+        assert out.returncode != 0 and "withdrawn" in out.stderr
+        assert not (state / "triggers" / "shrink").exists()
+        out = geocluster("resync", "nobody", "--state-dir", str(state), check=False)
+        assert out.returncode != 0 and "followers: follower-1" in out.stderr
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.wait(timeout=30)

@@ -74,3 +74,23 @@ def test_up_with_an_invalid_manifest_exits_nonzero_naming_the_field(tmp_path):
     assert "invalid manifest" in result.output and "spec.followers" in result.output
     assert "spec.aofShrink.schedule" in result.output
     assert not (tmp_path / "s").exists()  # nothing started, nothing written
+
+
+def test_wrong_types_bad_base64_and_binary_files_are_clear_errors(tmp_path):
+    """Found in review: `spec: 5` ran a default cluster; a Secret with bad base64 and a
+    non-UTF-8 file ended in Python tracebacks."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"apiVersion": "geo.geocluster.io/v1alpha1", "kind": "GeoCluster",
+                                    "metadata": {"name": "a"}, "spec": 5}))  # fmt: skip
+    with pytest.raises(SpecError, match="spec: must be an object, got int"):
+        load_manifest(path)
+    path = write_manifest(tmp_path / "b64.yaml", {"server": {"authSecretRef": {"name": "s"}}})
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+              "data": {"password": "not base64!!"}}  # fmt: skip
+    path.write_text(yaml.safe_dump(secret) + "---\n" + path.read_text())
+    with pytest.raises(SpecError, match=r"data\.password: not base64"):
+        load_manifest(path)
+    binary = tmp_path / "bin.yaml"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(SpecError, match=r"bin\.yaml"):
+        load_manifest(binary)
