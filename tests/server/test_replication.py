@@ -346,3 +346,80 @@ def test_aof_pos_refused_when_the_file_was_replaced_during_the_handshake(make_se
     with Wire(leader.port, leader.host) as w:  # a fresh handshake streams
         w.call("SERVER")
         assert w.call("AOF", 0) == "OK"
+
+
+def _slow_proxy(target_port: int, delay: float) -> tuple[int, Callable[[], None]]:
+    """A TCP proxy to 127.0.0.1:target_port that holds each new connection for `delay` s:
+    a slow leader, so that a FOLLOW is still dialling when the next command arrives."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def pipe(a: socket.socket, b: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := a.recv(65536):
+                b.sendall(data)
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            time.sleep(delay)
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    def close() -> None:
+        stop.set()
+        listener.close()
+
+    return listener.getsockname()[1], close
+
+
+def test_a_follow_racing_a_shrink_never_swaps_in_the_old_dataset(make_server):
+    """Found in review: AOFSHRINK accepted while a FOLLOW was still dialling a slow leader;
+    the follower resynced, then the shrink swapped its snapshot of the old dataset in: the
+    AOF no longer a prefix of the leader's, stale objects back after a restart. Now FOLLOW
+    re-checks for a shrink after dialling, and a shrink never swaps a replaced file."""
+    target = make_server("target")
+    load(target, 50, key="small")
+    busy = make_server("busy")
+    load(busy, 150_000)  # a shrink of a second or so
+    port, close = _slow_proxy(target.port, 0.7)
+    try:
+        results: list[object] = []
+
+        def follow() -> None:
+            try:
+                results.append(busy.client().execute_command("FOLLOW", "127.0.0.1", port))
+            except Exception as exc:  # the refusal when the shrink wins the race
+                results.append(exc)
+
+        t = threading.Thread(target=follow)
+        t.start()
+        time.sleep(0.2)
+        assert busy.client().execute_command("AOFSHRINK") == b"OK"
+        t.join(10)
+        wait_until(lambda: not busy.stats()["aof_shrinking"], 30, message="shrink ends")
+        stats = busy.stats()
+        assert stats["aof_size"] == busy.aof_path.stat().st_size
+        if stats.get("following"):  # FOLLOW won: the shrink must not have swapped
+            assert stats["last_shrink_result"].startswith("error: the AOF was replaced")
+            wait_until(lambda: in_sync(target, busy), 15, message="follower in sync")
+            assert busy.aof_path.read_bytes() == target.aof_path.read_bytes()
+        else:  # the shrink won: FOLLOW was refused, the dataset is intact
+            assert "AOFSHRINK is running" in str(results[0])
+            assert stats["num_objects"] == 150_000
+    finally:
+        close()

@@ -83,6 +83,7 @@ async def run_shrink(server: Server) -> None:
     log.info("AOF shrink started", extra={"aof_size": size_before,
                                           "objects": server.db.stats()["num_objects"]})
     tmp = Path(f"{aof.path}-shrink")
+    generation = aof.generation
     try:
         aof.flush()
         aof.capture = captured = []
@@ -91,6 +92,10 @@ async def run_shrink(server: Server) -> None:
         else:  # pragma: no cover - non-POSIX platforms
             await _write_snapshot_in_loop(server, tmp)
         # The swap: no awaits from here on, so no write can slip between the steps.
+        if aof.generation != generation or server.follower is not None:
+            # a full resync replaced the file (this server began following meanwhile): the
+            # snapshot is of a dataset that is gone, and swapping it in would break the prefix
+            raise RuntimeError("the AOF was replaced while shrinking (now a follower); not swapped")
         aof.flush()
         with open(tmp, "ab") as out:
             for record in captured:

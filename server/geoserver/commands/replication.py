@@ -35,6 +35,8 @@ async def _follow(ctx: Ctx, host: str, port: int) -> Any:
     except ReplicationError as exc:
         message = str(exc)
         raise CommandError(message if message.startswith("cannot") else f"cannot follow: {message}") from None
+    if server.shrink.running:  # started while we dialled the leader
+        raise CommandError("cannot follow: an AOFSHRINK is running, retry when it ends")
     server.start_following(host, port)
     return {} if ctx.json else OK
 
