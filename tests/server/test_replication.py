@@ -373,6 +373,8 @@ def _slow_proxy(target_port: int, delay: float) -> tuple[int, Callable[[], None]
                 client, _ = listener.accept()
             except TimeoutError:
                 continue
+            except OSError:  # closed by the test
+                return
             time.sleep(delay)
             upstream = socket.create_connection(("127.0.0.1", target_port))
             for a, b in ((client, upstream), (upstream, client)):
