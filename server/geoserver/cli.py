@@ -23,8 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("-d", "--dir", type=Path, default=Path("data"),
                    help="data directory: AOF and config file (default %(default)s)")
     p.add_argument("--appendonly", choices=["yes", "no"], default="yes", help="keep an AOF (default yes)")
-    p.add_argument("--appendfsync", choices=["always", "everysec", "no"], default="everysec",
-                   help="when the AOF is fsynced (default everysec)")
+    p.add_argument("--appendfsync", choices=["always", "everysec", "no"], default=None,
+                   help="when the AOF is fsynced (default: as CONFIG REWRITE saved it, else everysec)")
     p.add_argument("--appendfilename", default="appendonly.aof", help="AOF file name inside --dir")
     p.add_argument("--requirepass", default=None,
                    help="password clients must AUTH with (default $GEOSERVER_REQUIREPASS; the "
@@ -70,7 +70,8 @@ def setup_logging(level: int) -> None:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg = ServerConfig(
         host=args.host, port=args.port, dir=args.dir, appendonly=args.appendonly == "yes",
-        appendfsync=args.appendfsync, appendfilename=args.appendfilename,
+        appendfsync=args.appendfsync or "everysec", appendfsync_given=args.appendfsync is not None,
+        appendfilename=args.appendfilename,
         metrics_addr=args.metrics_addr, json_output=args.output == "json",
     )
     for name, env in (("requirepass", "GEOSERVER_REQUIREPASS"), ("leaderauth", "GEOSERVER_LEADERAUTH")):

@@ -45,6 +45,7 @@ class ServerConfig:
     # flag or env variable present (even empty): the file must not override it, so a manager
     # (the operator, `geocluster up`) that drops a password really drops it
     requirepass_given: bool = False
+    appendfsync_given: bool = False
     leaderauth_given: bool = False
     maxmemory: int = 0
 
@@ -75,6 +76,8 @@ class ServerConfig:
                 self.requirepass = data.get("requirepass", "") or ""
             if not self.leaderauth_given:
                 self.leaderauth = data.get("leaderauth", "") or ""
+            if not self.appendfsync_given:  # CONFIG SET appendfsync + REWRITE survives a restart
+                self.appendfsync = data.get("appendfsync", self.appendfsync) or self.appendfsync
             if not self.max_request_size_flag:
                 self.max_request_size = int(data.get("max-request-size", self.max_request_size))
             self.maxmemory = int(data.get("maxmemory", self.maxmemory))
@@ -92,9 +95,14 @@ class ServerConfig:
             "leaderauth": self.leaderauth,
             "max-request-size": self.max_request_size,
             "maxmemory": self.maxmemory,
+            "appendfsync": self.appendfsync,
         }
         tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        # owner-only, like the AOF: it holds requirepass and leaderauth in plain text
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        os.chmod(tmp, 0o600)  # an existing tmp keeps its mode through O_CREAT
         os.replace(tmp, self.config_path)
 
     def get_property(self, name: str) -> str:

@@ -254,3 +254,30 @@ def test_an_nx_record_from_an_older_aof_replays(make_server):
     )
     s.start()
     assert s.json("GET", "fleet", "t1")["object"]["coordinates"] == [-115, 33]
+
+
+def test_saved_appendfsync_survives_restart_and_files_stay_owner_only(make_server):
+    """Found in review: CONFIG REWRITE did not save appendfsync (durability silently dropped
+    to everysec on restart), and a shrink, a full resync and the config file (which holds the
+    passwords) came out world-readable (0644) while the AOF itself is 0600."""
+    import stat
+
+    s = make_server("perm")
+    c = s.client()
+    assert c.execute_command("CONFIG", "SET", "appendfsync", "always")
+    c.execute_command("CONFIG", "SET", "requirepass", "pw")
+    c.execute_command("AUTH", "pw")
+    c.execute_command("CONFIG", "REWRITE")
+    c.execute_command("SET", "fleet", "a", "POINT", 1, 2)
+    c.execute_command("AOFSHRINK")
+    wait_until(lambda: s.json("SERVER", password="pw")["stats"]["last_shrink_result"] == "ok", 10,
+               message="shrink")  # fmt: skip
+    for path in (s.aof_path, s.dir / "config"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    s.stop()
+    s.start(wait=False)
+    wait_until(lambda: s.json("PING", password="pw")["ok"], message="restart")
+    assert s.json("CONFIG", "GET", "appendfsync", password="pw")["properties"] == {"appendfsync": "always"}
+    f = make_server("permf", args=["--follow", f"127.0.0.1:{s.port}", "--leaderauth", "pw"])
+    wait_until(lambda: f.stats()["caught_up"], 10, message="follower")
+    assert stat.S_IMODE(f.aof_path.stat().st_mode) == 0o600

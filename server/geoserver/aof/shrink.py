@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from geoserver.aof.log import private_file
 from geoserver.protocol.resp import encode_command, format_float
 
 if TYPE_CHECKING:
@@ -144,7 +145,7 @@ async def _write_snapshot_in_child(server: Server, tmp: Path) -> None:
         os.closerange(3, _max_fd())
         code = 1
         try:
-            with open(tmp, "wb") as out:
+            with private_file(tmp) as out:
                 for chunk in _snapshot_chunks(server):
                     out.write(chunk)
                 out.flush()
@@ -190,7 +191,7 @@ async def _write_snapshot_in_loop(server: Server, tmp: Path) -> None:
     """Fallback without fork(): the walk yields to the loop every SLICE_SECONDS. Objects
     changed behind the walk are written twice (walk, then captured command); RENAME/DROP of
     a key mid-walk can make that replay differ, which is why fork() is preferred."""
-    with open(tmp, "wb") as out:
+    with private_file(tmp) as out:
         deadline = time.perf_counter() + SLICE_SECONDS
         for chunk in _snapshot_chunks(server, slice_bytes=64 << 10):
             out.write(chunk)

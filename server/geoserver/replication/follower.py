@@ -26,6 +26,7 @@ import hiredis
 import orjson
 
 from geoserver import dispatch
+from geoserver.aof.log import private_file
 from geoserver.errors import CommandError
 from geoserver.protocol.resp import encode_command
 from geoserver.store.database import Database
@@ -121,7 +122,7 @@ class FullResync:
         self.server = server
         self.db = Database()
         self.path = Path(f"{server.aof.path}-resync")
-        self.file = open(self.path, "wb")  # noqa: SIM115 - closed in finish/abort
+        self.file = private_file(self.path)  # closed in finish/abort
         self.size = 0
 
     def apply(self, argv: list[bytes], record: bytes) -> None:
