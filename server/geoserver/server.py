@@ -423,7 +423,7 @@ class Client(asyncio.Protocol):
         status, content_type, body = await http.handle(self, request)
         if not self.server.flush_aof():
             status, body = 500, http.json_error_body(self.server.aof_error)
-        self.transport.write(http.response(status, body, content_type))
+        self.transport.write(http.response(status, body, content_type, request.method == "HEAD"))
         self.transport.close()
 
 

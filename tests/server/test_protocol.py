@@ -119,6 +119,17 @@ def test_http_get_command_in_path(shared: GeoServer) -> None:
     assert orjson.loads(body)["point"] == {"lat": 33, "lon": -115}
 
 
+def test_http_head_has_the_headers_of_get_and_no_body(shared: GeoServer) -> None:
+    """Found in review: a HEAD reply carried the body (HTTP says it must not)."""
+    with socket.create_connection(("127.0.0.1", shared.port), timeout=10) as sock:
+        sock.sendall(b"HEAD /PING HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head and body == b""
+
+
 def test_http_url_encoded_geojson(shared: GeoServer) -> None:
     geo = '{"type":"LineString","coordinates":[[-115,33],[-114,34]]}'
     path = "/SET+fleet+line+OBJECT+" + urllib.request.quote(geo)

@@ -74,7 +74,8 @@ class HttpRequestParser:
                 return None
 
 
-def response(status: int, body: bytes, content_type: str = JSON_TYPE) -> bytes:
+def response(status: int, body: bytes, content_type: str = JSON_TYPE, head_only: bool = False) -> bytes:
+    """A whole HTTP/1.1 response; for HEAD, the headers of the GET answer without its body."""
     head = [
         b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"OK")),
         b"Content-Type: " + content_type.encode(),
@@ -82,7 +83,7 @@ def response(status: int, body: bytes, content_type: str = JSON_TYPE) -> bytes:
         b"Connection: close",
         b"Content-Length: %d" % len(body),
     ]
-    return b"\r\n".join(head) + b"\r\n\r\n" + body
+    return b"\r\n".join(head) + b"\r\n\r\n" + (b"" if head_only else body)
 
 
 def json_error_body(message: str) -> bytes:
