@@ -28,6 +28,8 @@ class AofStream:
         self.client = client
         self.pos = pos
         self.closed = False
+        assert server.aof is not None
+        self.generation = server.aof.generation  # the file `pos` was checked against
         self._writable = asyncio.Event()
         self._writable.set()
         self._task: asyncio.Task | None = None
@@ -36,6 +38,12 @@ class AofStream:
         self.peer_port = client.replica_port or (int(port) if port.isdigit() else 0)
 
     def start(self) -> None:
+        aof = self.server.aof
+        if aof is None or aof.generation != self.generation:
+            # a shrink swapped the file between `AOF pos` and this start (the +OK went out at
+            # the end of that loop turn): `pos` belongs to the old file; the follower retries
+            self.close("AOF replaced before the stream started")
+            return
         self.server.live_streams.add(self)
         self._task = asyncio.get_running_loop().create_task(self._catch_up())
         log.info("follower streaming", extra={"peer": self.client.peer, "pos": self.pos})
