@@ -97,6 +97,15 @@ def test_inline_telnet_lines(shared: GeoServer) -> None:
                        "OK", '{"type":"Point","coordinates":[-117,35]}', "PONG"]
 
 
+def test_inline_get_is_a_command_not_an_http_request(shared: GeoServer) -> None:
+    """Found in review: `GET fleet t1` typed as the first line of a telnet session was taken for
+    HTTP and never answered. Tile38's rule: HTTP only when the line ends in ` HTTP/x.y`."""
+    shared.client().execute_command("SET", "tel", "t1", "POINT", 33, -115)
+    with socket.create_connection(("127.0.0.1", shared.port), timeout=10) as sock:
+        sock.sendall(b"GET tel t1\r\n")
+        assert read_replies(sock, 1) == ['{"type":"Point","coordinates":[-115,33]}']
+
+
 def test_inline_connection_with_quotes_and_blank_lines(shared: GeoServer) -> None:
     """A connection's first byte picks its protocol; an inline one stays inline."""
     with socket.create_connection(("127.0.0.1", shared.port), timeout=10) as sock:

@@ -5,6 +5,7 @@ Requests are parsed with h11; every response closes the connection."""
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 from urllib.parse import unquote_plus
@@ -26,8 +27,20 @@ _REASONS = {200: b"OK", 204: b"No Content", 400: b"Bad Request", 404: b"Not Foun
             500: b"Internal Server Error"}
 
 
+_HTTP_LINE = re.compile(rb"^[A-Z]+ \S+ HTTP/\d\.\d\r?$")
+
+
 def looks_like_http(data: bytes) -> bool:
-    return data.startswith(_METHODS)
+    """An HTTP request line, as Tile38 decides it: a method and a line that ends in ` HTTP/x.y`.
+    `GET fleet truck1` typed in telnet is a command, not a request (it used to hang). A first
+    chunk without a whole line yet counts as HTTP when it starts with a method and cannot be
+    a short telnet command (browsers and curl send the request line at once)."""
+    if not data.startswith(_METHODS):
+        return False
+    line, newline, _ = data.partition(b"\n")
+    if newline:
+        return bool(_HTTP_LINE.match(line))
+    return b" HTTP/" in line or len(line) > 1024
 
 
 @dataclass
