@@ -106,12 +106,25 @@ class _StateCollector:
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
             return GaugeMetricFamily(name, doc, value=value)
 
-        yield gauge("tile38_aof_size", "AOF size in bytes as written by this server.", s.aof_size)
-        yield gauge("tile38_collection_objects", "Objects stored.", stats["num_objects"])
-        yield gauge("tile38_collection_points", "Points stored.", stats["num_points"])
+        # Tile38's names (`_bytes`, per-collection series), so its dashboards work unchanged;
+        # tile38_aof_size / tile38_in_memory_size are kept too (earlier releases served them)
+        yield gauge("tile38_aof_size_bytes", "AOF size in bytes as written by this server.", s.aof_size)
+        yield gauge("tile38_aof_size", "Same as tile38_aof_size_bytes.", s.aof_size)
         yield gauge("tile38_collections", "Collections.", stats["num_collections"])
-        yield gauge("tile38_in_memory_size", "Approximate bytes held by the dataset.",
+        yield gauge("tile38_in_memory_size_bytes", "Approximate bytes held by the dataset.",
                     stats["in_memory_size"])
+        yield gauge("tile38_in_memory_size", "Same as tile38_in_memory_size_bytes.", stats["in_memory_size"])
+        per_col = {
+            "tile38_collection_objects": ("Objects in the collection.", len),
+            "tile38_collection_points": ("Point objects in the collection.", lambda c: c.num_points),
+            "tile38_collection_strings": ("String objects in the collection.", lambda c: c.num_strings),
+            "tile38_collection_weight_bytes": ("Approximate bytes of the collection.", lambda c: c.weight),
+        }
+        for name, (doc, value_of) in per_col.items():
+            family = GaugeMetricFamily(name, doc, labels=["col"])
+            for key, col in s.db.collections.items():
+                family.add_metric([key], value_of(col))
+            yield family
         yield gauge("tile38_connected_clients", "Connected clients.", len(s.clients))
         yield gauge("tile38_mem_alloc", "Resident memory of the process in bytes.", s.rss_bytes())
         yield gauge("geoserver_aof_shrinking", "1 while an AOFSHRINK runs.", int(s.shrink.running))

@@ -193,6 +193,10 @@ def test_metrics_over_http(shared: GeoServer) -> None:
     assert "\ntile38_aof_size " in text
     assert 'tile38_cmd_duration_seconds_count{cmd="set"}' in text
     assert "# TYPE tile38_aof_size gauge" in text
+    # Tile38's own names, so its dashboards work: `_bytes` gauges and per-collection series
+    assert "\ntile38_aof_size_bytes " in text and "\ntile38_in_memory_size_bytes " in text
+    assert 'tile38_collection_objects{col="m"} 1.0' in text
+    assert 'tile38_collection_points{col="m"} 1.0' in text
 
 
 def test_healthz_over_http_and_resp(shared: GeoServer) -> None:
