@@ -8,7 +8,7 @@
    Where fork() does not exist, the same walk runs in the loop in ~1 ms slices instead.
 3. Atomically (no await between these steps): flush the live AOF, append the captured
    records to the new file, fsync, rename it over the AOF, reopen, set aof_size, and cut the
-   replication streams so followers re-handshake at once.
+   replication streams so followers re-handshake (after their 1 s retry delay).
 
 The snapshot is exact at step 1 and the captured records are every change after it, so the
 new file replays to exactly the live dataset. On any error the old file stays in place.

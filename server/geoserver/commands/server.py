@@ -67,7 +67,8 @@ def cmd_auth(ctx: Ctx, argv: list[bytes]) -> Any:
 @command("hello", max_args=None, flags=N)
 def cmd_hello(ctx: Ctx, argv: list[bytes]) -> Any:
     """HELLO [protover [AUTH username password] [SETNAME name]] -- the handshake redis-py and
-    other RESP3-era clients send first. Replies keep RESP2 shapes, which RESP3 parsers accept."""
+    other RESP3-era clients send first. `HELLO 3` gets its server info as a RESP3 map; every
+    other reply keeps its RESP2 shape, which RESP3 parsers accept."""
     proto = 2
     args = Args(argv, 1)
     if args.more():
