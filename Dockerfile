@@ -22,8 +22,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_ROOT_USER_ACTION=ignore
 
 WORKDIR /src
-# Dependency metadata first so the wheel layer is cached across source edits
-# only when pyproject.toml is unchanged. README.md* tolerates a missing README.
+# The sources are needed to build the project's own wheel, so any source edit rebuilds this
+# layer (dependency wheels included). README.md* tolerates a missing README.
 COPY pyproject.toml README.md* ./
 COPY server ./server
 COPY operator ./operator

@@ -151,7 +151,7 @@ old_uid="$(k -n "$ns" get pod "$victim" -o jsonpath='{.metadata.uid}')"
 log "delete follower pod $victim (uid $old_uid)"
 k -n "$ns" delete pod "$victim" --wait=false
 wait_for "$victim recreated" \
-  bash -c "[ \"\$(kubectl --context $ctx -n $ns get pod $victim -o jsonpath='{.metadata.uid}')\" != '$old_uid' ]"
+  bash -c "u=\$(kubectl --context $ctx -n $ns get pod $victim -o jsonpath='{.metadata.uid}' 2>/dev/null); [ -n \"\$u\" ] && [ \"\$u\" != '$old_uid' ]"
 k -n "$ns" wait pod/"$victim" --for=condition=Ready --timeout="${timeout}s"
 wait_for "$victim caught up again at the leader's aofSize" check "$members_equal"
 

@@ -205,6 +205,9 @@ ALL_WRITE = {"get", "list", "watch", "create", "patch", "update", "delete"}
 NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("geo.geocluster.io", "geoclusters"): {"get", "list", "watch", "patch", "update"},
     ("geo.geocluster.io", "geoclusters/status"): {"get", "list", "watch", "patch", "update"},
+    # children carry ownerReferences with blockOwnerDeletion: clusters with the
+    # OwnerReferencesPermissionEnforcement admission plugin (OpenShift) demand this
+    ("geo.geocluster.io", "geoclusters/finalizers"): {"update"},
     ("apps", "statefulsets"): ALL_WRITE,
     ("", "services"): ALL_WRITE,
     ("", "configmaps"): ALL_WRITE,

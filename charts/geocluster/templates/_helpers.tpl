@@ -94,6 +94,10 @@ RBAC rules on namespaced resources, shared by the ClusterRole (scope=cluster) an
 - apiGroups: ["geo.geocluster.io"]
   resources: ["geoclusters", "geoclusters/status"]
   verbs: ["get", "list", "watch", "patch", "update"]
+# children set blockOwnerDeletion; OwnerReferencesPermissionEnforcement (OpenShift) checks this
+- apiGroups: ["geo.geocluster.io"]
+  resources: ["geoclusters/finalizers"]
+  verbs: ["update"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
