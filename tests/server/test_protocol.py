@@ -55,6 +55,17 @@ def http(server: GeoServer, path: str, body: bytes | None = None,
         return err.code, dict(err.headers), err.read()
 
 
+def raw_http(server: GeoServer, request: bytes) -> tuple[bytes, bytes]:
+    """Send request bytes as written (no client library in between); (head, body) of the reply."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return head, body
+
+
 # --- RESP framing -------------------------------------------------------------------------
 
 def test_many_pipelined_commands_in_one_write(shared: GeoServer) -> None:
@@ -130,12 +141,7 @@ def test_http_get_command_in_path(shared: GeoServer) -> None:
 
 def test_http_head_has_the_headers_of_get_and_no_body(shared: GeoServer) -> None:
     """Found in review: a HEAD reply carried the body (HTTP says it must not)."""
-    with socket.create_connection(("127.0.0.1", shared.port), timeout=10) as sock:
-        sock.sendall(b"HEAD /PING HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, body = raw_http(shared, b"HEAD /PING HTTP/1.1\r\nHost: x\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and b"Content-Length: " in head and body == b""
 
 
@@ -166,12 +172,7 @@ def test_http_errors_are_json(shared: GeoServer) -> None:
 
 def test_curl_like_clients(shared: GeoServer) -> None:
     """A bare HTTP/1.0 request (what curl, wget and health probes send) and curl itself."""
-    with socket.create_connection(("127.0.0.1", shared.port), timeout=10) as sock:
-        sock.sendall(b"GET /PING HTTP/1.0\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n")
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
+    head, body = raw_http(shared, b"GET /PING HTTP/1.0\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 OK")
     assert orjson.loads(body)["ping"] == "pong"
     curl = shutil.which("curl")

@@ -7,17 +7,18 @@ import pytest
 from shipping_lib import tool
 
 
+def _tool_or_skip(name: str) -> str:
+    path = tool(name)
+    if path is None:
+        pytest.skip(f"{name} not found: not on PATH and no .tools/bin/{name} (run: bash .ci/install-tools)")
+    return path
+
+
 @pytest.fixture(scope="session")
 def helm() -> str:
-    path = tool("helm")
-    if path is None:
-        pytest.skip("helm not found: not on PATH and no .tools/bin/helm (run: bash .ci/install-tools)")
-    return path
+    return _tool_or_skip("helm")
 
 
 @pytest.fixture(scope="session")
 def kubectl() -> str:
-    path = tool("kubectl")
-    if path is None:
-        pytest.skip("kubectl not found: not on PATH and no .tools/bin/kubectl (run: bash .ci/install-tools)")
-    return path
+    return _tool_or_skip("kubectl")
