@@ -70,7 +70,7 @@ def setup_logging(level: int) -> None:
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
     cfg = ServerConfig(
         host=args.host, port=args.port, dir=args.dir, appendonly=args.appendonly == "yes",
-        appendfsync=args.appendfsync or "everysec", appendfsync_given=args.appendfsync is not None,
+        appendfsync=args.appendfsync or "everysec",
         appendfilename=args.appendfilename,
         metrics_addr=args.metrics_addr, json_output=args.output == "json",
     )
@@ -79,9 +79,12 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         value = os.environ.get(env) if value is None else value
         if value is not None:  # given, even if empty: it overrides the persisted config
             setattr(cfg, name, value)
-            setattr(cfg, f"{name}_given", True)
+            cfg.given.add(name)
+    if args.appendfsync is not None:
+        cfg.given.add("appendfsync")
     if args.max_request_size is not None:
-        cfg.max_request_size, cfg.max_request_size_flag = args.max_request_size, True
+        cfg.max_request_size = args.max_request_size
+        cfg.given.add("max-request-size")
     if args.follow:
         host, sep, port = args.follow.rpartition(":")
         if not sep or not port.isdigit():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
@@ -41,13 +41,10 @@ class ServerConfig:
     follow_port: int = 0
     read_only: bool = False
     max_request_size: int = 64 * 1024 * 1024
-    max_request_size_flag: bool = False  # given on the command line: the file must not override
-    # flag or env variable present (even empty): the file must not override it, so a manager
-    # (the operator, `geocluster up`) that drops a password really drops it
-    requirepass_given: bool = False
-    appendfsync_given: bool = False
-    leaderauth_given: bool = False
     maxmemory: int = 0
+    # settings given by flag or environment (even empty): the file must not override them, so
+    # a manager (the operator, `geocluster up`) that drops a password really drops it
+    given: set[str] = field(default_factory=set)
 
     @property
     def aof_path(self) -> Path:
@@ -72,13 +69,13 @@ class ServerConfig:
                 self.follow_host = data.get("follow_host", "") or ""
                 self.follow_port = int(data.get("follow_port", 0) or 0)
             self.read_only = bool(data.get("read_only", self.read_only))
-            if not self.requirepass_given:
+            if "requirepass" not in self.given:
                 self.requirepass = data.get("requirepass", "") or ""
-            if not self.leaderauth_given:
+            if "leaderauth" not in self.given:
                 self.leaderauth = data.get("leaderauth", "") or ""
-            if not self.appendfsync_given:  # CONFIG SET appendfsync + REWRITE survives a restart
+            if "appendfsync" not in self.given:  # CONFIG SET appendfsync + REWRITE survives a restart
                 self.appendfsync = data.get("appendfsync", self.appendfsync) or self.appendfsync
-            if not self.max_request_size_flag:
+            if "max-request-size" not in self.given:
                 self.max_request_size = int(data.get("max-request-size", self.max_request_size))
             self.maxmemory = int(data.get("maxmemory", self.maxmemory))
         if not self.server_id:

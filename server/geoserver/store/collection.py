@@ -100,13 +100,6 @@ class Collection:
         item.fields[name] = value
         return True
 
-    def ids(self, start: str | None = None, reverse: bool = False) -> Iterator[str]:
-        if reverse:
-            return reversed(self.items.keys())
-        if start is None:
-            return iter(self.items.keys())
-        return self.items.irange(minimum=start)
-
     def prefix_bounds(self, prefix: str) -> tuple[int, int]:
         """Positions [lo, hi) in id order of the ids that start with `prefix` (all for "")."""
         if not prefix:
