@@ -11,6 +11,8 @@ from pathlib import Path
 
 import orjson
 
+from geoserver.aof.log import private_file
+
 log = logging.getLogger(__name__)
 
 # CONFIG GET/SET properties and their types (Tile38 names).
@@ -95,11 +97,8 @@ class ServerConfig:
             "appendfsync": self.appendfsync,
         }
         tmp = self.config_path.with_suffix(".tmp")
-        # owner-only, like the AOF: it holds requirepass and leaderauth in plain text
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as out:
+        with private_file(tmp) as out:  # owner-only, like the AOF: it holds the passwords
             out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
-        os.chmod(tmp, 0o600)  # an existing tmp keeps its mode through O_CREAT
         os.replace(tmp, self.config_path)
 
     def get_property(self, name: str) -> str:
