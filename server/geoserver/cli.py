@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from geoserver import __version__
-from geoserver.config import ServerConfig
+from geoserver.config import PROPERTIES, ServerConfig
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,9 +37,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="follow this leader (same as FOLLOW host port; persisted)")
     p.add_argument("--metrics-addr", metavar="HOST:PORT", default=None,
                    help="also serve Prometheus /metrics and /healthz on this address")
-    p.add_argument("--max-request-size", type=int, default=None,
+    p.add_argument("--max-request-size", default=None,
                    help="largest request in bytes, larger ones close the connection "
                    "(default 64 MiB, or the value saved by CONFIG REWRITE)")
+    limits = p.add_argument_group("limits", "every CONFIG property also as a flag (docs/security.md)")
+    for name, prop in PROPERTIES.items():
+        if prop.flag:
+            limits.add_argument(f"--{name}", dest=_dest(name), default=None, metavar="VALUE",
+                                help=f"{prop.help} (default {getattr(ServerConfig, _dest(name))})")
     p.add_argument("-o", "--output", choices=["json", "resp"], default="resp",
                    help="default reply format for RESP connections (HTTP is always JSON)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
@@ -59,6 +64,10 @@ class KeyValueFormatter(logging.Formatter):
         if extras:
             base += " " + " ".join(f"{k}={v}" for k, v in extras.items())
         return base
+
+
+def _dest(name: str) -> str:
+    return name.replace("-", "_")
 
 
 def setup_logging(level: int) -> None:
@@ -82,9 +91,15 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
             cfg.given.add(name)
     if args.appendfsync is not None:
         cfg.given.add("appendfsync")
-    if args.max_request_size is not None:
-        cfg.max_request_size = args.max_request_size
-        cfg.given.add("max-request-size")
+    for name in PROPERTIES:
+        value = getattr(args, _dest(name), None)
+        if value is None or name in ("requirepass", "leaderauth", "appendfsync"):
+            continue
+        try:
+            cfg.set_property(name, str(value))
+        except ValueError as exc:
+            raise SystemExit(f"geoserver: invalid --{name} {value!r}: {exc}") from None
+        cfg.given.add(name)
     if args.follow:
         host, sep, port = args.follow.rpartition(":")
         if not sep or not port.isdigit():

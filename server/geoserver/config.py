@@ -1,13 +1,21 @@
 """Server settings: command-line flags plus the persistent JSON config file (`<dir>/config`),
-which keeps what CONFIG SET / FOLLOW / READONLY change so a restart resumes the same role."""
+which keeps what CONFIG SET / FOLLOW / READONLY change so a restart resumes the same role.
+
+Every tunable is declared once in `PROPERTIES`: its parser, default and help. CONFIG GET/SET,
+the `--<name>` flags (cli.py), the config file and docs/security.md's table all derive from it.
+A setting given by flag or environment wins over the file (`given`).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -15,13 +23,118 @@ from geoserver.aof.log import private_file
 
 log = logging.getLogger(__name__)
 
-# CONFIG GET/SET properties and their types (Tile38 names).
-PROPERTIES: dict[str, type] = {
-    "requirepass": str,
-    "leaderauth": str,
-    "maxmemory": int,  # bytes of RSS; 0 = no limit. Above it SET/FSET get OOM errors
-    "max-request-size": int,  # applies to connections opened after the change
-    "appendfsync": str,
+_SIZE = re.compile(r"^\s*(\d+)\s*(b|k|kb|m|mb|g|gb)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000**2, "mb": 1024**2, "g": 1000**3, "gb": 1024**3}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `1073741824`, `64mb`, `1gb`, `16kb` (Redis units: k = 1000, kb = 1024)."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"invalid size {text!r}")
+    return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
+
+
+def parse_count(text: str) -> int:
+    """A non-negative integer."""
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} is negative")
+    return value
+
+
+def parse_ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{text!r} is not within 0..1")
+    return value
+
+
+OUTPUT_CLASSES = ("normal", "replica", "pubsub")
+
+
+def parse_output_limits(text: str) -> str:
+    """`client-output-buffer-limit` as Redis writes it: `class hard soft seconds` groups for
+    normal, replica and pubsub; classes not named keep their current value."""
+    words = text.split()
+    if not words or len(words) % 4:
+        raise ValueError("want groups of: class hard-limit soft-limit soft-seconds")
+    for i in range(0, len(words), 4):
+        if words[i].lower() not in OUTPUT_CLASSES:
+            raise ValueError(f"unknown client class {words[i]!r}")
+        parse_size(words[i + 1])
+        parse_size(words[i + 2])
+        parse_count(words[i + 3])
+    return text
+
+
+@dataclass(frozen=True)
+class OutputLimit:
+    """Redis's client-output-buffer-limit for one client class; 0 turns a limit off."""
+
+    hard: int
+    soft: int
+    soft_seconds: int
+
+
+def output_limits(text: str) -> dict[str, OutputLimit]:
+    words = text.split()
+    return {words[i].lower(): OutputLimit(parse_size(words[i + 1]), parse_size(words[i + 2]),
+                                          parse_count(words[i + 3]))
+            for i in range(0, len(words), 4)}
+
+
+def parse_fsync(text: str) -> str:
+    if text not in ("always", "everysec", "no"):
+        raise ValueError(text)
+    return text
+
+
+@dataclass(frozen=True)
+class Property:
+    """One CONFIG property: how a value is parsed, whether CONFIG GET hides it, its meaning."""
+
+    parse: Callable[[str], Any]
+    help: str
+    secret: bool = False
+    flag: bool = True  # gets a generated `--name` flag (the older ones have their own)
+
+
+# CONFIG GET/SET properties (Tile38's names first, then the limits of docs/security.md).
+PROPERTIES: dict[str, Property] = {
+    "requirepass": Property(str, "password clients must AUTH with", secret=True, flag=False),
+    "leaderauth": Property(str, "password this follower sends to its leader", secret=True, flag=False),
+    "maxmemory": Property(parse_size, "RSS above which writes that add data get OOM (0: no limit)"),
+    "appendfsync": Property(parse_fsync, "when the AOF is fsynced: always | everysec | no", flag=False),
+    "max-request-size": Property(parse_size, "largest request in bytes (and largest bulk); "
+                                 "applies to connections opened after the change", flag=False),
+    "max-request-args": Property(parse_count, "most arguments in one request, checked at the "
+                                 "array header before anything is allocated"),
+    "max-inline-size": Property(parse_size, "longest inline (telnet) command line, and HTTP "
+                                "request line plus headers"),
+    "preauth-max-args": Property(parse_count, "most arguments in a request before AUTH "
+                                 "(when requirepass is set)"),
+    "preauth-max-bulk": Property(parse_size, "largest argument before AUTH (when requirepass is set)"),
+    "client-output-buffer-limit": Property(
+        parse_output_limits, "per class (normal, replica, pubsub): hard limit, soft limit, soft "
+        "seconds. Over the hard limit, or over the soft one for soft seconds, a client is "
+        "disconnected; a pipelined batch pauses while its unsent output is over the soft limit"),
+    "timeout": Property(parse_count, "seconds an idle client may stay connected (0: forever)"),
+    "auth-timeout": Property(parse_count, "seconds a client may stay connected without AUTH "
+                             "when requirepass is set (0: forever)"),
+    "maxclients": Property(parse_count, "most client connections; more are refused with an error"),
+    "geojson-max-vertices": Property(parse_count, "most coordinates in one GeoJSON object"),
+    "geojson-max-parts": Property(parse_count, "most rings, lines, polygons and members in one "
+                                  "GeoJSON object"),
+    "geojson-max-depth": Property(parse_count, "deepest nesting of GeometryCollections"),
+    "max-pattern-length": Property(parse_count, "longest MATCH/KEYS/PDEL glob pattern"),
+    "repl-timeout": Property(parse_count, "seconds of silence on the leader link after which a "
+                             "follower checks the leader and reconnects"),
+    "resync-min-ratio": Property(parse_ratio, "a follower refuses a full resync from a new or "
+                                 "restarted leader holding fewer than this share of its objects "
+                                 "(0: never refuse; RESYNC FORCE overrides)"),
+    "cors-origins": Property(str, "comma-separated origins allowed to read HTTP replies "
+                             "(Access-Control-Allow-Origin); empty: no CORS headers"),
 }
 
 
@@ -44,6 +157,22 @@ class ServerConfig:
     read_only: bool = False
     max_request_size: int = 64 * 1024 * 1024
     maxmemory: int = 0
+    # limits (docs/security.md): defaults a public-facing server can keep
+    max_request_args: int = 1024 * 1024
+    max_inline_size: int = 64 * 1024
+    preauth_max_args: int = 10
+    preauth_max_bulk: int = 16 * 1024
+    client_output_buffer_limit: str = "normal 256mb 64mb 60 replica 0 0 0 pubsub 32mb 8mb 60"
+    timeout: int = 0
+    auth_timeout: int = 10
+    maxclients: int = 10000
+    geojson_max_vertices: int = 1_000_000
+    geojson_max_parts: int = 100_000
+    geojson_max_depth: int = 32
+    max_pattern_length: int = 1024
+    repl_timeout: int = 10
+    resync_min_ratio: float = 0.5
+    cors_origins: str = ""
     # settings given by flag or environment (even empty): the file must not override them, so
     # a manager (the operator, `geocluster up`) that drops a password really drops it
     given: set[str] = field(default_factory=set)
@@ -55,6 +184,10 @@ class ServerConfig:
     @property
     def config_path(self) -> Path:
         return self.dir / "config"
+
+    def output_limit(self, kind: str) -> OutputLimit:
+        """The output buffer limit of a client class (normal, replica, pubsub)."""
+        return output_limits(self.client_output_buffer_limit).get(kind, OutputLimit(0, 0, 0))
 
     def load_file(self) -> None:
         """Merge the persisted file (if any) into these settings. Explicit flags win: a pod
@@ -71,39 +204,47 @@ class ServerConfig:
                 self.follow_host = data.get("follow_host", "") or ""
                 self.follow_port = int(data.get("follow_port", 0) or 0)
             self.read_only = bool(data.get("read_only", self.read_only))
-            if "requirepass" not in self.given:
-                self.requirepass = data.get("requirepass", "") or ""
-            if "leaderauth" not in self.given:
-                self.leaderauth = data.get("leaderauth", "") or ""
-            if "appendfsync" not in self.given:  # CONFIG SET appendfsync + REWRITE survives a restart
-                self.appendfsync = data.get("appendfsync", self.appendfsync) or self.appendfsync
-            if "max-request-size" not in self.given:
-                self.max_request_size = int(data.get("max-request-size", self.max_request_size))
-            self.maxmemory = int(data.get("maxmemory", self.maxmemory))
+            for name in PROPERTIES:
+                if name in data and name not in self.given:
+                    try:
+                        self.set_property(name, str(data[name]))
+                    except ValueError as exc:
+                        log.warning("config file value ignored", extra={"property": name, "error": str(exc)})
         if not self.server_id:
             self.server_id = secrets.token_hex(16)
 
     def write_file(self) -> None:
         """Atomically persist the mutable settings (CONFIG REWRITE, FOLLOW, READONLY)."""
-        data = {
+        data: dict[str, Any] = {
             "server_id": self.server_id,
             "follow_host": self.follow_host,
             "follow_port": self.follow_port,
             "read_only": self.read_only,
-            "requirepass": self.requirepass,
-            "leaderauth": self.leaderauth,
-            "max-request-size": self.max_request_size,
-            "maxmemory": self.maxmemory,
-            "appendfsync": self.appendfsync,
         }
+        data.update({name: getattr(self, _attr(name)) for name in PROPERTIES})
         tmp = self.config_path.with_suffix(".tmp")
         with private_file(tmp) as out:  # owner-only, like the AOF: it holds the passwords
             out.write(orjson.dumps(data, option=orjson.OPT_INDENT_2))
         os.replace(tmp, self.config_path)
 
     def get_property(self, name: str) -> str:
-        return str(getattr(self, name.replace("-", "_"), ""))
+        value = getattr(self, _attr(name), "")
+        return format(value, "g") if isinstance(value, float) else str(value)
 
     def set_property(self, name: str, value: str) -> None:
-        kind = PROPERTIES[name]
-        setattr(self, name.replace("-", "_"), kind(value))
+        """Parse and set one property; ValueError for a value its parser refuses."""
+        parsed = PROPERTIES[name].parse(value)
+        if name == "client-output-buffer-limit":  # classes not named keep their limits
+            merged = {**_limit_groups(self.client_output_buffer_limit), **_limit_groups(parsed)}
+            parsed = " ".join(merged.values())
+        setattr(self, _attr(name), parsed)
+
+
+def _attr(name: str) -> str:
+    return name.replace("-", "_")
+
+
+def _limit_groups(text: str) -> dict[str, str]:
+    words = text.split()
+    return {words[i].lower(): " ".join([words[i].lower(), *words[i + 1:i + 4]])
+            for i in range(0, len(words), 4)}

@@ -308,7 +308,7 @@ def test_config_set_get_rewrite(make_server: Callable[..., GeoServer]) -> None:
         # as in Tile38, the connection that set the password must AUTH like everyone else
         assert str(w.call("CONFIG", "GET", "requirepass")) == "ERR authentication required"
         assert w.call("AUTH", "pw1") == "OK"
-        assert w.call("CONFIG", "GET", "requirepass") == ["requirepass", "pw1"]
+        assert w.call("CONFIG", "GET", "requirepass") == ["requirepass", "********"]  # redacted
         assert str(w.call("CONFIG", "SET", "nosuch", "1")) == "ERR Unsupported CONFIG parameter: nosuch"
         assert str(w.call("CONFIG", "SET", "maxmemory", "lots")).startswith("ERR ")
         assert w.call("CONFIG", "SET", "maxmemory", "1073741824") == "OK"

@@ -3,6 +3,7 @@ READONLY."""
 
 from __future__ import annotations
 
+import fnmatch
 import gc
 import os
 import platform
@@ -11,7 +12,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from geoserver import TILE38_COMPAT_VERSION, __version__
-from geoserver.aof.log import FSYNC_POLICIES
 from geoserver.commands.base import Args, Ctx, Flag, command
 from geoserver.config import PROPERTIES
 from geoserver.errors import (
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from geoserver.server import Server
 
 N = Flag.NOAUTH | Flag.LOADING_OK
+REDACTED = "********"
 
 
 @command("ping", max_args=2, flags=N)
@@ -221,14 +222,14 @@ def cmd_info(ctx: Ctx, argv: list[bytes]) -> Any:
 
 @command("config", min_args=2, max_args=4, flags=Flag.ADMIN)
 def cmd_config(ctx: Ctx, argv: list[bytes]) -> Any:
-    """CONFIG GET property | CONFIG SET property value | CONFIG REWRITE"""
+    """CONFIG GET pattern | CONFIG SET property value | CONFIG REWRITE -- passwords read back
+    redacted (`********` when set), so a leaked admin session does not leak them."""
     sub = argv[1].decode("utf-8", "replace").upper()
     cfg = ctx.server.config
     if sub == "GET" and len(argv) == 3:
         pattern = argv[2].decode("utf-8", "replace").lower()
-        import fnmatch
-
-        props = {p: cfg.get_property(p) for p in PROPERTIES if fnmatch.fnmatchcase(p, pattern)}
+        props = {name: REDACTED if prop.secret and cfg.get_property(name) else cfg.get_property(name)
+                 for name, prop in PROPERTIES.items() if fnmatch.fnmatchcase(name, pattern)}
         if ctx.json:
             return {"properties": props}
         return [x for kv in props.items() for x in kv]
@@ -237,13 +238,10 @@ def cmd_config(ctx: Ctx, argv: list[bytes]) -> Any:
         if name not in PROPERTIES:
             raise CommandError(f"Unsupported CONFIG parameter: {name}")
         value = argv[3].decode("utf-8", "replace")
-        bad = CommandError(f"Invalid argument '{value}' for CONFIG SET '{name}'")  # Tile38's text
-        if name == "appendfsync" and value not in FSYNC_POLICIES:
-            raise bad
         try:
             cfg.set_property(name, value)
         except ValueError:
-            raise bad from None
+            raise CommandError(f"Invalid argument '{value}' for CONFIG SET '{name}'") from None  # Tile38's
         if name == "appendfsync" and ctx.server.aof is not None:
             ctx.server.aof.fsync = value
         return {} if ctx.json else OK
