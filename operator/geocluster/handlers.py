@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,9 @@ SHRINK_ANNOTATION = f"{GROUP}/shrink-now"
 RESYNC_ANNOTATION = f"{GROUP}/resync"
 PAUSE_ANNOTATION = f"{GROUP}/paused"
 TICK_SECONDS = float(os.environ.get("GEOCLUSTER_TICK_SECONDS", "5"))
+# The operator's own namespace (the chart and manifests set it from the downward API): the
+# NetworkPolicy of every GeoCluster admits the operator's pods from there only.
+OPERATOR_NAMESPACE = os.environ.get("POD_NAMESPACE") or None
 PROBE_TIMEOUT = float(os.environ.get("GEOCLUSTER_PROBE_TIMEOUT", "3"))
 
 REGISTRY = kopf.OperatorRegistry()
@@ -88,8 +92,11 @@ def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     spec = _spec_or_invalid(body)
     if spec is None:
         raise kopf.PermanentError("invalid spec; see the Degraded condition")
-    cluster = res.Cluster.from_body(body, spec)
-    changes = {f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in res.build_all(cluster)}
+    cluster = res.Cluster.from_body(body, spec, OPERATOR_NAMESPACE)
+    changes: dict[str, str] = {}
+    if secret := res.build_auth_secret(cluster, secrets.token_urlsafe(32)):  # before the pods
+        changes[f"Secret/{secret['metadata']['name']}"] = kube.create_if_absent(secret)
+    changes.update({f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in res.build_all(cluster)})
     for kind, name in res.unwanted(cluster):  # e.g. a PDB turned off after it was created
         changes[f"{kind}/{name}"] = kube.remove(kind, cluster.namespace, name)
     for obj, result in changes.items():
@@ -129,7 +136,7 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     ):
         return
     _last_probe[uid] = time.monotonic()
-    cluster = res.Cluster.from_body(body, spec)
+    cluster = res.Cluster.from_body(body, spec, OPERATOR_NAMESPACE)
     password, auth_error = await asyncio.to_thread(_password, cluster)
     members = await _observe(cluster, password, auth_error)
     decision = decide(
@@ -190,8 +197,9 @@ async def _observe(cluster: res.Cluster, password: str | None, auth_error: str |
 
 
 def _password(cluster: res.Cluster) -> tuple[str | None, str | None]:
-    """(password, None), or (None, why) when the auth Secret or its key cannot be read."""
-    ref = cluster.spec.server.auth_secret_ref
+    """(password, None), or (None, why) when the auth Secret (named or generated) or its key
+    cannot be read; (None, None) when the members run without a password."""
+    ref = res.auth_ref(cluster)
     if ref is None:
         return None, None
     try:

@@ -52,9 +52,11 @@ def _ops(kind: str, verbs: tuple[str, ...] = ("create", "read", "patch")):
     core, apps, policy = client.CoreV1Api(api()), client.AppsV1Api(api()), client.PolicyV1Api(api())
     table = {
         "ConfigMap": (core, "config_map"),
+        "Secret": (core, "secret"),
         "Service": (core, "service"),
         "StatefulSet": (apps, "stateful_set"),
         "PodDisruptionBudget": (policy, "pod_disruption_budget"),
+        "NetworkPolicy": (client.NetworkingV1Api(api()), "network_policy"),
     }
     group, suffix = table[kind]
     return tuple(getattr(group, f"{verb}_namespaced_{suffix}") for verb in verbs)
@@ -148,6 +150,27 @@ def apply(obj: dict[str, Any]) -> str:
     patch(name, ns, body, _content_type=MERGE)
     log.info("patched %s %s/%s", obj["kind"], ns, name)
     return "patched" + note
+
+
+def create_if_absent(obj: dict[str, Any]) -> str:
+    """Create an object unless one of that name exists, which is then left exactly as it is:
+    never patched or adopted (a generated password is not rotated); "created" or "exists"."""
+    create, read = _ops(obj["kind"], ("create", "read"))
+    ns, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    try:
+        read(name, ns)
+        return "exists"
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    try:
+        create(ns, obj)
+    except ApiException as exc:
+        if exc.status != 409:  # created meanwhile (another reconcile): that one stays
+            raise
+        return "exists"
+    log.info("created %s %s/%s", obj["kind"], ns, name)
+    return "created"
 
 
 def remove(kind: str, namespace: str, name: str) -> str:

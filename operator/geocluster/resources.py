@@ -7,10 +7,20 @@ selectors come from :func:`selector` only. Nothing here does I/O.
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from typing import Any
 
-from .spec import API_VERSION, GEOSERVER_PORT, GROUP, KIND, GeoClusterSpec
+from .spec import (
+    API_VERSION,
+    GEOSERVER_PORT,
+    GROUP,
+    KIND,
+    GeoClusterSpec,
+    NetworkPolicyPeer,
+    SecretKeyRef,
+    dump,
+)
 
 ROLE_LABEL = f"{GROUP}/role"
 DATA_DIR = "/data"
@@ -18,6 +28,9 @@ DATA_DIR = "/data"
 REQUIREPASS_ENV = "GEOSERVER_REQUIREPASS"
 LEADERAUTH_ENV = "GEOSERVER_LEADERAUTH"
 UID = 10001
+PASSWORD_KEY = "password"
+# Labels the chart and manifests put on the operator's pod: the NetworkPolicy admits its probes.
+OPERATOR_POD_LABELS = {"app.kubernetes.io/part-of": "geocluster", "app.kubernetes.io/component": "operator"}
 
 
 @dataclass(frozen=True)
@@ -28,11 +41,17 @@ class Cluster:
     namespace: str
     uid: str
     spec: GeoClusterSpec
+    # where the operator runs (its probes must get through the NetworkPolicy); None = unknown,
+    # then operator pods of any namespace are admitted
+    operator_namespace: str | None = None
 
     @classmethod
-    def from_body(cls, body: dict[str, Any], spec: GeoClusterSpec) -> Cluster:
+    def from_body(
+        cls, body: dict[str, Any], spec: GeoClusterSpec, operator_namespace: str | None = None
+    ) -> Cluster:
         meta = body["metadata"]
-        return cls(meta["name"], meta.get("namespace", "default"), meta.get("uid", ""), spec)
+        namespace = meta.get("namespace", "default")
+        return cls(meta["name"], namespace, meta.get("uid", ""), spec, operator_namespace)
 
 
 # --- names and labels -----------------------------------------------------------------------
@@ -56,6 +75,22 @@ def leader_pod(c: Cluster) -> str:
 
 def follower_pods(c: Cluster) -> list[str]:
     return [f"{follower_sts_name(c)}-{i}" for i in range(c.spec.followers)]
+
+
+def auth_secret_name(c: Cluster) -> str:
+    """The Secret the operator generates when the spec names none."""
+    return f"{c.name}-auth"
+
+
+def auth_ref(c: Cluster) -> SecretKeyRef | None:
+    """The Secret key holding the members' password: spec.server.authSecretRef, else the
+    generated ``<name>-auth``, or None when generatePassword is false (no password)."""
+    server = c.spec.server
+    if server.auth_secret_ref is not None:
+        return server.auth_secret_ref
+    if server.generate_password:
+        return SecretKeyRef(name=auth_secret_name(c), key=PASSWORD_KEY)
+    return None
 
 
 def leader_dns(c: Cluster) -> str:
@@ -156,7 +191,7 @@ def _container(c: Cluster, role: str) -> dict[str, Any]:
     # always set (empty without auth): geoserver prefers a given password, even empty, over the
     # one a CONFIG REWRITE saved on the volume, so dropping authSecretRef really drops it
     names = [REQUIREPASS_ENV] + ([LEADERAUTH_ENV] if role == "follower" else [])
-    ref = s.server.auth_secret_ref
+    ref = auth_ref(c)
     source: dict[str, Any] = (
         {"valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}} if ref else {"value": ""}
     )
@@ -192,6 +227,8 @@ def _pod_spec(c: Cluster, role: str) -> dict[str, Any]:
             **(s.security_context.pod or {}),
         },
         "enableServiceLinks": False,
+        # geoserver never talks to the Kubernetes API: a stolen pod gets no token to use there
+        "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
     }
     if affinity := _affinity(c):
@@ -309,20 +346,77 @@ def build_pdb(c: Cluster) -> dict[str, Any] | None:
     }
 
 
+def build_auth_secret(c: Cluster, password: str) -> dict[str, Any] | None:
+    """The generated password Secret (created once, never patched: the password is not
+    rotated), or None when the spec names its own Secret or wants no password."""
+    if c.spec.server.auth_secret_ref is not None or not c.spec.server.generate_password:
+        return None
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _meta(c, auth_secret_name(c), None),
+        "type": "Opaque",
+        "data": {PASSWORD_KEY: base64.b64encode(password.encode()).decode()},
+    }
+
+
+def _peers(peers: list[NetworkPolicyPeer]) -> list[dict[str, Any]]:
+    return [dump(p) for p in peers]
+
+
+def _operator_peer(c: Cluster) -> dict[str, Any]:
+    namespaces: dict[str, Any] = (
+        {"matchLabels": {"kubernetes.io/metadata.name": c.operator_namespace}} if c.operator_namespace else {}
+    )
+    return {"namespaceSelector": namespaces, "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)}}
+
+
+def build_network_policy(c: Cluster) -> dict[str, Any] | None:
+    """Ingress to the members: the geoserver port from spec.networkPolicy.clients, the
+    members themselves (followers dial the leader) and the operator's pods (probes); the
+    metrics port from spec.networkPolicy.metricsFrom (any source when empty). Egress is left
+    open. None when disabled."""
+    policy = c.spec.network_policy
+    if not policy.enabled:
+        return None
+    port = [{"protocol": "TCP", "port": GEOSERVER_PORT}]
+    members = {"podSelector": {"matchLabels": selector(c)}}
+    rules: list[dict[str, Any]] = []
+    if policy.clients:
+        rules.append({"from": _peers(policy.clients), "ports": port})
+    rules.append({"from": [members, _operator_peer(c)], "ports": port})
+    if c.spec.metrics.enabled:
+        rule: dict[str, Any] = {"ports": [{"protocol": "TCP", "port": c.spec.metrics.port}]}
+        if policy.metrics_from:
+            rule["from"] = _peers(policy.metrics_from)
+        rules.append(rule)
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(c, c.name, None),
+        "spec": {"podSelector": {"matchLabels": selector(c)}, "policyTypes": ["Ingress"], "ingress": rules},
+    }
+
+
 def unwanted(c: Cluster) -> list[tuple[str, str]]:
     """(kind, name) of optional objects the spec turned off, to delete if they exist."""
-    if c.spec.scheduling.pod_disruption_budget.enabled:
-        return []
-    return [("PodDisruptionBudget", c.name)]
+    out = []
+    if not c.spec.scheduling.pod_disruption_budget.enabled:
+        out.append(("PodDisruptionBudget", c.name))
+    if not c.spec.network_policy.enabled:
+        out.append(("NetworkPolicy", c.name))
+    return out
 
 
 def build_all(c: Cluster) -> list[dict[str, Any]]:
-    """Every desired object, in apply order (Services before StatefulSets)."""
+    """Every desired object but the generated Secret, in apply order (Services and the
+    NetworkPolicy before the StatefulSets whose pods they serve and guard)."""
     objs = [
         build_configmap(c),
         build_headless_service(c),
         build_leader_service(c),
         build_follower_service(c),
+        build_network_policy(c),
         build_leader_statefulset(c),
         build_follower_statefulset(c),
         build_pdb(c),

@@ -8,12 +8,13 @@ camelCase path. The CRD itself is generated from these models in :mod:`geocluste
 
 from __future__ import annotations
 
+import ipaddress
 import zoneinfo
 from datetime import datetime
 from typing import Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "geo.geocluster.io"
@@ -74,6 +75,39 @@ class StorageSpec(_Model):
     )
 
 
+# geoserver flags the operator (and the local runtime) set itself: extraArgs may not repeat
+# them, or a member could listen elsewhere, drop its password or follow another leader.
+OWNED_FLAGS = {
+    "--host": "the operator sets it",
+    "--port": "the operator sets it",
+    "--dir": "the operator sets it",
+    "--follow": "the operator sets it on followers",
+    "--requirepass": "use spec.server.authSecretRef or generatePassword",
+    "--leaderauth": "use spec.server.authSecretRef or generatePassword",
+    "--appendfsync": "use spec.server.appendfsync",
+    "--metrics-addr": "use spec.metrics",
+}
+OWNED_SHORT_FLAGS = {"-H": "--host", "-p": "--port", "-d": "--dir"}
+_NO_VALUE_SHORT = set("qv")  # geoserver's short flags without a value (-q, -v) may be bundled
+
+
+def owned_flag(arg: str) -> str | None:
+    """The owned long flag ``arg`` sets (also as ``--flag=value``, an abbreviation argparse
+    would expand, or a bundled/attached short form such as ``-p9851``, ``-qp``), else None."""
+    if arg.startswith("--"):
+        name = arg.partition("=")[0]
+        if len(name) > 2:
+            return next((flag for flag in OWNED_FLAGS if flag.startswith(name)), None)
+        return None
+    if arg.startswith("-") and len(arg) > 1:
+        for letter in arg[1:]:
+            if f"-{letter}" in OWNED_SHORT_FLAGS:
+                return OWNED_SHORT_FLAGS[f"-{letter}"]
+            if letter not in _NO_VALUE_SHORT:
+                return None  # the rest is this flag's attached value
+    return None
+
+
 class ServerSpec(_Model):
     """geoserver settings shared by the leader and the followers."""
 
@@ -82,11 +116,32 @@ class ServerSpec(_Model):
     )
     auth_secret_ref: SecretKeyRef | None = Field(
         default=None,
-        description="Secret key holding the password clients (and followers) must AUTH with.",
+        description="Secret key holding the password clients (and followers) must AUTH with. "
+        "When unset, see generatePassword.",
+    )
+    generate_password: bool = Field(
+        default=True,
+        description="Without authSecretRef: create the Secret <name>-auth (key password, 43 random "
+        "characters, owned by this GeoCluster, never rotated by the operator) and require that "
+        "password. false runs the members without a password: anyone the NetworkPolicy admits "
+        "can read, write and reconfigure them. Ignored when authSecretRef is set, and by "
+        "`geocluster up` (local members listen on 127.0.0.1 only).",
     )
     extra_args: list[str] = Field(
-        default_factory=list, description="Extra command-line arguments appended to geoserver's."
+        default_factory=list,
+        description="Extra command-line arguments appended to geoserver's. Flags the operator "
+        "sets (--host/-H, --port/-p, --dir/-d, --follow, --requirepass, --leaderauth, "
+        "--appendfsync, --metrics-addr) are refused.",
     )
+
+    @field_validator("extra_args")
+    @classmethod
+    def _no_owned_flags(cls, value: list[str]) -> list[str]:
+        bad = [(arg, flag) for arg in value if (flag := owned_flag(arg))]
+        if bad:
+            why = "; ".join(f"{arg!r} sets {flag} ({OWNED_FLAGS[flag]})" for arg, flag in bad)
+            raise ValueError(f"flags the operator owns cannot be overridden: {why}")
+        return value
 
 
 class SizeTrigger(_Model):
@@ -240,6 +295,96 @@ class MetricsSpec(_Model):
         return value
 
 
+class LabelSelectorRequirement(_Model):
+    """One matchExpressions entry of a label selector (meta/v1 LabelSelectorRequirement)."""
+
+    key: str = Field(description="Label key.", min_length=1, max_length=317)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
+        description="How key and values relate."
+    )
+    values: list[str] | None = Field(
+        default=None, description="Values for In/NotIn; must be empty for Exists/DoesNotExist."
+    )
+
+
+class LabelSelector(_Model):
+    """A label selector (meta/v1 LabelSelector); empty selects everything."""
+
+    match_labels: dict[str, str] | None = Field(default=None, description="Labels that must all match.")
+    match_expressions: list[LabelSelectorRequirement] | None = Field(
+        default=None, description="Requirements that must all hold."
+    )
+
+
+class IPBlock(_Model):
+    """A CIDR range (networking/v1 IPBlock)."""
+
+    cidr: str = Field(description='Allowed range, e.g. "10.0.0.0/8".')
+    except_: list[str] | None = Field(
+        default=None, alias="except", description="Ranges inside cidr that are not allowed."
+    )
+
+    @field_validator("cidr")
+    @classmethod
+    def _cidr(cls, value: str) -> str:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"not a CIDR: {value!r}") from exc
+        return value
+
+    @field_validator("except_")
+    @classmethod
+    def _excepts(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            cls._cidr(item)
+        return value
+
+
+class NetworkPolicyPeer(_Model):
+    """Who may connect (networking/v1 NetworkPolicyPeer): pods by label (podSelector alone: this
+    namespace; with namespaceSelector: those namespaces), whole namespaces, or an ipBlock."""
+
+    pod_selector: LabelSelector | None = Field(default=None, description="Pods with these labels.")
+    namespace_selector: LabelSelector | None = Field(
+        default=None, description="Namespaces with these labels ({} = every namespace)."
+    )
+    ip_block: IPBlock | None = Field(default=None, description="Addresses in a CIDR range.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> NetworkPolicyPeer:
+        selectors = self.pod_selector is not None or self.namespace_selector is not None
+        if self.ip_block is not None and selectors:
+            raise ValueError("ipBlock cannot be combined with podSelector/namespaceSelector")
+        if self.ip_block is None and not selectors:
+            raise ValueError("give podSelector, namespaceSelector or ipBlock")
+        return self
+
+
+class NetworkPolicySpec(_Model):
+    """The NetworkPolicy <name> over the members: ingress only from the listed clients, the
+    members themselves (replication), the operator (probes) and metrics scrapers."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Create the NetworkPolicy (it is deleted when turned off). Members accept "
+        "only what it admits wherever the cluster's network plugin enforces NetworkPolicy.",
+    )
+    clients: list[NetworkPolicyPeer] = Field(
+        default_factory=lambda: [NetworkPolicyPeer(pod_selector=LabelSelector())],
+        max_length=64,
+        description="Who may connect to the geoserver port. Default: every pod in this "
+        "namespace. Replaces the default when given; [] admits no clients besides members "
+        "and the operator.",
+    )
+    metrics_from: list[NetworkPolicyPeer] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Who may scrape the metrics port (when metrics are enabled); [] = any "
+        "source, to the metrics port only.",
+    )
+
+
 class GeoClusterSpec(_Model):
     """Desired state: one leader and N followers of geoserver, and how to keep them healthy."""
 
@@ -265,6 +410,9 @@ class GeoClusterSpec(_Model):
         default_factory=SecurityContextSpec, description="securityContext overrides."
     )
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Metrics endpoint.")
+    network_policy: NetworkPolicySpec = Field(
+        default_factory=NetworkPolicySpec, description="NetworkPolicy admitting connections to members."
+    )
     cluster_domain: str = Field(default="cluster.local", description="DNS domain of the Kubernetes cluster.")
     paused: bool = Field(
         default=False,

@@ -39,6 +39,8 @@ def test_password_from_a_secret_in_the_same_file(tmp_path):
         ({"followers": -1}, "spec.followers"),
         ({"divergence": {"ladder": ["reboot"]}}, "spec.divergence.ladder[0]"),
         ({"server": {"authSecretRef": {"name": "missing"}}}, "spec.server.authSecretRef"),
+        ({"server": {"extraArgs": ["--port=1"]}}, "spec.server.extraArgs: flags the operator owns"),
+        ({"server": {"extraArgs": ["--follow", "127.0.0.1:1"]}}, "spec.server.extraArgs"),
     ],
 )
 def test_invalid_spec_names_the_field(tmp_path, monkeypatch, change, field):

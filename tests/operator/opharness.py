@@ -51,6 +51,7 @@ RESOURCES = {
     "v1/events": {"kind": "Event", "namespaced": True},
     "apps/v1/statefulsets": {"kind": "StatefulSet", "namespaced": True},
     "policy/v1/poddisruptionbudgets": {"kind": "PodDisruptionBudget", "namespaced": True},
+    "networking.k8s.io/v1/networkpolicies": {"kind": "NetworkPolicy", "namespaced": True},
     "v1/namespaces": {"kind": "Namespace", "namespaced": False},
     "kopf.dev/v1/clusterkopfpeerings": {"kind": "ClusterKopfPeering", "namespaced": False},
     "apiextensions.k8s.io/v1/customresourcedefinitions": {
@@ -117,14 +118,18 @@ class Members:
     def __init__(self, tmp: Path):
         self.tmp, self.procs, self.cmd = tmp, {}, geoserver_command()
 
-    def start(self, name: str, ip: str, follow: str | None = None, fresh: bool = False) -> None:
-        """Start a member; ``fresh`` = a new data dir (a pod with a new volume)."""
+    def start(
+        self, name: str, ip: str, follow: str | None = None, fresh: bool = False, password: str = ""
+    ) -> None:
+        """Start a member; ``fresh`` = a new data dir (a pod with a new volume); ``password``
+        arrives in the environment, as the pod template's secretKeyRef env gives it."""
         data = self.tmp / (f"{name}-{time.monotonic_ns()}" if fresh else name)
         data.mkdir(exist_ok=True)
         args = [*self.cmd, "--host", ip, "--port", str(PORT), "--dir", str(data)]
         if follow:
             args += ["--follow", follow]
-        self.procs[name] = subprocess.Popen(args, stdout=subprocess.DEVNULL)
+        env = {**os.environ, "GEOSERVER_REQUIREPASS": password, "GEOSERVER_LEADERAUTH": password}
+        self.procs[name] = subprocess.Popen(args, stdout=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
@@ -183,8 +188,11 @@ NS, NAME = "ns1", "gc"
 GC_URL = f"/apis/{GROUP}/{VERSION}/namespaces/{NS}/{PLURAL}"
 GC_KEY = (f"{GROUP}/{VERSION}/{PLURAL}", NS, NAME)
 LEADER_IP = ip(2)
+# The scenarios' members run without a password, so their spec opts out of the generated one
+# explicitly; test_operator_auth.py runs the default (a generated password) end to end.
 SPEC = {
     "followers": 2,
+    "server": {"generatePassword": False},
     "aofShrink": {"schedule": None},
     "followerResync": {"timeoutSeconds": 5},
     "divergence": {"gracePeriodSeconds": 1, "probeIntervalSeconds": 1, "toleranceBytes": 100},

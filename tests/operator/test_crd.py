@@ -94,6 +94,10 @@ def test_examples_accepted(path):
         {"storage": {"size": "ten gigs"}},
         {"metrics": {"port": 70000}},
         {"server": {"authSecretRef": {"key": "password"}}},
+        {"server": {"generatePassword": "yes"}},
+        {"networkPolicy": {"enabled": "on"}},
+        {"networkPolicy": {"clients": [{"ipBlock": {"except": ["10.0.0.0/8"]}}]}},
+        {"networkPolicy": {"metricsFrom": [{"podSelector": {"matchLabels": {"a": 1}}}]}},
     ],
 )
 def test_bad_specs_rejected(patch):

@@ -67,6 +67,73 @@ def test_leader_and_follower_commands():
     assert selector["geo.geocluster.io/role"] == "follower"
 
 
+def test_generated_password_by_default():
+    """No authSecretRef: the pods read `<name>-auth`, which the builder makes from a password
+    it is given (the handler draws it); the opt-out gives an explicitly empty password."""
+    c = cluster()
+    ref = {"secretKeyRef": {"name": "fleet-auth", "key": "password"}}
+    container = r.build_follower_statefulset(c)["spec"]["template"]["spec"]["containers"][0]
+    assert [e["valueFrom"] for e in container["env"]] == [ref, ref]
+    secret = r.build_auth_secret(c, "s3cret")
+    assert secret["metadata"]["name"] == "fleet-auth" and secret["type"] == "Opaque"
+    assert secret["data"] == {"password": "czNjcmV0"}  # base64
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    assert "Secret" not in {o["kind"] for o in r.build_all(c)}  # created once, never applied
+    named = cluster(server={"authSecretRef": {"name": "s"}})
+    assert r.build_auth_secret(named, "x") is None and r.auth_ref(named).name == "s"
+    off = cluster(server={"generatePassword": False})
+    assert r.build_auth_secret(off, "x") is None and r.auth_ref(off) is None
+    env = r.build_leader_statefulset(off)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env == [{"name": "GEOSERVER_REQUIREPASS", "value": ""}]
+
+
+def test_pods_mount_no_service_account_token():
+    for sts in (r.build_leader_statefulset(FULL), r.build_follower_statefulset(cluster())):
+        assert sts["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_network_policy_admits_clients_members_operator_and_scrapers():
+    c = r.Cluster("fleet", "geo", "uid-1", parse_spec({}), operator_namespace="geocluster-system")
+    policy = r.build_network_policy(c)
+    assert policy["metadata"]["name"] == "fleet"
+    assert policy["spec"]["podSelector"] == {"matchLabels": r.selector(c)}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress stays open
+    geo = [{"protocol": "TCP", "port": 9851}]
+    assert policy["spec"]["ingress"] == [
+        {"from": [{"podSelector": {}}], "ports": geo},  # default clients: this namespace
+        {"from": [
+            {"podSelector": {"matchLabels": r.selector(c)}},
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "geocluster-system"}},
+             "podSelector": {"matchLabels": r.OPERATOR_POD_LABELS}},
+        ], "ports": geo},
+        {"ports": [{"protocol": "TCP", "port": 9852}]},  # metrics from anywhere, that port only
+    ]  # fmt: skip
+    # the operator's pods carry the labels the chart and manifests give them
+    assert r.OPERATOR_POD_LABELS == {"app.kubernetes.io/part-of": "geocluster",
+                                     "app.kubernetes.io/component": "operator"}  # fmt: skip
+
+
+def test_network_policy_peers_from_the_spec():
+    rules = r.build_network_policy(FULL)["spec"]["ingress"]
+    assert rules[0]["from"] == [
+        {"podSelector": {"matchLabels": {"app": "dispatch"}}},
+        {"namespaceSelector": {"matchLabels": {"team": "fleet"}},
+         "podSelector": {"matchExpressions": [
+             {"key": "tier", "operator": "In", "values": ["api", "worker"]}]}},
+        {"ipBlock": {"cidr": "10.20.0.0/16", "except": ["10.20.99.0/24"]}},
+    ]  # fmt: skip
+    assert rules[1]["from"][1]["namespaceSelector"] == {}  # operator namespace unknown: any
+    monitoring = {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+    assert rules[2]["from"] == [{"namespaceSelector": monitoring}]
+    no_clients = r.build_network_policy(cluster(networkPolicy={"clients": []}, metrics={"enabled": False}))
+    assert [rule["from"][0] for rule in no_clients["spec"]["ingress"]] == [
+        {"podSelector": {"matchLabels": r.selector(cluster())}}
+    ]  # members and the operator only; no metrics port
+    off = cluster(networkPolicy={"enabled": False})
+    assert r.build_network_policy(off) is None and ("NetworkPolicy", "fleet") in r.unwanted(off)
+    assert r.unwanted(cluster()) == []
+
+
 def test_auth_from_secret_without_leaking_it():
     c = cluster(server={"authSecretRef": {"name": "s", "key": "pw"}})
     container = r.build_follower_statefulset(c)["spec"]["template"]["spec"]["containers"][0]

@@ -46,12 +46,51 @@ def test_examples_parse_and_round_trip(path):
         ({"followerResync": {"maxConcurrent": 2}}, "spec.followerResync.maxConcurrent"),
         ({"server": {"authSecretRef": {"key": "x"}}}, "spec.server.authSecretRef.name"),
         ({"metrics": {"port": 9851}}, "spec.metrics.port: 9851 is geoserver's own port"),
+        ({"networkPolicy": {"clients": [{}]}}, "spec.networkPolicy.clients[0]: give podSelector"),
+        ({"networkPolicy": {"clients": [{"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}},
+         "spec.networkPolicy.clients[0]: ipBlock cannot be combined"),
+        ({"networkPolicy": {"metricsFrom": [{"ipBlock": {"cidr": "10.0.0.300/8"}}]}},
+         "spec.networkPolicy.metricsFrom[0].ipBlock.cidr: not a CIDR"),
+        ({"networkPolicy": {"clients": [
+            {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Is"}]}}]}},
+         "spec.networkPolicy.clients[0].podSelector.matchExpressions[0].operator"),
     ],
 )
 def test_bad_specs_name_the_field(raw, expected):
     with pytest.raises(SpecError) as info:
         parse_spec(raw)
     assert expected in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--follow", "10.0.0.9:9851"], ["--follow=10.0.0.9:9851"], ["--foll", "x"],  # argparse abbreviates
+        ["--requirepass", ""], ["--requirepass="], ["--leaderauth=x"],
+        ["--port", "1"], ["--port=1"], ["-p", "1"], ["-p1"], ["-qp1"],
+        ["--dir", "/tmp"], ["-d/tmp"], ["--host", "0"], ["-H0"],
+        ["--appendfsync=no"], ["--metrics-addr", "0.0.0.0:9851"],
+        ["--max-request-size", "1mb", "--port", "2"],
+    ],
+)  # fmt: skip
+def test_extra_args_cannot_override_owned_flags(args):
+    with pytest.raises(SpecError) as info:
+        parse_spec({"server": {"extraArgs": args}})
+    message = str(info.value)
+    assert message.startswith("spec.server.extraArgs: flags the operator owns cannot be overridden")
+    assert "sets --" in message
+
+
+def test_extra_args_that_own_nothing_pass():
+    args = ["--max-request-size", "1mb", "-q", "-v", "-ojson", "--output=json", "--appendonly", "yes"]
+    assert parse_spec({"server": {"extraArgs": args}}).server.extra_args == args
+
+
+def test_generated_password_and_network_policy_by_default():
+    spec = parse_spec({})
+    assert spec.server.auth_secret_ref is None and spec.server.generate_password is True
+    assert spec.network_policy.enabled is True
+    assert dump(spec.network_policy) == {"enabled": True, "clients": [{"podSelector": {}}], "metricsFrom": []}
 
 
 def test_an_empty_schedule_turns_schedules_off():
