@@ -214,8 +214,10 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("policy", "poddisruptionbudgets"): ALL_WRITE,
     ("", "pods"): {"get", "list", "watch", "delete"},
     ("", "events"): {"create", "patch"},
-    # probes AUTH with the password from spec.server.authSecretRef (handlers._password)
-    ("", "secrets"): {"get"},
+    ("networking.k8s.io", "networkpolicies"): ALL_WRITE,
+    # probes AUTH with the password of authSecretRef or the generated <name>-auth, which the
+    # operator creates once (handlers.reconcile); never lists, rewrites or deletes Secrets
+    ("", "secrets"): {"get", "create"},
 }
 CLUSTER_READ_RULES: dict[tuple[str, str], set[str]] = {
     ("", "namespaces"): {"list", "watch"},

@@ -84,6 +84,7 @@ def test_every_object_has_the_chart_labels(helm, values):
         (["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
         (["--set", "notAValue=1"], "notAValue"),
         (["--set", "serviceAccount.create=false"], "serviceAccount"),
+        (["--set", "networkPolicy.enabled=maybe"], "networkPolicy"),
     ],
 )
 def test_values_schema_rejects(helm, args, message):
@@ -245,6 +246,53 @@ def test_cli_accepts_rendered_args(helm, values):
     if "metrics" in ports:
         assert params["metrics_addr"].rpartition(":")[2] == str(ports["metrics"])
     assert params["all_namespaces"] or params["namespaces"]
+
+
+# --- NetworkPolicy ------------------------------------------------------------------------------
+
+
+def test_operator_network_policy(helm):
+    """On by default: ingress to the operator pod on its metrics port only, optionally from the
+    given peers; off with networkPolicy.enabled=false."""
+    docs = helm_template(helm)
+    (policy,) = by_kind(docs, "NetworkPolicy")
+    dep, c = container(docs)
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": ports["metrics"]}]}]
+    peer = '[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"monitoring"}}}]'
+    (scoped,) = by_kind(helm_template(helm, None, "--set-json", f"networkPolicy.metricsFrom={peer}"),
+                        "NetworkPolicy")  # fmt: skip
+    assert scoped["spec"]["ingress"][0]["from"] == json.loads(peer)
+    validate_object(scoped)
+    (closed,) = by_kind(helm_template(helm, None, "--set", "metrics.enabled=false"), "NetworkPolicy")
+    assert closed["spec"]["ingress"] == []  # nothing but the kubelet (always admitted)
+    assert not by_kind(helm_template(helm, None, "--set", "networkPolicy.enabled=false"), "NetworkPolicy")
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=ids)
+def test_geocluster_network_policy_admits_this_operator(helm, values):
+    """The operator's NetworkPolicy of each GeoCluster admits pods with OPERATOR_POD_LABELS from
+    $POD_NAMESPACE: the chart's operator pod carries those labels and gets that variable."""
+    if not SPEC_PY.exists():
+        pytest.skip("operator/geocluster not there yet")
+    from geocluster import resources
+    from geocluster.spec import parse_spec
+
+    dep, c = container(helm_template(helm, values))
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert resources.OPERATOR_POD_LABELS.items() <= labels.items()
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    cluster = resources.Cluster("demo", "geo", "0000", parse_spec({}), "geocluster-system")
+    policy = resources.build_network_policy(cluster)
+    validate_object(policy)
+    operator_peer = policy["spec"]["ingress"][1]["from"][1]
+    assert operator_peer["namespaceSelector"]["matchLabels"] == {
+        "kubernetes.io/metadata.name": dep["metadata"]["namespace"]
+    }
 
 
 # --- metrics and monitors --------------------------------------------------------------------

@@ -44,7 +44,8 @@ def test_kustomization_lists_every_manifest():
 def test_kustomize_build(kubectl):
     """`kubectl kustomize manifests/` renders exactly the objects of the listed files."""
     out = load_all(run([kubectl, "kustomize", str(MANIFESTS)]).stdout)
-    expected = [d for name in ("crd.yaml", "rbac.yaml", "operator.yaml") for d in docs_of(name)]
+    names = ("crd.yaml", "rbac.yaml", "operator.yaml", "networkpolicy.yaml")
+    expected = [d for name in names for d in docs_of(name)]
     key = lambda d: (d["kind"], d["metadata"].get("namespace", ""), d["metadata"]["name"])  # noqa: E731
     assert sorted(map(key, out)) == sorted(map(key, expected))
     for doc in out:
@@ -88,6 +89,22 @@ def test_operator_deployment():
         ports = {p["name"]: p["containerPort"] for p in c["ports"]}
         assert params["liveness"].endswith(f":{ports['healthz']}")
         assert params["metrics_addr"].endswith(f":{ports['metrics']}")
+
+
+def test_operator_network_policy():
+    (dep,) = [d for d in docs_of("operator.yaml") if d["kind"] == "Deployment"]
+    (policy,) = docs_of("networkpolicy.yaml")
+    template = dep["spec"]["template"]
+    assert policy["metadata"]["namespace"] == dep["metadata"]["namespace"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= template["metadata"]["labels"].items()
+    (c,) = template["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": ports["metrics"]}]}]
+    if SPEC_PY.exists():  # each GeoCluster's policy admits this pod (labels + $POD_NAMESPACE)
+        from geocluster.resources import OPERATOR_POD_LABELS
+
+        assert OPERATOR_POD_LABELS.items() <= template["metadata"]["labels"].items()
+        assert "POD_NAMESPACE" in {e["name"] for e in c["env"]}
 
 
 def test_manifests_crd_equals_chart_crd():

@@ -113,10 +113,15 @@ RBAC rules on namespaced resources, shared by the ClusterRole (scope=cluster) an
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
-# Only to read spec.server.authSecretRef, so probes can AUTH to password-protected members.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# get: the password of spec.server.authSecretRef or of the generated <name>-auth, so probes can
+# AUTH; create: the generated <name>-auth, once. No list/watch/update/delete: a Secret's value
+# is never rewritten, and owner references garbage-collect the generated one.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["get"]
+  verbs: ["get", "create"]
 {{- end }}
 
 {{/*
