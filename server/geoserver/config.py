@@ -154,6 +154,8 @@ class ServerConfig:
     leaderauth: str = ""
     follow_host: str = ""
     follow_port: int = 0
+    follow_trusted: bool = False  # leaderauth may be sent to it (docs/replication.md)
+    leader_id: str = ""  # SERVER id of the leader the dataset came from (resync refusal)
     read_only: bool = False
     max_request_size: int = 64 * 1024 * 1024
     maxmemory: int = 0
@@ -176,6 +178,7 @@ class ServerConfig:
     # settings given by flag or environment (even empty): the file must not override them, so
     # a manager (the operator, `geocluster up`) that drops a password really drops it
     given: set[str] = field(default_factory=set)
+    startup_follow: tuple[str, int] | None = None  # --follow's leader, always trusted
 
     @property
     def aof_path(self) -> Path:
@@ -194,15 +197,20 @@ class ServerConfig:
         started with `--follow leader:9851` follows that leader whatever an earlier FOLLOW
         saved; without flags, the file's values resume the last state."""
         path = self.config_path
+        if self.follow_host:  # --follow: the leader this server was started for
+            self.startup_follow = (self.follow_host, self.follow_port)
+            self.follow_trusted = True
         if path.exists():
             try:
                 data = orjson.loads(path.read_bytes())
             except orjson.JSONDecodeError as exc:
                 raise SystemExit(f"geoserver: cannot parse config file {path}: {exc}") from None
             self.server_id = data.get("server_id", self.server_id)
+            self.leader_id = str(data.get("leader_id", "") or "")
             if not self.follow_host:
                 self.follow_host = data.get("follow_host", "") or ""
                 self.follow_port = int(data.get("follow_port", 0) or 0)
+                self.follow_trusted = bool(data.get("follow_trusted", False))
             self.read_only = bool(data.get("read_only", self.read_only))
             for name in PROPERTIES:
                 if name in data and name not in self.given:
@@ -219,6 +227,8 @@ class ServerConfig:
             "server_id": self.server_id,
             "follow_host": self.follow_host,
             "follow_port": self.follow_port,
+            "follow_trusted": self.follow_trusted,
+            "leader_id": self.leader_id,
             "read_only": self.read_only,
         }
         data.update({name: getattr(self, _attr(name)) for name in PROPERTIES})

@@ -39,11 +39,19 @@ class ServerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.by_command: dict[str, _CommandStats] = {}
         self.connections_received = 0
+        self.clients_refused = 0  # over maxclients
+        self.clients_disconnected = 0  # output-buffer limits, timeouts
         self.shrinks = Counter("geoserver_aof_shrinks_total", "AOFSHRINK runs by result.",
                                ["result"], registry=self.registry)
         self.resyncs = Counter("geoserver_full_resyncs_total",
                                "Full resyncs from the leader performed by this follower.",
                                registry=self.registry)
+        self.link_timeouts = Counter("geoserver_replication_link_timeouts_total",
+                                     "Leader links this follower found dead after a silence.",
+                                     registry=self.registry)
+        self.resync_refusals = Counter("geoserver_resync_refusals_total",
+                                       "Full resyncs refused to keep this follower's dataset.",
+                                       registry=self.registry)
         self.registry.register(_CommandCollector(self))
         self.registry.register(_StateCollector(server))
 
@@ -87,6 +95,11 @@ class _CommandCollector:
         yield latency
         yield CounterMetricFamily("tile38_connections_received", "Client connections accepted.",
                                   value=m.connections_received)
+        yield CounterMetricFamily("geoserver_clients_refused", "Connections refused over maxclients.",
+                                  value=m.clients_refused)
+        yield CounterMetricFamily("geoserver_clients_disconnected",
+                                  "Clients disconnected for an output-buffer limit or a timeout.",
+                                  value=m.clients_disconnected)
 
 
 class _StateCollector:
@@ -139,3 +152,9 @@ class _StateCollector:
             yield gauge("geoserver_replication_lag_bytes",
                         "Leader AOF bytes not yet applied by this follower.",
                         max(0, fol.leader_aof_size - s.aof_size))
+            yield gauge("geoserver_replication_link_up", "1 while the leader's AOF streams in.",
+                        int(fol.connected))
+            yield gauge("geoserver_resync_refused", "1 while a full resync is refused.",
+                        int(bool(fol.refusal)))
+            yield gauge("geoserver_replication_retry_delay_seconds",
+                        "Current backoff between attempts to reach the leader.", fol.backoff.delay)

@@ -174,19 +174,23 @@ def test_resync_command_rebuilds_follower(make_server):
 
 
 def test_follow_refusals(make_server):
+    """(leaderauth is sent only by an authenticated FOLLOW: the followers here have a
+    requirepass; tests/server/test_replication_safety.py covers the password-less case)"""
     leader = make_server("leader", args=["--requirepass", "s3cret"])
-    other = make_server("other")
-    assert other.json("FOLLOW", "127.0.0.1", other.port)["err"] == "cannot follow self"
-    err = other.json("FOLLOW", "127.0.0.1", leader.port)["err"]
+    other = make_server("other", args=["--requirepass", "pw", "--leaderauth", "pw"])
+    pw = {"password": "pw"}
+    assert other.json("FOLLOW", "127.0.0.1", other.port, **pw)["err"] == "cannot follow self"
+    assert other.json("CONFIG", "SET", "leaderauth", "", **pw)["ok"]
+    err = other.json("FOLLOW", "127.0.0.1", leader.port, **pw)["err"]
     assert "authentication required" in err
-    assert other.json("CONFIG", "SET", "leaderauth", "wrong")["ok"]
-    assert "invalid password" in other.json("FOLLOW", "127.0.0.1", leader.port)["err"]
-    assert other.json("CONFIG", "SET", "leaderauth", "s3cret")["ok"]
-    assert other.json("FOLLOW", "127.0.0.1", leader.port)["ok"]
-    third = make_server("third")
-    assert third.json("FOLLOW", "127.0.0.1", other.port)["err"] == "cannot follow a follower"
-    assert "cannot" in third.json("FOLLOW", "127.0.0.1", 1)["err"]
-    assert third.json("FOLLOW", "127.0.0.1", "notaport")["err"] == "invalid argument 'notaport'"
+    assert other.json("CONFIG", "SET", "leaderauth", "wrong", **pw)["ok"]
+    assert "invalid password" in other.json("FOLLOW", "127.0.0.1", leader.port, **pw)["err"]
+    assert other.json("CONFIG", "SET", "leaderauth", "s3cret", **pw)["ok"]
+    assert other.json("FOLLOW", "127.0.0.1", leader.port, **pw)["ok"]
+    third = make_server("third", args=["--requirepass", "pw", "--leaderauth", "pw"])
+    assert third.json("FOLLOW", "127.0.0.1", other.port, **pw)["err"] == "cannot follow a follower"
+    assert "cannot" in third.json("FOLLOW", "127.0.0.1", 1, **pw)["err"]
+    assert third.json("FOLLOW", "127.0.0.1", "notaport", **pw)["err"] == "invalid argument 'notaport'"
 
 
 def test_follower_rules_and_replication_introspection(make_server):
@@ -396,7 +400,7 @@ def test_a_follow_racing_a_shrink_never_swaps_in_the_old_dataset(make_server):
     re-checks for a shrink after dialling, and a shrink never swaps a replaced file."""
     target = make_server("target")
     load(target, 50, key="small")
-    busy = make_server("busy")
+    busy = make_server("busy", args=["--resync-min-ratio", "0"])  # may drop its data for target's
     load(busy, 150_000)  # a shrink of a second or so
     port, close = _slow_proxy(target.port, 0.7)
     try:

@@ -1,7 +1,11 @@
 """AOF writer: records are buffered by `append` and reach the OS in `flush`, which the server
-calls before it sends the replies of a batch (and after the fsync with `appendfsync always`),
-so an acknowledged write is in the file. Listeners (live replication streams) get each
-flushed chunk, in order, the moment it is written."""
+calls before it sends the replies of a batch, so an acknowledged write is in the file.
+`flushed` counts the bytes a reply may depend on: with `appendfsync always` only bytes whose
+fsync succeeded (a failed write or fsync is undone and retried whole, never acknowledged).
+Listeners (live replication streams) get each chunk, in order, once it counts in `flushed`.
+
+Temporary files next to the AOF (`-shrink`, `-resync`) belong to one process's run; a crash
+can leave them behind, and opening the log removes them (`remove_stale_files`)."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from typing import BinaryIO
 log = logging.getLogger(__name__)
 
 FSYNC_POLICIES = ("always", "everysec", "no")
+TEMP_SUFFIXES = ("-shrink", "-resync")  # AOFSHRINK's and a full resync's files
 
 
 class AofLog:
@@ -24,10 +29,12 @@ class AofLog:
             raise ValueError(f"appendfsync must be one of {', '.join(FSYNC_POLICIES)}")
         self.path = path
         self.fsync = fsync
+        remove_stale_files(path)
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self.flushed = os.fstat(self._fd).st_size  # bytes in the file
         self._buffer = bytearray()
         self._unsynced = False
+        self._torn = False  # the file may hold bytes past `flushed` (an undone failed flush)
         self.listeners: list[Callable[[bytes], None]] = []
         self.capture: list[bytes] | None = None  # records copied aside while a shrink runs
         # Bumped whenever the file is replaced (shrink, full resync): a follower's handshake
@@ -47,26 +54,55 @@ class AofLog:
     def flush(self) -> None:
         """Write the buffer to the OS (and the disk with `always`), then feed listeners.
 
-        Bytes leave the buffer only once written: after an OSError (disk full) the rest stays
-        buffered for the next attempt, `flushed` counts exactly what the file holds, and
-        listeners have received exactly those bytes. The error propagates to the caller."""
+        After an OSError (disk full, I/O error) the error propagates; `flushed` counts exactly
+        the bytes that may be acknowledged and listeners have received exactly those:
+        - `everysec` / `no`: bytes leave the buffer once written (they are in the OS);
+        - `always`: all or nothing. Bytes count only after their fsync succeeded; on a failed
+          write or fsync the file is cut back to `flushed` (before the next attempt when the
+          cut itself fails) and the whole buffer is kept, so the retry writes and fsyncs it
+          again and no reply depending on it goes out before that."""
+        if self._torn:
+            os.ftruncate(self._fd, self.flushed)  # O_APPEND: the retry must start at `flushed`
+            self._torn = False
         if not self._buffer:
             return
         data = bytes(self._buffer)
+        if self.fsync == "always":
+            self._flush_synced(data)
+            return
         written = 0
         try:
             while written < len(data):
                 written += os.write(self._fd, data[written:])
-            if self.fsync == "always":
-                os.fsync(self._fd)
-            else:
-                self._unsynced = True
+            self._unsynced = True
         finally:
             if written:
-                del self._buffer[:written]
-                self.flushed += written
-                for listener in list(self.listeners):
-                    listener(data[:written])
+                self._flushed_bytes(data[:written])
+
+    def _flush_synced(self, data: bytes) -> None:
+        written = 0
+        try:
+            while written < len(data):
+                written += os.write(self._fd, data[written:])
+            os.fsync(self._fd)
+        except OSError as exc:
+            log.error("AOF write failed with appendfsync always; nothing of it is acknowledged",
+                      extra={"error": str(exc), "bytes": len(data), "written": written})
+            if written:
+                self._torn = True
+                try:
+                    os.ftruncate(self._fd, self.flushed)
+                    self._torn = False
+                except OSError:
+                    pass  # cut again before the next write
+            raise
+        self._flushed_bytes(data)
+
+    def _flushed_bytes(self, data: bytes) -> None:
+        del self._buffer[:len(data)]
+        self.flushed += len(data)
+        for listener in list(self.listeners):
+            listener(data)
 
     async def sync(self) -> None:
         """The once-a-second fsync of `everysec`, in a worker thread on a duplicate of the fd
@@ -135,6 +171,20 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_stale_files(path: Path) -> None:
+    """Remove `<aof>-shrink` / `<aof>-resync` left by a crash (no one else writes them: a
+    shrink child dies with its parent, and a new run starts its own files)."""
+    for suffix in TEMP_SUFFIXES:
+        stale = Path(f"{path}{suffix}")
+        try:
+            size = stale.stat().st_size
+            stale.unlink()
+        except FileNotFoundError:
+            continue
+        log.warning("removed a stale temporary AOF file left by a crash",
+                    extra={"path": str(stale), "bytes": size})
 
 
 def private_file(path: Path) -> BinaryIO:

@@ -2,7 +2,9 @@
 
 1. Flush the live AOF and start capturing every record appended to it from now on.
 2. fork(): the child writes one canonical SET record per object of its copy-on-write
-   snapshot into `<aof>-shrink`, fsyncs and exits, as Redis's BGREWRITEAOF does. The parent's
+   snapshot into `<aof>-shrink`, fsyncs and exits, as Redis's BGREWRITEAOF does. It dies
+   with its parent (PR_SET_PDEATHSIG on Linux): a kill -9 of the server leaves no orphan
+   writing a file nobody will read, and the next start removes that file. The parent's
    event loop keeps serving; it polls for the child's exit every 20 ms and logs the bytes
    written every 5 s.
    Where fork() does not exist, the same walk runs in the loop in ~1 ms slices instead.
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -133,6 +136,7 @@ async def _write_snapshot_in_child(server: Server, tmp: Path) -> None:
     # Move every existing object to the GC's permanent generation: a collection in the parent
     # would otherwise write to the header of every object and copy each shared page (CoW).
     gc.freeze()
+    parent = os.getpid()
     try:
         pid = os.fork()
     except OSError:
@@ -140,11 +144,12 @@ async def _write_snapshot_in_child(server: Server, tmp: Path) -> None:
         raise
     if pid == 0:  # the child: write, fsync, and leave without running any parent cleanup
         gc.disable()
-        # Drop the inherited sockets and files at once: a client the parent closes must see
-        # EOF now, not when this child exits, and the listener must not linger here.
-        os.closerange(3, _max_fd())
         code = 1
         try:
+            _die_with_parent(parent)
+            # Drop the inherited sockets and files at once: a client the parent closes must
+            # see EOF now, not when this child exits, and the listener must not linger here.
+            os.closerange(3, _max_fd())
             with private_file(tmp) as out:
                 for chunk in _snapshot_chunks(server):
                     out.write(chunk)
@@ -178,6 +183,18 @@ async def _wait_child(pid: int, tmp: Path) -> int:
             next_log += PROGRESS_SECONDS
             with contextlib.suppress(OSError):
                 log.info("AOF shrink progress", extra={"bytes_written": tmp.stat().st_size})
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the shrink child: get SIGKILL when the server dies (Linux; elsewhere a no-op), and
+    leave at once if it died before the request took effect."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 def _max_fd() -> int:

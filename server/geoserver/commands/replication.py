@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from geoserver.commands.base import Args, Ctx, Flag, command
-from geoserver.errors import AOF_DISABLED, EOF_ERROR, POS_TOO_BIG, CommandError, NotLeaderError
+from geoserver.errors import (
+    AOF_DISABLED,
+    EOF_ERROR,
+    POS_TOO_BIG,
+    CommandError,
+    NotLeaderError,
+    invalid_argument,
+)
 from geoserver.protocol.resp import OK, Raw
 
 A = Flag.ADMIN
@@ -26,17 +33,28 @@ async def _follow(ctx: Ctx, host: str, port: int) -> Any:
     from geoserver.replication.follower import ReplicationError, fetch_leader_stats
 
     server = ctx.server
+    cfg = server.config
     if server.aof is None:
         raise CommandError(f"cannot follow: {AOF_DISABLED}")
     if server.shrink.running:  # its final swap would mix our old file with the new stream
         raise CommandError("cannot follow: an AOFSHRINK is running, retry when it ends")
+    # leaderauth goes only to the --follow leader or to one an authenticated client named:
+    # on a password-less server anyone may send FOLLOW, and must not get our leader password
+    current = server.follower
+    same = current is not None and (current.host, current.port) == (host, port)
+    trusted = ((host, port) == cfg.startup_follow or (same and current.trusted)
+               or bool(server.requirepass and ctx.client is not None and ctx.client.authed))
     try:
-        await fetch_leader_stats(host, port, server.config.leaderauth, server.config.server_id)
+        await fetch_leader_stats(host, port, cfg.leaderauth if trusted else "", cfg.server_id)
     except ReplicationError as exc:
         message = str(exc)
         raise CommandError(message if message.startswith("cannot") else f"cannot follow: {message}") from None
     if server.shrink.running:  # started while we dialled the leader
         raise CommandError("cannot follow: an AOFSHRINK is running, retry when it ends")
+    cfg.follow_trusted = trusted
+    if same and current is not None and current.trusted != trusted:  # same leader: no restart
+        current.trusted = trusted
+        cfg.write_file()
     server.start_following(host, port)
     return {} if ctx.json else OK
 
@@ -100,13 +118,21 @@ def cmd_aofshrink(ctx: Ctx, argv: list[bytes]) -> Any:
     return {} if ctx.json else OK
 
 
-@command("resync", max_args=1, flags=A)
+@command("resync", max_args=2, flags=A)
 def cmd_resync(ctx: Ctx, argv: list[bytes]) -> Any:
-    """RESYNC -- on a follower: rebuild dataset and AOF from the leader (full resync)."""
+    """RESYNC [FORCE] -- on a follower: rebuild dataset and AOF from the leader (full resync);
+    refused like any full resync when the leader has far fewer objects, unless FORCE."""
     follower = ctx.server.follower
     if follower is None:
         raise CommandError("not a follower")
-    follower.request_resync()
+    force = False
+    if len(argv) == 2:
+        if argv[1].upper() != b"FORCE":
+            raise invalid_argument(argv[1])
+        force = True
+    if follower.refusal and not force:
+        raise CommandError(f"{follower.refusal}; RESYNC FORCE replaces this dataset")
+    follower.request_resync(force)
     return {} if ctx.json else OK
 
 

@@ -24,6 +24,7 @@ from geoserver.errors import (
 )
 from geoserver.protocol.output import render
 from geoserver.protocol.resp import OK, PONG, Map, Raw, Simple
+from geoserver.security import password_matches
 
 if TYPE_CHECKING:
     from geoserver.server import Server
@@ -57,8 +58,7 @@ def cmd_quit(ctx: Ctx, argv: list[bytes]) -> Any:
 @command("auth", min_args=2, max_args=2, flags=N)
 def cmd_auth(ctx: Ctx, argv: list[bytes]) -> Any:
     """AUTH password"""
-    password = argv[1].decode("utf-8", "replace")
-    if not ctx.server.requirepass or password != ctx.server.requirepass:
+    if not password_matches(argv[1], ctx.server.requirepass):
         raise AuthError(INVALID_PASSWORD)
     if ctx.client is not None:
         ctx.client.authed = True
@@ -185,7 +185,9 @@ def info_sections(server: Server) -> dict[str, dict[str, Any]]:
     else:
         replication = {"role": "slave", "master_host": follower.host, "master_port": follower.port,
                        "master_link_status": "up" if follower.connected else "down",
-                       "slave_repl_offset": server.aof_size}
+                       "slave_repl_offset": server.aof_size,
+                       "replication_state": follower.state,
+                       "replication_error": follower.last_error}
     return {
         "server": {"tile38_version": TILE38_COMPAT_VERSION, "redis_version": TILE38_COMPAT_VERSION,
                    "uptime_in_seconds": stats["uptime"], "process_id": stats["pid"],

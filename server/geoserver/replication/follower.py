@@ -8,6 +8,19 @@ RESYNC was requested, do a *full resync*: build a fresh dataset and a fresh AOF 
 `AOF 0` while the old ones keep serving reads, then swap both at once. After the swap the
 follower's `aof_size` equals the leader's and the old dataset is freed -- never the Tile38
 1.30 behaviour of replaying the leader's file on top of stale memory and a stale size counter.
+
+Safety (docs/replication.md):
+- A full resync that would throw away a dataset the leader does not have is refused
+  (`resync_refusal`): the dataset and AOF stay untouched and keep serving reads, the state is
+  `refused`, and the follower retries with backoff until the leader qualifies or RESYNC FORCE.
+- A silent stream (no bytes for `repl-timeout` s) is checked over a second connection: the
+  leader's SERVER aof_size equal to what we applied means an idle leader (Tile38 leaders send
+  nothing then) and the stream is kept; anything else -- no answer, more data, another id --
+  means a dead link: the session ends (caught_up false) and the follower reconnects.
+- Failed sessions back off exponentially (1 s doubling to 30 s); a session that caught up
+  resets the delay.
+- leaderauth goes only to a trusted leader: the `--follow` one, or one named by a FOLLOW from
+  a client that authenticated against a set requirepass (`Follower.trusted`).
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ import gc
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +52,10 @@ log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 2.0
 REPLY_TIMEOUT = 30.0  # AOFMD5 of a large prefix takes a while on the leader
-RETRY_DELAY = 1.0
+CHECK_TIMEOUT = 5.0  # the side-check's SERVER (and, with repl-timeout, handshake replies)
+STREAM_GRACE = 1.0  # after a side-check saw the leader ahead: bytes may still be in flight
+BACKOFF_BASE = 1.0
+BACKOFF_MAX = 30.0
 READ_SIZE = 256 << 10
 
 
@@ -46,42 +63,95 @@ class ReplicationError(Exception):
     """The session cannot continue; the follower retries after a pause."""
 
 
+class ResyncRefused(ReplicationError):
+    """A full resync would replace our dataset with a leader's much smaller one."""
+
+
+class LinkDead(ReplicationError):
+    """The stream was silent and the side-check says the leader is gone or ahead of us."""
+
+
+def resync_refusal(ours: int, leader_objects: int, leader_id: str, synced_id: str,
+                   min_ratio: float) -> str:
+    """Why a full resync from this leader must be refused, or "" to accept it.
+
+    With `min_ratio` > 0 and a non-empty dataset: refuse a leader with no objects, and a leader
+    other than the one the dataset came from (`synced_id`) holding fewer than min_ratio times
+    our objects. The same leader after an AOFSHRINK is accepted whatever its count."""
+    if min_ratio <= 0 or ours == 0:
+        return ""
+    if leader_objects == 0:
+        return f"the leader has no objects and this follower has {ours}"
+    if leader_id != synced_id and leader_objects < min_ratio * ours:
+        return (f"the leader (id {leader_id}) is not the one this dataset came from "
+                f"(id {synced_id or 'unknown'}) and has {leader_objects} objects, fewer than "
+                f"{min_ratio:g} x {ours}")
+    return ""
+
+
+@dataclass
+class Backoff:
+    """Delays between sessions: BACKOFF_BASE doubling to BACKOFF_MAX, reset by a healthy one."""
+
+    failures: int = 0
+    delay: float = 0.0
+
+    def next(self) -> float:
+        self.failures += 1
+        self.delay = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** min(self.failures - 1, 16))
+        return self.delay
+
+    def reset(self) -> None:
+        self.failures = 0
+        self.delay = 0.0
+
+
 class LeaderConnection:
     """Request/reply over one connection to the leader, replies parsed by hiredis."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 timeout: float = REPLY_TIMEOUT) -> None:
         self.reader = reader
         self.writer = writer
         self.parser = hiredis.Reader()
+        self.timeout = timeout  # per reply, unless a call gives its own
 
     @classmethod
-    async def open(cls, host: str, port: int, password: str) -> LeaderConnection:
+    async def open(cls, host: str, port: int, password: str,
+                   timeout: float = REPLY_TIMEOUT) -> LeaderConnection:
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), DIAL_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise ReplicationError(f"cannot connect to {host}:{port}: {exc or 'timeout'}") from None
-        conn = cls(reader, writer)
-        await conn.call_json(b"OUTPUT", b"json")
-        if password:
-            await conn.call_json(b"AUTH", password.encode())
+        conn = cls(reader, writer, timeout)
+        try:
+            await conn.call_json(b"OUTPUT", b"json")
+            if password:
+                await conn.call_json(b"AUTH", password.encode())
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
-    async def reply(self) -> Any:
+    async def reply(self, timeout: float | None = None) -> Any:
         while True:
             item = self.parser.gets()
             if item is not False:
                 return item
-            data = await asyncio.wait_for(self.reader.read(READ_SIZE), REPLY_TIMEOUT)
+            try:
+                data = await asyncio.wait_for(self.reader.read(READ_SIZE), timeout or self.timeout)
+            except TimeoutError:
+                raise ReplicationError("no reply from the leader in time") from None
             if not data:
                 raise ReplicationError("leader closed the connection")
             self.parser.feed(data)
 
-    async def call(self, *argv: bytes) -> Any:
+    async def call(self, *argv: bytes, timeout: float | None = None) -> Any:
         self.writer.write(encode_command(argv))
-        return await self.reply()
+        return await self.reply(timeout)
 
-    async def call_json(self, *argv: bytes) -> dict[str, Any]:
-        raw = await self.call(*argv)
+    async def call_json(self, *argv: bytes, timeout: float | None = None) -> dict[str, Any]:
+        raw = await self.call(*argv, timeout=timeout)
         if isinstance(raw, hiredis.ReplyError):
             raise ReplicationError(str(raw))
         doc = orjson.loads(raw) if isinstance(raw, bytes) else {"ok": True}
@@ -159,16 +229,28 @@ class Follower:
         self.server = server
         self.host = host
         self.port = port
+        # leaderauth is sent only to a trusted leader (see the module docstring); FOLLOW
+        # sets config.follow_trusted before it starts a follower
+        self.trusted = server.config.follow_trusted
         self.caught_up = False
         self.caught_up_once = False
         self.connected = False
         self.leader_aof_size = 0
+        self.leader_id = ""  # SERVER id of the leader of the current session
         self.last_error = ""
+        self.refusal = ""  # why the last full resync was refused; "" once one is allowed
         self.state = "connecting"
         self.force_resync = False
+        self.force_accept = False  # RESYNC FORCE: the next full resync skips the refusal rule
+        self.backoff = Backoff()
+        self.link_checks = 0  # side-checks of a silent stream that found the leader idle
         self._conn: LeaderConnection | None = None
         self._task: asyncio.Task | None = None
         self._retry_now = asyncio.Event()
+
+    @property
+    def password(self) -> str:
+        return self.server.config.leaderauth if self.trusted else ""
 
     def start(self) -> None:
         self._task = self.server.spawn(self._run(), "follow")
@@ -189,9 +271,11 @@ class Follower:
         if self._conn is not None:
             self._conn.close()
 
-    def request_resync(self) -> None:
-        """RESYNC: drop the session and rebuild dataset and AOF from the leader."""
+    def request_resync(self, force: bool = False) -> None:
+        """RESYNC [FORCE]: drop the session and rebuild dataset and AOF from the leader; with
+        FORCE even from a leader the refusal rule would refuse."""
         self.force_resync = True
+        self.force_accept = self.force_accept or force
         self.caught_up = False
         if self._conn is not None:
             self._conn.close()
@@ -205,51 +289,79 @@ class Follower:
             "leader_aof_size": self.leader_aof_size,
             "replication_state": self.state,
             "replication_error": self.last_error,
+            "replication_failures": self.backoff.failures,
+            "replication_retry_delay": self.backoff.delay,
+            "replication_link_checks": self.link_checks,
+            "resync_refusal": self.refusal,
         }
 
     async def _run(self) -> None:
+        where = {"leader": f"{self.host}:{self.port}"}
         while True:
             try:
                 await self._session()
             except asyncio.CancelledError:
                 raise
+            except ResyncRefused as exc:
+                self.refusal = self.last_error = str(exc)
+                # the dataset we keep is served: reads must not wait for a catch-up that the
+                # refusal rule forbids (after a restart nothing else would open them)
+                self.caught_up_once = True
+                self.server.metrics.resync_refusals.inc()
+                log.warning("%s; keeping this dataset (RESYNC FORCE accepts the leader's)",
+                            self.refusal, extra=where)
             except (ReplicationError, CommandError, OSError, TimeoutError,
                     hiredis.ProtocolError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 if not self.force_resync:
-                    log.warning("follow: %s", self.last_error, extra={"leader": f"{self.host}:{self.port}"})
+                    log.warning("follow: %s", self.last_error, extra=where)
             except Exception as exc:  # an unexpected reply must not end following for good
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                log.exception("follow: unexpected error", extra={"leader": f"{self.host}:{self.port}"})
+                log.exception("follow: unexpected error", extra=where)
             finally:
                 self.connected = False
                 self.caught_up = False
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None
-            self.state = "reconnecting"
+            delay = self.backoff.next()
+            self.state = "refused" if self.refusal else "reconnecting"
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._retry_now.wait(), RETRY_DELAY)
+                await asyncio.wait_for(self._retry_now.wait(), delay)
             self._retry_now.clear()
+
+    def _reply_timeout(self) -> float:
+        """Handshake replies: bounded by repl-timeout (a blackholed link must not hold a
+        reconnect for REPLY_TIMEOUT), but never below CHECK_TIMEOUT."""
+        timeout = self.server.config.repl_timeout
+        return max(CHECK_TIMEOUT, timeout) if timeout > 0 else REPLY_TIMEOUT
 
     async def _session(self) -> None:
         server = self.server
         aof = server.aof
         if aof is None:
             raise ReplicationError("aof disabled")
+        if not self.refusal:
+            self.state = "connecting"
         # One connection for the whole handshake: the leader refuses `AOF pos` on it if its
         # file was replaced after this SERVER/AOFMD5, so size and prefix stay consistent.
-        self._conn = conn = await LeaderConnection.open(self.host, self.port, server.config.leaderauth)
-        leader_size = int((await leader_stats(conn, server.config.server_id))["aof_size"])
+        self._conn = conn = await LeaderConnection.open(self.host, self.port, self.password,
+                                                        self._reply_timeout())
+        stats = await leader_stats(conn, server.config.server_id)
+        leader_size = int(stats["aof_size"])
         aof.flush()
         local = aof.size
         full = self.force_resync or local == 0 or local > leader_size
         if not full:
             try:
-                theirs = (await conn.call_json(b"AOFMD5", b"0", str(local).encode()))["md5"]
+                theirs = (await conn.call_json(b"AOFMD5", b"0", str(local).encode(),
+                                               timeout=REPLY_TIMEOUT))["md5"]
             except ReplicationError:  # EOF: the leader's file is shorter than ours
                 theirs = ""
             full = theirs != await aof.md5(0, local)
+        if full:
+            self._check_resync_allowed(stats)
+        self.refusal = ""
         pos = 0 if full else local
         await conn.call_json(b"REPLCONF", b"listening-port", str(server.config.port).encode())
         conn.writer.write(encode_command([b"AOF", str(pos).encode()]))
@@ -257,9 +369,14 @@ class Follower:
         if isinstance(ok, hiredis.ReplyError) or ok != b"OK":
             raise ReplicationError(f"AOF {pos} refused: {ok}")
         self.force_resync = False
+        if full:
+            self.force_accept = False
         self.connected = True
         self.leader_aof_size = leader_size
+        self.leader_id = str(stats["id"])
         self.last_error = ""
+        if not full:
+            self._remember_leader()  # our file is a prefix of this leader's
         log.info("following", extra={"leader": f"{self.host}:{self.port}", "pos": pos,
                                      "leader_aof_size": leader_size, "full_resync": full})
         resync = FullResync(server) if full else None
@@ -276,6 +393,31 @@ class Follower:
             if resync is not None and not resync.file.closed:
                 resync.abort()
             raise
+
+    def _check_resync_allowed(self, stats: dict[str, Any]) -> None:
+        """Raise ResyncRefused when a full resync from this leader would throw away a
+        dataset it does not have (`resync_refusal`), unless RESYNC FORCE asked for it."""
+        ours = self.server.db.stats()["num_objects"]
+        cfg = self.server.config
+        reason = resync_refusal(ours, int(stats.get("num_objects") or 0), str(stats["id"]),
+                                cfg.leader_id, cfg.resync_min_ratio)
+        if not reason:
+            return
+        if self.force_accept:
+            log.warning("RESYNC FORCE: replacing this dataset although %s", reason,
+                        extra={"leader": f"{self.host}:{self.port}"})
+            return
+        raise ResyncRefused(f"full resync refused: {reason}")
+
+    def _remember_leader(self) -> None:
+        """Persist the id of the leader our dataset now comes from (the refusal rule's)."""
+        cfg = self.server.config
+        if self.leader_id and cfg.leader_id != self.leader_id:
+            cfg.leader_id = self.leader_id
+            try:
+                cfg.write_file()
+            except OSError as exc:
+                log.warning("cannot save the leader id", extra={"error": str(exc)})
 
     async def _stream(self, conn: LeaderConnection, resync: FullResync | None, started: float) -> None:
         server = self.server
@@ -304,13 +446,53 @@ class Follower:
             if resync is None:
                 server.flush_aof()
                 self._check_caught_up()
-            data = await conn.reader.read(READ_SIZE)
+            data = await self._read(conn, resync)
             if not data:
                 raise ReplicationError("leader closed the stream")
             parser.feed(data)
 
+    async def _read(self, conn: LeaderConnection, resync: FullResync | None) -> bytes:
+        """The next bytes of the stream; after `repl-timeout` s of silence, a side-check
+        decides between an idle leader (keep waiting) and a dead link (LinkDead)."""
+        while True:
+            timeout = self.server.config.repl_timeout
+            if timeout <= 0:
+                return await conn.reader.read(READ_SIZE)
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(conn.reader.read(READ_SIZE), timeout)
+            position = resync.size if resync is not None else self.server.aof_size
+            why = await self._side_check(position)
+            if not why:
+                continue
+            with contextlib.suppress(TimeoutError):  # what the leader just wrote may be in flight
+                return await asyncio.wait_for(conn.reader.read(READ_SIZE), STREAM_GRACE)
+            self.server.metrics.link_timeouts.inc()
+            raise LinkDead(f"leader link silent for {timeout} s and {why}")
+
+    async def _side_check(self, position: int) -> str:
+        """SERVER over a second, short-lived connection: "" when the leader is idle at
+        `position` (the stream is fine), else what says the link is dead."""
+        try:
+            conn = await LeaderConnection.open(self.host, self.port, self.password, CHECK_TIMEOUT)
+            try:
+                stats = (await conn.call_json(b"SERVER"))["stats"]
+            finally:
+                conn.close()
+            size, leader_id = int(stats["aof_size"]), str(stats["id"])
+        except (ReplicationError, OSError, TimeoutError, hiredis.ProtocolError,
+                orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            return f"the leader does not answer a side-check ({exc or type(exc).__name__})"
+        if leader_id != self.leader_id:
+            return f"another leader answers there (id {leader_id})"
+        if size != position:
+            return f"the leader's aof_size is {size}, this follower applied {position}"
+        self.link_checks += 1
+        log.debug("leader idle", extra={"aof_size": size})
+        return ""
+
     async def _finish_resync(self, resync: FullResync, started: float) -> None:
         await resync.finish()
+        self._remember_leader()
         self.state = "streaming"
         log.info("full resync complete", extra={
             "aof_size": self.server.aof_size, "seconds": round(time.monotonic() - started, 3),
@@ -321,4 +503,5 @@ class Follower:
         if not self.caught_up and self.server.aof_size >= self.leader_aof_size:
             self.caught_up = True
             self.caught_up_once = True
+            self.backoff.reset()  # a healthy session: the next reconnect comes at once-ish
             log.info("caught up", extra={"aof_size": self.server.aof_size})
