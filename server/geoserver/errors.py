@@ -84,5 +84,21 @@ def unknown_command(name: bytes | str) -> CommandError:
     return CommandError(f"unknown command '{name}'")
 
 
+def too_many_arguments(count: int, limit: int) -> ProtocolError:
+    return ProtocolError(f"Protocol error: too many arguments ({count}, limit {limit})")
+
+
+def argument_too_large(size: int, limit: int) -> ProtocolError:
+    return ProtocolError(f"Protocol error: argument too large ({size} bytes, limit {limit})")
+
+
+def request_too_large(limit: int) -> ProtocolError:
+    return ProtocolError(f"Protocol error: request too large (limit {limit} bytes)")
+
+
+def inline_too_big(limit: int) -> ProtocolError:
+    return ProtocolError(f"Protocol error: too big inline request (limit {limit} bytes)")
+
+
 def duplicate_argument(token: str) -> CommandError:
     return CommandError(f"duplicate argument '{token.upper()}'")

@@ -22,10 +22,13 @@ from geoserver.aof.log import AofLog
 from geoserver.aof.shrink import ShrinkState
 from geoserver.config import ServerConfig
 from geoserver.errors import GeoServerError, ProtocolError
+from geoserver.limits import OutputGuard, client_budget, frame_limits, idle_reason
 from geoserver.metrics import ServerMetrics
 from geoserver.protocol import http
+from geoserver.protocol.framing import RequestReader
 from geoserver.protocol.output import render_error
-from geoserver.protocol.resp import RequestReader, encode_command
+from geoserver.protocol.resp import encode_command
+from geoserver.security import password_matches
 from geoserver.store.database import Database
 
 if TYPE_CHECKING:
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXPIRE_INTERVAL = 0.1
-HIGH_WATER = 4 << 20  # pause reading a client whose unsent replies exceed this
+HIGH_WATER = 4 << 20  # pause reading (and a pipelined batch) while unsent replies exceed this
+SWEEP_INTERVAL = 1.0  # how often output-buffer soft limits and timeouts are checked
 
 
 class Server:
@@ -57,6 +61,9 @@ class Server:
         self._pending_replies: list[tuple[Client, bytes, int]] = []
         self._server: asyncio.base_events.Server | None = None
         self._process = psutil.Process()
+        self.maxclients = config.maxclients  # lowered at start when descriptors are short
+        self._refusals_unlogged = 0
+        self._refusal_logged_at = 0.0
 
     # --- settings that commands read -------------------------------------------------
     @property
@@ -79,6 +86,9 @@ class Server:
         cfg = self.config
         cfg.dir.mkdir(parents=True, exist_ok=True)
         cfg.load_file()
+        self.maxclients, warning = client_budget(cfg.maxclients)
+        if warning:
+            log.warning(warning)
         self._server = await asyncio.get_running_loop().create_server(
             lambda: Client(self), cfg.host, cfg.port, reuse_address=True, backlog=1024
         )
@@ -92,6 +102,7 @@ class Server:
         gc.freeze()  # what was loaded is long-lived; keep it out of future collections
         self.spawn(self._expire_loop(), "expiry")
         self.spawn(self._fsync_loop(), "fsync")
+        self.spawn(self._sweep_clients(), "client-limits")
         if cfg.follow_host:
             self.start_following(cfg.follow_host, cfg.follow_port)
 
@@ -193,6 +204,31 @@ class Server:
             else:  # its writes did not reach the file: close instead of acknowledging them
                 client.close()
 
+    def refuse_client(self, client: Client) -> None:
+        """Over maxclients: an error reply and close, logged at most once a second."""
+        assert client.transport is not None
+        self.metrics.clients_refused += 1
+        client.transport.write(b"-ERR max number of clients reached\r\n")
+        client.close()
+        self._refusals_unlogged += 1
+        now = time.monotonic()
+        if now - self._refusal_logged_at >= 1.0:
+            log.warning("connections refused: max number of clients reached", extra={
+                "maxclients": self.maxclients, "refused": self._refusals_unlogged, "peer": client.peer})
+            self._refusals_unlogged, self._refusal_logged_at = 0, now
+
+    async def _sweep_clients(self) -> None:
+        """Once a second: output buffers held over their soft limit, idle and auth timeouts.
+        A CONFIG SET of `maxclients` or the output limits takes effect here."""
+        while True:
+            await asyncio.sleep(SWEEP_INTERVAL)
+            self.maxclients = min(self.config.maxclients, client_budget(self.config.maxclients)[0])
+            normal, replica = self.config.output_limit("normal"), self.config.output_limit("replica")
+            now = time.monotonic()
+            for client in list(self.clients):
+                client.output.limit = replica if client.stream is not None else normal
+                client.check_limits(now)
+
     def start_following(self, host: str, port: int) -> None:
         """Become a follower of host:port (persisted so a restart resumes following)."""
         from geoserver.replication.follower import Follower
@@ -261,14 +297,20 @@ class Server:
 
 
 class Client(asyncio.Protocol):
-    """One connection: RESP (pipelined, inline) or HTTP, sniffed from the first bytes."""
+    """One connection: RESP (pipelined, inline) or HTTP, sniffed from the first bytes.
+
+    Limits (docs/security.md): requests are framed against `limits.frame_limits` (smaller
+    before AUTH); a pipelined batch stops executing while the unsent output is above the
+    transport's high-water mark and resumes when it drains; a client over its output-buffer
+    limit, idle past `timeout` or unauthenticated past `auth-timeout` is disconnected.
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
-        self.reader = RequestReader(server.config.max_request_size)
+        self._authed = False
+        self.reader = RequestReader(frame_limits(server.config, False))
         self.json = server.config.json_output
-        self.authed = False
         self.resp_conn = True
         self.http: http.HttpRequestParser | None = None
         self.replica_port: int | None = None  # set by REPLCONF listening-port
@@ -281,14 +323,30 @@ class Client(asyncio.Protocol):
         self.closing = False
         self.peer = ""
         self._sniffed = False
+        self.connected_at = self.last_active = time.monotonic()
+        self.output = OutputGuard(server.config.output_limit("normal"))
+
+    @property
+    def authed(self) -> bool:
+        return self._authed
+
+    @authed.setter
+    def authed(self, value: bool) -> None:
+        """AUTH lifts the pre-auth framing limits for the requests that follow."""
+        self._authed = value
+        self.reader.limits = frame_limits(self.server.config, value)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if peer else ""
-        self.server.clients.add(self)
-        self.server.metrics.connections_received += 1
+        server = self.server
+        server.metrics.connections_received += 1
+        if len(server.clients) >= server.maxclients:
+            server.refuse_client(self)
+            return
+        server.clients.add(self)
         transport.set_write_buffer_limits(high=HIGH_WATER)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -309,6 +367,8 @@ class Client(asyncio.Protocol):
         else:
             self._write_paused = False
             self._update_reading()
+            if not self._waiting and not self.closing and self.reader.buffered:
+                self._process()  # the batch that stopped at the high-water mark goes on
 
     def _update_reading(self) -> None:
         """Read only while the peer takes our replies and no command awaits I/O."""
@@ -324,9 +384,33 @@ class Client(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def disconnect(self, reason: str) -> None:
+        """Close a connection the server refuses to keep, with a log line saying why."""
+        log.warning("client disconnected", extra={"peer": self.peer, "reason": reason})
+        self.server.metrics.clients_disconnected += 1
+        if self.transport is not None:
+            self.transport.abort()  # its unsent replies are what it is dropped for
+        self.closing = True
+
+    def check_limits(self, now: float) -> None:
+        """The periodic sweep: output buffer held over the soft limit, idle and auth timeouts."""
+        if self.closing or self.transport is None:
+            return
+        if self.stream is not None:  # the replica class; its stream is flow-controlled
+            guard_reason = self.output.check(self.transport.get_write_buffer_size(), now)
+            if guard_reason:
+                self.disconnect(guard_reason)
+            return
+        reason = self.output.check(self.transport.get_write_buffer_size(), now)
+        if not reason and not self._waiting and self.http is None:
+            reason = idle_reason(self.server.config, self._authed, self.connected_at, self.last_active, now)
+        if reason:
+            self.disconnect(reason)
+
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
+        self.last_active = time.monotonic()
         if self.stream is not None:
             self.stream.close("follower sent data on the stream")  # Tile38: input ends a stream
             return
@@ -335,36 +419,52 @@ class Client(asyncio.Protocol):
             if http.looks_like_http(data):
                 self.resp_conn = False
                 self.json = True
-                self.http = http.HttpRequestParser(self.server.config.max_request_size)
+                cfg = self.server.config
+                self.http = http.HttpRequestParser(cfg.max_inline_size, cfg.max_request_size,
+                                                   cfg.requirepass, cfg.preauth_max_bulk)
         if self.http is not None:
             self._http_received(data)
             return
-        try:
-            self.reader.feed(data)
-        except ProtocolError as exc:
-            self._send([render_error(exc, self.json, 0, True)], close=True)
-            return
+        self.reader.feed(data)
         if not self._waiting:
             self._process()
 
     def _process(self) -> None:
-        """Run every complete buffered command; stop at one that must wait for I/O."""
+        """Run every complete buffered command; stop at one that must wait for I/O, and while
+        the unsent output is above the high-water mark (resume_writing goes on)."""
+        assert self.transport is not None
         out: list[bytes] = []
+        pending = 0
         self._aof_mark = self.server.aof_size
+        unsent = self.transport.get_write_buffer_size()
         try:
-            for argv in self.reader.commands():
+            while (argv := self.reader.next()) is not None:
                 reply = dispatch.execute(self.server, self, argv, self.json)
                 if not isinstance(reply, bytes):
                     self._send(out)
                     self._wait_for(reply)
                     return
                 out.append(reply)
+                pending += len(reply)
                 if self.closing or self.stream is not None:
+                    break
+                if unsent + pending > HIGH_WATER:
+                    if self._over_hard_limit(unsent + pending):
+                        return
+                    self._write_paused = True  # resume_writing runs the rest of the batch
+                    self._update_reading()
                     break
         except ProtocolError as exc:
             out.append(render_error(exc, self.json, 0, True))
             self.closing = True
         self._send(out)
+
+    def _over_hard_limit(self, unsent: int) -> bool:
+        reason = self.output.check(unsent, time.monotonic())
+        if reason and "hard" in reason:
+            self.disconnect(reason)
+            return True
+        return False
 
     def _wait_for(self, reply: Awaitable[bytes]) -> None:
         assert self.transport is not None
@@ -375,6 +475,8 @@ class Client(asyncio.Protocol):
             data = await reply
             self._waiting = False
             if self.transport is None or self.transport.is_closing():
+                return
+            if self._over_hard_limit(self.transport.get_write_buffer_size() + len(data)):
                 return
             self._send([data])
             if not self.closing:
@@ -415,7 +517,7 @@ class Client(asyncio.Protocol):
             return
         self.closing = True
         if request.password is not None:
-            self.authed = request.password == self.server.requirepass
+            self.authed = password_matches(request.password, self.server.requirepass)
         self.server.spawn(self._http_reply(request), "http")
 
     async def _http_reply(self, request: http.HttpRequest) -> None:
@@ -423,7 +525,8 @@ class Client(asyncio.Protocol):
         status, content_type, body = await http.handle(self, request)
         if not self.server.flush_aof():
             status, body = 500, http.json_error_body(self.server.aof_error)
-        self.transport.write(http.response(status, body, content_type, request.method == "HEAD"))
+        cors = http.allowed_origin(request, self.server.config.cors_origins)
+        self.transport.write(http.response(status, body, content_type, request.method == "HEAD", cors))
         self.transport.close()
 
 

@@ -130,7 +130,7 @@ def test_http_get_command_in_path(shared: GeoServer) -> None:
     status, headers, body = http(shared, "/SET+fleet+t1+POINT+33+-115")
     assert status == 200
     assert headers["Content-Type"] == "application/json; charset=utf-8"
-    assert headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Origin" not in headers  # CORS off by default (test_hardening_http)
     doc = orjson.loads(body)
     assert doc["ok"] is True and set(doc) == {"ok", "elapsed"}
     _, _, body = http(shared, "/GET+fleet+t1")

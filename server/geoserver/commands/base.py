@@ -45,6 +45,7 @@ class Command:
     noauth: bool = False
     loading_ok: bool = False
     grows: bool = False
+    admin: bool = False
 
     def check_arity(self, argc: int) -> bool:
         return argc >= self.min_args and (self.max_args is None or argc <= self.max_args)
@@ -60,7 +61,8 @@ def command(name: str, *, min_args: int = 1, max_args: int | None = None, flags:
     def register(func: CommandFunc) -> CommandFunc:
         cmd = Command(name, func, min_args, max_args, flags, write=bool(flags & Flag.WRITE),
                       read=bool(flags & Flag.READ), noauth=bool(flags & Flag.NOAUTH),
-                      loading_ok=bool(flags & Flag.LOADING_OK), grows=bool(flags & Flag.GROWS))
+                      loading_ok=bool(flags & Flag.LOADING_OK), grows=bool(flags & Flag.GROWS),
+                      admin=bool(flags & Flag.ADMIN))
         for n in (name, *aliases):
             if n in TABLE:
                 raise RuntimeError(f"command {n} declared twice")

@@ -1,6 +1,8 @@
 """HTTP on the same port as RESP, as Tile38 does: `GET /SET+fleet+t1+POINT+33+-115`,
 `POST /` with the command line as body, plus `/metrics` (Prometheus) and `/healthz`.
-Requests are parsed with h11; every response closes the connection."""
+Requests are parsed with h11; every response closes the connection. Unlike Tile38, admin
+commands need POST, other sites' pages cannot write, and CORS is off unless `cors-origins`
+names the origin (security.py decides; docs/security.md)."""
 
 from __future__ import annotations
 
@@ -8,22 +10,25 @@ import asyncio
 import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_to_bytes
 
 import h11
 import orjson
 
 from geoserver import dispatch
-from geoserver.errors import ProtocolError
+from geoserver.commands import TABLE
+from geoserver.errors import AUTH_REQUIRED, ProtocolError, request_too_large
 from geoserver.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from geoserver.protocol.resp import split_command_line
+from geoserver.protocol.framing import split_command_line
+from geoserver.security import http_refusal, origin_allowed, password_matches
 
 if TYPE_CHECKING:
     from geoserver.server import Client, Server
 
 JSON_TYPE = "application/json; charset=utf-8"
 _METHODS = (b"GET ", b"POST ", b"PUT ", b"HEAD ", b"OPTIONS ", b"DELETE ", b"PATCH ")
-_REASONS = {200: b"OK", 204: b"No Content", 400: b"Bad Request", 404: b"Not Found",
+_REASONS = {200: b"OK", 204: b"No Content", 400: b"Bad Request", 401: b"Unauthorized",
+            403: b"Forbidden", 404: b"Not Found", 405: b"Method Not Allowed",
             500: b"Internal Server Error"}
 
 
@@ -46,18 +51,24 @@ def looks_like_http(data: bytes) -> bool:
 @dataclass
 class HttpRequest:
     method: str
-    target: str
+    target: bytes
     body: bytes
     password: str | None
+    headers: dict[str, str]
 
 
 class HttpRequestParser:
-    """Feed bytes; returns the request once complete. Oversized requests are refused."""
+    """Feed bytes; returns the request once complete. The request line and headers are capped
+    at `max_head` bytes (h11 buffers them until complete), the body at `max_body`, or at
+    `preauth_body` when a password is set and the Authorization header does not carry it."""
 
-    def __init__(self, max_size: int) -> None:
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=min(max_size, 1 << 20))
-        self._max = max_size
+    def __init__(self, max_head: int, max_body: int, requirepass: str = "", preauth_body: int = 0) -> None:
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head)
+        self._max = max_body
+        self._requirepass = requirepass
+        self._preauth_body = preauth_body
         self._request: h11.Request | None = None
+        self._headers: dict[str, str] = {}
         self._body = bytearray()
 
     def feed(self, data: bytes) -> HttpRequest | None:
@@ -71,32 +82,43 @@ class HttpRequestParser:
                 return None
             if isinstance(event, h11.Request):
                 self._request = event
+                self._headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+                auth = self._headers.get("authorization")
+                if self._requirepass and not (auth and password_matches(auth, self._requirepass)):
+                    self._max = min(self._max, self._preauth_body)
             elif isinstance(event, h11.Data):
                 self._body += event.data
                 if len(self._body) > self._max:
-                    raise ProtocolError("request too large")
+                    raise request_too_large(self._max)
             elif isinstance(event, h11.EndOfMessage):
                 assert self._request is not None
-                headers = {k.lower(): v for k, v in self._request.headers}
-                auth = headers.get(b"authorization")
-                return HttpRequest(
-                    self._request.method.decode(), self._request.target.decode("latin-1"),
-                    bytes(self._body), auth.decode() if auth is not None else None,
-                )
+                return HttpRequest(self._request.method.decode(), bytes(self._request.target),
+                                   bytes(self._body), self._headers.get("authorization"), self._headers)
             else:
                 return None
 
 
-def response(status: int, body: bytes, content_type: str = JSON_TYPE, head_only: bool = False) -> bytes:
-    """A whole HTTP/1.1 response; for HEAD, the headers of the GET answer without its body."""
+def response(status: int, body: bytes, content_type: str = JSON_TYPE, head_only: bool = False,
+             cors_origin: str | None = None) -> bytes:
+    """A whole HTTP/1.1 response; for HEAD, the headers of the GET answer without its body.
+    CORS headers only for an origin `cors-origins` allows (Tile38 sends `*` to everyone)."""
     head = [
         b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"OK")),
         b"Content-Type: " + content_type.encode(),
-        b"Access-Control-Allow-Origin: *",
         b"Connection: close",
         b"Content-Length: %d" % len(body),
     ]
+    if cors_origin is not None:
+        head += [b"Access-Control-Allow-Origin: " + cors_origin.encode("latin-1"), b"Vary: Origin",
+                 b"Access-Control-Allow-Methods: GET, POST, OPTIONS",
+                 b"Access-Control-Allow-Headers: Authorization, Content-Type"]
     return b"\r\n".join(head) + b"\r\n\r\n" + (b"" if head_only else body)
+
+
+def allowed_origin(request: HttpRequest, allowed: str) -> str | None:
+    """The origin to name in Access-Control-Allow-Origin, if the request's is allowed."""
+    origin = request.headers.get("origin")
+    return origin if origin is not None and origin_allowed(origin, allowed) else None
 
 
 def json_error_body(message: str) -> bytes:
@@ -106,20 +128,28 @@ def json_error_body(message: str) -> bytes:
 async def handle(client: Client, request: HttpRequest) -> tuple[int, str, bytes]:
     """Run the request's command (or serve /metrics); returns status, content type, body."""
     server = client.server
-    path = request.target.split("?", 1)[0]
+    path = request.target.split(b"?", 1)[0]
     if request.method == "OPTIONS":
         return 204, JSON_TYPE, b""
-    if path == "/metrics":
+    if path == b"/metrics":  # on the client port it is as private as the data
+        if server.requirepass and not client.authed:
+            return 401, JSON_TYPE, json_error_body(AUTH_REQUIRED)
         return 200, METRICS_CONTENT_TYPE, server.metrics.render()
-    line = unquote_plus(path.lstrip("/"))
+    line = unquote_to_bytes(path.lstrip(b"/").replace(b"+", b" "))
     if request.method == "POST" and request.body:
-        line = (line + " " + request.body.decode("utf-8", "replace")).strip()
+        line = (line + b" " + request.body).strip()
     try:
-        argv = split_command_line(line.encode())
+        argv = split_command_line(line)
     except ProtocolError as exc:
         return 400, JSON_TYPE, json_error_body(exc.message)
     if not argv:
         return 200, JSON_TYPE, orjson.dumps({"ok": True, "elapsed": "0s"}) + b"\r\n"
+    cmd = TABLE.get(argv[0].decode("utf-8", "replace").lower())
+    if cmd is not None:
+        status, refusal = http_refusal(request.method, cmd.write, cmd.admin, request.headers,
+                                       server.config.cors_origins)
+        if refusal:
+            return status, JSON_TYPE, json_error_body(refusal)
     reply = dispatch.execute(server, client, argv, json=True)
     body = reply if isinstance(reply, bytes) else await reply
     status = 200
@@ -133,7 +163,7 @@ class MetricsClient(asyncio.Protocol):
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.parser = HttpRequestParser(1 << 16)
+        self.parser = HttpRequestParser(server.config.max_inline_size, 1 << 16)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -150,10 +180,10 @@ class MetricsClient(asyncio.Protocol):
             return
         if request is None:
             return
-        path = request.target.split("?", 1)[0]
-        if path == "/metrics":
+        path = request.target.split(b"?", 1)[0]
+        if path == b"/metrics":
             out = response(200, self.server.metrics.render(), METRICS_CONTENT_TYPE)
-        elif path == "/healthz":
+        elif path == b"/healthz":
             from geoserver.commands.server import health_error
 
             err = health_error(self.server)
