@@ -203,7 +203,15 @@ def _password(cluster: res.Cluster) -> tuple[str | None, str | None]:
     if ref is None:
         return None, None
     try:
-        return kube.read_secret_key(cluster.namespace, ref.name, ref.key), None
+        try:
+            return kube.read_secret_key(cluster.namespace, ref.name, ref.key), None
+        except kube.ApiException as exc:
+            # the generated one: not made yet (this tick ran ahead of reconcile) or deleted
+            generated = res.build_auth_secret(cluster, secrets.token_urlsafe(32))
+            if exc.status != 404 or generated is None:
+                raise
+            kube.create_if_absent(generated)
+            return kube.read_secret_key(cluster.namespace, ref.name, ref.key), None
     except Exception as exc:  # 404/403, a missing key, bad base64: reported, never raised
         why = f"{exc.status} {exc.reason}" if isinstance(exc, kube.ApiException) else repr(exc)
         return None, f"Secret {ref.name!r} key {ref.key!r} unavailable: {why}"
