@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from geoserver.commands import TABLE
+from geoserver.commands import TABLE, slices
 from geoserver.commands.base import Ctx
 from geoserver.errors import (
     AUTH_REQUIRED,
@@ -69,10 +69,12 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
                 raise CommandError(OOM)
         elif cmd.read and server.follower is not None and not server.follower.caught_up_once:
             raise CatchingUpError()
+        if cmd.write and (busy := slices.blocker(server.db, name, argv)) is not None:
+            return _execute_after(busy, server, client, argv, json)
         ctx = Ctx(server, client, json, time.time(), server.db)
         result = cmd.func(ctx, argv)
         if asyncio.iscoroutine(result):
-            return _finish_later(server, client, name, start, json, result)
+            return _finish_later(server, client, name, start, json, result, ctx, argv)
         if ctx.dirty:
             server.record_write(ctx.record or argv)
         return _ok(server, client, name, start, json, result)
@@ -97,7 +99,7 @@ def _error(server: Server, client: Client, name: str, start: int, json: bool,
 
 
 async def _finish_later(server: Server, client: Client, name: str, start: int, json: bool,
-                        pending: Coroutine[Any, Any, Any]) -> bytes:
+                        pending: Coroutine[Any, Any, Any], ctx: Ctx, argv: list[bytes]) -> bytes:
     try:
         result = await pending
     except GeoServerError as exc:
@@ -105,7 +107,18 @@ async def _finish_later(server: Server, client: Client, name: str, start: int, j
     except Exception as exc:
         log.exception("command failed", extra={"command": name})
         return _error(server, client, name, start, json, CommandError(f"internal error: {exc}"))
+    finally:
+        if ctx.dirty:  # a sliced write (PDEL) is logged when it ends, as one record
+            server.record_write(ctx.record or argv)
     return _ok(server, client, name, start, json, result)
+
+
+async def _execute_after(busy: asyncio.Future, server: Server, client: Client, argv: list[bytes],
+                         json: bool) -> bytes:
+    """Run a write once the sliced write on its key has ended (commands/slices.py `hold`)."""
+    await asyncio.shield(busy)
+    reply = execute(server, client, argv, json)
+    return reply if isinstance(reply, bytes) else await reply
 
 
 def apply_record(server: Server, argv: list[bytes], db: Database | None = None) -> None:

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
+from itertools import islice
 from typing import Any
 
+from geoserver.commands import slices
 from geoserver.commands.base import Args, Ctx, Flag, command
 from geoserver.commands.replies import (
     bounds_json,
@@ -249,12 +252,50 @@ def cmd_pdel(ctx: Ctx, argv: list[bytes]) -> Any:
     count = 0
     if col is not None:
         lo, hi = col.prefix_bounds(literal_prefix(pattern))  # as Tile38: only that id range
+        if slices.sliced(ctx, hi - lo):
+            return _pdel_sliced(ctx, argv)
         for oid in [i for i in col.ids_between(lo, hi) if fnmatch.fnmatchcase(i, pattern)]:
             col.delete(oid)
             count += 1
         ctx.db.drop_if_empty(key)
     ctx.dirty = count > 0
     return {} if ctx.json else count
+
+
+async def _pdel_sliced(ctx: Ctx, argv: list[bytes]) -> Any:
+    """PDEL over a big id range, STEP ids a step. Other writes to the key wait until it ends
+    (slices.hold), so the ids it deletes are those that match when it starts, and its AOF
+    record, appended when it ends, replays to the same dataset."""
+    key, pattern = argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace")
+    async with slices.hold(ctx.db, argv[1]):
+        col = ctx.db.get(key)  # looked up under the hold: a FLUSHDB may have run meanwhile
+        count = 0
+        if col is not None:
+            count = await slices.run_sliced(_pdel_steps(col, pattern))
+            ctx.db.drop_if_empty(key)
+        ctx.dirty = count > 0
+    return {} if ctx.json else count
+
+
+def _pdel_steps(col: Collection, pattern: str) -> slices.Steps:
+    """Delete the ids matching `pattern`, resuming after the last id seen."""
+    prefix = literal_prefix(pattern)
+    match = re.compile(fnmatch.translate(pattern)).match
+    items, count, last = col.items, 0, None
+    while True:
+        if last is None:
+            batch = list(islice(items.irange(minimum=prefix or None), slices.STEP))
+        else:
+            batch = list(islice(items.irange(minimum=last, inclusive=(False, True)), slices.STEP))
+        if not batch:
+            return count
+        for oid in batch:
+            if not oid.startswith(prefix):
+                return count
+            if match(oid) and col.delete(oid) is not None:
+                count += 1
+        last = batch[-1]
+        yield
 
 
 @command("drop", min_args=2, max_args=2, flags=W)
@@ -307,8 +348,39 @@ def cmd_flushdb(ctx: Ctx, argv: list[bytes]) -> Any:
 def cmd_keys(ctx: Ctx, argv: list[bytes]) -> Any:
     """KEYS pattern"""
     pattern = argv[1].decode("utf-8", "replace")
+    prefix = literal_prefix(pattern)
+    cols = ctx.db.collections
+    size = len(cols) if not prefix else cols.bisect_left(prefix + "\U0010ffff") - cols.bisect_left(prefix)
+    if slices.sliced(ctx, size):
+        return _keys_sliced(ctx, pattern, prefix)
     keys = [k for k in ctx.db.collections if fnmatch.fnmatchcase(k, pattern)]
     return {"keys": keys} if ctx.json else keys
+
+
+def _matching_keys(ctx: Ctx, pattern: str, prefix: str) -> slices.Steps:
+    """Keys matching `pattern` in key order, STEP keys a step. Between steps the walk resumes
+    after the last key seen, so a key that lives through the whole walk is listed once."""
+    match = re.compile(fnmatch.translate(pattern)).match
+    cols, out, last = ctx.db.collections, [], None
+    while True:
+        if last is None:
+            batch = list(islice(cols.irange(minimum=prefix or None), slices.STEP))
+        else:
+            batch = list(islice(cols.irange(minimum=last, inclusive=(False, True)), slices.STEP))
+        if not batch:
+            return out
+        for key in batch:
+            if not key.startswith(prefix):
+                return out
+            if match(key):
+                out.append(key)
+        last = batch[-1]
+        yield
+
+
+async def _keys_sliced(ctx: Ctx, pattern: str, prefix: str) -> Any:
+    keys = await slices.run_sliced(_matching_keys(ctx, pattern, prefix))
+    return await slices.run_sliced(slices.reply(ctx, keys, "keys"))
 
 
 @command("type", min_args=2, max_args=2, flags=R)
@@ -417,16 +489,32 @@ def cmd_ttl(ctx: Ctx, argv: list[bytes]) -> Any:
 @command("stats", min_args=2, flags=R)
 def cmd_stats(ctx: Ctx, argv: list[bytes]) -> Any:
     """STATS key [key ...]"""
-    out: list[Any] = []
-    for raw in argv[1:]:
-        col = ctx.db.get(raw.decode("utf-8", "replace"))
-        if col is None:
-            out.append(None)
-            continue
-        stats = {"in_memory_size": col.weight, "num_objects": len(col),
-                 "num_points": col.num_points, "num_strings": col.num_strings}
-        out.append(stats if ctx.json else [x for kv in stats.items() for x in kv])
+    if slices.sliced(ctx, len(argv) - 1):
+        return _stats_sliced(ctx, argv)
+    out = slices.run(_stats(ctx, argv))
     return {"stats": out} if ctx.json else out
+
+
+def _stats(ctx: Ctx, argv: list[bytes]) -> slices.Steps:
+    """Each key's stats (None when missing), STEP keys a step: each entry is exact at the
+    moment its key was read."""
+    out: list[Any] = []
+    for a in range(1, len(argv), slices.STEP):
+        for raw in argv[a : a + slices.STEP]:
+            col = ctx.db.get(raw.decode("utf-8", "replace"))
+            if col is None:
+                out.append(None)
+                continue
+            stats = {"in_memory_size": col.weight, "num_objects": len(col),
+                     "num_points": col.num_points, "num_strings": col.num_strings}
+            out.append(stats if ctx.json else [x for kv in stats.items() for x in kv])
+        yield
+    return out
+
+
+async def _stats_sliced(ctx: Ctx, argv: list[bytes]) -> Any:
+    out = await slices.run_sliced(_stats(ctx, argv))
+    return await slices.run_sliced(slices.reply(ctx, out, "stats"))
 
 
 @command("bounds", min_args=2, max_args=2, flags=R)

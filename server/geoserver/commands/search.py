@@ -21,6 +21,7 @@ from typing import Any
 
 import mercantile
 
+from geoserver.commands import slices
 from geoserver.commands.base import Args, Ctx, Flag, command
 from geoserver.commands.replies import (
     bounds_json,
@@ -279,11 +280,18 @@ Row = tuple[str, Item | None, float | None]
 
 def _collect(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search) -> tuple[list[Row], int, int]:
     """Walk ordered candidates: (rows, count, next cursor)."""
+    return slices.run(_collect_steps(ctx, col, batches, s, False))
+
+
+def _collect_steps(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search,
+                   live: bool) -> slices.Steps:
+    """`_collect` as steps of CHUNK candidates. `live`: other clients may write between steps,
+    so every candidate is looked up again (it may be gone) and checked."""
     skip = pos = s.cursor
     limit = s.limit or 100
     counting = s.output == "COUNT"
     need_item = s.output != "IDS"
-    check = s.filtered or ctx.db.may_have_expired(ctx.now)
+    check = live or s.filtered or ctx.db.may_have_expired(ctx.now)
     items = col.items
     now = ctx.now
     rows: list[Row] = []
@@ -325,6 +333,7 @@ def _collect(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search) -> tu
                 if count >= limit:
                     return rows, count, (0 if counting else pos)
             a = b
+            yield
     return rows, count, 0
 
 
@@ -337,13 +346,22 @@ def _reply(ctx: Ctx, s: Search, rows: list[Row], count: int, cursor: int) -> Any
         return {"count": count, "cursor": cursor} if ctx.json else count
     if ctx.json:
         return _reply_json(s, out, dist, rows, cursor)
-    values: list[Any] = []
+    if out == "IDS" and not dist:
+        return _resp_ids(cursor, [oid for oid, _i, _d in rows])
+    row = _resp_row(s, dist)
+    return [cursor, [row(r) for r in rows]]
+
+
+def _resp_row(s: Search, dist: bool) -> Callable[[Row], Any]:
+    """The RESP value of one row."""
+    out, with_fields = s.output, not s.nofields
     if out == "IDS":
         if not dist:
-            return _resp_ids(cursor, [oid for oid, _i, _d in rows])
-        return [cursor, [[oid, float(d or 0.0)] for oid, _i, d in rows]]
-    with_fields = not s.nofields
-    for oid, item, d in rows:
+            return lambda r: r[0]
+        return lambda r: [r[0], float(r[2] or 0.0)]
+
+    def row(r: Row) -> Any:
+        oid, item, d = r
         assert item is not None
         obj = item.obj
         if out == "OBJECTS":
@@ -358,8 +376,9 @@ def _reply(ctx: Ctx, s: Search, rows: list[Row], count: int, cursor: int) -> Any
             entry.append(fields_resp(item))
         if dist:
             entry.append(float(d or 0.0))
-        values.append(entry)
-    return [cursor, values]
+        return entry
+
+    return row
 
 
 def _resp_ids(cursor: int, ids: list[str]) -> Raw:
@@ -372,15 +391,34 @@ def _resp_ids(cursor: int, ids: list[str]) -> Raw:
 
 
 def _reply_json(s: Search, out: str, dist: bool, rows: list[Row], cursor: int) -> dict[str, Any]:
+    if out == "IDS" and not dist:
+        return {"ids": [oid for oid, _i, _d in rows], "count": len(rows), "cursor": cursor}
+    names = _field_names(s, rows)
+    row = _json_row(s, dist, names)
+    body: dict[str, Any] = {"fields": names} if names else {}
+    body["ids" if out == "IDS" else JSON_KEYS[out]] = [row(r) for r in rows]
+    body["count"] = len(rows)
+    body["cursor"] = cursor
+    return body
+
+
+def _field_names(s: Search, rows: list[Row]) -> list[str]:
+    """The field names of a JSON reply: every name some row has (none for IDS/NOFIELDS)."""
+    if s.output == "IDS" or s.nofields:
+        return []
+    return sorted({name for _o, item, _d in rows if item and item.fields for name in item.fields})
+
+
+def _json_row(s: Search, dist: bool, names: list[str]) -> Callable[[Row], Any]:
+    """The JSON value of one row."""
+    out = s.output
     if out == "IDS":
-        ids: list[Any] = ([{"id": oid, "distance": num(d or 0.0)} for oid, _i, d in rows] if dist
-                          else [oid for oid, _i, _d in rows])
-        return {"ids": ids, "count": len(rows), "cursor": cursor}
-    names: list[str] = []
-    if not s.nofields:
-        names = sorted({name for _o, item, _d in rows if item and item.fields for name in item.fields})
-    objects = []
-    for oid, item, d in rows:
+        if not dist:
+            return lambda r: r[0]
+        return lambda r: {"id": r[0], "distance": num(r[2] or 0.0)}
+
+    def row(r: Row) -> Any:
+        oid, item, d = r
         assert item is not None
         obj = item.obj
         entry: dict[str, Any] = {"id": oid}
@@ -397,12 +435,36 @@ def _reply_json(s: Search, out: str, dist: bool, rows: list[Row], cursor: int) -
             entry["fields"] = [field_out(fields.get(name, 0.0)) for name in names]
         if dist:
             entry["distance"] = num(d or 0.0)
-        objects.append(entry)
-    body: dict[str, Any] = {"fields": names} if names else {}
-    body[JSON_KEYS[out]] = objects
-    body["count"] = len(rows)
-    body["cursor"] = cursor
-    return body
+        return entry
+
+    return row
+
+
+async def _sliced(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search) -> Any:
+    """Collect and encode a big result in slices; other clients run between them."""
+    rows, count, cursor = await slices.run_sliced(_collect_steps(ctx, col, batches, s, True))
+    if s.output == "COUNT":
+        return _reply(ctx, s, rows, count, cursor)
+    dist = s.distance and s.cmd == "NEARBY"
+    if not ctx.json:
+        steps = slices.reply(ctx, rows, "", resp_head=(cursor,), resp_value=_resp_row(s, dist))
+        return await slices.run_sliced(steps)
+    names = _field_names(s, rows)
+    key = "ids" if s.output == "IDS" else JSON_KEYS[s.output]
+    steps = slices.reply(ctx, rows, key, json_head={"fields": names} if names else None,
+                         json_tail={"count": len(rows), "cursor": cursor},
+                         json_value=_json_row(s, dist, names))
+    return await slices.run_sliced(steps)
+
+
+def _big(ctx: Ctx, s: Search, candidates: int) -> bool:
+    """Whether a search runs sliced: many candidates, and each must be looked at (a filter,
+    expiry, many rows); a plain COUNT is a length and stays one go."""
+    if not slices.sliced(ctx, candidates):
+        return False
+    if s.filtered or ctx.db.may_have_expired(ctx.now):
+        return True
+    return s.output != "COUNT" and slices.sliced(ctx, s.cursor + (s.limit or 100))
 
 
 def _empty(ctx: Ctx, s: Search) -> Any:
@@ -423,6 +485,8 @@ def cmd_scan(ctx: Ctx, argv: list[bytes]) -> Any:
     if col is None:
         return _empty(ctx, s)
     lo, hi = col.prefix_bounds(s.id_prefix)
+    if _big(ctx, s, hi - lo):
+        return _sliced(ctx, col, [query.KeyWalk(col.items, s.desc, s.id_prefix, lo, hi)], s)
     rows, count, cursor = _collect(ctx, col, [query.KeysBatch(col.items, s.desc, lo, hi)], s)
     return _reply(ctx, s, rows, count, cursor)
 
@@ -444,6 +508,12 @@ def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
     col = ctx.db.get(argv[1].decode("utf-8", "replace"))
     if col is None:
         return _empty(ctx, s)
+    if _big(ctx, s, len(col)):  # one ring, its ids copied: slots may be reused meanwhile
+        ring = query.nearby(col.points, col.shapes, lat, lon,
+                            query.HALF_EARTH_M * 1.01 if meters is None else meters)
+        if ring.slots is not None:
+            ring.names = list(ring.names)
+        return _sliced(ctx, col, [ring], s)
     want = len(col) if s.output == "COUNT" else s.cursor + (s.limit or 100)
     if meters is not None and want >= len(col):  # the whole circle anyway: one pass
         batches: Iterable[Any] = [query.nearby(col.points, col.shapes, lat, lon, meters)]
@@ -472,6 +542,10 @@ def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
 
         shape_ids = query.shapes_in(col.shapes, area, within, obj_of)
     hits = len(points) + len(shape_ids)
+    if _big(ctx, s, hits):  # walk the live ids in order; hits judged on a copy of the slots' ids
+        walk = query.IdOrderHits(lambda: query.walk_ids(col.items, s.id_prefix), col.points, points,
+                                 shape_ids, list(col.points.ids))
+        return _sliced(ctx, col, [walk], s)
     ordered = s.output != "COUNT" or s.cursor or s.filtered  # CURSOR positions count in id order
     wanted = None if s.filtered else s.cursor + (s.limit or 100)
     lo, hi = col.prefix_bounds(s.id_prefix)  # only ids a MATCH can admit are candidates

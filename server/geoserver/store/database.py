@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 from sortedcontainers import SortedDict
 
+from geoserver.store import reclaim
 from geoserver.store.collection import Collection
 
 
@@ -32,7 +33,12 @@ class Database:
         return col
 
     def drop(self, key: str) -> bool:
-        return self.collections.pop(key, None) is not None
+        """Detach the collection at once; its objects are freed in slices (store/reclaim.py)."""
+        col = self.collections.pop(key, None)
+        if col is None:
+            return False
+        reclaim.later(col)
+        return True
 
     def drop_if_empty(self, key: str) -> None:
         col = self.collections.get(key)
@@ -40,8 +46,11 @@ class Database:
             del self.collections[key]
 
     def flush(self) -> None:
-        self.collections.clear()
-        self._expiry.clear()
+        """Detach everything at once; the old objects are freed in slices (store/reclaim.py)."""
+        old, self.collections = self.collections, SortedDict()
+        reclaim.later(old)
+        reclaim.later(self._expiry)
+        self._expiry = []
         self._compacted_size = 0
 
     def schedule_expiry(self, key: str, oid: str, deadline: float) -> None:

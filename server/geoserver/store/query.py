@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -139,6 +140,50 @@ class KeysBatch:
         return None
 
 
+class KeyWalk(KeysBatch):
+    """KeysBatch for a walk that other clients' writes interleave with (a sliced SCAN): after
+    its first read (by position, for CURSOR) it resumes after the last id returned (before it,
+    DESC), so an id that lives through the walk is returned once, in order. `len()` is the
+    range's size at the start, an upper bound for the collector."""
+
+    __slots__ = ("_last", "prefix")
+
+    def __init__(self, items: Any, reverse: bool, prefix: str, lo: int, hi: int) -> None:
+        super().__init__(items, reverse, lo, hi)
+        self.prefix = prefix
+        self._last: str | None = None
+
+    def ids(self, a: int, b: int) -> list[str]:
+        if self._last is None:
+            out = super().ids(a, b)
+        elif self.reverse:
+            it = self.items.irange(maximum=self._last, inclusive=(True, False), reverse=True)
+            out = [oid for oid in islice(it, b - a)]
+        else:
+            it = self.items.irange(minimum=self._last, inclusive=(False, True))
+            out = [oid for oid in islice(it, b - a)]
+        if self.prefix and out and not out[-1].startswith(self.prefix):
+            out = [oid for oid in out if oid.startswith(self.prefix)]
+        if out:
+            self._last = out[-1]
+        return out
+
+
+def walk_ids(items: Any, prefix: str, step: int = 1024) -> Iterator[str]:
+    """The ids of `items` that start with `prefix`, in order, reading the live key list `step`
+    ids at a time and resuming after the last id read: safe when writes happen between reads."""
+    it = items.irange(minimum=prefix or None)
+    while True:
+        batch = list(islice(it, step))
+        if not batch:
+            return
+        for oid in batch:
+            if not oid.startswith(prefix):
+                return
+            yield oid
+        it = items.irange(minimum=batch[-1], inclusive=(False, True))
+
+
 class IdOrderHits:
     """WITHIN/INTERSECTS hits in id order, found by walking the collection's ids (kept sorted)
     and keeping those that hit. Sorting every hit costs ~0.5 µs each (half a second for a
@@ -146,11 +191,13 @@ class IdOrderHits:
     per id examined. `ids(a, b)` is read front to back by the collector. When `keys` covers
     only a range of ids (a MATCH prefix), `len()` is an upper bound and the walk ends early."""
 
-    __slots__ = ("_count", "_hit_slots", "_iter", "_keys", "_pos", "_shape_hits", "_slot_of")
+    __slots__ = ("_count", "_hit_slots", "_iter", "_keys", "_names", "_pos", "_shape_hits", "_slot_of")
 
     def __init__(self, keys: Callable[[], Iterator[str]], grid: PointGrid, slots: np.ndarray,
-                 shape_ids: list[str]) -> None:
-        self._keys, self._slot_of = keys, grid.slot_of
+                 shape_ids: list[str], names: list[str | None] | None = None) -> None:
+        """`names`: a copy of the grid's ids taken with `slots`, when writes may interleave
+        with the walk: a slot then counts as a hit only for the id it held (slots are reused)."""
+        self._keys, self._slot_of, self._names = keys, grid.slot_of, names
         hit = np.zeros(grid.alive.shape[0], dtype=np.uint8)
         hit[slots] = 1
         self._hit_slots = bytearray(hit.tobytes())
@@ -163,7 +210,17 @@ class IdOrderHits:
         return self._count
 
     def _walk(self) -> Iterator[str]:
-        slot_of, hit, shapes = self._slot_of, self._hit_slots, self._shape_hits
+        slot_of, hit, shapes, names = self._slot_of, self._hit_slots, self._shape_hits, self._names
+        if names is not None:
+            known = len(names)
+            for oid in self._keys():
+                slot = slot_of.get(oid)
+                if slot is None:
+                    if oid in shapes:
+                        yield oid
+                elif slot < known and hit[slot] and names[slot] == oid:
+                    yield oid
+            return
         for oid in self._keys():
             slot = slot_of.get(oid)
             if (hit[slot] if slot is not None else oid in shapes):

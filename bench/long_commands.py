@@ -1,0 +1,215 @@
+"""Long commands against a canary (issue 9: "long commands must not freeze everyone").
+
+    python bench/long_commands.py [--objects 1000000] [--keys 100000]
+
+Writes an AOF of `--objects` points across `--keys` keys (RESP records from
+protocol/resp.encode_command), starts a real geoserver on it, then runs each long command on
+its own connection while a canary process sends PING every ~5 ms on another. For each
+command it prints the command's own time and the canary's worst and p99 round trip over the
+pings sent while the command ran (and for 0.3 s after its reply, to catch work left in the
+background, such as freeing a dropped collection).
+
+The data: key `big` holds 40% of the objects, `big2` 10%, and the other keys ~5 each, so the
+single-key commands (SCAN, WITHIN, NEARBY, PDEL, DROP) meet a large collection and the
+cross-key ones (KEYS, STATS, SERVER, /metrics, FLUSHDB) meet many keys.
+Not a test: prints figures, never fails CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import hiredis
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "server"))
+
+from geoserver.protocol.resp import encode_command  # noqa: E402
+from helpers import GeoServer, _encode  # noqa: E402
+
+AFTER = 0.3  # seconds of canary kept after each reply (background work)
+
+
+def write_aof(path: Path, objects: int, keys: int) -> dict[str, int]:
+    """The dataset as an AOF of `SET key id POINT lat lon`; returns objects per big key."""
+    big, big2 = int(objects * 0.4), int(objects * 0.1)
+    rest = objects - big - big2
+    small_keys = max(1, keys - 2)
+    with open(path, "wb") as out:
+        buf: list[bytes] = []
+
+        def put(key: str, oid: str, i: int) -> None:
+            lat = -60 + (i * 7919 % 120_000) / 1000.0
+            lon = -170 + (i * 104_729 % 340_000) / 1000.0
+            buf.append(encode_command([b"SET", key.encode(), oid.encode(), b"POINT",
+                                       b"%.5f" % lat, b"%.5f" % lon]))
+            if len(buf) >= 50_000:
+                out.write(b"".join(buf))
+                buf.clear()
+
+        for i in range(big):
+            put("big", f"id{i}", i)
+        for i in range(big2):
+            put("big2", f"id{i}", i + big)
+        for i in range(rest):
+            put(f"k{i % small_keys:06d}", f"id{i // small_keys}", i + big + big2)
+        out.write(b"".join(buf))
+    return {"big": big, "big2": big2}
+
+
+def canary(port: int, stop, results) -> None:
+    """PING every ~5 ms; send (sent_at, round_trip) pairs back when told to stop."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    ping = b"*1\r\n$4\r\nPING\r\n"
+    samples: list[tuple[float, float]] = []
+    while not stop.is_set():
+        t = time.monotonic()
+        sock.sendall(ping)
+        got = b""
+        while not got.endswith(b"\r\n"):
+            got += sock.recv(64)
+        samples.append((t, time.monotonic() - t))
+        time.sleep(0.005)
+    results.send(samples)
+
+
+def run_resp(port: int, argv: list[str | bytes]) -> tuple[float, float, int]:
+    """Send one command on a fresh connection; (sent_at, done_at, reply bytes)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        reader = hiredis.Reader()
+        t = time.monotonic()
+        sock.sendall(_encode(list(argv)))
+        size = 0
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                break
+            size += len(data)
+            reader.feed(data)
+            if reader.gets() is not False:
+                break
+        return t, time.monotonic(), size
+
+
+def run_http(port: int, path: str) -> tuple[float, float, int]:
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        t = time.monotonic()
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        size = 0
+        while data := sock.recv(1 << 20):
+            size += len(data)
+        return t, time.monotonic(), size
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * q / 100))]
+
+
+def commands(keys: int) -> list[tuple[str, list[str | bytes] | str]]:
+    world = ["BOUNDS", "-90", "-180", "90", "180"]
+    small = [f"k{i:06d}" for i in range(max(1, keys - 2))]
+    return [
+        ("SERVER", ["SERVER"]),
+        ("INFO", ["INFO"]),
+        ("KEYS *", ["KEYS", "*"]),
+        ("KEYS k0*", ["KEYS", "k0*"]),
+        (f"STATS ({len(small) + 2} keys)", ["STATS", "big", "big2", *small]),
+        ("GET /metrics", "/metrics"),
+        ("BOUNDS big", ["BOUNDS", "big"]),
+        ("SCAN big LIMIT 1e6 IDS", ["SCAN", "big", "LIMIT", "1000000", "IDS"]),
+        ("SCAN big LIMIT 1e6 OBJECTS", ["SCAN", "big", "LIMIT", "1000000"]),
+        ("SCAN big MATCH id1* COUNT", ["SCAN", "big", "MATCH", "id1*", "COUNT"]),
+        ("WITHIN big LIMIT 1e6 IDS world", ["WITHIN", "big", "LIMIT", "1000000", "IDS", *world]),
+        ("WITHIN big LIMIT 1e6 POINTS world", ["WITHIN", "big", "LIMIT", "1000000", "POINTS", *world]),
+        ("WITHIN big COUNT world", ["WITHIN", "big", "COUNT", *world]),
+        ("INTERSECTS big LIMIT 1e6 IDS world",
+         ["INTERSECTS", "big", "LIMIT", "1000000", "IDS", *world]),
+        ("NEARBY big LIMIT 1e6 IDS", ["NEARBY", "big", "LIMIT", "1000000", "IDS", "POINT", "0", "0"]),
+        ("NEARBY big DISTANCE LIMIT 1e6 IDS",
+         ["NEARBY", "big", "DISTANCE", "LIMIT", "1000000", "IDS", "POINT", "0", "0"]),
+        ("PDEL big id1*", ["PDEL", "big", "id1*"]),
+        ("PDEL big2 *", ["PDEL", "big2", "*"]),
+        ("DROP big", ["DROP", "big"]),
+        ("FLUSHDB", ["FLUSHDB"]),
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--objects", type=int, default=1_000_000)
+    ap.add_argument("--keys", type=int, default=100_000)
+    ap.add_argument("--only", default="", help="run only commands whose label contains this")
+    opts = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "data"
+        data.mkdir()
+        t = time.monotonic()
+        sizes = write_aof(data / "appendonly.aof", opts.objects, opts.keys)
+        print(f"AOF written: {opts.objects} objects, {opts.keys} keys, {sizes}, "
+              f"{(data / 'appendonly.aof').stat().st_size >> 20} MiB in {time.monotonic() - t:.1f}s")
+        server = GeoServer(data)
+        t = time.monotonic()
+        server.start(wait=False)
+        try:
+            server.wait_ready(timeout=600)
+            c = server.client()
+            while True:
+                try:
+                    c.execute_command("GET", "big", "id0")
+                    break
+                except redis.exceptions.BusyLoadingError:
+                    time.sleep(0.2)
+            print(f"server loaded in {time.monotonic() - t:.1f}s; "
+                  f"rss {server.stats()['mem_alloc'] >> 20} MiB")
+            stop, (recv, send) = mp.Event(), mp.Pipe(duplex=False)
+            proc = mp.Process(target=canary, args=(server.port, stop, send), daemon=True)
+            proc.start()
+            time.sleep(1.0)
+            spans: list[tuple[str, float, float, int]] = []
+            for label, cmd in commands(opts.keys):
+                if opts.only and opts.only not in label:
+                    continue
+                sent, done, size = run_http(server.port, cmd) if isinstance(cmd, str) else \
+                    run_resp(server.port, cmd)
+                spans.append((label, sent, done, size))
+                time.sleep(AFTER + 0.2)
+            stop.set()
+            samples = recv.recv()
+            proc.join(5)
+            idle = [rtt for t0, rtt in samples if t0 < spans[0][1]]
+            print(f"canary idle: p99 {pct(idle, 99) * 1e3:.2f} ms, worst {max(idle) * 1e3:.2f} ms "
+                  f"({len(idle)} pings)\n")
+            print(f"| {'command':36} | {'command ms':>10} | {'reply':>9} | {'canary worst ms':>15} "
+                  f"| {'canary p99 ms':>13} |")
+            print(f"|{'-' * 38}|{'-' * 12}:|{'-' * 10}:|{'-' * 16}:|{'-' * 14}:|")
+            for label, sent, done, size in spans:
+                # a ping sent just before the command may wait for it too
+                window = [rtt for t0, rtt in samples if sent - 0.01 <= t0 <= done + AFTER]
+                print(f"| {label:36} | {(done - sent) * 1e3:10.0f} | {_size(size):>9} "
+                      f"| {max(window, default=float('nan')) * 1e3:15.1f} | {pct(window, 99) * 1e3:13.1f} |")
+        finally:
+            server.stop()
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n:.0f} GiB"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Long commands in slices, so one client's big request does not freeze the others.
+
+A long command is written once, as a generator that yields between bounded pieces of work.
+`run` drives it to the end at once (small inputs, AOF replay, the follower stream: they need a
+plain result), `run_sliced` returns a coroutine that drives it with a loop turn between pieces
+of at most BUDGET seconds; dispatch awaits it and the connection holds its later pipelined
+commands meanwhile (replies stay in order).
+
+A sliced write must not interleave with other writes to the same key, or its AOF record (the
+command as sent, replayed in one go) would no longer describe what it did: `hold` marks the key
+while it runs and dispatch makes any other write to that key (or FLUSHDB) wait until it ends.
+Reads are not held; docs/commands.md says what a read that overlaps a sliced command sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Generator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from geoserver.protocol.output import bulk, elapsed_text
+from geoserver.protocol.resp import Raw, encode_value
+
+if TYPE_CHECKING:
+    from geoserver.commands.base import Ctx
+    from geoserver.store.database import Database
+
+BUDGET = 0.005  # seconds of work between loop turns
+SLICE = 10_000  # inputs above this many items run sliced (below: one go, as before)
+STEP = 1_000  # items a step handles between clock reads
+
+Steps = Generator[None, None, Any]
+
+
+def run(steps: Steps) -> Any:
+    """Drive the steps to the end now; their result."""
+    try:
+        while True:
+            next(steps)
+    except StopIteration as stop:
+        return stop.value
+
+
+async def run_sliced(steps: Steps) -> Any:
+    """Drive the steps, giving the loop a turn every BUDGET seconds; their result."""
+    deadline = time.perf_counter() + BUDGET
+    try:
+        while True:
+            next(steps)
+            if time.perf_counter() >= deadline:
+                await asyncio.sleep(0)
+                deadline = time.perf_counter() + BUDGET
+    except StopIteration as stop:
+        return stop.value
+
+
+def sliced(ctx: Ctx, size: int) -> bool:
+    """Whether work over `size` items runs sliced: only for a client (replay stays synchronous)."""
+    return ctx.client is not None and size > SLICE
+
+
+def drive(ctx: Ctx, steps: Steps, size: int) -> Any:
+    """The result now, or a coroutine of it when the work is big enough to slice."""
+    return run_sliced(steps) if sliced(ctx, size) else run(steps)
+
+
+# ---- holding writes while a sliced write runs -------------------------------------------------
+
+_held: weakref.WeakKeyDictionary[Database, dict[bytes, asyncio.Future]] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def hold(db: Database, key: bytes) -> AsyncIterator[None]:
+    """Mark `key` as written by a sliced command until the block ends (after waiting for
+    another sliced write on it: two may have been accepted in the same loop turn)."""
+    keys = _held.setdefault(db, {})
+    while key in keys:
+        await asyncio.shield(keys[key])
+    done = asyncio.get_running_loop().create_future()
+    keys[key] = done
+    try:
+        yield
+    finally:
+        del keys[key]
+        done.set_result(None)
+
+
+def blocker(db: Database, name: str, argv: list[bytes]) -> asyncio.Future | None:
+    """What a write must wait for before it runs: a sliced write on a key it touches."""
+    keys = _held.get(db)
+    if not keys:
+        return None
+    if name == "flushdb":
+        return next(iter(keys.values()))
+    for key in argv[1:3] if name in ("rename", "renamenx") else argv[1:2]:
+        if key in keys:
+            return keys[key]
+    return None
+
+
+# ---- replies built in slices ------------------------------------------------------------------
+
+
+def reply(ctx: Ctx, values: list[Any], json_key: str, *, resp_head: tuple[Any, ...] = (),
+          json_head: dict[str, Any] | None = None, json_tail: dict[str, Any] | None = None,
+          resp_value: Callable[[Any], Any] | None = None,
+          json_value: Callable[[Any], Any] | None = None) -> Steps:
+    """Encode a reply holding a long list, STEP values a step; returns it as Raw bytes.
+
+    RESP: `[*resp_head, values]` (just `values` without a head). JSON: dispatch's envelope
+    around `{**json_head, json_key: values, **json_tail}`. `resp_value` / `json_value` turn each
+    value into what is encoded (rows are built as they are encoded, never all at once)."""
+    parts: list[bytes] = []
+    if not ctx.json:
+        if resp_head:
+            parts.append(b"*%d\r\n" % (len(resp_head) + 1))
+            parts.extend(encode_value(h) for h in resp_head)
+        parts.append(b"*%d\r\n" % len(values))
+        for a in range(0, len(values), STEP):
+            chunk = values[a : a + STEP]
+            if resp_value is not None:
+                chunk = [resp_value(v) for v in chunk]
+            parts.append(b"".join([encode_value(v) for v in chunk]))
+            yield
+        return Raw(b"".join(parts))
+    if json_head:
+        parts.append(orjson.dumps(json_head)[1:-1] + b",")
+    parts.append(orjson.dumps(json_key) + b":[")
+    for a in range(0, len(values), STEP):
+        chunk = values[a : a + STEP]
+        if json_value is not None:
+            chunk = [json_value(v) for v in chunk]
+        if a:
+            parts.append(b",")
+        parts.append(orjson.dumps(chunk)[1:-1])
+        yield
+    parts.append(b"]")
+    if json_tail:
+        parts.append(b"," + orjson.dumps(json_tail)[1:-1])
+    elapsed = int((time.time() - ctx.now) * 1e9)
+    data = b"".join([b'{"ok":true,', *parts, b',"elapsed":"', elapsed_text(elapsed).encode(), b'"}'])
+    resp_conn = ctx.client.resp_conn if ctx.client is not None else True
+    return Raw(bulk(data) if resp_conn else data)
