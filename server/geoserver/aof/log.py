@@ -74,9 +74,9 @@ class AofLog:
         try:
             while written < len(data):
                 written += os.write(self._fd, data[written:])
-            self._unsynced = True
         finally:
             if written:
+                self._unsynced = True
                 self._flushed_bytes(data[:written])
 
     def _flush_synced(self, data: bytes) -> None:
@@ -85,9 +85,7 @@ class AofLog:
             while written < len(data):
                 written += os.write(self._fd, data[written:])
             os.fsync(self._fd)
-        except OSError as exc:
-            log.error("AOF write failed with appendfsync always; nothing of it is acknowledged",
-                      extra={"error": str(exc), "bytes": len(data), "written": written})
+        except OSError:  # the caller (Server.flush_aof) logs it and refuses writes
             if written:
                 self._torn = True
                 try:
