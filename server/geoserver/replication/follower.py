@@ -503,5 +503,5 @@ class Follower:
         if not self.caught_up and self.server.aof_size >= self.leader_aof_size:
             self.caught_up = True
             self.caught_up_once = True
-            self.backoff.reset()  # a healthy session: the next reconnect comes at once-ish
+            self.backoff.reset()  # a healthy session: its end is retried after BACKOFF_BASE
             log.info("caught up", extra={"aof_size": self.server.aof_size})
