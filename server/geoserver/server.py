@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 EXPIRE_INTERVAL = 0.1
 HIGH_WATER = 4 << 20  # pause reading (and a pipelined batch) while unsent replies exceed this
 SWEEP_INTERVAL = 1.0  # how often output-buffer soft limits and timeouts are checked
+LINGER = 1.0  # seconds a connection closed for a protocol error is drained before closing
 
 
 class Server:
@@ -325,6 +326,9 @@ class Client(asyncio.Protocol):
         self._sniffed = False
         self.connected_at = self.last_active = time.monotonic()
         self.output = OutputGuard(server.config.output_limit("normal"))
+        self._batch_held = False  # a pipelined batch stopped at the high-water mark
+        self.lingering = False  # close after a protocol error: FIN first, then a short drain
+        self._eof_sent = False
 
     @property
     def authed(self) -> bool:
@@ -367,8 +371,9 @@ class Client(asyncio.Protocol):
         else:
             self._write_paused = False
             self._update_reading()
-            if not self._waiting and not self.closing and self.reader.buffered:
-                self._process()  # the batch that stopped at the high-water mark goes on
+            if self._batch_held:  # the batch that stopped at the high-water mark goes on
+                self._batch_held = False
+                self._continue()
 
     def _update_reading(self) -> None:
         """Read only while the peer takes our replies and no command awaits I/O."""
@@ -431,12 +436,12 @@ class Client(asyncio.Protocol):
 
     def _process(self) -> None:
         """Run every complete buffered command; stop at one that must wait for I/O, and while
-        the unsent output is above the high-water mark (resume_writing goes on)."""
+        the unsent output is above the high-water mark (the rest runs once it drains)."""
         assert self.transport is not None
         out: list[bytes] = []
-        pending = 0
         self._aof_mark = self.server.aof_size
-        unsent = self.transport.get_write_buffer_size()
+        held = self.transport.get_write_buffer_size()
+        hard = self.output.limit.hard
         try:
             while (argv := self.reader.next()) is not None:
                 reply = dispatch.execute(self.server, self, argv, self.json)
@@ -445,26 +450,20 @@ class Client(asyncio.Protocol):
                     self._wait_for(reply)
                     return
                 out.append(reply)
-                pending += len(reply)
+                held += len(reply)
+                if hard and held > hard:
+                    self.disconnect(f"output buffer {held} bytes over the hard limit {hard}")
+                    return
                 if self.closing or self.stream is not None:
                     break
-                if unsent + pending > HIGH_WATER:
-                    if self._over_hard_limit(unsent + pending):
-                        return
-                    self._write_paused = True  # resume_writing runs the rest of the batch
-                    self._update_reading()
+                if held > HIGH_WATER:
+                    self._batch_held = True  # write_now or resume_writing runs the rest
                     break
         except ProtocolError as exc:
             out.append(render_error(exc, self.json, 0, True))
+            self.lingering = True
             self.closing = True
         self._send(out)
-
-    def _over_hard_limit(self, unsent: int) -> bool:
-        reason = self.output.check(unsent, time.monotonic())
-        if reason and "hard" in reason:
-            self.disconnect(reason)
-            return True
-        return False
 
     def _wait_for(self, reply: Awaitable[bytes]) -> None:
         assert self.transport is not None
@@ -476,7 +475,10 @@ class Client(asyncio.Protocol):
             self._waiting = False
             if self.transport is None or self.transport.is_closing():
                 return
-            if self._over_hard_limit(self.transport.get_write_buffer_size() + len(data)):
+            hard = self.output.limit.hard
+            held = self.transport.get_write_buffer_size() + len(data)
+            if hard and held > hard:
+                self.disconnect(f"output buffer {held} bytes over the hard limit {hard}")
                 return
             self._send([data])
             if not self.closing:
@@ -488,6 +490,8 @@ class Client(asyncio.Protocol):
     def _send(self, out: list[bytes], close: bool = False) -> None:
         if close:
             self.closing = True
+        if not out and not self.closing:
+            return  # nothing to send (a read that completed no request)
         data = b"".join(out)
         if self.server.group_commit:
             size = self.server.aof_size  # replies wait only if this batch logged records
@@ -497,13 +501,30 @@ class Client(asyncio.Protocol):
             self.write_now(data)
 
     def write_now(self, data: bytes) -> None:
-        assert self.transport is not None
+        transport = self.transport
+        assert transport is not None
+        if self._eof_sent:
+            return
         if data:
-            self.transport.write(data)
+            transport.write(data)
         if self.stream is not None:
             self.stream.start()
         elif self.closing:
-            self.transport.close()
+            if self.lingering and transport.can_write_eof():
+                # After a protocol error: FIN after the reply, and read (discarding) for a
+                # moment, so the reply is not lost to a reset for the request's unread tail.
+                transport.write_eof()
+                self._eof_sent = True
+                asyncio.get_running_loop().call_later(LINGER, transport.close)
+            else:
+                transport.close()
+        elif self._batch_held and not self._write_paused:
+            self._batch_held = False
+            asyncio.get_running_loop().call_soon(self._continue)
+
+    def _continue(self) -> None:
+        if not self._waiting and not self.closing and self.transport is not None:
+            self._process()
 
     def _http_received(self, data: bytes) -> None:
         assert self.http is not None and self.transport is not None
