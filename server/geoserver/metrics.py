@@ -8,11 +8,15 @@ replication lag, ...) are read from the live server at scrape time, so they are 
 
 from __future__ import annotations
 
+import asyncio
+import time
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from geoserver.commands import slices
 
 if TYPE_CHECKING:
     from geoserver.server import Server
@@ -20,6 +24,8 @@ if TYPE_CHECKING:
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 BUCKETS = (1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1.0)
 _BUCKETS_NS = tuple(int(b * 1e9) for b in BUCKETS)
+MAX_COLLECTION_SERIES = 1000  # per-collection series for the largest collections only
+SWEEP_SECONDS = 5.0  # a dataset sweep older than this is redone (above slices.SLICE keys)
 
 
 class _CommandStats:
@@ -102,18 +108,49 @@ class _CommandCollector:
                                   value=m.clients_disconnected)
 
 
+Figures = tuple[dict[str, int], list[tuple[Any, ...]]]
+
+
+def _figures(found: tuple[dict[str, int], list[tuple[str, Any]]]) -> Figures:
+    """Totals and (key, objects, points, strings, weight) of the collections with series."""
+    totals, largest = found
+    return totals, [(key, len(c), c.num_points, c.num_strings, c.weight) for key, c in largest]
+
+
 class _StateCollector:
-    """Gauges computed from the server's state on each scrape."""
+    """Gauges computed from the server's state on each scrape.
+
+    The dataset figures (totals and per-collection series) are counted at scrape time while
+    the dataset has at most `slices.SLICE` keys. Above that, counting them would hold the loop
+    (2 s at 100k keys), so a background sweep counts them in slices and a scrape serves the
+    last sweep, starting a new one when it is older than SWEEP_SECONDS (the first scrape after
+    start then has no dataset figures yet). Per-collection series are kept for the
+    MAX_COLLECTION_SERIES largest collections only (by objects)."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
+        self._sweep: tuple[float, dict[str, int], list[tuple[Any, ...]]] | None = None
+        self._sweeping: asyncio.Task | None = None
 
     def describe(self) -> list[Any]:
         return []
 
+    def _dataset(self) -> Figures | None:
+        db = self.server.db
+        if len(db.collections) <= slices.SLICE:
+            return _figures(slices.run(db.stats_steps(largest=MAX_COLLECTION_SERIES)))
+        fresh = self._sweep is not None and time.monotonic() - self._sweep[0] < SWEEP_SECONDS
+        if not fresh and (self._sweeping is None or self._sweeping.done()):
+            self._sweeping = asyncio.get_running_loop().create_task(self._run_sweep(), name="metrics-sweep")
+        return self._sweep[1:] if self._sweep is not None else None
+
+    async def _run_sweep(self) -> None:
+        found = await slices.run_sliced(self.server.db.stats_steps(largest=MAX_COLLECTION_SERIES))
+        self._sweep = (time.monotonic(), *_figures(found))
+
     def collect(self) -> Any:
         s = self.server
-        stats = s.db.stats()
+        dataset = self._dataset()
         fol = s.follower
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -123,21 +160,24 @@ class _StateCollector:
         # tile38_aof_size / tile38_in_memory_size are kept too (earlier releases served them)
         yield gauge("tile38_aof_size_bytes", "AOF size in bytes as written by this server.", s.aof_size)
         yield gauge("tile38_aof_size", "Same as tile38_aof_size_bytes.", s.aof_size)
-        yield gauge("tile38_collections", "Collections.", stats["num_collections"])
-        yield gauge("tile38_in_memory_size_bytes", "Approximate bytes held by the dataset.",
-                    stats["in_memory_size"])
-        yield gauge("tile38_in_memory_size", "Same as tile38_in_memory_size_bytes.", stats["in_memory_size"])
-        per_col = {
-            "tile38_collection_objects": ("Objects in the collection.", len),
-            "tile38_collection_points": ("Point objects in the collection.", lambda c: c.num_points),
-            "tile38_collection_strings": ("String objects in the collection.", lambda c: c.num_strings),
-            "tile38_collection_weight_bytes": ("Approximate bytes of the collection.", lambda c: c.weight),
-        }
-        for name, (doc, value_of) in per_col.items():
-            family = GaugeMetricFamily(name, doc, labels=["col"])
-            for key, col in s.db.collections.items():
-                family.add_metric([key], value_of(col))
-            yield family
+        yield gauge("tile38_collections", "Collections.", len(s.db.collections))
+        if dataset is not None:
+            stats, per_collection = dataset
+            yield gauge("tile38_in_memory_size_bytes", "Approximate bytes held by the dataset.",
+                        stats["in_memory_size"])
+            yield gauge("tile38_in_memory_size", "Same as tile38_in_memory_size_bytes.",
+                        stats["in_memory_size"])
+            per_col = {
+                "tile38_collection_objects": "Objects in the collection.",
+                "tile38_collection_points": "Point objects in the collection.",
+                "tile38_collection_strings": "String objects in the collection.",
+                "tile38_collection_weight_bytes": "Approximate bytes of the collection.",
+            }
+            for i, (name, doc) in enumerate(per_col.items(), start=1):
+                family = GaugeMetricFamily(name, doc, labels=["col"])
+                for values in per_collection:
+                    family.add_metric([values[0]], values[i])
+                yield family
         yield gauge("tile38_connected_clients", "Connected clients.", len(s.clients))
         yield gauge("tile38_mem_alloc", "Resident memory of the process in bytes.", s.rss_bytes())
         yield gauge("geoserver_aof_shrinking", "1 while an AOFSHRINK runs.", int(s.shrink.running))

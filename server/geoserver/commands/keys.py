@@ -525,15 +525,7 @@ def cmd_bounds(ctx: Ctx, argv: list[bytes]) -> Any:
         if ctx.json:
             raise CommandError(KEY_NOT_FOUND)
         return None
-    minlon = minlat = math.inf
-    maxlon = maxlat = -math.inf
-    for item in col.items.values():
-        if item.obj.bbox is None:
-            continue
-        a, b, c, d = item.obj.bbox
-        minlon, minlat, maxlon, maxlat = min(minlon, a), min(minlat, b), max(maxlon, c), max(maxlat, d)
-    if minlon == math.inf:
-        minlon = minlat = maxlon = maxlat = 0.0
+    minlon, minlat, maxlon, maxlat = col.bbox() or (0.0, 0.0, 0.0, 0.0)
     if ctx.json:
         return {"bounds": box_geojson(minlat, minlon, maxlat, maxlon)}
     return [[float(minlon), float(minlat)], [float(maxlon), float(maxlat)]]

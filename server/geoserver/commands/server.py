@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from geoserver import TILE38_COMPAT_VERSION, __version__
+from geoserver.commands import slices
 from geoserver.commands.base import Args, Ctx, Flag, command
 from geoserver.config import PROPERTIES
 from geoserver.errors import (
@@ -112,10 +113,11 @@ def cmd_output(ctx: Ctx, argv: list[bytes]) -> Any:
     return {}
 
 
-def server_stats(server: Server) -> dict[str, Any]:
+def server_stats(server: Server, db: dict[str, int] | None = None) -> dict[str, Any]:
     """The SERVER fields, with real values. Never gated, so an operator can watch a catching-up
-    follower (Tile38 refuses SERVER until the first catch-up; see docs/commands.md)."""
-    db = server.db.stats()
+    follower (Tile38 refuses SERVER until the first catch-up; see docs/commands.md).
+    `db`: the dataset totals when the caller counted them already (in slices)."""
+    db = db or server.db.stats()
     rss = server.rss_bytes()
     shrink = server.shrink
     stats: dict[str, Any] = {
@@ -160,8 +162,19 @@ def server_stats(server: Server) -> dict[str, Any]:
 @command("server", max_args=2, flags=Flag.LOADING_OK)
 def cmd_server(ctx: Ctx, argv: list[bytes]) -> Any:
     """SERVER [EXT]"""
-    stats = server_stats(ctx.server)
-    if ctx.client is not None and ctx.server.aof is not None:
+    if slices.sliced(ctx, len(ctx.db.collections)):
+        return _server_sliced(ctx)
+    return _server_reply(ctx, server_stats(ctx.server))
+
+
+async def _server_sliced(ctx: Ctx) -> Any:
+    """SERVER over many keys: the totals are counted in slices (each key as it is then)."""
+    totals, _ = await slices.run_sliced(ctx.db.stats_steps())
+    return _server_reply(ctx, server_stats(ctx.server, totals))
+
+
+def _server_reply(ctx: Ctx, stats: dict[str, Any]) -> Any:
+    if ctx.client is not None and ctx.server.aof is not None:  # read with stats' aof_size
         ctx.client.aof_generation = ctx.server.aof.generation  # see AOF pos
     if ctx.json:
         return {"stats": stats}
@@ -174,8 +187,8 @@ def _resp_scalar(value: Any) -> Any:
     return value
 
 
-def info_sections(server: Server) -> dict[str, dict[str, Any]]:
-    stats = server_stats(server)
+def info_sections(server: Server, db: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
+    stats = server_stats(server, db)
     follower = server.follower
     replication: dict[str, Any]
     if follower is None:
@@ -207,7 +220,17 @@ def info_sections(server: Server) -> dict[str, dict[str, Any]]:
 @command("info", max_args=2, flags=Flag.READ)
 def cmd_info(ctx: Ctx, argv: list[bytes]) -> Any:
     """INFO [section]"""
-    sections = info_sections(ctx.server)
+    if slices.sliced(ctx, len(ctx.db.collections)):
+        return _info_sliced(ctx, argv)
+    return _info_reply(ctx, argv, info_sections(ctx.server))
+
+
+async def _info_sliced(ctx: Ctx, argv: list[bytes]) -> Any:
+    totals, _ = await slices.run_sliced(ctx.db.stats_steps())
+    return _info_reply(ctx, argv, info_sections(ctx.server, totals))
+
+
+def _info_reply(ctx: Ctx, argv: list[bytes], sections: dict[str, dict[str, Any]]) -> Any:
     if len(argv) == 2:
         name = argv[1].decode("utf-8", "replace").lower()
         if name not in ("all", "default"):

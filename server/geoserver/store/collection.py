@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+import numpy as np
 from sortedcontainers import SortedDict
 
 from geoserver.store.fields import FieldValue, is_zero
@@ -116,6 +117,23 @@ class Collection:
     @property
     def num_points(self) -> int:
         return len(self.points)
+
+    def bbox(self) -> tuple[float, float, float, float] | None:
+        """(minlon, minlat, maxlon, maxlat) of every spatial object, from the index arrays in
+        one vectorised pass (BOUNDS; a walk over the items took 0.5 s at 400k objects)."""
+        boxes = []
+        if len(self.points):
+            alive = self.points.alive
+            lats, lons = self.points.lats[alive], self.points.lons[alive]
+            boxes.append((lons.min(), lats.min(), lons.max(), lats.max()))
+        if len(self.shapes):
+            _ids, a = self.shapes.arrays()
+            mins, maxs = np.nanmin(a, axis=0), np.nanmax(a, axis=0)
+            boxes.append((mins[0], mins[1], maxs[2], maxs[3]))
+        if not boxes:
+            return None
+        return (float(min(b[0] for b in boxes)), float(min(b[1] for b in boxes)),
+                float(max(b[2] for b in boxes)), float(max(b[3] for b in boxes)))
 
     def _index(self, oid: str, item: Item) -> None:
         obj = item.obj

@@ -9,7 +9,8 @@ few ids with `EX 3600` no longer grows memory with every write (it did, ~225 byt
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
+from typing import Any
 
 from sortedcontainers import SortedDict
 
@@ -101,16 +102,38 @@ class Database:
             heapq.heappop(heap)
 
     def stats(self) -> dict[str, int]:
+        steps = self.stats_steps()
+        while True:
+            try:
+                next(steps)
+            except StopIteration as stop:
+                return stop.value[0]
+
+    def stats_steps(self, step: int = 2000, largest: int = 0) -> Generator[None, None, Any]:
+        """The totals of `stats()`, `step` collections at a time (yields between; the caller
+        may serve others meanwhile: each collection is counted as it is at its step), and the
+        `largest` collections by objects: returns (totals, [(key, collection) ...])."""
+        cols = list(dict.items(self.collections))  # a copy of the refs: ~4 ms at 100k keys
         objects = points = strings = weight = 0
-        for col in self.collections.values():
-            objects += len(col)
-            points += col.num_points
-            strings += col.num_strings
-            weight += col.weight
-        return {
-            "num_collections": len(self.collections),
+        top: list[tuple[int, str, Collection]] = []
+        for a in range(0, len(cols), step):
+            for key, col in cols[a : a + step]:
+                n = len(col)
+                objects += n
+                points += col.num_points
+                strings += col.num_strings
+                weight += col.weight
+                if largest:
+                    if len(top) < largest:
+                        heapq.heappush(top, (n, key, col))
+                    elif n > top[0][0]:
+                        heapq.heapreplace(top, (n, key, col))
+            yield
+        totals = {
+            "num_collections": len(cols),
             "num_objects": objects,
             "num_points": points,
             "num_strings": strings,
             "in_memory_size": weight,
         }
+        return totals, sorted((key, col) for _n, key, col in top)
