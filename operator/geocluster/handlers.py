@@ -1,6 +1,7 @@
 """kopf handlers: thin glue from Kubernetes events and timers to builders, probes and policy.
 
-- create/update/resume: validate the spec, apply every desired object idempotently.
+- create/update/resume: validate the spec, create the generated password Secret if it is
+  missing (never patched: no rotation), apply every other desired object idempotently.
 - a timer per GeoCluster (fixed short tick; the probe interval is enforced here and the
   policy decides what is due): probe members -> ``policy.decide`` -> write status (intent
   first) -> act -> Events and metrics.
