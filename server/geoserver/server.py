@@ -30,6 +30,7 @@ from geoserver.protocol.output import render_error
 from geoserver.protocol.resp import encode_command
 from geoserver.security import password_matches
 from geoserver.store.database import Database
+from geoserver.tls import HANDSHAKE_TIMEOUT, ServerTls
 
 if TYPE_CHECKING:
     from geoserver.replication.follower import Follower
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 EXPIRE_INTERVAL = 0.1
 HIGH_WATER = 4 << 20  # pause reading (and a pipelined batch) while unsent replies exceed this
 SWEEP_INTERVAL = 1.0  # how often output-buffer soft limits and timeouts are checked
+HTTP_REQUEST_TIMEOUT = 30.0  # seconds an HTTP request may take to arrive (slow-loris)
 LINGER = 1.0  # seconds a connection closed for a protocol error is drained before closing
 
 
@@ -61,6 +63,8 @@ class Server:
         self._tasks: set[asyncio.Task] = set()
         self._pending_replies: list[tuple[Client, bytes, int]] = []
         self._server: asyncio.base_events.Server | None = None
+        self.tls: ServerTls | None = None  # set at start when tls-cert-file is configured
+        self._tls_server: asyncio.base_events.Server | None = None  # --tls-port's listener
         self._process = psutil.Process()
         self.maxclients = config.maxclients  # lowered at start when descriptors are short
         self._refusals_unlogged = 0
@@ -90,10 +94,27 @@ class Server:
         self.maxclients, warning = client_budget(cfg.maxclients)
         if warning:
             log.warning(warning)
-        self._server = await asyncio.get_running_loop().create_server(
-            lambda: Client(self), cfg.host, cfg.port, reuse_address=True, backlog=1024
+        loop = asyncio.get_running_loop()
+        if cfg.tls_cert_file or cfg.tls_key_file:  # docs/security.md#tls
+            try:
+                self.tls = ServerTls(cfg)
+            except (OSError, ValueError) as exc:
+                raise SystemExit(f"geoserver: cannot set up TLS: {exc}") from None
+        tls_here = self.tls is not None and not cfg.tls_port
+        tls_kw = {"ssl": self.tls.context, "ssl_handshake_timeout": HANDSHAKE_TIMEOUT} if self.tls else {}
+        self._server = await loop.create_server(
+            lambda: Client(self), cfg.host, cfg.port, reuse_address=True, backlog=1024,
+            **(tls_kw if tls_here else {}),
         )
-        log.info("listening", extra={"host": cfg.host, "port": cfg.port, "id": cfg.server_id})
+        log.info("listening", extra={"host": cfg.host, "port": cfg.port, "id": cfg.server_id,
+                                     "tls": tls_here})
+        if self.tls is not None:
+            if cfg.tls_port:
+                self._tls_server = await loop.create_server(
+                    lambda: Client(self), cfg.host, cfg.tls_port, reuse_address=True, backlog=1024,
+                    **tls_kw)
+                log.info("listening", extra={"host": cfg.host, "port": cfg.tls_port, "tls": True})
+            self.spawn(self.tls.watch(), "tls-reload")
         # The dataset is millions of small acyclic objects: the default GC thresholds would
         # rescan them all every few thousand allocations (pauses that grow with the data).
         gc.set_threshold(100_000, 50, 1000)
@@ -132,6 +153,8 @@ class Server:
         """Stop accepting, close clients, flush and fsync the AOF."""
         if self._server is not None:
             self._server.close()
+        if self._tls_server is not None:
+            self._tls_server.close()
         if self.follower is not None:
             await self.follower.stop()
         for task in list(self._tasks):
@@ -142,6 +165,13 @@ class Server:
         if self.aof is not None:
             self.aof.close()
         log.info("stopped")
+
+    def reload_tls(self) -> None:
+        """SIGHUP: re-read the TLS certificate, key and CA files (docs/security.md#tls)."""
+        if self.tls is None:
+            log.info("SIGHUP: TLS is not configured, nothing to reload")
+        else:
+            self.tls.reload("SIGHUP")
 
     def spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -407,7 +437,12 @@ class Client(asyncio.Protocol):
                 self.disconnect(guard_reason)
             return
         reason = self.output.check(self.transport.get_write_buffer_size(), now)
-        if not reason and not self._waiting and self.http is None:
+        if reason or self._waiting:
+            pass
+        elif self.http is not None:  # closing is set once its request is complete
+            if now - self.connected_at >= HTTP_REQUEST_TIMEOUT:
+                reason = f"HTTP request not complete within {HTTP_REQUEST_TIMEOUT:g} s"
+        else:
             reason = idle_reason(self.server.config, self._authed, self.connected_at, self.last_active, now)
         if reason:
             self.disconnect(reason)
@@ -568,6 +603,7 @@ def run(config: ServerConfig) -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
         await server.start()
         if config.metrics_addr:
             host, _, port = config.metrics_addr.rpartition(":")

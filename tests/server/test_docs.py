@@ -17,3 +17,10 @@ def test_commands_md_matches_the_table():
 def test_every_command_has_a_syntax_docstring():
     missing = [name for name, cmd in TABLE.items() if not (cmd.func.__doc__ or "").strip()]
     assert not missing
+
+
+def test_every_config_property_is_in_security_md():
+    from geoserver.config import PROPERTIES
+
+    text = (DOC.parent / "security.md").read_text()
+    assert not [name for name in PROPERTIES if f"`{name}`" not in text]

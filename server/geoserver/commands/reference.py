@@ -27,6 +27,9 @@ Differences from Tile38 1.30, on purpose:
   fields: `aof_shrinking`, `last_shrink_time`, `last_shrink_result`, `last_shrink_duration_ms`,
   `resyncs`, `leader_aof_size`, `replication_state`, `replication_error`.
 - `RESYNC` (follower): full resync now. `HELLO 2|3` answers the handshake RESP3-era clients send.
+- Over HTTP, admin commands need POST, writes and admin commands from another site's page are
+  refused, and CORS headers go only to origins in `cors-origins`; requests are framed against
+  limits, smaller before AUTH; `CONFIG GET` redacts passwords (docs/security.md).
 - A follower that cannot continue its leader's AOF replaces its dataset *and* its AOF (see
   docs/replication.md) instead of replaying the leader's file on top of stale memory.
 - Not implemented: geofences (`FENCE`, `SETHOOK`, channels), scripting (`EVAL`), `JSET/JGET`,
