@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,12 +16,13 @@ from helpers import GeoServer
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., GeoServer]]:
-    """Factory: make_server(name="a", args=[...], host=...) starts a geoserver process."""
+    """Factory: make_server(name="a", args=[...], host=...) starts a geoserver process
+    (`tls`: the client context its readiness check and json() connect with)."""
     started: list[GeoServer] = []
 
     def make(name: str = "s", args: list[str] | None = None, host: str = "127.0.0.1",
-             start: bool = True) -> GeoServer:
-        server = GeoServer(tmp_path / name, host=host, args=args)
+             start: bool = True, tls: ssl.SSLContext | None = None) -> GeoServer:
+        server = GeoServer(tmp_path / name, host=host, args=args, tls=tls)
         started.append(server)
         return server.start() if start else server
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -45,13 +46,14 @@ class GeoServer:
 
     def __init__(self, data_dir: Path, host: str = "127.0.0.1", port: int | None = None,
                  args: list[str] | None = None, env: dict[str, str] | None = None,
-                 preexec: Callable[[], None] | None = None) -> None:
+                 preexec: Callable[[], None] | None = None, tls: ssl.SSLContext | None = None) -> None:
         self.dir = Path(data_dir)
         self.host = host
         self.port = port or free_port(host)
         self.args = list(args or [])
         self.env = {**os.environ, **(env or {})}
         self.preexec = preexec  # runs in the child before exec (e.g. resource limits)
+        self.tls = tls  # json() and wait_ready() connect with it (a TLS-only port)
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.dir.parent / f"{self.dir.name}-{self.port}.log"
 
@@ -90,7 +92,7 @@ class GeoServer:
 
     def json(self, *args: Any, password: str | None = None) -> dict[str, Any]:
         """One command in JSON mode on a fresh connection; returns the parsed reply."""
-        with socket.create_connection((self.host, self.port), timeout=10) as sock:
+        with self._connect() as sock:
             payload = b""
             if password is not None:
                 payload += _encode([b"AUTH", password])
@@ -110,6 +112,16 @@ class GeoServer:
             if isinstance(last, Exception):
                 raise last
             return orjson.loads(last)
+
+    def _connect(self) -> socket.socket:
+        sock = socket.create_connection((self.host, self.port), timeout=10)
+        if self.tls is None:
+            return sock
+        try:
+            return self.tls.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
 
     def stats(self) -> dict[str, Any]:
         return self.json("SERVER")["stats"]

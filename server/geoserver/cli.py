@@ -20,6 +20,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("-H", "--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
     p.add_argument("-p", "--port", type=int, default=9851, help="port to listen on (default %(default)s)")
+    p.add_argument("--tls-port", type=int, default=0, metavar="PORT",
+                   help="with --tls-cert-file: serve TLS on this port and plaintext on --port "
+                   "(default 0: --port itself is TLS-only)")
     p.add_argument("-d", "--dir", type=Path, default=Path("data"),
                    help="data directory: AOF and config file (default %(default)s)")
     p.add_argument("--appendonly", choices=["yes", "no"], default="yes", help="keep an AOF (default yes)")
@@ -81,8 +84,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         host=args.host, port=args.port, dir=args.dir, appendonly=args.appendonly == "yes",
         appendfsync=args.appendfsync or "everysec",
         appendfilename=args.appendfilename,
-        metrics_addr=args.metrics_addr, json_output=args.output == "json",
+        metrics_addr=args.metrics_addr, json_output=args.output == "json", tls_port=args.tls_port,
     )
+    if args.tls_port and args.tls_port == args.port:
+        raise SystemExit("geoserver: --tls-port must differ from --port (0: --port is TLS)")
     for name, env in (("requirepass", "GEOSERVER_REQUIREPASS"), ("leaderauth", "GEOSERVER_LEADERAUTH")):
         value = getattr(args, name)
         value = os.environ.get(env) if value is None else value

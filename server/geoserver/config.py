@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from geoserver.aof.log import private_file
+from geoserver.tls import parse_auth_clients, parse_yes_no
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,19 @@ PROPERTIES: dict[str, Property] = {
                                  "(0: never refuse; RESYNC FORCE overrides)"),
     "cors-origins": Property(str, "comma-separated origins allowed to read HTTP replies "
                              "(Access-Control-Allow-Origin); empty: no CORS headers"),
+    # TLS (docs/security.md#tls): on when a certificate and key are set at start; CONFIG SET
+    # of these takes effect at the next reload (SIGHUP or tls-reload-interval)
+    "tls-cert-file": Property(str, "PEM certificate chain presented to clients; with "
+                              "tls-key-file it turns TLS on (RESP and HTTP)"),
+    "tls-key-file": Property(str, "PEM private key of tls-cert-file"),
+    "tls-ca-cert-file": Property(str, "PEM CA certificates that verify client certificates "
+                                 "(tls-auth-clients) and the leader's (tls-replication)"),
+    "tls-auth-clients": Property(parse_auth_clients, "client certificates: yes (required), "
+                                 "optional (verified when sent), no (not asked for)"),
+    "tls-replication": Property(parse_yes_no, "yes: follow the leader over TLS, verifying its "
+                                "certificate and host name with tls-ca-cert-file"),
+    "tls-reload-interval": Property(parse_count, "seconds between checks of the TLS files for "
+                                    "changes, reloaded when changed (0: only on SIGHUP)"),
 }
 
 
@@ -175,6 +189,13 @@ class ServerConfig:
     repl_timeout: int = 10
     resync_min_ratio: float = 0.5
     cors_origins: str = ""
+    tls_port: int = 0  # a TLS listener beside the plaintext --port (0: --port itself is TLS)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_cert_file: str = ""
+    tls_auth_clients: str = "no"
+    tls_replication: str = "no"
+    tls_reload_interval: int = 5
     # settings given by flag or environment (even empty): the file must not override them, so
     # a manager (the operator, `geocluster up`) that drops a password really drops it
     given: set[str] = field(default_factory=set)
