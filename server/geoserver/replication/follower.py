@@ -31,6 +31,7 @@ import ctypes
 import gc
 import logging
 import os
+import ssl
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,15 +45,17 @@ from geoserver.aof.log import private_file
 from geoserver.errors import CommandError
 from geoserver.protocol.resp import encode_command
 from geoserver.store.database import Database
+from geoserver.tls import replication_context
 
 if TYPE_CHECKING:
+    from geoserver.config import ServerConfig
     from geoserver.server import Server
 
 log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT = 2.0
 REPLY_TIMEOUT = 30.0  # AOFMD5 of a large prefix takes a while on the leader
-CHECK_TIMEOUT = 5.0  # the side-check's SERVER (and, with repl-timeout, handshake replies)
+CHECK_TIMEOUT = 5.0  # most a side-check waits (less with a shorter repl-timeout)
 STREAM_GRACE = 1.0  # after a side-check saw the leader ahead: bytes may still be in flight
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 30.0
@@ -117,10 +120,12 @@ class LeaderConnection:
         self.timeout = timeout  # per reply, unless a call gives its own
 
     @classmethod
-    async def open(cls, host: str, port: int, password: str,
-                   timeout: float = REPLY_TIMEOUT) -> LeaderConnection:
+    async def open(cls, host: str, port: int, password: str, timeout: float = REPLY_TIMEOUT,
+                   tls: ssl.SSLContext | None = None) -> LeaderConnection:
+        dial = (asyncio.open_connection(host, port, ssl=tls, server_hostname=host) if tls
+                else asyncio.open_connection(host, port))
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), DIAL_TIMEOUT)
+            reader, writer = await asyncio.wait_for(dial, DIAL_TIMEOUT)
         except (OSError, TimeoutError) as exc:
             raise ReplicationError(f"cannot connect to {host}:{port}: {exc or 'timeout'}") from None
         conn = cls(reader, writer, timeout)
@@ -175,9 +180,18 @@ async def leader_stats(conn: LeaderConnection, own_id: str) -> dict[str, Any]:
     return stats
 
 
-async def fetch_leader_stats(host: str, port: int, password: str, own_id: str) -> dict[str, Any]:
+def leader_tls(config: ServerConfig) -> ssl.SSLContext | None:
+    """The TLS context to dial a leader with (`tls-replication`), or None for plaintext."""
+    try:
+        return replication_context(config)
+    except (OSError, ValueError) as exc:
+        raise ReplicationError(f"tls-replication: {exc}") from None
+
+
+async def fetch_leader_stats(host: str, port: int, password: str, own_id: str,
+                             tls: ssl.SSLContext | None = None) -> dict[str, Any]:
     """FOLLOW's synchronous check: dial, SERVER, refuse self and followers, hang up."""
-    conn = await LeaderConnection.open(host, port, password)
+    conn = await LeaderConnection.open(host, port, password, tls=tls)
     try:
         return await leader_stats(conn, own_id)
     finally:
@@ -346,7 +360,7 @@ class Follower:
         # One connection for the whole handshake: the leader refuses `AOF pos` on it if its
         # file was replaced after this SERVER/AOFMD5, so size and prefix stay consistent.
         self._conn = conn = await LeaderConnection.open(self.host, self.port, self.password,
-                                                        self._reply_timeout())
+                                                        self._reply_timeout(), leader_tls(server.config))
         stats = await leader_stats(conn, server.config.server_id)
         leader_size = int(stats["aof_size"])
         aof.flush()
@@ -461,19 +475,22 @@ class Follower:
             with contextlib.suppress(TimeoutError):
                 return await asyncio.wait_for(conn.reader.read(READ_SIZE), timeout)
             position = resync.size if resync is not None else self.server.aof_size
-            why = await self._side_check(position)
+            why, answered = await self._side_check(position, min(CHECK_TIMEOUT, max(1.0, timeout)))
             if not why:
                 continue
-            with contextlib.suppress(TimeoutError):  # what the leader just wrote may be in flight
-                return await asyncio.wait_for(conn.reader.read(READ_SIZE), STREAM_GRACE)
+            if answered:  # the leader is ahead: what it just wrote may still be in flight
+                with contextlib.suppress(TimeoutError):
+                    return await asyncio.wait_for(conn.reader.read(READ_SIZE), STREAM_GRACE)
             self.server.metrics.link_timeouts.inc()
             raise LinkDead(f"leader link silent for {timeout} s and {why}")
 
-    async def _side_check(self, position: int) -> str:
-        """SERVER over a second, short-lived connection: "" when the leader is idle at
-        `position` (the stream is fine), else what says the link is dead."""
+    async def _side_check(self, position: int, timeout: float) -> tuple[str, bool]:
+        """SERVER over a second, short-lived connection. Returns ("", True) when the leader
+        is idle at `position` (the stream is fine), else what says the link is dead and
+        whether the leader answered at all."""
         try:
-            conn = await LeaderConnection.open(self.host, self.port, self.password, CHECK_TIMEOUT)
+            conn = await LeaderConnection.open(self.host, self.port, self.password, timeout,
+                                               leader_tls(self.server.config))
             try:
                 stats = (await conn.call_json(b"SERVER"))["stats"]
             finally:
@@ -481,14 +498,14 @@ class Follower:
             size, leader_id = int(stats["aof_size"]), str(stats["id"])
         except (ReplicationError, OSError, TimeoutError, hiredis.ProtocolError,
                 orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            return f"the leader does not answer a side-check ({exc or type(exc).__name__})"
+            return f"the leader does not answer a side-check ({exc or type(exc).__name__})", False
         if leader_id != self.leader_id:
-            return f"another leader answers there (id {leader_id})"
+            return f"another leader answers there (id {leader_id})", True
         if size != position:
-            return f"the leader's aof_size is {size}, this follower applied {position}"
+            return f"the leader's aof_size is {size}, this follower applied {position}", True
         self.link_checks += 1
         log.debug("leader idle", extra={"aof_size": size})
-        return ""
+        return "", True
 
     async def _finish_resync(self, resync: FullResync, started: float) -> None:
         await resync.finish()
