@@ -30,7 +30,7 @@ def cmd_follow(ctx: Ctx, argv: list[bytes]) -> Any:
 
 
 async def _follow(ctx: Ctx, host: str, port: int) -> Any:
-    from geoserver.replication.follower import ReplicationError, fetch_leader_stats
+    from geoserver.replication.follower import ReplicationError, fetch_leader_stats, leader_tls
 
     server = ctx.server
     cfg = server.config
@@ -45,7 +45,8 @@ async def _follow(ctx: Ctx, host: str, port: int) -> Any:
     trusted = ((host, port) == cfg.startup_follow or (same and current.trusted)
                or bool(server.requirepass and ctx.client is not None and ctx.client.authed))
     try:
-        await fetch_leader_stats(host, port, cfg.leaderauth if trusted else "", cfg.server_id)
+        await fetch_leader_stats(host, port, cfg.leaderauth if trusted else "", cfg.server_id,
+                                 leader_tls(cfg))
     except ReplicationError as exc:
         message = str(exc)
         raise CommandError(message if message.startswith("cannot") else f"cannot follow: {message}") from None
