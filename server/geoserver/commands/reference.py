@@ -34,6 +34,30 @@ Differences from Tile38 1.30, on purpose:
   docs/replication.md) instead of replaying the leader's file on top of stale memory.
 - Not implemented: geofences (`FENCE`, `SETHOOK`, channels), scripting (`EVAL`), `JSET/JGET`,
   `SEARCH`, `SPARSE`, `CLIP`, `BUFFER`, `WHERE` expressions, `SECTOR`, `MVT`.
+
+Long commands run in slices (commands/slices.py): work over more than 10,000 items (keys for
+KEYS, STATS, SERVER, INFO; candidates for SCAN, WITHIN, INTERSECTS, NEARBY, PDEL) is done a few
+milliseconds at a time, and other clients are served in between; the client that sent it gets
+its replies in order (its later pipelined commands wait). Replies are the same as in one go
+when nothing else writes meanwhile. When other clients write while a sliced command runs:
+- KEYS, SCAN: a walk in key / id order that resumes after the last key or id it read. A key or
+  id that exists for the whole command is listed exactly once, in order; one created or
+  deleted meanwhile may or may not be. Each object is shown as it is when its slice is read.
+  The returned cursor counts positions, so it is approximate if the range changed meanwhile.
+- WITHIN, INTERSECTS, NEARBY: the matching set (and NEARBY's distances) is fixed when the
+  command starts; objects deleted meanwhile are left out, objects changed meanwhile are shown
+  with their new value (they may no longer match), objects created meanwhile are not included.
+- STATS, SERVER, INFO: each key is counted as it is when its slice reads it (the totals are a
+  sum over slightly different moments, exact when nothing writes meanwhile).
+- PDEL: other writes to its key (and FLUSHDB, DROP or RENAME of it) wait until it ends, so it
+  deletes exactly the ids that match when it starts, and its one AOF record, appended when it
+  ends, replays (restart, followers) to the same dataset. Reads of the key meanwhile may see some
+  of the ids already gone. The AOF loader and followers replay PDEL in one go.
+- DROP, FLUSHDB: the data is detached at once (the next command sees it gone) and its memory
+  is freed by a background task in slices.
+- `/metrics` with more than 10,000 keys serves dataset figures from a background sweep at most
+  5 s old (none on the first scrape after start), and per-collection series for the 1,000
+  largest collections only.
 """
 
 
