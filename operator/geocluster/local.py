@@ -9,6 +9,9 @@ Two parts, as in Kubernetes:
   uses, records intent in ``status.json`` first, then acts (shrink -> AOFSHRINK on the leader,
   resync -> RESYNC on a follower, restart -> stop and start that process).
 
+With TLS (``up --tls``, :mod:`geocluster.localtls`) members serve TLS only, followers verify the
+leader with the cluster's CA, and probes connect with it too.
+
 Time comes from an injected :class:`Clock`, so tests run schedules and grace periods at once.
 Manual requests arrive as trigger files (see :mod:`geocluster.localstate`); SIGUSR1 wakes the loop.
 """
@@ -34,6 +37,7 @@ import psutil
 
 from . import probe
 from .localstate import Manifest, StateDir, proc_id, process_of
+from .localtls import LocalTls
 from .policy import Action, Decision, Member, Triggers, apply_outcome, decide, load_status
 from .spec import dump, parse_time, rfc3339
 
@@ -44,6 +48,7 @@ STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL
 PROBE_TIMEOUT = 2.0
 MAX_BACKOFF = 30.0  # restarts of a crashing process are spaced 0, 1, 2, 4 ... 30 s apart
 STABLE_AFTER = 60.0  # a process up this long has its crash count reset
+RENEW_CHECK = 3600.0  # seconds between checks for member certificates due for renewal
 
 
 class Clock(Protocol):
@@ -108,6 +113,12 @@ class Supervisor:
     def __init__(self, manifest: Manifest, state: StateDir):
         self.manifest, self.state = manifest, state
         self.procs: dict[str, Proc] = {}
+        self.tls: LocalTls | None = None  # members serve TLS only, followers verify the leader
+
+    @property
+    def ca_file(self) -> str | None:
+        """The CA that probes verify members with (None: plaintext)."""
+        return str(self.tls.ca_file) if self.tls else None
 
     @property
     def leader(self) -> Proc:
@@ -132,6 +143,8 @@ class Supervisor:
         cmd += ["--dir", str(self.state.member_dir(p.name)), "--appendfsync", spec.server.appendfsync]
         if p.role == "follower":
             cmd += ["--follow", self.leader.address]
+        if self.tls is not None:
+            cmd += self.tls.args(p.name)
         return cmd + list(spec.server.extra_args)
 
     def environment(self) -> dict[str, str]:
@@ -193,7 +206,8 @@ class Supervisor:
                 p = self.procs[name]
                 if p.popen is not None and p.popen.poll() is not None:
                     raise RuntimeError(f"{name} exited at start-up: {self.log_tail(name)}")
-                if (await probe.observe(name, p.role, p.address, self.manifest.password, 1.0)).reachable:
+                if (await probe.observe(name, p.role, p.address, self.manifest.password, 1.0,
+                                        self.ca_file)).reachable:
                     pending.discard(name)
             if pending and time.monotonic() > deadline:
                 raise RuntimeError(f"{', '.join(sorted(pending))} did not answer within {timeout:.0f}s")
@@ -254,6 +268,7 @@ class LocalCluster:
     state: StateDir
     clock: Clock = field(default_factory=SystemClock)
     leader_port: int | None = None  # preferred on a first start (the CLI asks for 9851)
+    tls: bool | None = None  # members with TLS (None: as the previous run, else without)
 
     def __post_init__(self) -> None:
         self.sup = Supervisor(self.manifest, self.state)
@@ -262,6 +277,7 @@ class LocalCluster:
         self.wake = asyncio.Event()
         self.info: dict[str, Any] = {}
         self.last_resync: dict[str, str] = {}
+        self._tls_checked = 0.0  # monotonic time of the last renewal check
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -288,6 +304,10 @@ class LocalCluster:
         self.last_resync = {m["name"]: m.get("lastResync", "") for m in prev.get("members", [])}
         self.status = self.state.read_status() or {}
         self.sup.plan(previous, self.leader_port)
+        self.info["tls"] = self.tls if self.tls is not None else bool(prev.get("tls"))
+        if self.info["tls"]:
+            self.sup.tls = LocalTls(self.state.path / "tls")
+            self._renew_certificates()
         for p in self.sup.procs.values():
             self.sup.start(p)
         self._persist()
@@ -322,11 +342,13 @@ class LocalCluster:
         """Revive dead processes, probe, decide, record intent, act, record outcome."""
         for name in self.sup.revive():
             log.info("restarted %s: its process had exited", name)
+        if self.sup.tls is not None and time.monotonic() - self._tls_checked > RENEW_CHECK:
+            self._renew_certificates()
         pw = self.manifest.password
         # a member waiting out its crash back-off is like a pod without an IP: the supervisor is
         # on it, so the policy waits for it instead of repairing (supervision is not a repair)
         targets = [(p.name, p.role, p.address if p.running else None) for p in self.sup.procs.values()]
-        observed = await probe.observe_all(targets, pw, PROBE_TIMEOUT)  # type: ignore[arg-type]
+        observed = await probe.observe_all(targets, pw, PROBE_TIMEOUT, self.sup.ca_file)  # type: ignore[arg-type]
         self.members = [
             m if m.address else replace(m, error="not running (restart back-off)") for m in observed
         ]
@@ -372,7 +394,7 @@ class LocalCluster:
                 p.restarts += 1
                 self.sup.start(p)
             else:
-                await probe.start_action(p.address, action.kind, self.manifest.password)
+                await probe.start_action(p.address, action.kind, self.manifest.password, self.sup.ca_file)
             log.info("%s: started", why)
             return self.status
         except Exception as exc:  # a failed action is recorded in status, never ends the loop
@@ -390,10 +412,20 @@ class LocalCluster:
             if m.following != leader:
                 host, port = leader.split(":")
                 try:
-                    await probe.send(p.address, "FOLLOW", host, port, password=self.manifest.password)
+                    await probe.send(p.address, "FOLLOW", host, port, password=self.manifest.password,
+                                     ca_file=self.sup.ca_file)
                     log.info("%s: FOLLOW %s (was following %s)", m.name, leader, m.following or "nobody")
                 except probe.ProbeError as exc:
                     log.warning("%s: FOLLOW %s failed: %s", m.name, leader, exc)
+
+    def _renew_certificates(self) -> None:
+        """Create the CA and member certificates, or renew those due; running members reload
+        renewed files by themselves (geoserver's tls-reload-interval)."""
+        assert self.sup.tls is not None
+        self._tls_checked = time.monotonic()
+        issued = self.sup.tls.ensure(list(self.sup.procs))
+        if issued:
+            log.info("TLS certificates issued for %s (CA %s)", ", ".join(issued), self.sup.tls.ca_file)
 
     def _persist(self) -> None:
         st = load_status(self.status)

@@ -42,7 +42,11 @@ _name_opt = click.option("--name", "-n", help="Cluster name (metadata.name), whe
 @click.option("--port", type=click.IntRange(0, 65535), default=9851, show_default=True,
               help="Leader port on a first start, if free (0: any); a resumed cluster keeps its ports.")
 @click.option("--live/--no-live", default=None, help="Live table (default: when stdout is a terminal).")
-def up(manifest: Path | None, state_dir: Path | None, port: int, live: bool | None) -> None:
+@click.option("--tls/--no-tls", default=None,
+              help="Members serve TLS only, with a CA and certificates generated in <state-dir>/tls "
+              "(default: as the previous run of this state dir, else --no-tls).")
+def up(manifest: Path | None, state_dir: Path | None, port: int, live: bool | None,
+       tls: bool | None) -> None:
     """Run a GeoCluster on this machine: leader + followers, schedules, repairs."""
     try:
         m = load_manifest(manifest)
@@ -57,7 +61,7 @@ def up(manifest: Path | None, state_dir: Path | None, port: int, live: bool | No
         )
     live = sys.stdout.isatty() if live is None else live
     ring = _logging(state, live)
-    cluster = LocalCluster(m, state, leader_port=port or None)
+    cluster = LocalCluster(m, state, leader_port=port or None, tls=tls)
     try:
         asyncio.run(_up(cluster, ring if live else None))
     except RuntimeError as exc:
@@ -83,8 +87,7 @@ async def _up(cluster: LocalCluster, ring: localview.RingHandler | None) -> None
                 await starting
             return
         starting.result()
-        leader = cluster.sup.leader.address
-        log.info("up: leader %s; try `redis-cli -p %s`; Ctrl-C stops", leader, leader.split(":")[1])
+        log.info("up: leader %s; try `%s`; Ctrl-C stops", cluster.sup.leader.address, _redis_cli(cluster))
         if ring is None:
             await cluster.run(stopping)
         else:
@@ -96,9 +99,10 @@ async def _up(cluster: LocalCluster, ring: localview.RingHandler | None) -> None
 async def _live(cluster: LocalCluster, ring: localview.RingHandler, stopping: asyncio.Event) -> None:
     from rich.live import Live
 
-    port = cluster.sup.leader.port
-    hint = (f"leader: redis-cli -p {port} SET fleet truck1 POINT 33.5 -115.2 | "
-            f"curl localhost:{port}/SERVER | Ctrl-C stops | state: {cluster.state.path}")
+    port, ca = cluster.sup.leader.port, cluster.sup.ca_file
+    curl = f"curl --cacert {ca} https://localhost:{port}/SERVER" if ca else f"curl localhost:{port}/SERVER"
+    hint = (f"leader: {_redis_cli(cluster)} SET fleet truck1 POINT 33.5 -115.2 | "
+            f"{curl} | Ctrl-C stops | state: {cluster.state.path}")
 
     def view():
         return localview.render(cluster.info, cluster.status, list(ring.lines), hint)
@@ -110,6 +114,11 @@ async def _live(cluster: LocalCluster, ring: localview.RingHandler, stopping: as
             await asyncio.wait([runner], timeout=0.5)
         screen.update(view())
         runner.result()
+
+
+def _redis_cli(cluster: LocalCluster) -> str:
+    ca, port = cluster.sup.ca_file, cluster.sup.leader.port
+    return f"redis-cli --tls --cacert {ca} -p {port}" if ca else f"redis-cli -p {port}"
 
 
 def _logging(state: StateDir, live: bool) -> localview.RingHandler:

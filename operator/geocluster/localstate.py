@@ -10,6 +10,7 @@ data and ``status``/``shrink``/``resync``/``down`` find a running ``up`` from an
                         by the control loop like the operator's annotations
     members/<name>/     each member's geoserver --dir (AOF, config)
     logs/<name>.log     each member's output; logs/geocluster.log is the control loop's
+    tls/                with ``up --tls``: the cluster's CA and member certificates (localtls.py)
 
 Files are replaced atomically (write to a temp file, then rename). A pid is trusted only
 together with its process start time, so a recycled pid is never signalled.

@@ -5,6 +5,7 @@ string ``{"ok":true,...}`` or ``{"ok":false,"err":"..."}``. ``SERVER`` returns `
 ``aof_size``, ``aof_shrinking``, ``last_shrink_time``, ``last_shrink_result``, ``resyncs`` and,
 on followers, ``following`` and ``caught_up``. ``AOFSHRINK`` and ``RESYNC`` return at once and
 work in the background. An unreachable member is a finding (``reachable=False``), never raised.
+With ``ca_file`` the connection is TLS, verifying the member's certificate with that CA.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ class ProbeError(Exception):
 class Client:
     """One connection to one geoserver, in JSON output mode."""
 
-    def __init__(self, address: str, password: str | None = None, timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, address: str, password: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 ca_file: str | None = None):
         host, _, port = address.rpartition(":")
         self.address, self.password, self.timeout = address, password, timeout
+        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": ca_file} if ca_file else {}
         self._redis = aioredis.Redis(
             host=host,
             port=int(port),
@@ -54,6 +57,7 @@ class Client:
             # into a TimeoutError after the whole timeout; the next tick is the retry
             retry=Retry(NoBackoff(), 0),
             **_NO_CLIENT_SETINFO,
+            **tls,
         )
         self._redis.response_callbacks.clear()  # replies are JSON strings, never redis-py types
 
@@ -100,12 +104,13 @@ async def observe(
     address: str | None,
     password: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    ca_file: str | None = None,
 ) -> Member:
     """SERVER of one member as a policy observation; failures become reachable=False."""
     if not address:
         return Member(name, role, None, reachable=False, error="no pod IP yet")
     try:
-        async with Client(address, password, timeout) as client:
+        async with Client(address, password, timeout, ca_file) as client:
             stats = (await client.command("SERVER"))["stats"]
     except (ProbeError, KeyError) as exc:
         log.debug("probe of %s failed: %s", name, exc)
@@ -133,20 +138,23 @@ async def observe_all(
     targets: list[tuple[str, Literal["leader", "follower"], str | None]],
     password: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    ca_file: str | None = None,
 ) -> list[Member]:
     """Probe every (name, role, address) concurrently."""
-    return list(await asyncio.gather(*(observe(n, r, a, password, timeout) for n, r, a in targets)))
+    return list(await asyncio.gather(*(observe(n, r, a, password, timeout, ca_file) for n, r, a in targets)))
 
 
 ACTION_COMMANDS = {"shrink": "AOFSHRINK", "resync": "RESYNC"}
 
 
-async def start_action(address: str, kind: str, password: str | None = None) -> None:
+async def start_action(address: str, kind: str, password: str | None = None,
+                       ca_file: str | None = None) -> None:
     """Start a policy action on a member: it replies at once and works in the background."""
-    await send(address, ACTION_COMMANDS[kind], password=password)
+    await send(address, ACTION_COMMANDS[kind], password=password, ca_file=ca_file)
 
 
-async def send(address: str, *args: str, password: str | None = None, timeout: float = 5.0):
+async def send(address: str, *args: str, password: str | None = None, timeout: float = 5.0,
+               ca_file: str | None = None):
     """Run one command (AOFSHRINK, RESYNC, ...) on one member; raise ProbeError on failure."""
-    async with Client(address, password, timeout) as client:
+    async with Client(address, password, timeout, ca_file) as client:
         return await client.command(*args)
