@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from geoserver.binary import printable
 from geoserver.commands import slices
 
 if TYPE_CHECKING:
@@ -112,9 +113,10 @@ Figures = tuple[dict[str, int], list[tuple[Any, ...]]]
 
 
 def _figures(found: tuple[dict[str, int], list[tuple[str, Any]]]) -> Figures:
-    """Totals and (key, objects, points, strings, weight) of the collections with series."""
+    """Totals and (key, objects, points, strings, weight) of the collections with series; a
+    binary key's undecodable bytes are U+FFFD in its label (the exposition is UTF-8)."""
     totals, largest = found
-    return totals, [(key, len(c), c.num_points, c.num_strings, c.weight) for key, c in largest]
+    return totals, [(printable(key), len(c), c.num_points, c.num_strings, c.weight) for key, c in largest]
 
 
 class _StateCollector:

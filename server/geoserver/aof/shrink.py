@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from geoserver.aof.log import private_file
+from geoserver.binary import raw
 from geoserver.protocol.resp import encode_command, format_float
 
 if TYPE_CHECKING:
@@ -57,9 +58,9 @@ class ShrinkState:
 
 def object_record(key: str, oid: str, item: Item, now: float) -> bytes:
     """One SET record that recreates the object, its fields and its remaining TTL."""
-    args = [b"SET", key.encode(), oid.encode()]
+    args = [b"SET", raw(key), raw(oid)]  # the exact bytes clients sent (geoserver.binary)
     for name, value in item.field_list():
-        args += [b"FIELD", name.encode(), (value if isinstance(value, str) else format_float(value)).encode()]
+        args += [b"FIELD", raw(name), raw(value if isinstance(value, str) else format_float(value))]
     if item.expires_at is not None:
         remaining = max(0.1, item.expires_at - now)
         args += [b"EX", format_float(round(remaining, 3)).encode()]
@@ -71,7 +72,7 @@ def object_record(key: str, oid: str, item: Item, now: float) -> bytes:
     elif obj.kind == "geojson":
         args += [b"OBJECT", obj.json_text().encode()]
     else:
-        args += [b"STRING", (obj.text or "").encode()]
+        args += [b"STRING", raw(obj.text or "")]
     return encode_command(args)
 
 

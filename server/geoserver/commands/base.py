@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from geoserver.binary import text
 from geoserver.errors import CommandError, duplicate_argument, invalid_argument
-from geoserver.store.geometry import parse_float
+from geoserver.store.geometry import GeoLimits, parse_float
 
 if TYPE_CHECKING:
     from geoserver.server import Client, Server
@@ -110,7 +111,8 @@ class Args:
         return value
 
     def next_str(self) -> str:
-        return self.next().decode("utf-8", "replace")
+        """The next argument as text, byte-exact (geoserver.binary)."""
+        return text(self.next())
 
     def next_float(self) -> float:
         return parse_float(self.next())
@@ -141,3 +143,21 @@ class Args:
     def done(self) -> None:
         if self.more():
             raise invalid_argument(self.argv[self.pos])
+
+
+def pattern_arg(ctx: Ctx, token: bytes) -> str:
+    """A glob pattern argument (MATCH, KEYS, PDEL, CONFIG GET), at most `max-pattern-length`
+    bytes from a client (a replayed PDEL was acknowledged under the limits of its time)."""
+    limit = ctx.server.config.max_pattern_length
+    if len(token) > limit and ctx.client is not None:
+        raise CommandError(f"invalid pattern: too long (limit {limit} bytes)")
+    return text(token)
+
+
+def geojson_limits(ctx: Ctx) -> GeoLimits | None:
+    """The GeoJSON limits of a client's write or query; None for AOF replay and the follower
+    stream, which apply what was acknowledged whatever the limits are now."""
+    if ctx.client is None:
+        return None
+    cfg = ctx.server.config
+    return GeoLimits(cfg.geojson_max_vertices, cfg.geojson_max_parts, cfg.geojson_max_depth)

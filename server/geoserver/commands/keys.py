@@ -3,14 +3,13 @@ FEXISTS EXPIRE PERSIST TTL STATS BOUNDS FLUSHDB. Syntax follows Tile38 1.30 (see
 
 from __future__ import annotations
 
-import fnmatch
 import math
-import re
 from itertools import islice
 from typing import Any
 
+from geoserver.binary import text
 from geoserver.commands import slices
-from geoserver.commands.base import Args, Ctx, Flag, command
+from geoserver.commands.base import Args, Ctx, Flag, command, geojson_limits, pattern_arg
 from geoserver.commands.replies import (
     bounds_json,
     bounds_resp,
@@ -32,6 +31,7 @@ from geoserver.protocol.resp import OK, Simple
 from geoserver.store.collection import Collection, Item, literal_prefix
 from geoserver.store.fields import check_field_name, parse_field_value
 from geoserver.store.geometry import (
+    GeoLimits,
     GeoObject,
     box_geojson,
     encode_geohash,
@@ -42,13 +42,14 @@ from geoserver.store.geometry import (
     parse_float,
     parse_geojson,
 )
+from geoserver.store.glob import matcher
 
 W = Flag.WRITE
 R = Flag.READ
 
 
 def _collection(ctx: Ctx, key: bytes) -> Collection:
-    col = ctx.db.get(key.decode("utf-8", "replace"))
+    col = ctx.db.get(text(key))
     if col is None:
         raise CommandError(KEY_NOT_FOUND)
     return col
@@ -64,21 +65,21 @@ def _live_item(ctx: Ctx, col: Collection, oid: str) -> Item | None:
 def _lookup(ctx: Ctx, argv: list[bytes]) -> Item | None:
     """The live object named by argv[1:3], or None. In JSON mode a missing object is an
     error (`key not found` / `id not found`); RESP callers return their own "missing" value."""
-    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
-    item = _live_item(ctx, col, argv[2].decode("utf-8", "replace")) if col is not None else None
+    col = ctx.db.get(text(argv[1]))
+    item = _live_item(ctx, col, text(argv[2])) if col is not None else None
     if item is None and ctx.json:
         raise CommandError(KEY_NOT_FOUND if col is None else ID_NOT_FOUND)
     return item
 
 
 def _item(ctx: Ctx, key: bytes, oid: bytes) -> Item:
-    item = _live_item(ctx, _collection(ctx, key), oid.decode("utf-8", "replace"))
+    item = _live_item(ctx, _collection(ctx, key), text(oid))
     if item is None:
         raise CommandError(ID_NOT_FOUND)
     return item
 
 
-def parse_object(args: Args) -> GeoObject:
+def parse_object(args: Args, limits: GeoLimits | None = None) -> GeoObject:
     """The value part of SET: OBJECT | POINT | BOUNDS | HASH | STRING."""
     kind = args.peek_upper()
     args.next()
@@ -89,7 +90,7 @@ def parse_object(args: Args) -> GeoObject:
     if kind == "BOUNDS":
         return make_bounds(args.next_float(), args.next_float(), args.next_float(), args.next_float())
     if kind == "OBJECT":
-        return parse_geojson(args.next())
+        return parse_geojson(args.next(), limits)
     if kind == "HASH":
         return make_hash_point(args.next_str())
     if kind == "STRING":
@@ -118,8 +119,8 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
     | BOUNDS minlat minlon maxlat maxlon | HASH geohash | STRING value)"""
     if len(argv) == 6 and argv[3].upper() == b"POINT":  # `SET key id POINT lat lon`: the hot path
         point = make_point(parse_float(argv[4]), parse_float(argv[5]))
-        ctx.db.get_or_create(argv[1].decode("utf-8", "replace")).set(
-            argv[2].decode("utf-8", "replace"), point, None, None)
+        ctx.db.get_or_create(text(argv[1])).set(
+            text(argv[2]), point, None, None)
         ctx.dirty = True
         return {} if ctx.json else OK
     args = Args(argv, 3)
@@ -147,12 +148,12 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
             cond = word
             cond_at.append(args.pos - 1)
         elif word in ("POINT", "BOUNDS", "OBJECT", "HASH", "STRING"):
-            obj = parse_object(args)  # the last geometry wins; options may follow it
+            obj = parse_object(args, geojson_limits(ctx))  # the last geometry wins; options may follow it
         else:
             raise invalid_argument(argv[args.pos])
     if obj is None:
         raise CommandError("invalid number of arguments")
-    key, oid = argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace")
+    key, oid = text(argv[1]), text(argv[2])
     if cond:
         col = ctx.db.get(key)
         exists = col is not None and _live_item(ctx, col, oid) is not None
@@ -236,7 +237,7 @@ def cmd_del(ctx: Ctx, argv: list[bytes]) -> Any:
     erron404 = len(argv) == 4
     if erron404 and argv[3].upper() != b"ERRON404":
         raise invalid_argument(argv[3])
-    key, oid = argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace")
+    key, oid = text(argv[1]), text(argv[2])
     deleted = delete_object(ctx, key, oid)
     if not deleted and erron404:
         raise CommandError(KEY_NOT_FOUND if ctx.db.get(key) is None else ID_NOT_FOUND)
@@ -247,14 +248,14 @@ def cmd_del(ctx: Ctx, argv: list[bytes]) -> Any:
 @command("pdel", min_args=3, max_args=3, flags=W)
 def cmd_pdel(ctx: Ctx, argv: list[bytes]) -> Any:
     """PDEL key pattern"""
-    key, pattern = argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace")
+    key, pattern = text(argv[1]), pattern_arg(ctx, argv[2])
     col = ctx.db.get(key)
     count = 0
     if col is not None:
         lo, hi = col.prefix_bounds(literal_prefix(pattern))  # as Tile38: only that id range
         if slices.sliced(ctx, hi - lo):
             return _pdel_sliced(ctx, argv)
-        for oid in [i for i in col.ids_between(lo, hi) if fnmatch.fnmatchcase(i, pattern)]:
+        for oid in [i for i in col.ids_between(lo, hi) if matcher(pattern)(i)]:
             col.delete(oid)
             count += 1
         ctx.db.drop_if_empty(key)
@@ -266,7 +267,7 @@ async def _pdel_sliced(ctx: Ctx, argv: list[bytes]) -> Any:
     """PDEL over a big id range, STEP ids a step. Other writes to the key wait until it ends
     (slices.hold), so the ids it deletes are those that match when it starts, and its AOF
     record, appended when it ends, replays to the same dataset."""
-    key, pattern = argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace")
+    key, pattern = text(argv[1]), text(argv[2])  # checked by cmd_pdel
     async with slices.hold(ctx.db, argv[1]):
         col = ctx.db.get(key)  # looked up under the hold: a FLUSHDB may have run meanwhile
         count = 0
@@ -280,7 +281,7 @@ async def _pdel_sliced(ctx: Ctx, argv: list[bytes]) -> Any:
 def _pdel_steps(col: Collection, pattern: str) -> slices.Steps:
     """Delete the ids matching `pattern`, resuming after the last id seen."""
     prefix = literal_prefix(pattern)
-    match = re.compile(fnmatch.translate(pattern)).match
+    match = matcher(pattern)
     items, count, last = col.items, 0, None
     while True:
         if last is None:
@@ -301,13 +302,13 @@ def _pdel_steps(col: Collection, pattern: str) -> slices.Steps:
 @command("drop", min_args=2, max_args=2, flags=W)
 def cmd_drop(ctx: Ctx, argv: list[bytes]) -> Any:
     """DROP key"""
-    dropped = ctx.db.drop(argv[1].decode("utf-8", "replace"))
+    dropped = ctx.db.drop(text(argv[1]))
     ctx.dirty = dropped
     return {} if ctx.json else int(dropped)
 
 
 def _rename(ctx: Ctx, argv: list[bytes], nx: bool) -> Any:
-    src, dst = argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace")
+    src, dst = text(argv[1]), text(argv[2])
     col = ctx.db.get(src)
     if col is None:
         raise CommandError(KEY_NOT_FOUND)
@@ -347,20 +348,20 @@ def cmd_flushdb(ctx: Ctx, argv: list[bytes]) -> Any:
 @command("keys", min_args=2, max_args=2, flags=R)
 def cmd_keys(ctx: Ctx, argv: list[bytes]) -> Any:
     """KEYS pattern"""
-    pattern = argv[1].decode("utf-8", "replace")
+    pattern = pattern_arg(ctx, argv[1])
     prefix = literal_prefix(pattern)
     cols = ctx.db.collections
     size = len(cols) if not prefix else cols.bisect_left(prefix + "\U0010ffff") - cols.bisect_left(prefix)
     if slices.sliced(ctx, size):
         return _keys_sliced(ctx, pattern, prefix)
-    keys = [k for k in ctx.db.collections if fnmatch.fnmatchcase(k, pattern)]
+    keys = [k for k in ctx.db.collections if matcher(pattern)(k)]
     return {"keys": keys} if ctx.json else keys
 
 
 def _matching_keys(ctx: Ctx, pattern: str, prefix: str) -> slices.Steps:
     """Keys matching `pattern` in key order, STEP keys a step. Between steps the walk resumes
     after the last key seen, so a key that lives through the whole walk is listed once."""
-    match = re.compile(fnmatch.translate(pattern)).match
+    match = matcher(pattern)
     cols, out, last = ctx.db.collections, [], None
     while True:
         if last is None:
@@ -386,7 +387,7 @@ async def _keys_sliced(ctx: Ctx, pattern: str, prefix: str) -> Any:
 @command("type", min_args=2, max_args=2, flags=R)
 def cmd_type(ctx: Ctx, argv: list[bytes]) -> Any:
     """TYPE key"""
-    exists = ctx.db.get(argv[1].decode("utf-8", "replace")) is not None
+    exists = ctx.db.get(text(argv[1])) is not None
     if ctx.json:
         if not exists:
             raise CommandError(KEY_NOT_FOUND)
@@ -398,7 +399,7 @@ def cmd_type(ctx: Ctx, argv: list[bytes]) -> Any:
 def cmd_exists(ctx: Ctx, argv: list[bytes]) -> Any:
     """EXISTS key id -- a missing key is an error (`key not found`) in both modes, as in Tile38."""
     col = _collection(ctx, argv[1])
-    found = _live_item(ctx, col, argv[2].decode("utf-8", "replace")) is not None
+    found = _live_item(ctx, col, text(argv[2])) is not None
     return {"exists": found} if ctx.json else int(found)
 
 
@@ -406,7 +407,7 @@ def cmd_exists(ctx: Ctx, argv: list[bytes]) -> Any:
 def cmd_fexists(ctx: Ctx, argv: list[bytes]) -> Any:
     """FEXISTS key id field"""
     item = _item(ctx, argv[1], argv[2])
-    found = bool(item.fields) and argv[3].decode("utf-8", "replace") in item.fields  # type: ignore[operator]
+    found = bool(item.fields) and text(argv[3]) in item.fields  # type: ignore[operator]
     return {"exists": found} if ctx.json else int(found)
 
 
@@ -419,7 +420,7 @@ def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
     if not pairs or len(pairs) % 2:
         raise CommandError("invalid number of arguments")
     col = _collection(ctx, argv[1])
-    item = _live_item(ctx, col, argv[2].decode("utf-8", "replace"))
+    item = _live_item(ctx, col, text(argv[2]))
     if item is None:
         if xx:
             return {} if ctx.json else 0
@@ -436,7 +437,7 @@ def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
 def cmd_fget(ctx: Ctx, argv: list[bytes]) -> Any:
     """FGET key id field"""
     item = _item(ctx, argv[1], argv[2])
-    value = (item.fields or {}).get(argv[3].decode("utf-8", "replace"), 0.0)
+    value = (item.fields or {}).get(text(argv[3]), 0.0)
     if ctx.json:
         return {"value": field_out(value)}
     return value if isinstance(value, str) else float(value)
@@ -450,7 +451,7 @@ def cmd_expire(ctx: Ctx, argv: list[bytes]) -> Any:
     if item is None:
         return 0
     item.expires_at = ctx.now + seconds
-    ctx.db.schedule_expiry(argv[1].decode("utf-8", "replace"), argv[2].decode("utf-8", "replace"),
+    ctx.db.schedule_expiry(text(argv[1]), text(argv[2]),
                            item.expires_at)
     ctx.dirty = True
     return {} if ctx.json else 1
@@ -501,7 +502,7 @@ def _stats(ctx: Ctx, argv: list[bytes]) -> slices.Steps:
     out: list[Any] = []
     for a in range(1, len(argv), slices.STEP):
         for raw in argv[a : a + slices.STEP]:
-            col = ctx.db.get(raw.decode("utf-8", "replace"))
+            col = ctx.db.get(text(raw))
             if col is None:
                 out.append(None)
                 continue
@@ -520,7 +521,7 @@ async def _stats_sliced(ctx: Ctx, argv: list[bytes]) -> Any:
 @command("bounds", min_args=2, max_args=2, flags=R)
 def cmd_bounds(ctx: Ctx, argv: list[bytes]) -> Any:
     """BOUNDS key"""
-    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    col = ctx.db.get(text(argv[1]))
     if col is None:
         if ctx.json:
             raise CommandError(KEY_NOT_FOUND)

@@ -11,9 +11,7 @@ of candidates iterated when LIMIT was reached, else 0 (Tile38's scanWriter).
 
 from __future__ import annotations
 
-import fnmatch
 import math
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -21,8 +19,9 @@ from typing import Any
 
 import mercantile
 
+from geoserver.binary import raw, text
 from geoserver.commands import slices
-from geoserver.commands.base import Args, Ctx, Flag, command
+from geoserver.commands.base import Args, Ctx, Flag, command, geojson_limits, pattern_arg
 from geoserver.commands.replies import (
     bounds_json,
     bounds_resp,
@@ -38,6 +37,7 @@ from geoserver.store import query
 from geoserver.store.collection import Collection, Item, literal_prefix
 from geoserver.store.fields import FieldValue, field_number, parse_field_value
 from geoserver.store.geometry import encode_geohash, geohash_bounds, num, parse_float, parse_geojson
+from geoserver.store.glob import matcher
 
 OUTPUTS = ("COUNT", "IDS", "OBJECTS", "POINTS", "BOUNDS", "HASHES")
 JSON_KEYS = {"OBJECTS": "objects", "POINTS": "points", "BOUNDS": "bounds", "HASHES": "hashes"}
@@ -135,10 +135,10 @@ def _where(args: Args) -> Where:
 
 
 def _glob(pattern: str) -> Callable[[str], Any]:
-    return re.compile(fnmatch.translate(pattern), re.DOTALL).match
+    return matcher(pattern)
 
 
-def parse_options(args: Args, cmd: str) -> Search:
+def parse_options(args: Args, cmd: str, ctx: Ctx | None = None) -> Search:
     """Options and output, up to the area (or the end, for SCAN)."""
     s = Search(cmd)
     match_all = False
@@ -155,7 +155,7 @@ def parse_options(args: Args, cmd: str) -> Search:
             s.limit = args.next_int(1)
         elif word == "MATCH":
             args.next()
-            pattern = args.next_str()
+            pattern = pattern_arg(ctx, args.next()) if ctx is not None else args.next_str()
             match_all = match_all or pattern == "*"
             s.matches.append(_glob(pattern))
             patterns.append(pattern)
@@ -242,7 +242,7 @@ def parse_area(ctx: Ctx, args: Args) -> query.Area:
     if word == "POINT":
         return query.point_area(_lat(args), _lon(args))
     if word == "OBJECT":
-        return query.object_area(parse_geojson(args.next()))
+        return query.object_area(parse_geojson(args.next(), geojson_limits(ctx)))
     if word == "GET":
         key, oid = args.next_str(), args.next_str()
         col = ctx.db.get(key)
@@ -387,7 +387,7 @@ def _resp_ids(cursor: int, ids: list[str]) -> Raw:
     text = "".join([f"${len(oid)}\r\n{oid}\r\n" for oid in ids])
     if text.isascii():  # then len(str) is the byte length
         return Raw(head + text.encode())
-    return Raw(head + b"".join([b"$%d\r\n%s\r\n" % (len(e), e) for e in [oid.encode() for oid in ids]]))
+    return Raw(head + b"".join([b"$%d\r\n%s\r\n" % (len(e), e) for e in [raw(oid) for oid in ids]]))
 
 
 def _reply_json(s: Search, out: str, dist: bool, rows: list[Row], cursor: int) -> dict[str, Any]:
@@ -479,9 +479,9 @@ def cmd_scan(ctx: Ctx, argv: list[bytes]) -> Any:
     """SCAN key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [NOFIELDS] [ASC|DESC]
     [COUNT|IDS|OBJECTS|POINTS|BOUNDS|HASHES precision]"""
     args = Args(argv, 2)
-    s = parse_options(args, "SCAN")
+    s = parse_options(args, "SCAN", ctx)
     args.done()
-    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    col = ctx.db.get(text(argv[1]))
     if col is None:
         return _empty(ctx, s)
     lo, hi = col.prefix_bounds(s.id_prefix)
@@ -496,7 +496,7 @@ def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
     """NEARBY key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [NOFIELDS] [DISTANCE]
     [COUNT|IDS|OBJECTS|POINTS|BOUNDS|HASHES precision] POINT lat lon [meters]"""
     args = Args(argv, 2)
-    s = parse_options(args, "NEARBY")
+    s = parse_options(args, "NEARBY", ctx)
     if not args.more():
         raise CommandError("invalid number of arguments")
     if args.peek_upper() != "POINT":
@@ -505,7 +505,7 @@ def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
     lat, lon = _lat(args), _lon(args)
     meters = _meters(args) if args.more() else None
     args.done()
-    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    col = ctx.db.get(text(argv[1]))
     if col is None:
         return _empty(ctx, s)
     if _big(ctx, s, len(col)):  # one ring, its ids copied: slots may be reused meanwhile
@@ -525,10 +525,10 @@ def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
 
 def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
     args = Args(argv, 2)
-    s = parse_options(args, "WITHIN" if within else "INTERSECTS")
+    s = parse_options(args, "WITHIN" if within else "INTERSECTS", ctx)
     area = parse_area(ctx, args)
     args.done()
-    col = ctx.db.get(argv[1].decode("utf-8", "replace"))
+    col = ctx.db.get(text(argv[1]))
     if col is None:
         return _empty(ctx, s)
     points = query.points_in(col.points, area)

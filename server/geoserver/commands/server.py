@@ -3,7 +3,6 @@ READONLY."""
 
 from __future__ import annotations
 
-import fnmatch
 import gc
 import os
 import platform
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from geoserver import TILE38_COMPAT_VERSION, __version__
 from geoserver.commands import slices
-from geoserver.commands.base import Args, Ctx, Flag, command
+from geoserver.commands.base import Args, Ctx, Flag, command, pattern_arg
 from geoserver.config import PROPERTIES
 from geoserver.errors import (
     CATCHING_UP,
@@ -26,6 +25,7 @@ from geoserver.errors import (
 from geoserver.protocol.output import render
 from geoserver.protocol.resp import OK, PONG, Map, Raw, Simple
 from geoserver.security import password_matches
+from geoserver.store.glob import matcher
 
 if TYPE_CHECKING:
     from geoserver.server import Server
@@ -252,9 +252,9 @@ def cmd_config(ctx: Ctx, argv: list[bytes]) -> Any:
     sub = argv[1].decode("utf-8", "replace").upper()
     cfg = ctx.server.config
     if sub == "GET" and len(argv) == 3:
-        pattern = argv[2].decode("utf-8", "replace").lower()
+        pattern = pattern_arg(ctx, argv[2]).lower()
         props = {name: REDACTED if prop.secret and cfg.get_property(name) else cfg.get_property(name)
-                 for name, prop in PROPERTIES.items() if fnmatch.fnmatchcase(name, pattern)}
+                 for name, prop in PROPERTIES.items() if matcher(pattern)(name)}
         if ctx.json:
             return {"properties": props}
         return [x for kv in props.items() for x in kv]

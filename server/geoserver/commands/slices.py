@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from geoserver.protocol.output import bulk, elapsed_text
-from geoserver.protocol.resp import Raw, encode_value
+from geoserver.protocol.output import bulk, dumps_json, elapsed_text, encode_resp
+from geoserver.protocol.resp import Raw
 
 if TYPE_CHECKING:
     from geoserver.commands.base import Ctx
@@ -119,17 +119,17 @@ def reply(ctx: Ctx, values: list[Any], json_key: str, *, resp_head: tuple[Any, .
     if not ctx.json:
         if resp_head:
             parts.append(b"*%d\r\n" % (len(resp_head) + 1))
-            parts.extend(encode_value(h) for h in resp_head)
+            parts.extend(encode_resp(h) for h in resp_head)
         parts.append(b"*%d\r\n" % len(values))
         for a in range(0, len(values), STEP):
             chunk = values[a : a + STEP]
             if resp_value is not None:
                 chunk = [resp_value(v) for v in chunk]
-            parts.append(b"".join([encode_value(v) for v in chunk]))
+            parts.append(b"".join([encode_resp(v) for v in chunk]))
             yield
         return Raw(b"".join(parts))
     if json_head:
-        parts.append(orjson.dumps(json_head)[1:-1] + b",")
+        parts.append(dumps_json(json_head)[1:-1] + b",")
     parts.append(orjson.dumps(json_key) + b":[")
     for a in range(0, len(values), STEP):
         chunk = values[a : a + STEP]
@@ -137,11 +137,11 @@ def reply(ctx: Ctx, values: list[Any], json_key: str, *, resp_head: tuple[Any, .
             chunk = [json_value(v) for v in chunk]
         if a:
             parts.append(b",")
-        parts.append(orjson.dumps(chunk)[1:-1])
+        parts.append(dumps_json(chunk)[1:-1])
         yield
     parts.append(b"]")
     if json_tail:
-        parts.append(b"," + orjson.dumps(json_tail)[1:-1])
+        parts.append(b"," + dumps_json(json_tail)[1:-1])
     elapsed = int((time.time() - ctx.now) * 1e9)
     data = b"".join([b'{"ok":true,', *parts, b',"elapsed":"', elapsed_text(elapsed).encode(), b'"}'])
     resp_conn = ctx.client.resp_conn if ctx.client is not None else True

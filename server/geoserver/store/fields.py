@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from geoserver.binary import text
 from geoserver.errors import invalid_argument
 
 RESERVED = {"z", "lat", "lon"}
@@ -12,18 +13,18 @@ FieldValue = float | str
 
 
 def parse_field_value(raw: bytes) -> FieldValue:
-    text = raw.decode("utf-8", "replace")
+    value_text = text(raw)
     try:
-        value = float(text)
+        value = float(value_text)
     except ValueError:
-        return text
+        return value_text
     if math.isnan(value) or math.isinf(value):
-        return text
+        return value_text
     return value
 
 
 def check_field_name(raw: bytes) -> str:
-    name = raw.decode("utf-8", "replace")
+    name = text(raw)
     if name.lower() in RESERVED or not name:
         raise invalid_argument(raw)
     return name
