@@ -85,7 +85,11 @@ class RequestReader:
                     return argv
                 continue  # an empty line
             if not self._checked:
-                count = self._array_header()
+                if len(buf) > pos + 3 and buf[pos + 2] == 13 and 48 < buf[pos + 1] <= 57 \
+                        and buf[pos + 1] - 48 <= self.limits.max_args:
+                    count = 1  # `*1` .. `*9` (most requests), within the limit: nothing to check
+                else:
+                    count = self._array_header()
                 if count is None:
                     return None
                 if count == 0:  # `*0` and `*-1` are nothing, as in Redis
