@@ -48,7 +48,7 @@ class RequestReader:
     the current request, so headers are read at exact offsets: `_pos` is where the next request
     starts (hiredis's returned arrays give their exact encoded size, `command_length`)."""
 
-    __slots__ = ("_buf", "_checked", "_pos", "_reader", "_scan_from", "limits")
+    __slots__ = ("_buf", "_checked", "_pos", "_reader", "_scan_from", "inline", "limits")
 
     def __init__(self, limits: FrameLimits) -> None:
         self.limits = limits  # may be swapped between requests (after AUTH)
@@ -57,6 +57,7 @@ class RequestReader:
         self._scan_from = 0  # where the search for an inline line's end resumes
         self._checked = False  # the array header at `_pos` passed the limits
         self._reader: hiredis.Reader | None = None  # fed from `_pos` on while RESP
+        self.inline = False  # the last request returned was an inline line
 
     @property
     def buffered(self) -> int:
@@ -82,6 +83,7 @@ class RequestReader:
                 self._reader = None
                 argv = self._inline()
                 if argv is None or argv:
+                    self.inline = argv is not None
                     return argv
                 continue  # an empty line
             if not self._checked:
@@ -125,6 +127,7 @@ class RequestReader:
                     or (_NOT_CANONICAL.search(buf, pos, end) and buf[pos:end] != encode_command(item))):
                 raise ProtocolError("Protocol error: expected '$', got '+'")  # Tile38's text
             self._pos = end
+            self.inline = False
             return item
 
     def _array_header(self) -> int | None:

@@ -42,7 +42,8 @@ import orjson
 
 from geoserver import dispatch
 from geoserver.aof.log import private_file
-from geoserver.errors import CommandError
+from geoserver.errors import CommandError, ProtocolError
+from geoserver.protocol.framing import FrameLimits, RequestReader
 from geoserver.protocol.resp import encode_command
 from geoserver.store.database import Database
 from geoserver.tls import replication_context
@@ -149,7 +150,23 @@ class LeaderConnection:
                 raise ReplicationError("no reply from the leader in time") from None
             if not data:
                 raise ReplicationError("leader closed the connection")
+            if data[:1] == b"*" and not self.parser.has_data():
+                # Replies in JSON mode are never arrays, and hiredis would allocate the list a
+                # `*3000000000` header announces: a FOLLOWed stranger must not do that.
+                raise ReplicationError("unexpected array reply from the leader")
             self.parser.feed(data)
+
+    async def status_line(self) -> bytes:
+        """The one-line reply (`+OK`) that starts the AOF stream, read without hiredis so the
+        stream's bytes after it reach the request framer instead."""
+        if self.parser.has_data():
+            raise ReplicationError("unexpected data from the leader before the AOF stream")
+        try:
+            return await asyncio.wait_for(self.reader.readuntil(b"\r\n"), self.timeout)
+        except TimeoutError:
+            raise ReplicationError("no reply from the leader in time") from None
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            raise ReplicationError("invalid reply to AOF from the leader") from None
 
     async def call(self, *argv: bytes, timeout: float | None = None) -> Any:
         self.writer.write(encode_command(argv))
@@ -379,9 +396,9 @@ class Follower:
         pos = 0 if full else local
         await conn.call_json(b"REPLCONF", b"listening-port", str(server.config.port).encode())
         conn.writer.write(encode_command([b"AOF", str(pos).encode()]))
-        ok = await conn.reply()
-        if isinstance(ok, hiredis.ReplyError) or ok != b"OK":
-            raise ReplicationError(f"AOF {pos} refused: {ok}")
+        ok = await conn.status_line()
+        if ok != b"+OK\r\n":
+            raise ReplicationError(f"AOF {pos} refused: {ok.decode('utf-8', 'replace').strip().lstrip('+-')}")
         self.force_resync = False
         if full:
             self.force_accept = False
@@ -435,15 +452,23 @@ class Follower:
 
     async def _stream(self, conn: LeaderConnection, resync: FullResync | None, started: float) -> None:
         server = self.server
-        parser = conn.parser
+        cfg = server.config
+        # The stream is framed like client requests, against the same limits: a hostile
+        # leader's `*3000000000` is refused, not allocated. Records are canonical RESP (the
+        # framer refuses anything else), so re-encoding gives the leader's exact bytes.
+        framer = RequestReader(FrameLimits(cfg.max_request_args, cfg.max_request_size,
+                                           cfg.max_inline_size, cfg.max_request_size))
         while True:
             applied = 0
             while True:
-                item = parser.gets()
-                if item is False:
+                try:
+                    item = framer.next()
+                except ProtocolError as exc:
+                    raise ReplicationError(f"invalid multibulk: {exc.message}") from None
+                if item is None:
                     break
-                if not isinstance(item, list) or not all(isinstance(a, bytes) for a in item):
-                    raise ReplicationError("invalid multibulk")
+                if framer.inline:
+                    raise ReplicationError("invalid multibulk")  # Tile38 follower's rule
                 record = encode_command(item)
                 if resync is not None:
                     resync.apply(item, record)
@@ -463,7 +488,7 @@ class Follower:
             data = await self._read(conn, resync)
             if not data:
                 raise ReplicationError("leader closed the stream")
-            parser.feed(data)
+            framer.feed(data)
 
     async def _read(self, conn: LeaderConnection, resync: FullResync | None) -> bytes:
         """The next bytes of the stream; after `repl-timeout` s of silence, a side-check
