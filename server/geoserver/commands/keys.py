@@ -337,7 +337,7 @@ def cmd_renamenx(ctx: Ctx, argv: list[bytes]) -> Any:
     return _rename(ctx, argv, nx=True)
 
 
-@command("flushdb", min_args=1, max_args=1, flags=W)
+@command("flushdb", min_args=1, max_args=1, flags=W | Flag.ADMIN)
 def cmd_flushdb(ctx: Ctx, argv: list[bytes]) -> Any:
     """FLUSHDB"""
     ctx.db.flush()
