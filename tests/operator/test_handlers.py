@@ -48,11 +48,11 @@ class Recorder:
 
         monkeypatch.setattr(kube, "patch_status", patch_status)
 
-        async def observe_all(targets, password=None, timeout=None):
+        async def observe_all(targets, password=None, timeout=None, ca_file=None):
             self.calls.append(("observe_all", (password,)))
             return [LEADER, *FOLLOWERS]
 
-        async def send(address, *args, password=None, timeout=5.0):
+        async def send(address, *args, password=None, timeout=5.0, ca_file=None):
             self.calls.append(("send", (address, *args)))
             if "send" in self.fail:
                 raise probe.ProbeError("send failed")
