@@ -22,10 +22,15 @@ from typing import Any
 import numpy as np
 import shapely
 
+from geoserver.errors import CommandError
 from geoserver.store.geometry import EARTH_RADIUS_M, GeoObject, circle_bbox, circle_polygon, haversine_many
 from geoserver.store.index import CELL, PointGrid, ShapeBoxes
 
 HALF_EARTH_M = math.pi * EARTH_RADIUS_M  # no two points are further apart
+# GEOS locates a point in an area by testing the edges whose latitude span holds it (~27 ns
+# each): a search that would test more than this many is refused (about 3 s of CPU). A real
+# boundary crosses a scan line a few hundred times at most; 100k random vertices, ~33,000.
+MAX_EDGE_TESTS = 100_000_000
 _RAD = math.pi / 180.0
 _HALF_RAD = math.pi / 360.0
 
@@ -55,6 +60,34 @@ class Area:
                 self.shape = shapely.Point(self.lon, self.lat)
         shapely.prepare(self.shape)
         return self.shape
+
+    def edges_per_line(self) -> float:
+        """About how many edges of a "shape" area one point location tests: the edges a
+        scan line at a random latitude within the area crosses (sum of |dy| / height)."""
+        parts = shapely.get_parts(self.shape)
+        while True:  # flatten Multi* and (nested) GeometryCollections
+            flat = shapely.get_parts(parts)
+            if len(flat) == len(parts):
+                break
+            parts = flat
+        polygons = shapely.get_type_id(parts) == 3
+        lines = np.concatenate([shapely.get_rings(parts[polygons]), parts[~polygons]])
+        coords, index = shapely.get_coordinates(lines, return_index=True)
+        height = self.maxlat - self.minlat
+        if len(coords) < 2 or height <= 0:
+            return float(len(coords))
+        same_edge = index[1:] == index[:-1]
+        return float(np.abs(np.diff(coords[:, 1]))[same_edge].sum()) / height
+
+
+def check_search_cost(area: Area, locations: int) -> None:
+    """Refuse a search of `locations` point locations in a shape area past MAX_EDGE_TESTS."""
+    if area.kind != "shape" or not locations:
+        return
+    tests = locations * area.edges_per_line()
+    if tests > MAX_EDGE_TESTS:
+        raise CommandError(f"area too complex to search: about {tests:.0f} edge tests for "
+                           f"{locations} locations (limit {MAX_EDGE_TESTS})")
 
 
 def box_area(minlat: float, minlon: float, maxlat: float, maxlon: float) -> Area:
@@ -263,6 +296,7 @@ def points_in(grid: PointGrid, area: Area) -> np.ndarray:
         return slots[d <= area.meters]
     slots = grid.slots_in_box(*box)
     if area.kind == "shape" and len(slots):
+        check_search_cost(area, len(slots))
         slots = slots[shapely.intersects_xy(area.geometry(), grid.lons[slots], grid.lats[slots])]
     return slots
 
@@ -282,6 +316,7 @@ def shapes_in(shapes: ShapeBoxes, area: Area, within: bool,
         geoms.append(obj.shape() if obj is not None else None)
     geom = area.geometry()
     arr = np.array(geoms, dtype=object)
+    check_search_cost(area, int(shapely.get_num_coordinates(arr).sum()))  # each vertex is located
     mask = shapely.covered_by(arr, geom) if within else shapely.intersects(arr, geom)
     return [oid for oid, ok in zip(ids, mask.tolist(), strict=True) if ok]
 
