@@ -35,6 +35,31 @@ Differences from Tile38 1.30, on purpose:
 - Not implemented: geofences (`FENCE`, `SETHOOK`, channels), scripting (`EVAL`), `JSET/JGET`,
   `SEARCH`, `SPARSE`, `CLIP`, `BUFFER`, `WHERE` expressions, `SECTOR`, `MVT`.
 
+Keys, ids, field names and values, STRING values and glob patterns are byte strings: any
+bytes, also ones that are not UTF-8 (`\\xff` and `\\xfe` are two keys), are kept exactly in the
+store, the AOF, AOFSHRINK's rewrite, RESP replies and on followers. JSON replies and error texts
+show bytes that are not UTF-8 as U+FFFD (so two such keys can look alike there; RESP tells them
+apart). Such bytes sort as U+DC80..U+DCFF, between U+D7FF and U+E000: key and id order differs
+from byte order only where they meet characters from U+E000 up. Inline (telnet) and HTTP
+requests are text: invalid UTF-8 in them becomes U+FFFD. A glob pattern (MATCH, KEYS, PDEL,
+CONFIG GET) is at most `max-pattern-length` bytes (`invalid pattern: too long (limit 1024
+bytes)`); compiled patterns are kept in an LRU of 256.
+
+GeoJSON (SET ... OBJECT, and the OBJECT area of WITHIN / INTERSECTS) is measured before anything
+is built or acknowledged: `geojson-max-vertices` positions (`invalid geojson: too many vertices
+(limit 1000000)`), `geojson-max-parts` rings, lines, polygons and collection members (`invalid
+geojson: too many rings, lines, polygons or members (limit 100000)`), `geojson-max-depth` nested
+Feature / FeatureCollection / GeometryCollection levels, at most 100 whatever the setting
+(`invalid geojson: nested too deep (limit 32)`); bytes are bounded by `max-request-size`. The AOF
+loader and the follower stream do not apply these limits: what was acknowledged loads, also after
+they were lowered. Invalid polygons (self-intersecting or self-touching rings, overlapping
+members) are accepted and kept as given, never repaired: a point is inside by the even-odd rule,
+as with Tile38's ray casting (both lobes of a bow tie are inside), and shape-to-shape predicates
+(GEOS) take the rings as given, so they are exact for valid polygons only. A WITHIN / INTERSECTS
+whose shape area would test more than 10^8 edges (points and vertices located, times the edges a
+scan line across the area crosses; about 3 s of CPU) is refused: `area too complex to search:
+about N edge tests for M locations (limit 100000000)`.
+
 Long commands run in slices (commands/slices.py): work over more than 10,000 items (keys for
 KEYS, STATS, SERVER, INFO; candidates for SCAN, WITHIN, INTERSECTS, NEARBY, PDEL) is done a few
 milliseconds at a time, and other clients are served in between; the client that sent it gets
