@@ -385,6 +385,32 @@ class NetworkPolicySpec(_Model):
     )
 
 
+class FailoverSpec(_Model):
+    """Automatic failover: promote the most advanced follower when the leader is lost.
+
+    Used by the local runtime (``geocluster up``) now; the kopf operator acts on it in a later
+    landing (docs/operator.md)."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Promote a follower when the leader is unreachable (or empty) for `delay` seconds.",
+    )
+    delay: int = Field(
+        default=30,
+        ge=1,
+        le=86400,
+        description="Seconds the leader must stay unreachable (or empty while followers hold data) "
+        "before a failover.",
+    )
+    max_failovers_per_hour: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="Automatic failovers allowed per hour; past it the cluster is Degraded "
+        "(FailoverBudgetExhausted) and waits for a person. Switchovers are not counted.",
+    )
+
+
 class GeoClusterSpec(_Model):
     """Desired state: one leader and N followers of geoserver, and how to keep them healthy."""
 
@@ -404,6 +430,9 @@ class GeoClusterSpec(_Model):
     )
     divergence: DivergenceSpec = Field(
         default_factory=DivergenceSpec, description="Divergence detection and repair."
+    )
+    failover: FailoverSpec = Field(
+        default_factory=FailoverSpec, description="Switchover and automatic failover of the leader."
     )
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Placement of members.")
     security_context: SecurityContextSpec = Field(
@@ -485,6 +514,39 @@ class ResyncRecord(_Model):
     reason: str = Field(default="", description="afterShrink, schedule, manual or repair.")
 
 
+class FailoverRecord(_Model):
+    """The latest switchover or failover."""
+
+    time: str = Field(description="When it started (RFC 3339).")
+    kind: Literal["switchover", "failover"] = Field(description="switchover (asked for) or failover.")
+    old: str = Field(description="Member that led before.")
+    new: str = Field(description="Member promoted.")
+    reason: str = Field(default="", description="Why (the request, or what happened to the leader).")
+    behind_bytes: int | None = Field(
+        default=None,
+        description="AOF bytes the new leader lacked of the old one: the bound on acknowledged "
+        "writes lost (0 for a switchover).",
+    )
+    result: str = Field(default="", description="started, ok, or error: ...")
+    write_pause_ms: int | None = Field(
+        default=None, description="How long writes were refused (switchover: READONLY to promotion)."
+    )
+
+
+class LeaderWatch(_Model):
+    """What the failover policy remembers of the leader between ticks."""
+
+    last_seen: str | None = Field(default=None, description="Last time the leader answered (RFC 3339).")
+    aof_size: int | None = Field(default=None, description="Leader aof_size when last seen.")
+    caught_up: list[str] = Field(
+        default_factory=list, description="Followers caught up with the leader when it was last seen."
+    )
+    failing_since: str | None = Field(
+        default=None, description="Since when the leader is unreachable or empty (RFC 3339)."
+    )
+    failing: str | None = Field(default=None, description="What is wrong with the leader.")
+
+
 class GeoClusterStatus(_Model):
     """Observed state, written only by the operator."""
 
@@ -511,6 +573,11 @@ class GeoClusterStatus(_Model):
         default_factory=list, description="Repair start times in the last hour (rate budget)."
     )
     leader_aof_size: int | None = Field(default=None, description="Leader aof_size (for AOF).")
+    last_failover: FailoverRecord | None = Field(default=None, description="Latest switchover or failover.")
+    failover_history: list[str] = Field(
+        default_factory=list, description="Automatic failover times in the last hour (rate budget)."
+    )
+    leader_watch: LeaderWatch | None = Field(default=None, description="Failover policy memory.")
 
 
 # The longest child name is `<name>-follower` / `<name>-readonly` (+9); a StatefulSet's pods
