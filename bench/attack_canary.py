@@ -123,6 +123,8 @@ def main() -> None:
     args = parser.parse_args()
     rows = run("now", {}, args.only)
     if args.baseline_src:
+        if not (args.baseline_src / "server" / "geoserver").is_dir():
+            parser.error(f"--baseline-src {args.baseline_src}: no server/geoserver there")
         path = str(args.baseline_src / "server") + os.pathsep + os.environ.get("PYTHONPATH", "")
         env = {"PYTHONPATH": path}
         rows += run("baseline", env, args.only)

@@ -20,6 +20,7 @@ from geoserver import dispatch
 from geoserver.aof.loader import load_aof
 from geoserver.aof.log import AofLog
 from geoserver.aof.shrink import ShrinkState
+from geoserver.binary import raw
 from geoserver.config import ServerConfig
 from geoserver.errors import GeoServerError, ProtocolError
 from geoserver.limits import OutputGuard, client_budget, frame_limits, idle_reason
@@ -307,7 +308,7 @@ class Server:
                 expired = list(self.db.due_expirations(now))
                 for key, oid in expired:
                     if delete_object(ctx, key, oid):
-                        self.record_write([b"del", key.encode(), oid.encode()])
+                        self.record_write([b"del", raw(key), raw(oid)])  # exact bytes (binary.py)
                 if expired:
                     self.flush_aof()
             except Exception:  # one bad pass must not end expiry for good

@@ -225,3 +225,20 @@ def test_compiled_patterns_are_an_lru() -> None:
     info = matcher.cache_info()
     assert info.maxsize == CACHE_SIZE and info.currsize == CACHE_SIZE
     assert matcher("a\udcff*")("a\udcff\udcfe") and not matcher("a\udcff*")("a\udcfe")
+
+
+def test_expiry_of_a_binary_key_is_logged_with_its_exact_bytes(make_server: Callable[..., GeoServer]) -> None:
+    """The expiry loop logs a DEL for each expired object: with a key that is not UTF-8 it used
+    to fail (`str.encode`), so followers kept the object and a restart brought it back."""
+    leader = make_server("xl")
+    follower = make_server("xf", args=["--follow", f"127.0.0.1:{leader.port}"])
+    c = leader.client()
+    assert c.execute_command("SET", b"tmp" + FF, b"x" + FE, "EX", 1, "POINT", 1, 2) is True
+    assert c.execute_command("SET", b"tmp" + FF, b"keep", "POINT", 3, 4) is True
+    record = b"*3\r\n$3\r\ndel\r\n$4\r\ntmp\xff\r\n$2\r\nx\xfe\r\n"
+    wait_until(lambda: record in leader.aof_path.read_bytes(), 10, message="the expiry's DEL in the AOF")
+    wait_until(lambda: follower.client().execute_command("SCAN", b"tmp" + FF, "IDS")[1] == [b"keep"],
+               20, message="the DEL on the follower")
+    leader.stop()
+    leader.start()
+    assert leader.client().execute_command("SCAN", b"tmp" + FF, "IDS")[1] == [b"keep"]
