@@ -61,6 +61,9 @@ class Member:
     last_shrink_time: float = 0.0
     last_shrink_result: str = ""
     error: str | None = None
+    caught_up_once: bool | None = None  # follower: caught up at least once in this process
+    num_objects: int | None = None
+    replication_state: str | None = None  # follower: connecting, resyncing, streaming, refused ...
 
 
 @dataclass(frozen=True)
@@ -198,6 +201,7 @@ class _Tick:
     budget_unjudged: bool = False  # repairs were not weighed against the budget this tick
     auth_error: str | None = None
     leader_aliases: frozenset[str] = frozenset()
+    failover_blocked: tuple[str, str] | None = None
 
     @property
     def stamp(self) -> str:
@@ -224,16 +228,20 @@ def decide(
     triggers: Triggers = Triggers(),
     auth_error: str | None = None,
     leader_aliases: frozenset[str] = frozenset(),
+    failover_blocked: tuple[str, str] | None = None,
 ) -> Decision:
     """One tick of the policy. See the module docstring for the rules. ``auth_error``: the
     members could not be probed because the auth Secret is unavailable (Degraded).
-    ``leader_aliases``: what followers may follow besides the leader's probed address."""
+    ``leader_aliases``: what followers may follow besides the leader's probed address.
+    ``failover_blocked``: (reason, message) of a failover that is due but may not happen
+    (``failover.decide``), reported as Degraded."""
     st = load_status(status)
     previous_conditions = list(st.conditions)
     leader = next((m for m in members if m.role == "leader"), None)
     followers = sorted((m for m in members if m.role == "follower"), key=lambda m: m.name)
     t = _Tick(
-        spec, st, now, leader, followers, triggers, auth_error=auth_error, leader_aliases=leader_aliases
+        spec, st, now, leader, followers, triggers, auth_error=auth_error, leader_aliases=leader_aliases,
+        failover_blocked=failover_blocked,
     )
     _refresh_members(t)
     st.repair_history = [h for h in st.repair_history if _ago(h, now) < HOUR]
@@ -562,7 +570,8 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
     verdicts = [
         cond.Verdict(cond.READY, ready, reason, message),
         cond.Verdict(cond.PROGRESSING, bool(busy), busy or ("Paused" if paused else "Idle")),
-        _degraded(leader_ok or leader_waiting, gave_up, _budget_blocked(t, previous), t.auth_error),
+        _degraded(leader_ok or leader_waiting, gave_up, _budget_blocked(t, previous), t.auth_error,
+                  t.failover_blocked),
     ]
     st.conditions = cond.merge(st.conditions, verdicts, t.stamp, generation)
     for c in cond.changed(previous, st.conditions):
@@ -588,9 +597,12 @@ def _budget_blocked(t: _Tick, previous: list) -> str | None:
     return None
 
 
-def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None, auth: str | None) -> cond.Verdict:
+def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None, auth: str | None,
+              failover: tuple[str, str] | None = None) -> cond.Verdict:
     if auth:
         return cond.Verdict(cond.DEGRADED, True, "AuthSecretUnavailable", auth)
+    if failover:
+        return cond.Verdict(cond.DEGRADED, True, *failover)
     if gave_up:
         msg = f"gave up repairing {', '.join(gave_up)}: needs a person"
         return cond.Verdict(cond.DEGRADED, True, "RepairsExhausted", msg)

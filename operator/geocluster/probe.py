@@ -127,6 +127,9 @@ async def observe(
         resyncs=_int(stats.get("resyncs")),
         last_shrink_time=float(stats.get("last_shrink_time") or 0.0),
         last_shrink_result=str(stats.get("last_shrink_result") or ""),
+        caught_up_once=stats.get("caught_up_once") if role == "follower" else None,
+        num_objects=_int(stats.get("num_objects")),
+        replication_state=stats.get("replication_state"),
     )
 
 

@@ -1,0 +1,243 @@
+"""Pure leadership decisions: switchover (asked for) and failover (the leader is lost).
+
+``decide(spec, status, members, now, promote=...)`` returns a frozen :class:`LeaderDecision`:
+at most one :class:`Promotion`, the Events, the new status, and what the runtime may do with a
+dead leader meanwhile. The runtime acts (fence, promote, re-point) and reports back with
+:func:`finish`. No I/O, no clock: ``now`` is passed in (docs/local.md#switchover-and-failover).
+
+Rules:
+- **Switchover** (``promote=<follower>``, consumed): only with a reachable leader and a target
+  that is reachable and caught up now; the runtime stops writes on the leader (READONLY yes),
+  waits until the target's aof_size equals the leader's, then promotes it: nothing is lost.
+  With the leader unreachable, a promote is a forced failover to that follower if it is a
+  valid candidate (a person's decision: no delay, no budget).
+- **The leader is failing** when it is unreachable, or when it holds fewer than
+  ``EMPTY_RATIO`` x the objects of a follower that is *not* caught up with it (a leader back on
+  an empty data dir: the followers refuse its resync). A caught-up follower has the leader's
+  data, so a FLUSHDB replicated to it is not a failure.
+- **Failover** when the leader has been failing continuously for ``failover.delay`` seconds
+  (a leader that answers once restarts the count: a flapping leader is not failed over; the
+  budget bounds ping-pong), ``failover.enabled``, not paused, and fewer than
+  ``maxFailoversPerHour`` automatic failovers in the last hour (else Degraded
+  ``FailoverBudgetExhausted``).
+- **Candidate**: a follower that is reachable, has caught up at least once, is not in a full
+  resync, and *was caught up when the leader was last seen healthy* (``leaderWatch``); among
+  those the largest aof_size (then name), never an empty one while another holds objects.
+  The last rule is the shrink/resync one: after a leader's AOFSHRINK, or during a resync,
+  followers are resyncing (not caught up) and serve an older copy, so none qualifies and the
+  failover is **blocked** (Degraded ``FailoverBlocked``) instead of promoting older data; the
+  runtime then restarts the leader in place, as without failover.
+- ``hold_leader``: while a failover may still come, the runtime must not restart a dead leader
+  as leader (it would take writes again). Otherwise (disabled, blocked) it restarts it in place.
+- One leader at a time: the runtime fences the old leader (READONLY, or kills its process when
+  it does not answer) *before* promoting; the old leader comes back only as a follower.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from .policy import HOUR, Event, Member, load_status, status_patch
+from .spec import FailoverRecord, GeoClusterSpec, LeaderWatch, parse_time, rfc3339
+
+EMPTY_RATIO = 0.5  # as geoserver's resync-min-ratio default: "much smaller" than a follower
+STARTED = "started"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """Make ``new`` the leader in place of ``old``."""
+
+    kind: Literal["switchover", "failover"]
+    old: str
+    new: str
+    reason: str
+    old_reachable: bool  # fence by READONLY (and wait, for a switchover) or by killing it
+    behind_bytes: int  # estimate from the probes; the runtime measures the real one
+
+
+@dataclass(frozen=True)
+class LeaderDecision:
+    promotion: Promotion | None
+    events: tuple[Event, ...]
+    status: dict[str, Any]
+    consumed: tuple[str, ...] = ()  # "promote"
+    blocked: tuple[str, str] | None = None  # (Degraded reason, message)
+    hold_leader: bool = False  # do not restart a dead leader in place: a failover may come
+    due_in: float | None = None  # seconds until a failover would be due
+
+
+def _ago(stamp: str | None, now: datetime) -> timedelta:
+    t = parse_time(stamp)
+    return now - t if t else timedelta.max
+
+
+def failing(leader: Member | None, followers: list[Member]) -> str | None:
+    """What is wrong with the leader right now, or None."""
+    if leader is None:
+        return "no leader"
+    if not leader.reachable:
+        return f"unreachable: {leader.error or 'no reply'}"
+    if leader.num_objects is None or any(f.reachable and f.caught_up for f in followers):
+        return None  # a caught-up follower has the leader's data: it is what was written
+    n = leader.num_objects
+    holders = [
+        f for f in followers
+        if f.reachable and not f.caught_up and f.num_objects and n < EMPTY_RATIO * f.num_objects
+    ]
+    if not holders:
+        return None
+    best = max(holders, key=lambda f: f.num_objects or 0)
+    what = "empty" if leader.num_objects == 0 else "much smaller than a follower"
+    return f"{what}: {leader.num_objects} objects, {best.name} holds {best.num_objects}"
+
+
+def ineligible(f: Member, watch: LeaderWatch | None) -> str | None:
+    """Why a follower may not be promoted by a failover, or None."""
+    if not f.reachable:
+        return "unreachable"
+    if not f.caught_up_once:
+        return "never caught up"
+    if f.replication_state == "resyncing":
+        return "in a full resync (serves an older copy)"
+    if watch is None or f.name not in watch.caught_up:
+        return "not caught up when the leader was last seen"
+    return None
+
+
+def candidate(followers: list[Member], watch: LeaderWatch | None) -> tuple[Member | None, str]:
+    """The follower a failover promotes, or None and why none."""
+    pool, why = [], []
+    for f in sorted(followers, key=lambda m: m.name):
+        reason = ineligible(f, watch)
+        if reason:
+            why.append(f"{f.name} {reason}")
+        else:
+            pool.append(f)
+    if any(f.num_objects for f in pool):
+        for f in [f for f in pool if f.num_objects == 0]:
+            why.append(f"{f.name} empty while others hold data")
+            pool.remove(f)
+    if not pool:
+        return None, "; ".join(why) or "no followers"
+    return max(pool, key=lambda f: f.aof_size or 0), ""  # max keeps the first (by name) of equals
+
+
+def decide(
+    spec: GeoClusterSpec,
+    status: dict[str, Any] | None,
+    members: list[Member],
+    now: datetime,
+    *,
+    promote: str | None = None,
+    paused: bool = False,
+) -> LeaderDecision:
+    """One tick of the leadership policy (see the module docstring)."""
+    st = load_status(status)
+    stamp = rfc3339(now)
+    leader = next((m for m in members if m.role == "leader"), None)
+    followers = sorted((m for m in members if m.role == "follower"), key=lambda m: m.name)
+    events: list[Event] = []
+    st.failover_history = [h for h in st.failover_history if _ago(h, now) < HOUR]
+    watch = st.leader_watch or LeaderWatch()
+    st.leader_watch = watch
+    wrong = failing(leader, followers)
+    if wrong is None:
+        assert leader is not None
+        watch.last_seen, watch.aof_size = stamp, leader.aof_size
+        watch.caught_up = [f.name for f in followers if f.reachable and f.caught_up]
+        watch.failing_since = watch.failing = None
+    else:
+        watch.failing_since, watch.failing = watch.failing_since or stamp, wrong
+
+    def done(promotion: Promotion | None = None, **kw: Any) -> LeaderDecision:
+        if promotion:
+            st.last_failover = FailoverRecord(
+                time=stamp, kind=promotion.kind, old=promotion.old, new=promotion.new,
+                reason=promotion.reason, behind_bytes=promotion.behind_bytes, result=STARTED,
+            )
+            kind = "Switchover" if promotion.kind == "switchover" else "Failover"
+            events.append(Event("Normal" if kind == "Switchover" else "Warning", f"{kind}Started",
+                                f"{promotion.old} -> {promotion.new}: {promotion.reason}"))
+        return LeaderDecision(promotion, tuple(events), status_patch(st), **kw)
+
+    consumed: tuple[str, ...] = ()
+    if promote is not None:
+        consumed = ("promote",)
+        promotion, complaint = _requested(promote.strip(), leader, followers, watch, wrong)
+        if promotion is not None:
+            return done(promotion, consumed=consumed)
+        events.append(Event("Warning", "InvalidTrigger", f"promote: {complaint}"))
+    if wrong is None:
+        return done(hold_leader=spec.failover.enabled, consumed=consumed)
+    return _after_failing(done, spec, st, leader, followers, watch, now, paused, consumed=consumed)
+
+
+WATCH_RULE = "not caught up when the leader was last seen"
+
+
+def _requested(name: str, leader: Member | None, followers: list[Member], watch: LeaderWatch,
+               wrong: str | None) -> tuple[Promotion | None, str]:
+    """A person's promote: a switchover, or with the leader failing a forced failover."""
+    target = next((f for f in followers if f.name == name), None)
+    if target is None or leader is None:
+        return None, f"{name!r} is not a follower"
+    if wrong is None:
+        if target.reachable and target.caught_up:
+            return Promotion("switchover", leader.name, target.name, "requested", True, 0), ""
+        return None, f"{target.name} is not reachable and caught up"
+    why = ineligible(target, watch)
+    if why not in (None, WATCH_RULE):
+        return None, f"{target.name} cannot lead: {why}"
+    # the leader is failing and a person chose: no delay, no budget, the watch rule waived
+    reason = f"requested while the leader is {wrong}" + (f" ({target.name} was {why})" if why else "")
+    return _failover(leader, target, watch, reason), ""
+
+
+def _after_failing(done: Any, spec: GeoClusterSpec, st: Any, leader: Member | None,
+                   followers: list[Member], watch: LeaderWatch, now: datetime, paused: bool,
+                   **kw: Any) -> LeaderDecision:
+    """The leader is failing: wait out the delay, then fail over, or say why not."""
+    fo = spec.failover
+    if not fo.enabled or leader is None:
+        return done(**kw)
+    since = _ago(watch.failing_since, now).total_seconds()
+    if since < fo.delay:
+        return done(hold_leader=True, due_in=fo.delay - since, **kw)
+    best, why = candidate(followers, watch)
+    gone = f"leader {leader.name} {watch.failing} for {since:.0f}s"
+    if best is None:
+        return done(blocked=("FailoverBlocked", f"{gone}; no follower can lead: {why}"), **kw)
+    if paused or spec.paused:
+        return done(blocked=("FailoverBlocked", f"{gone}; paused"), **kw)
+    if len(st.failover_history) >= fo.max_failovers_per_hour:
+        msg = f"{gone}; {fo.max_failovers_per_hour} failovers/hour are used up"
+        return done(blocked=("FailoverBudgetExhausted", msg), **kw)
+    st.failover_history.append(rfc3339(now))
+    return done(_failover(leader, best, watch, gone), **kw)
+
+
+def _failover(leader: Member, target: Member, watch: LeaderWatch, reason: str) -> Promotion:
+    behind = max(0, (watch.aof_size or 0) - (target.aof_size or 0))
+    if leader.reachable:  # an empty leader: what it took since it came back is lost too
+        behind += leader.aof_size or 0
+    return Promotion("failover", leader.name, target.name, reason, leader.reachable, behind)
+
+
+def finish(status: dict[str, Any], now: datetime, result: str, *, behind_bytes: int | None = None,
+           write_pause_ms: int | None = None, leader: str | None = None) -> dict[str, Any]:
+    """Status after the runtime acted on a promotion: ``result`` "ok" or "error: ...";
+    ``leader``: the member that leads now."""
+    st = load_status(status)
+    rec = st.last_failover
+    if rec is not None and rec.result == STARTED:
+        rec.result = result
+        if behind_bytes is not None:
+            rec.behind_bytes = behind_bytes
+        rec.write_pause_ms = write_pause_ms
+    if leader is not None and result == "ok":
+        st.leader = leader
+        st.leader_watch = LeaderWatch(last_seen=rfc3339(now))
+    return status_patch(st)
