@@ -512,7 +512,7 @@ def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
         ring = query.nearby(col.points, col.shapes, lat, lon,
                             query.HALF_EARTH_M * 1.01 if meters is None else meters)
         if ring.slots is not None:
-            ring.names = list(ring.names)
+            ring.names = col.points.names()
         return _sliced(ctx, col, [ring], s)
     want = len(col) if s.output == "COUNT" else s.cursor + (s.limit or 100)
     if meters is not None and want >= len(col):  # the whole circle anyway: one pass
@@ -544,19 +544,18 @@ def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
     hits = len(points) + len(shape_ids)
     if _big(ctx, s, hits):  # walk the live ids in order; hits judged on a copy of the slots' ids
         walk = query.IdOrderHits(lambda: query.walk_ids(col.items, s.id_prefix), col.points, points,
-                                 shape_ids, list(col.points.ids))
+                                 shape_ids, col.points.names())
         return _sliced(ctx, col, [walk], s)
     ordered = s.output != "COUNT" or s.cursor or s.filtered  # CURSOR positions count in id order
     wanted = None if s.filtered else s.cursor + (s.limit or 100)
     lo, hi = col.prefix_bounds(s.id_prefix)  # only ids a MATCH can admit are candidates
     batches: list[Any]
     if not ordered:  # a plain COUNT: no names needed unless expiry must be checked
-        batches = [query.Batch(col.points.ids, points), query.Batch(shape_ids)]
+        batches = [query.Batch(col.points, points), query.Batch(shape_ids)]
     elif query.walk_is_cheaper(hits, hi - lo, wanted):
         batches = [query.IdOrderHits(lambda: col.ids_between(lo, hi), col.points, points, shape_ids)]
     else:
-        names = col.points.ids
-        ids = [names[slot] for slot in points.tolist()] + shape_ids
+        ids = col.points.ids_of(points) + shape_ids
         if s.id_prefix:
             ids = [oid for oid in ids if oid.startswith(s.id_prefix)]
         batches = [query.Batch(sorted(ids))]

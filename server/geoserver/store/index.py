@@ -7,11 +7,23 @@ When a query box covers more cells than are occupied, it filters every slot inst
 huge areas cost O(n) numpy work rather than O(cells) Python work. Other shapes (polygons,
 lines, bounds) keep their bounding boxes in arrays rebuilt lazily after a change.
 docs/spatial-index.md records the measurements behind this choice (grid vs rtree).
+
+The point index has two implementations behind one small interface (`POINT_INDEX_API`):
+`PointGrid` here, pure Python and numpy, and the compiled `geoserver._core.PointGrid` (C++,
+src/core/pointgrid.cpp), the same algorithm step for step, so answers and their order agree
+(tests/server/test_core_differential.py). Callers see slots (ints), ids (str) and numpy arrays
+returned by its methods, never its storage. `PointIndex` is the one collections use: the
+compiled core unless `GEOSERVER_CORE=python` (or the extension is not built; `GEOSERVER_CORE=cpp`
+makes that an error). `GEOSERVER_CORE_LIB=/path/to/_core.so` loads another build of the core
+(the sanitizer build of bench/sanitize_core.sh).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +42,35 @@ def _key(cy: int, cx: int) -> int:
 
 def _cell(lat: float, lon: float) -> tuple[int, int]:
     return math.floor(lat / CELL), math.floor(lon / CELL)
+
+
+_RAD = math.pi / 180.0
+_HALF_RAD = math.pi / 360.0
+_NO_SLOTS = np.empty(0, dtype=np.int64)
+
+
+def hav_terms(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
+    """The haversine term a = sin²(d / 2R) from (lat, lon) to each point: monotonic in the
+    distance d, so it filters and orders without arcsin (in-place ufuncs: per-call overhead
+    dominates here). The core computes it with the same operations in the same order."""
+    sp = np.sin((lats - lat) * _HALF_RAD)
+    sp *= sp
+    sl = np.sin((lons - lon) * _HALF_RAD)
+    sl *= sl
+    cp = np.cos(lats * _RAD)
+    cp *= math.cos(math.radians(lat))
+    cp *= sl
+    cp += sp
+    return cp
+
+
+# What collections, queries and commands may call on a point index (both implementations):
+POINT_INDEX_API = (
+    "__len__", "insert", "remove",  # by id
+    "slot", "capacity", "num_cells",  # slot of an id (-1: none), slots ever used, occupied cells
+    "ids_of", "names", "coords",  # ids / (lats, lons) of slots; a copy of the ids by slot
+    "candidates_in_box", "slots_in_box", "ring", "bounds",  # searches
+)
 
 
 class PointGrid:
@@ -127,6 +168,80 @@ class PointGrid:
         lats, lons = self.lats[slots], self.lons[slots]
         mask = (lats >= minlat) & (lats <= maxlat) & (lons >= minlon) & (lons <= maxlon)
         return slots[mask]
+
+    # ---- the rest of the point index interface (POINT_INDEX_API) ----
+
+    def slot(self, oid: str) -> int:
+        return self.slot_of.get(oid, -1)
+
+    def capacity(self) -> int:
+        """Slots ever used: every slot is below it."""
+        return self._next
+
+    def num_cells(self) -> int:
+        return len(self.cells)
+
+    def ids_of(self, slots: np.ndarray) -> list[str | None]:
+        ids = self.ids
+        return [ids[s] for s in slots.tolist()]
+
+    def names(self) -> list[str | None]:
+        """A copy of the ids by slot (None for a free slot), for walks that writes interleave with."""
+        return self.ids[: self._next]
+
+    def coords(self, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.lats[slots], self.lons[slots]
+
+    def ring(self, lat: float, lon: float, minlat: float, minlon: float, maxlat: float, maxlon: float,
+             lo: float, hi: float) -> tuple[np.ndarray, np.ndarray]:
+        """(slots, haversine terms) of the box's candidates with lo < term <= hi (lo < 0:
+        term <= hi), ordered by the term (stable: ties keep candidate order)."""
+        if not self.slot_of:
+            return _NO_SLOTS, np.empty(0)
+        slots = self.candidates_in_box(minlat, minlon, maxlat, maxlon)
+        h = hav_terms(lat, lon, self.lats[slots], self.lons[slots])
+        keep = (h <= hi) & (h > lo) if lo >= 0 else h <= hi
+        slots, h = slots[keep], h[keep]
+        order = np.argsort(h, kind="stable")
+        return slots[order], h[order]
+
+    def bounds(self) -> tuple[float, float, float, float] | None:
+        """(minlon, minlat, maxlon, maxlat) of every point, or None."""
+        if not self.slot_of:
+            return None
+        alive = self.alive
+        lats, lons = self.lats[alive], self.lons[alive]
+        return float(lons.min()), float(lats.min()), float(lons.max()), float(lats.max())
+
+
+def _load_core() -> Any:
+    """The compiled core module, or None for the pure-Python index (see the module docstring)."""
+    choice = os.environ.get("GEOSERVER_CORE", "auto").lower()
+    if choice == "python":
+        return None
+    if choice not in ("auto", "cpp"):
+        raise RuntimeError(f"GEOSERVER_CORE must be auto, cpp or python, not {choice!r}")
+    try:
+        path = os.environ.get("GEOSERVER_CORE_LIB")
+        if path:
+            spec = importlib.util.spec_from_file_location("geoserver._core", path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {path}")
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+        from geoserver import _core  # type: ignore[attr-defined]
+
+        return _core
+    except ImportError:
+        if choice == "cpp":
+            raise
+        return None
+
+
+_core = _load_core()
+CORE = "cpp" if _core is not None else "python"  # which point index collections use
+PointIndex: Any = _core.PointGrid if _core is not None else PointGrid
 
 
 

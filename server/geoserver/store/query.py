@@ -1,10 +1,12 @@
 """Spatial candidate filtering for the search commands: pure, vectorised, no reply logic.
 
-Points are tested in one numpy pass over the grid's candidate slots (box masks, haversine
-for circles, shapely's `intersects_xy` for polygons); other shapes are prefiltered by their
-bounding boxes and then tested with shapely predicates. Results come as ordered batches
-(`Batch`), so the command layer can apply CURSOR / filters / LIMIT without building Python
-objects for candidates it never looks at.
+Points are asked of the point index (store/index.py: the compiled core or its Python twin) through
+its small interface: candidate slots of a box, slots inside a box, a distance ring already
+filtered and ordered, coordinates and ids of given slots; circles and polygons then test the
+candidates' coordinates in one numpy pass (haversine, shapely's `intersects_xy`). Other
+shapes are prefiltered by their bounding boxes and then tested with shapely predicates.
+Results come as ordered batches (`Batch`), so the command layer can apply CURSOR / filters /
+LIMIT without building Python objects for candidates it never looks at.
 
 Invariants: a point is inside an area when it lies inside or on its boundary (WITHIN and
 INTERSECTS agree for points); NEARBY distances of non-point objects are distances to their
@@ -24,15 +26,14 @@ import shapely
 
 from geoserver.errors import CommandError
 from geoserver.store.geometry import EARTH_RADIUS_M, GeoObject, circle_bbox, circle_polygon, haversine_many
-from geoserver.store.index import CELL, PointGrid, ShapeBoxes
+from geoserver.store.index import CELL, ShapeBoxes, hav_terms
 
 HALF_EARTH_M = math.pi * EARTH_RADIUS_M  # no two points are further apart
 # GEOS locates a point in an area by testing the edges whose latitude span holds it (~27 ns
 # each): a search that would test more than this many is refused (about 3 s of CPU). A real
 # boundary crosses a scan line a few hundred times at most; 100k random vertices, ~33,000.
 MAX_EDGE_TESTS = 100_000_000
-_RAD = math.pi / 180.0
-_HALF_RAD = math.pi / 360.0
+Points = Any  # a point index: geoserver.store.index.PointIndex (POINT_INDEX_API)
 
 
 @dataclass(slots=True)
@@ -123,8 +124,9 @@ def _grid_box(minlat: float, minlon: float, maxlat: float,
 
 
 class Batch:
-    """Ordered candidates: ids (directly, or grid slots resolved lazily) and optional
-    haversine terms `hav` (see `_hav`), turned into meters only for the rows a reply shows."""
+    """Ordered candidates: ids (directly, or point-index slots resolved lazily through the
+    index's `ids_of`, or through a list of ids by slot copied from it) and optional haversine
+    terms `hav` (see `hav_terms`), turned into meters only for the rows a reply shows."""
 
     __slots__ = ("hav", "names", "slots")
 
@@ -141,7 +143,9 @@ class Batch:
         if self.slots is None:
             return self.names[a:b]
         names = self.names
-        return [names[s] for s in self.slots[a:b].tolist()]
+        if isinstance(names, list):
+            return [names[s] for s in self.slots[a:b].tolist()]
+        return names.ids_of(self.slots[a:b])
 
     def dists(self, a: int, b: int) -> list[float] | None:
         if self.hav is None:
@@ -226,12 +230,12 @@ class IdOrderHits:
 
     __slots__ = ("_count", "_hit_slots", "_iter", "_keys", "_names", "_pos", "_shape_hits", "_slot_of")
 
-    def __init__(self, keys: Callable[[], Iterator[str]], grid: PointGrid, slots: np.ndarray,
+    def __init__(self, keys: Callable[[], Iterator[str]], grid: Points, slots: np.ndarray,
                  shape_ids: list[str], names: list[str | None] | None = None) -> None:
         """`names`: a copy of the grid's ids taken with `slots`, when writes may interleave
         with the walk: a slot then counts as a hit only for the id it held (slots are reused)."""
-        self._keys, self._slot_of, self._names = keys, grid.slot_of, names
-        hit = np.zeros(grid.alive.shape[0], dtype=np.uint8)
+        self._keys, self._slot_of, self._names = keys, grid.slot, names
+        hit = np.zeros(grid.capacity(), dtype=np.uint8)
         hit[slots] = 1
         self._hit_slots = bytearray(hit.tobytes())
         self._shape_hits = set(shape_ids)
@@ -247,16 +251,16 @@ class IdOrderHits:
         if names is not None:
             known = len(names)
             for oid in self._keys():
-                slot = slot_of.get(oid)
-                if slot is None:
+                slot = slot_of(oid)
+                if slot < 0:
                     if oid in shapes:
                         yield oid
                 elif slot < known and hit[slot] and names[slot] == oid:
                     yield oid
             return
         for oid in self._keys():
-            slot = slot_of.get(oid)
-            if (hit[slot] if slot is not None else oid in shapes):
+            slot = slot_of(oid)
+            if (hit[slot] if slot >= 0 else oid in shapes):
                 yield oid
 
     def ids(self, a: int, b: int) -> list[str]:
@@ -285,19 +289,20 @@ def walk_is_cheaper(hits: int, total: int, wanted: int | None) -> bool:
 # ---- WITHIN / INTERSECTS -------------------------------------------------------------------
 
 
-def points_in(grid: PointGrid, area: Area) -> np.ndarray:
+def points_in(grid: Points, area: Area) -> np.ndarray:
     """Slots of points inside the area or on its boundary."""
     if not len(grid):
         return np.empty(0, dtype=np.int64)
     box = _grid_box(area.minlat, area.minlon, area.maxlat, area.maxlon)
     if area.kind == "circle":
         slots = grid.candidates_in_box(*box)
-        d = haversine_many(area.lat, area.lon, grid.lats[slots], grid.lons[slots])
-        return slots[d <= area.meters]
+        lats, lons = grid.coords(slots)
+        return slots[haversine_many(area.lat, area.lon, lats, lons) <= area.meters]
     slots = grid.slots_in_box(*box)
     if area.kind == "shape" and len(slots):
         check_search_cost(area, len(slots))
-        slots = slots[shapely.intersects_xy(area.geometry(), grid.lons[slots], grid.lats[slots])]
+        lats, lons = grid.coords(slots)
+        slots = slots[shapely.intersects_xy(area.geometry(), lons, lats)]
     return slots
 
 
@@ -324,20 +329,6 @@ def shapes_in(shapes: ShapeBoxes, area: Area, within: bool,
 # ---- NEARBY ------------------------------------------------------------------------------
 
 
-def _hav(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.ndarray:
-    """The haversine term a = sin²(d / 2R): monotonic in the distance d, so it filters and
-    orders without arcsin (and with in-place ufuncs: per-call overhead dominates here)."""
-    sp = np.sin((lats - lat) * _HALF_RAD)
-    sp *= sp
-    sl = np.sin((lons - lon) * _HALF_RAD)
-    sl *= sl
-    cp = np.cos(lats * _RAD)
-    cp *= math.cos(math.radians(lat))
-    cp *= sl
-    cp += sp
-    return cp
-
-
 def _hav_of(meters: float) -> float:
     return math.sin(min(meters / EARTH_RADIUS_M, math.pi) / 2) ** 2
 
@@ -347,39 +338,32 @@ def _shape_havs(shapes: ShapeBoxes, lat: float, lon: float) -> tuple[list[str | 
     ids, a = shapes.arrays()
     clat = np.clip(lat, a[:, 1], a[:, 3])
     clon = np.clip(lon, a[:, 0], a[:, 2])
-    return ids, _hav(lat, lon, clat, clon)
+    return ids, hav_terms(lat, lon, clat, clon)
 
 
-def _ring(grid: PointGrid, lat: float, lon: float, inner: float, outer: float,
+def _ring(grid: Points, lat: float, lon: float, inner: float, outer: float,
           shape_h: tuple[list[str | None], np.ndarray] | None) -> Batch:
     """Everything with inner < distance <= outer (inner < 0 includes 0), ordered by distance."""
     hi = _hav_of(outer)
     lo = _hav_of(inner) if inner >= 0 else -1.0
-    slots = grid.candidates_in_box(*_grid_box(*circle_bbox(lat, lon, outer))) if len(grid) else None
-    if slots is not None and len(slots):
-        h = _hav(lat, lon, grid.lats[slots], grid.lons[slots])
-        keep = (h <= hi) & (h > lo) if lo >= 0 else h <= hi
-        slots, h = slots[keep], h[keep]
-    else:
-        slots, h = np.empty(0, dtype=np.int64), np.empty(0)
+    slots, h = grid.ring(lat, lon, *_grid_box(*circle_bbox(lat, lon, outer)), lo, hi)
     if shape_h is None:
-        order = np.argsort(h, kind="stable")
-        return Batch(grid.ids, slots[order], h[order])
-    sids, sh = shape_h
+        return Batch(grid, slots, h)
+    sids, sh = shape_h  # points first, then shapes: a stable sort keeps ties in that order
     keep = (sh <= hi) & (sh > lo)
-    names = [grid.ids[s] for s in slots.tolist()] + [sids[i] for i in np.flatnonzero(keep)]
+    names = grid.ids_of(slots) + [sids[i] for i in np.flatnonzero(keep)]
     both = np.concatenate([h, sh[keep]])
     order = np.argsort(both, kind="stable")
     return Batch([names[i] for i in order.tolist()], None, both[order])
 
 
-def nearby(grid: PointGrid, shapes: ShapeBoxes, lat: float, lon: float, meters: float) -> Batch:
+def nearby(grid: Points, shapes: ShapeBoxes, lat: float, lon: float, meters: float) -> Batch:
     """Every spatial object within `meters`, nearest first."""
     shape_h = _shape_havs(shapes, lat, lon) if len(shapes) else None
     return _ring(grid, lat, lon, -1.0, meters, shape_h)
 
 
-def knn(grid: PointGrid, shapes: ShapeBoxes, lat: float, lon: float, want: int,
+def knn(grid: Points, shapes: ShapeBoxes, lat: float, lon: float, want: int,
         meters: float | None = None) -> Iterator[Batch]:
     """Every spatial object (within `meters` if given), nearest first, in rings of growing
     radius: a caller that stops after `want` hits only pays for the rings it consumed (a
@@ -387,7 +371,7 @@ def knn(grid: PointGrid, shapes: ShapeBoxes, lat: float, lon: float, want: int,
     guessed from the grid's density so that a typical query needs one or two rings."""
     cap = HALF_EARTH_M * 1.01 if meters is None else meters
     shape_h = _shape_havs(shapes, lat, lon) if len(shapes) else None
-    per_cell = len(grid) / max(1, len(grid.cells))
+    per_cell = len(grid) / max(1, grid.num_cells())
     cell_m = CELL * 111_195.0 * max(0.05, math.cos(math.radians(lat)))
     radius = max(50.0, cell_m * math.sqrt(2.0 * max(want, 1) / (math.pi * max(per_cell, 1e-9))))
     inner = -1.0
