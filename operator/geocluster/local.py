@@ -7,7 +7,15 @@ Two parts, as in Kubernetes:
 - :class:`LocalCluster` is the operator half: every probe interval :meth:`LocalCluster.tick`
   probes all members (``probe.observe``), asks the same pure ``policy.decide`` the kopf operator
   uses, records intent in ``status.json`` first, then acts (shrink -> AOFSHRINK on the leader,
-  resync -> RESYNC on a follower, restart -> stop and start that process).
+  resync -> RESYNC on a follower, restart -> stop and start that process). Before that the
+  leadership policy (``failover.decide``) may ask for a switchover or a failover, which
+  :meth:`LocalCluster._promote` carries out (fence the old leader, promote, re-point).
+
+Leadership is a role: any member can lead; the current leader is kept in ``cluster.json``
+(``leader``), and every member is started from that view (followers with ``--follow`` the
+current leader), so a restarted ex-leader comes back as a follower and never takes a write
+first. A leader that stops answering is fenced by killing its process before a follower is
+promoted (the supervisor owns the processes: STONITH), so two leaders never take writes.
 
 With TLS (``up --tls``, :mod:`geocluster.localtls`) members serve TLS only, followers verify the
 leader with the cluster's CA, and probes connect with it too.
@@ -35,7 +43,7 @@ from typing import Any, Literal, Protocol
 
 import psutil
 
-from . import probe
+from . import failover, probe
 from .localstate import Manifest, StateDir, proc_id, process_of
 from .localtls import LocalTls
 from .policy import Action, Decision, Member, Triggers, apply_outcome, decide, load_status
@@ -49,6 +57,7 @@ PROBE_TIMEOUT = 2.0
 MAX_BACKOFF = 30.0  # restarts of a crashing process are spaced 0, 1, 2, 4 ... 30 s apart
 STABLE_AFTER = 60.0  # a process up this long has its crash count reset
 RENEW_CHECK = 3600.0  # seconds between checks for member certificates due for renewal
+CATCH_UP_TIMEOUT = 15.0  # a switchover target must reach the leader's aof_size by then
 
 
 class Clock(Protocol):
@@ -126,12 +135,14 @@ class Supervisor:
 
     def plan(self, previous: dict[str, Any] | None, leader_port: int | None = None) -> None:
         """Members wanted by the spec on the ports of a previous run (the leader on
-        ``leader_port`` the first time), or on any free port where those are taken."""
+        ``leader_port`` the first time), or on any free port where those are taken. The
+        leader is the one a previous run recorded (``leader``), else the member ``leader``."""
         old = {m["name"]: m for m in (previous or {}).get("members", [])}
-        names = [("leader", "leader")] + [
-            (f"follower-{i}", "follower") for i in range(1, self.manifest.spec.followers + 1)
-        ]
-        for name, role in names:
+        names = ["leader"] + [f"follower-{i}" for i in range(1, self.manifest.spec.followers + 1)]
+        current = (previous or {}).get("leader") or "leader"
+        if current not in names:  # a leader beyond a reduced follower count keeps its data
+            names.append(current)
+        for name, role in ((n, "leader" if n == current else "follower") for n in names):
             before = old.get(name, {})
             wanted = [before.get("port"), leader_port if role == "leader" else None]
             port = next((p for p in wanted if p and port_free(p)), None) or free_port()
@@ -213,10 +224,18 @@ class Supervisor:
                 raise RuntimeError(f"{', '.join(sorted(pending))} did not answer within {timeout:.0f}s")
             await asyncio.sleep(0.05)
 
-    def revive(self) -> list[str]:
-        """Start members whose process died (never started, crashed, kill -9), with back-off."""
+    def revive(self, hold: frozenset[str] = frozenset()) -> list[str]:
+        """Start members whose process died (never started, crashed, kill -9), with back-off;
+        not those in ``hold`` (a dead leader while a failover may come)."""
         revived = []
         for p in self.procs.values():
+            if p.name in hold and not p.running:
+                if p.popen is not None:
+                    log.warning("%s (pid %d) exited with %s; not restarted as leader while a "
+                                "failover may come", p.name, p.popen.pid, p.popen.returncode)
+                    p.popen, p.crashes, p.restarts = None, p.crashes + 1, p.restarts + 1
+                    p.started_at = time.monotonic()
+                continue
             if p.running:
                 if time.monotonic() - p.started_at > STABLE_AFTER:
                     p.crashes = 0
@@ -278,6 +297,7 @@ class LocalCluster:
         self.info: dict[str, Any] = {}
         self.last_resync: dict[str, str] = {}
         self._tls_checked = 0.0  # monotonic time of the last renewal check
+        self.hold_leader = self.manifest.spec.failover.enabled  # see failover.LeaderDecision
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -304,6 +324,9 @@ class LocalCluster:
         self.last_resync = {m["name"]: m.get("lastResync", "") for m in prev.get("members", [])}
         self.status = self.state.read_status() or {}
         self.sup.plan(previous, self.leader_port)
+        self.info["leader"] = self.sup.leader.name
+        if (self.status.get("lastFailover") or {}).get("result") == failover.STARTED:
+            self.status = failover.finish(self.status, self.clock.now(), "error: interrupted (up stopped)")
         self.info["tls"] = self.tls if self.tls is not None else bool(prev.get("tls"))
         if self.info["tls"]:
             self.sup.tls = LocalTls(self.state.path / "tls")
@@ -312,6 +335,10 @@ class LocalCluster:
             self.sup.start(p)
         self._persist()
         await self.sup.wait_ready()
+        # only the runtime sets READONLY (to stop writes during a switchover): one left by an
+        # interrupted switchover must not keep the leader from taking writes
+        await probe.send(self.sup.leader.address, "READONLY", "no", password=self.manifest.password,
+                         ca_file=self.sup.ca_file)
 
     async def stop(self) -> None:
         if not self.info:  # never started
@@ -338,23 +365,45 @@ class LocalCluster:
 
     # --- one tick -----------------------------------------------------------------------------
 
-    async def tick(self) -> Decision:
-        """Revive dead processes, probe, decide, record intent, act, record outcome."""
-        for name in self.sup.revive():
-            log.info("restarted %s: its process had exited", name)
-        if self.sup.tls is not None and time.monotonic() - self._tls_checked > RENEW_CHECK:
-            self._renew_certificates()
-        pw = self.manifest.password
+    async def _observe(self) -> None:
         # a member waiting out its crash back-off is like a pod without an IP: the supervisor is
         # on it, so the policy waits for it instead of repairing (supervision is not a repair)
         targets = [(p.name, p.role, p.address if p.running else None) for p in self.sup.procs.values()]
-        observed = await probe.observe_all(targets, pw, PROBE_TIMEOUT, self.sup.ca_file)  # type: ignore[arg-type]
+        observed = await probe.observe_all(targets, self.manifest.password, PROBE_TIMEOUT,  # type: ignore[arg-type]
+                                           self.sup.ca_file)
+        held = "not running (held: a failover may come)"
         self.members = [
-            m if m.address else replace(m, error="not running (restart back-off)") for m in observed
+            m if m.address else replace(m, error=held if m.role == "leader" and self.hold_leader
+                                        else "not running (restart back-off)")
+            for m in observed
         ]
+
+    async def tick(self) -> Decision:
+        """Revive dead processes, probe, decide leadership (switchover, failover) and act on
+        it, decide the rest, record intent, act, record outcome."""
+        hold = frozenset({self.sup.leader.name}) if self.hold_leader else frozenset()
+        for name in self.sup.revive(hold):
+            log.info("restarted %s: its process had exited", name)
+        if self.sup.tls is not None and time.monotonic() - self._tls_checked > RENEW_CHECK:
+            self._renew_certificates()
+        await self._observe()
         await self._wire()
         raw = self.state.triggers()
         triggers = Triggers.from_requests(raw)
+        lead = failover.decide(self.manifest.spec, self.status, self.members, self.clock.now(),
+                               promote=raw.get("promote"), paused=triggers.paused)
+        self.status, self.hold_leader = lead.status, lead.hold_leader
+        for kind in lead.consumed:
+            self.state.consume(kind, raw.get(kind, ""))
+        for event in lead.events:
+            log.log(logging.WARNING if event.type == "Warning" else logging.INFO, "%s: %s",
+                    event.reason, event.message)
+        if lead.promotion is not None:
+            self._persist()  # intent first
+            self.status = await self._promote(lead.promotion)
+            self.hold_leader = self.manifest.spec.failover.enabled
+            self._persist()
+            await self._observe()
         created = parse_time(self.info["created"]) or self.clock.now()
         decision = decide(
             self.manifest.spec,
@@ -365,6 +414,7 @@ class LocalCluster:
             created=created,
             generation=self.info["generation"],
             triggers=triggers,
+            failover_blocked=lead.blocked,
         )
         self.status = {**decision.status, "observedGeneration": self.info["generation"]}
         self._persist()  # intent first: a restarted `up` sees what is in flight
@@ -400,6 +450,89 @@ class LocalCluster:
         except Exception as exc:  # a failed action is recorded in status, never ends the loop
             log.warning("%s failed: %s", why, exc)
             return apply_outcome(self.status, action, str(exc))
+
+    async def _promote(self, pr: failover.Promotion) -> dict[str, Any]:
+        """Carry out a switchover or failover: fence the old leader, (switchover: wait until the
+        target has all of its AOF), promote the target, re-point everyone else. Returns the status
+        with ``lastFailover`` settled."""
+        old, new = self.sup.procs[pr.old], self.sup.procs[pr.new]
+        pw, ca = self.manifest.password, self.sup.ca_file
+
+        async def send(p: Proc, *args: str) -> None:
+            await probe.send(p.address, *args, password=pw, ca_file=ca)
+
+        async def aof_size(p: Proc) -> int | None:
+            return (await probe.observe(p.name, p.role, p.address, pw, PROBE_TIMEOUT, ca)).aof_size
+
+        fenced_at = time.monotonic()
+        old_size: int | None = None
+        try:
+            if pr.old_reachable:
+                await send(old, "READONLY", "yes")  # writes now get `read only`: retry elsewhere
+                fenced_at = time.monotonic()
+                if pr.kind == "switchover":
+                    old_size = await self._wait_caught_up(old, new, aof_size)
+                else:
+                    old_size = await aof_size(old)
+            else:
+                old_size = await self._kill(old)
+            await send(new, "FOLLOW", "no", "one")
+            await send(new, "READONLY", "no")  # a READONLY left by an interrupted switchover
+        except Exception as exc:  # not promoted: the old leader stays (writes resume there)
+            log.warning("%s %s -> %s failed: %s", pr.kind, pr.old, pr.new, exc)
+            if pr.old_reachable:
+                with contextlib.suppress(Exception):
+                    await send(old, "READONLY", "no")
+            return failover.finish(self.status, self.clock.now(), f"error: {exc}")
+        pause_ms = round((time.monotonic() - fenced_at) * 1000)
+        new_size = await aof_size(new)
+        old.role, new.role = "follower", "leader"
+        self.info["leader"] = new.name
+        behind = max(0, (old_size or 0) - (new_size or 0)) if pr.kind == "failover" else 0
+        status = failover.finish(self.status, self.clock.now(), "ok", behind_bytes=behind,
+                                 write_pause_ms=pause_ms, leader=new.name)
+        self.status = status
+        self._persist()  # the new view before anyone follows it: a restarted `up` resumes it
+        log.warning("%s: %s -> %s (%s); writes paused %d ms, new leader behind by %d bytes",
+                    pr.kind, pr.old, pr.new, pr.reason, pause_ms, behind)
+        for p in self.sup.procs.values():
+            if p is not new and p.running:
+                p.wire = True  # FOLLOW now; _wire retries on a later tick if this fails
+        self.members = [replace(m, following=None) for m in self.members]
+        await self._wire()
+        if old.running:
+            with contextlib.suppress(Exception):
+                await send(old, "READONLY", "no")  # a follower now: it refuses writes anyway
+        else:
+            old.crashes = 0
+            self.sup.start(old)  # comes back as a follower of the new leader (--follow)
+        return status
+
+    async def _wait_caught_up(self, old: Proc, new: Proc, aof_size: Any) -> int:
+        """Until ``new`` has applied all of ``old``'s AOF (writes on ``old`` are stopped)."""
+        deadline = time.monotonic() + CATCH_UP_TIMEOUT
+        while True:
+            target, wanted = await aof_size(new), await aof_size(old)
+            if wanted is not None and target == wanted:
+                return wanted
+            if time.monotonic() > deadline:
+                raise probe.ProbeError(f"{new.name} at aof_size {target}, leader at {wanted} "
+                                       f"after {CATCH_UP_TIMEOUT:.0f}s")
+            await asyncio.sleep(0.01)
+
+    async def _kill(self, p: Proc) -> int | None:
+        """Fence a leader that does not answer: kill its process (STONITH; it may be stopped or
+        partitioned, never to take a write again). Returns its AOF file size: the real end of
+        what it acknowledged, compared with the new leader's to bound the loss."""
+        if p.popen is not None and p.popen.poll() is None:
+            log.warning("fencing %s: SIGKILL (pid %d)", p.name, p.popen.pid)
+            p.popen.kill()
+            await asyncio.to_thread(p.popen.wait)
+        p.popen = None
+        try:
+            return (self.state.member_dir(p.name) / "appendonly.aof").stat().st_size
+        except OSError:
+            return None
 
     async def _wire(self) -> None:
         """After a (re)start, point a follower at the leader (its config file may say otherwise)."""

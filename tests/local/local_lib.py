@@ -7,9 +7,12 @@ only time is fake, so schedules and grace periods pass at once while replication
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -129,3 +132,61 @@ def pid_alive(p: int) -> bool:
         return Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"
     except OSError:
         return False
+
+
+class Writer(threading.Thread):
+    """A client writing ``SET <key> w<n> POINT ...`` as fast as it can to whoever leads now,
+    logging every acknowledged write (id, monotonic time, member). On any error (``read only``
+    during a switchover, ``not the leader``, a refused or silent connection) it reconnects to the
+    current leader and goes on with a new id: an id is in ``acked`` only if a leader said OK."""
+
+    def __init__(self, cluster: LocalCluster, key: str = "fleet", timeout: float = 1.0):
+        super().__init__(daemon=True)
+        self.cluster, self.key, self.timeout = cluster, key, timeout
+        self.acked: list[tuple[str, float, str]] = []
+        self.errors: Counter[str] = Counter()
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        n, conn, name = 0, None, ""
+        while not self.done.is_set():
+            if conn is None:
+                lead = self.cluster.sup.leader
+                name = lead.name
+                conn = redis.Redis(port=lead.port, protocol=2, socket_timeout=self.timeout,
+                                   socket_connect_timeout=self.timeout)
+            n += 1
+            try:
+                conn.execute_command("SET", self.key, f"w{n}", "POINT", 33 + (n % 1000) / 1000, -115)
+                self.acked.append((f"w{n}", time.monotonic(), name))
+            except redis.RedisError as exc:
+                self.errors[str(exc).split(":")[0][:60]] += 1
+                conn.close()
+                conn = None
+                time.sleep(0.005)
+        if conn is not None:
+            conn.close()
+
+    def stop(self) -> None:
+        self.done.set()
+        self.join(10)
+
+    def first_ack_after(self, moment: float, not_by: str = "") -> tuple[str, float, str] | None:
+        """The first write acknowledged after ``moment`` (by another member than ``not_by``)."""
+        return next((a for a in self.acked if a[1] > moment and a[2] != not_by), None)
+
+    def longest_gap(self, start: float, end: float) -> float:
+        """Longest time without an acknowledged write between ``start`` and ``end``."""
+        times = [start] + [t for _, t, _ in self.acked if start < t < end] + [end]
+        return max(b - a for a, b in itertools.pairwise(times))
+
+    def lost(self, port: int) -> list[str]:
+        """Acknowledged ids missing on the member listening on ``port``."""
+        r = redis.Redis(port=port, protocol=2, socket_timeout=10)
+        r.response_callbacks.clear()
+        pipe = r.pipeline(transaction=False)
+        for oid, _, _ in self.acked:
+            pipe.execute_command("GET", self.key, oid)
+        replies = pipe.execute(raise_on_error=False)
+        return [oid for (oid, _, _), reply in zip(self.acked, replies, strict=True)
+                if reply is None or isinstance(reply, Exception)]

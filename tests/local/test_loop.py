@@ -141,7 +141,8 @@ async def test_killed_follower_is_restarted_and_catches_up(make_cluster, clock):
 
 
 async def test_killed_leader_is_restarted_with_its_data(make_cluster, clock):
-    cluster = await make_cluster(FAST)
+    """With failover off, a dead leader is restarted in place (failover: test_failover.py)."""
+    cluster = await make_cluster(merged(FAST, failover={"enabled": False}))
     leader = client(cluster, "leader")
     for i in range(50):
         leader.execute_command("SET", "fleet", f"truck{i}", "POINT", 33, -115)
