@@ -1,4 +1,4 @@
-"""``geocluster up | status | shrink | resync | down``: the local runtime's commands.
+"""``geocluster up | status | shrink | resync | promote | down``: the local runtime's commands.
 
 ``up`` runs in the foreground (a live table on a terminal, log lines otherwise) until Ctrl-C or
 ``geocluster down``; the other commands find it through its state dir and talk to it with
@@ -235,6 +235,38 @@ def resync(member: str, state_dir: Path | None, name: str | None, timeout: float
     click.echo(f"resync {member}: {rec.get('result')} at {rec.get('time')}")
 
 
+@click.command("promote")
+@click.argument("member")
+@_state_opt
+@_name_opt
+@_wait_opt
+def promote(member: str, state_dir: Path | None, name: str | None, timeout: float) -> None:
+    """Make MEMBER the leader: a switchover (writes paused, nothing lost), or with the leader
+    down a forced failover to MEMBER."""
+    state = _find(state_dir, name)
+    info = state.read_cluster() or {}
+    followers = [m["name"] for m in info.get("members", []) if m["role"] == "follower"]
+    if member not in followers:
+        listed = ", ".join(followers) or "none"
+        raise click.ClickException(f"{member!r} is not a follower (leader: {info.get('leader')}); "
+                                   f"followers: {listed}")
+    made = _trigger(state, "promote", member, timeout)
+    deadline = time.monotonic() + timeout
+    while True:  # the loop took it; the switchover itself takes a moment more
+        rec = (state.read_status() or {}).get("lastFailover") or {}
+        mine = rec.get("new") == member and rec.get("time", "") >= made
+        if mine and rec.get("result") != "started":
+            break
+        if time.monotonic() > deadline or not state.supervisor():
+            raise click.ClickException(f"promote {member} not carried out (e.g. not caught up: "
+                                       "see `geocluster status` and the log)")
+        time.sleep(0.1)
+    if rec["result"] != "ok":
+        raise click.ClickException(f"{rec['kind']} to {member} failed: {rec['result']}")
+    click.echo(f"{rec['kind']} {rec['old']} -> {member}: ok at {rec['time']}; writes paused "
+               f"{rec.get('writePauseMs')} ms, {rec.get('behindBytes')} bytes behind")
+
+
 @click.command("down")
 @_state_opt
 @_name_opt
@@ -257,4 +289,4 @@ def down(state_dir: Path | None, name: str | None, purge: bool) -> None:
         click.echo(f"deleted {state.path}")
 
 
-commands = [up, status, shrink, resync, down]
+commands = [up, status, shrink, resync, promote, down]

@@ -65,7 +65,8 @@ def table(info: dict[str, Any], status: dict[str, Any]) -> Table:
     phase = st.phase or "Starting"
     if not info.get("supervisor"):
         phase = f"stopped (last seen {phase} at {clock(info.get('updated'))})"
-    t = Table(title=f"GeoCluster {info.get('name', '?')}: {phase}", title_justify="left")
+    leader = f", leader {info['leader']}" if info.get("leader") else ""
+    t = Table(title=f"GeoCluster {info.get('name', '?')}: {phase}{leader}", title_justify="left")
     for col in ("member", "role", "address", "aof_size", "caught_up", "memory", "last shrink/resync",
                 "repairs", "state"):
         t.add_column(col, justify="right" if col in ("aof_size", "memory") else "left")
@@ -104,6 +105,11 @@ def summary(info: dict[str, Any], status: dict[str, Any]) -> Text:
         colour = "green" if (c.status == "True") != (c.type == "Degraded") else "yellow"
         out.append(f"{c.type}={c.status}", colour).append(f" {c.reason}")
         out.append(f": {c.message}  " if c.message else "  ")
+    rec = st.last_failover
+    if rec:
+        out.append(f"\nlast {rec.kind} {clock(rec.time)}: {rec.old} -> {rec.new} {rec.result} "
+                   f"({rec.reason}); {rec.behind_bytes} bytes behind"
+                   + (f", writes paused {rec.write_pause_ms} ms" if rec.write_pause_ms is not None else ""))
     out.append("\n" + next_shrink(info))
     if st.pending_resyncs:
         out.append(f"; resyncs queued: {', '.join(st.pending_resyncs)}")

@@ -4,7 +4,8 @@ geoserver processes, under a Writer that logs every acknowledged write.
 - switchover (`promote`) several times in a row: 0 acknowledged writes lost;
 - kill -9 of the leader: a follower takes writes within delay + 10 s, lost acknowledged writes
   within the reported bound (lastFailover.behindBytes), every member ends with the same AOF;
-- SIGSTOP of the leader (a partition stand-in): fenced, after SIGCONT it never takes a write.
+- SIGSTOP of the leader (a partition stand-in): fenced, after SIGCONT it never takes a write;
+- `geocluster promote` and `status`, and `up` resuming with the new leader.
 Thresholds are generous: two shared cores.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import time
@@ -23,7 +25,7 @@ import pytest
 import redis
 from geocluster.local import LocalCluster
 from geocluster.localstate import StateDir
-from local_lib import FAST, Writer, manifest, merged
+from local_lib import FAST, Writer, manifest, merged, write_manifest
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -166,3 +168,44 @@ async def test_stopped_leader_is_fenced_and_never_takes_a_write_after_sigcont(ru
     assert resumed > stopped_at
     await settled(cluster, writer)
     assert len(writer.lost(cluster.sup.leader.port)) * MIN_RECORD <= last_failover(cluster)["behindBytes"]
+
+
+def test_cli_promote_status_and_up_resumes_with_the_new_leader(tmp_path):
+    """`geocluster promote` as a subprocess against a running `up`; status shows the new leader
+    and lastFailover; after Ctrl-C a new `up` resumes with that leader, data intact."""
+    from test_cli import geocluster, start_up, wait_ready
+
+    manifest = write_manifest(tmp_path / "geocluster.yaml", SPEC, name="fo")
+    state = tmp_path / "state"
+
+    def port_of(name: str) -> int:
+        info = json.loads((state / "cluster.json").read_text())
+        return next(m["port"] for m in info["members"] if m["name"] == name)
+
+    up = start_up(manifest, state)
+    try:
+        wait_ready(state)
+        redis.Redis(port=port_of("leader")).execute_command("SET", "fleet", "kept", "POINT", 33, -115)
+        bad = geocluster("promote", "leader", "--state-dir", str(state), check=False)
+        assert bad.returncode == 1 and "not a follower" in bad.stderr
+        out = geocluster("promote", "follower-2", "--state-dir", str(state)).stdout
+        assert "switchover leader -> follower-2: ok" in out and "0 bytes behind" in out
+        st = wait_ready(state)
+        assert st["leader"] == "follower-2" and st["lastFailover"]["kind"] == "switchover"
+        table = geocluster("status", "--state-dir", str(state)).stdout
+        assert "leader follower-2" in table and "last switchover" in table
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=30)
+        up = start_up(manifest, state)
+        st = wait_ready(state)
+        assert st["leader"] == "follower-2"
+        info = json.loads((state / "cluster.json").read_text())
+        assert info["leader"] == "follower-2"
+        assert {m["name"]: m["role"] for m in info["members"]}["leader"] == "follower"
+        r = redis.Redis(port=port_of("follower-2"), protocol=2)
+        r.response_callbacks.clear()
+        assert r.execute_command("GET", "fleet", "kept")
+        r.execute_command("SET", "fleet", "after", "POINT", 33, -115)  # the resumed leader takes writes
+    finally:
+        up.send_signal(signal.SIGINT)
+        up.communicate(timeout=30)
