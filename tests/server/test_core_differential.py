@@ -8,6 +8,8 @@ Run under AddressSanitizer and UndefinedBehaviorSanitizer by bench/sanitize_core
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from geoserver.store import index, query
@@ -117,7 +119,10 @@ def test_both_implement_the_interface() -> None:
         assert hasattr(core.PointGrid, name) and hasattr(PointGrid, name), name
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXAMPLES = int(os.environ.get("GEOSERVER_DIFF_EXAMPLES", "300"))  # bench/sanitize_core.sh asks for more
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops)
 def test_core_matches_python_twin(sequence: list[tuple]) -> None:
     run(sequence)
