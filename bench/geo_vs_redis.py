@@ -1,6 +1,6 @@
 """geoserver vs redis-server, side by side, with the same client (redis-benchmark).
 
-    python bench/geo_vs_redis.py [--quick] [--aof] [--no-docs]
+    python bench/geo_vs_redis.py [--quick] [--aof] [--no-docs] [--cores cpp,python] [--repeats 3]
 
 Starts geoserver and a real redis-server (Debian package `redis-server`, installed with
 apt-get when missing) on free 127.0.0.1 ports, without persistence (or both with AOF
@@ -18,8 +18,16 @@ random(), so a placeholder can only vary the low digits). `__rand_int__e-9` with
 of a random position). Ids are `__rand_int__`, so SET mostly inserts new objects, as GEOADD does.
 NEARBY runs before SET so both searches see the same 100k points.
 
-Prints ops/s and the ratio geoserver/redis and, unless --no-docs, writes the table with a
-machine description into docs/benchmarks.md. A benchmark, not a test: it never fails CI.
+One geoserver runs per point index (`--cores`: GEOSERVER_CORE=cpp, the compiled core, and
+=python, its numpy twin: before/after issue 15 in one run), beside one redis-server. The servers
+are pinned to CPU 0 and redis-benchmark to CPU 1 (taskset, when there are 2+ CPUs); each
+measurement is repeated `--repeats` times, alternating the order of the servers, and the median
+is reported. Besides ops/s it reads each server's CPU time (user + system, psutil) around every
+run: server CPU µs per operation is the figure that survives a noisy machine, and
+redis µs / geoserver µs is the ratio the issues quote (higher is better for geoserver).
+
+Prints ops/s, CPU µs/op and the ratios and, unless --no-docs, writes the table with a machine
+description into docs/benchmarks.md. A benchmark, not a test: it never fails CI.
 """
 
 from __future__ import annotations
@@ -32,12 +40,15 @@ import platform
 import random
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "benchmarks.md"
@@ -96,11 +107,18 @@ def wait_port(port: int, proc: subprocess.Popen, name: str, timeout: float = 20.
     raise SystemExit(f"{name} did not start on port {port}")
 
 
-def start_geoserver(port: int, workdir: Path, aof: bool) -> subprocess.Popen:
+def pin(cpu: int) -> list[str]:
+    """A taskset prefix that pins a process to one CPU (nothing on a 1-CPU machine)."""
+    return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
+
+
+def start_geoserver(port: int, workdir: Path, aof: bool, core: str = "cpp") -> subprocess.Popen:
     persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
-    cmd = [sys.executable, "-m", "geoserver", "--host", "127.0.0.1", "--port", str(port),
-           "--dir", str(workdir / "geo"), "-q", *persistence]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(workdir / "geo.log", "wb"))  # noqa: SIM115
+    cmd = [*pin(0), sys.executable, "-m", "geoserver", "--host", "127.0.0.1", "--port", str(port),
+           "--dir", str(workdir / f"geo-{core}"), "-q", *persistence]
+    env = {**os.environ, "GEOSERVER_CORE": core}
+    log = open(workdir / f"geo-{core}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
     wait_port(port, proc, "geoserver")
     return proc
 
@@ -108,11 +126,16 @@ def start_geoserver(port: int, workdir: Path, aof: bool) -> subprocess.Popen:
 def start_redis(port: int, workdir: Path, aof: bool) -> subprocess.Popen:
     (workdir / "redis").mkdir(exist_ok=True)
     persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
-    cmd = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+    cmd = [*pin(0), "redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
            "--dir", str(workdir / "redis"), "--daemonize", "no", "--protected-mode", "no", *persistence]
     proc = subprocess.Popen(cmd, stdout=open(workdir / "redis.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
     wait_port(port, proc, "redis-server")
     return proc
+
+
+def cpu_seconds(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
 
 
 def encode(args: list[str]) -> bytes:
@@ -155,16 +178,18 @@ def dataset(n: int, seed: int = 38) -> list[tuple[str, float, float]]:
     return [(f"truck{i}", MIN_LAT + rnd.random() * SPAN, MIN_LON + rnd.random() * SPAN) for i in range(n)]
 
 
-def benchmark(port: int, command: list[str], pipeline: int, requests: int) -> float:
-    """ops/s reported by redis-benchmark for one command."""
-    cmd = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
+def benchmark(port: int, pid: int, command: list[str], pipeline: int, requests: int) -> tuple[float, float]:
+    """(ops/s reported by redis-benchmark, server CPU µs per request) for one command."""
+    cmd = [*pin(1), "redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
            "-n", str(requests), "-P", str(pipeline), "-r", RAND_RANGE, "--csv", *command]
+    before = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    used = cpu_seconds(pid) - before
     rows = [r for r in csv.reader(io.StringIO(out.stdout)) if r and r[0] != "test"]
     if out.returncode != 0 or not rows:
         raise RuntimeError(f"redis-benchmark failed ({out.returncode}): "
                            f"{out.stdout[-500:]} {out.stderr[-500:]}")
-    return float(rows[-1][1])
+    return float(rows[-1][1]), used / requests * 1e6
 
 
 def machine() -> str:
@@ -199,35 +224,55 @@ def machine() -> str:
 class Result:
     workload: str
     pipeline: int
-    geo: float | None
-    redis: float
-    note: str = ""
+    ops: dict[str, list[float]] = field(default_factory=dict)  # server -> ops/s per repeat
+    cpu: dict[str, list[float]] = field(default_factory=dict)  # server -> CPU µs/op per repeat
 
-    @property
-    def ratio(self) -> float | None:
-        return self.geo / self.redis if self.geo and self.redis else None
+    def add(self, server: str, ops: float, cpu: float) -> None:
+        self.ops.setdefault(server, []).append(ops)
+        self.cpu.setdefault(server, []).append(cpu)
+
+    def med_ops(self, server: str) -> float:
+        return statistics.median(self.ops[server])
+
+    def med_cpu(self, server: str) -> float:
+        return statistics.median(self.cpu[server])
+
+    def ratio(self, server: str) -> float:
+        """geoserver / redis in ops/s."""
+        return self.med_ops(server) / self.med_ops("redis")
+
+    def cpu_ratio(self, server: str) -> float:
+        """redis CPU per op / geoserver CPU per op: how many redis-equivalents of work per op."""
+        return self.med_cpu("redis") / self.med_cpu(server)
 
 
 def render(results: list[Result], args: argparse.Namespace, env: str) -> str:
     mode = "AOF everysec for both" if args.aof else "no persistence for both"
+    cores = args.cores.split(",")
+    pinned = "servers on CPU 0, redis-benchmark on CPU 1" if pin(0) else "not pinned"
     lines = [
         f"Run: `python bench/geo_vs_redis.py{' --quick' if args.quick else ''}"
-        f"{' --aof' if args.aof else ''}` "
+        f"{' --aof' if args.aof else ''} --cores {args.cores} --repeats {args.repeats}` "
         f"({time.strftime('%Y-%m-%d')}; {mode}; {POINTS // 1000}k points loaded; {CLIENTS} clients; "
-        f"{args.requests} requests per SET run, {args.nearby_requests} per NEARBY run).",
+        f"{args.requests} requests per SET run, {args.nearby_requests} per NEARBY run; {pinned}; "
+        f"medians of {args.repeats} alternating repeats).",
         "",
         f"Machine: {env}.",
         "",
-        "| workload | pipeline | geoserver ops/s | redis ops/s | geoserver/redis | target |",
-        "|---|---:|---:|---:|---:|---:|",
+        "geoserver/redis: ops/s ratio, and in brackets the CPU ratio (redis CPU µs per op / "
+        "geoserver CPU µs per op).",
+        "",
+        "| workload | pipeline | redis ops/s (CPU µs/op) | "
+        + " | ".join(f"geoserver {c} ops/s (CPU µs/op) | {c}/redis" for c in cores) + " | target |",
+        "|---|---:|---:|" + "---:|---:|" * len(cores) + "---:|",
     ]
     for r in results:
         target = TARGETS.get((r.workload, r.pipeline))
-        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else "-"
-        verdict = "" if r.ratio is None or target is None else (" ok" if r.ratio >= target else " below")
-        geo = f"{r.geo:,.0f}" if r.geo else (r.note or "-")
-        lines.append(f"| {r.workload} | -P {r.pipeline} | {geo} | {r.redis:,.0f} | {ratio} | "
-                     f"≥ {target}x{verdict} |")
+        row = [r.workload, f"-P {r.pipeline}", f"{r.med_ops('redis'):,.0f} ({r.med_cpu('redis'):.1f})"]
+        for c in cores:
+            row += [f"{r.med_ops(c):,.0f} ({r.med_cpu(c):.1f})", f"{r.ratio(c):.2f}x ({r.cpu_ratio(c):.2f}x)"]
+        row.append(f"≥ {target}x" if target else "")
+        lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -250,9 +295,12 @@ def main() -> None:
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--requests", type=int, default=None, help="requests per SET run")
     p.add_argument("--nearby-requests", type=int, default=None, help="requests per NEARBY run")
+    p.add_argument("--cores", default="cpp,python", help="geoserver point indexes to run (GEOSERVER_CORE)")
+    p.add_argument("--repeats", type=int, default=3, help="alternating repeats per measurement")
     args = p.parse_args()
     args.requests = args.requests or (20_000 if args.quick else 200_000)
     args.nearby_requests = args.nearby_requests or (10_000 if args.quick else 60_000)
+    cores = args.cores.split(",")
 
     ensure_redis()
     env = machine()
@@ -261,40 +309,41 @@ def main() -> None:
     results: list[Result] = []
     with tempfile.TemporaryDirectory(prefix="geo_vs_redis-") as tmp:
         workdir = Path(tmp)
-        geo_port, redis_port = free_port(), free_port()
-        geo = start_geoserver(geo_port, workdir, args.aof)
-        red = start_redis(redis_port, workdir, args.aof)
+        procs: dict[str, tuple[int, subprocess.Popen]] = {}
         try:
-            t_geo = load(geo_port, [["SET", "fleet", i, "POINT", repr(la), repr(lo)] for i, la, lo in points])
-            t_red = load(redis_port, [["GEOADD", "fleet", repr(lo), repr(la), i] for i, la, lo in points])
-            print(f"loaded {POINTS} points: geoserver {t_geo:.2f}s, redis {t_red:.2f}s")
-            probe = call(geo_port, ["NEARBY", "fleet", "COUNT", "POINT", "0.36", "0.36", "1000"])
-            nearby_ok = not probe.startswith(b"-")
-            if nearby_ok:
-                hits = call(redis_port, ["GEOSEARCH", "fleet", "FROMLONLAT", "0.36", "0.36",
-                                         "BYRADIUS", "1", "km"]).split(b"\r\n", 1)[0].decode()
-                print(f"hits within 1 km of the box center: geoserver {probe.decode().strip()}, "
-                      f"redis {hits}")
-            else:
-                print(f"NEARBY not available in this geoserver yet: {probe.decode(errors='replace').strip()}")
-            for name in ("NEARBY", "SET"):
-                geo_cmd, redis_cmd = WORKLOADS[name]
-                n = args.nearby_requests if name == "NEARBY" else args.requests
+            port = free_port()
+            procs["redis"] = (port, start_redis(port, workdir, args.aof))
+            for core in cores:
+                port = free_port()
+                procs[core] = (port, start_geoserver(port, workdir, args.aof, core))
+            geoadds = [["GEOADD", "fleet", repr(lo), repr(la), i] for i, la, lo in points]
+            sets = [["SET", "fleet", i, "POINT", repr(la), repr(lo)] for i, la, lo in points]
+            redis_probe = ["GEOSEARCH", "fleet", "FROMLONLAT", "0.36", "0.36", "BYRADIUS", "1", "km"]
+            geo_probe = ["NEARBY", "fleet", "COUNT", "POINT", "0.36", "0.36", "1000"]
+            for name, (port, _proc) in procs.items():
+                took = load(port, geoadds if name == "redis" else sets)
+                hits = call(port, redis_probe if name == "redis" else geo_probe).split(b"\r\n", 1)[0]
+                print(f"loaded {POINTS} points into {name}: {took:.2f}s; "
+                      f"hits within 1 km of the box center: {hits.decode().strip()}")
+            order = list(procs)
+            for workload in ("NEARBY", "SET"):
+                geo_cmd, redis_cmd = WORKLOADS[workload]
+                n = args.nearby_requests if workload == "NEARBY" else args.requests
                 for pipeline in (1, 16):
-                    r_ops = benchmark(redis_port, redis_cmd, pipeline, n)
-                    g_ops: float | None = None
-                    note = ""
-                    if name == "SET" or nearby_ok:
-                        g_ops = benchmark(geo_port, geo_cmd, pipeline, n)
-                    else:
-                        note = "not implemented yet"
-                    res = Result(name, pipeline, g_ops, r_ops, note)
+                    res = Result(workload, pipeline)
+                    for repeat in range(args.repeats):
+                        for name in order if repeat % 2 == 0 else order[::-1]:
+                            port, proc = procs[name]
+                            ops, cpu = benchmark(port, proc.pid, redis_cmd if name == "redis" else geo_cmd,
+                                                 pipeline, n)
+                            res.add(name, ops, cpu)
                     results.append(res)
-                    ratio = f"{res.ratio:.2f}x" if res.ratio is not None else "-"
-                    print(f"{name:7s} -P {pipeline:<2d} geoserver {g_ops or 0:>10,.0f} ops/s   "
-                          f"redis {r_ops:>10,.0f} ops/s   ratio {ratio}", flush=True)
+                    each = [f"{c} {res.med_ops(c):>9,.0f}/s {res.med_cpu(c):5.1f} µs "
+                            f"{res.ratio(c):.2f}x ({res.cpu_ratio(c):.2f}x cpu)" for c in cores]
+                    print(f"{workload:7s} -P {pipeline:<2d} redis {res.med_ops('redis'):>9,.0f}/s "
+                          f"{res.med_cpu('redis'):5.1f} µs  " + "  ".join(each), flush=True)
         finally:
-            for proc in (geo, red):
+            for _port, proc in procs.values():
                 proc.terminate()
                 try:
                     proc.wait(10)
