@@ -5,7 +5,9 @@
 // slots of (lat, lon, id) allocated from a LIFO free list, bucketed by 0.01-degree cells keyed
 // row * 2^16 + column + 2^15, swap-removal from a bucket through `where`, the "more cells than
 // occupied -> every live slot in slot order" rule, and the haversine term sin^2(d / 2R) computed
-// with the same operations in the same order (compiled with -ffp-contract=off: no fused multiply-add).
+// with the same operations in the same order (compiled with -ffp-contract=off: no fused multiply-add;
+// cos(lat) of each point is computed once, on insert, and a candidate whose latitude term alone
+// exceeds the bound is rejected before the rest: both exact, so answers do not change).
 //
 // Ids stay Python str objects (binary-safe through surrogateescape): the index holds a reference
 // per slot and finds a slot by id in its own open-addressing table (the str's cached hash,
@@ -72,6 +74,7 @@ public:
             if (key_of(cell_of(lats_[slot]), cell_of(lons_[slot])) == key) {  // moved within its cell
                 lats_[slot] = lat;
                 lons_[slot] = lon;
+                coslat_[slot] = std::cos(lat * RAD);
                 return;
             }
             remove_at(pos, slot);
@@ -85,6 +88,7 @@ public:
         }
         lats_[slot] = lat;
         lons_[slot] = lon;
+        coslat_[slot] = std::cos(lat * RAD);
         Py_INCREF(oid.ptr());
         ids_[slot] = oid.ptr();
         hashes_[slot] = h;
@@ -176,9 +180,12 @@ public:
         for (const uint32_t s : found) {
             double sp = std::sin((lats_[s] - lat) * HALF_RAD);
             sp *= sp;
+            // The term is sp + (a product of non-negative factors) when both cosines are >= 0
+            // (latitudes within +-90): rounding keeps it >= sp, so sp > hi rejects exactly.
+            if (sp > hi && coslat_[s] >= 0 && cos_lat >= 0) continue;
             double sl = std::sin((lons_[s] - lon) * HALF_RAD);
             sl *= sl;
-            double cp = std::cos(lats_[s] * RAD);
+            double cp = coslat_[s];  // cos(lat * RAD), computed on insert
             cp *= cos_lat;
             cp *= sl;
             cp += sp;
@@ -304,6 +311,7 @@ private:
         if (next_ >= MAX_SLOTS) throw std::length_error("point index is full");
         lats_.push_back(0.0);
         lons_.push_back(0.0);
+        coslat_.push_back(1.0);
         ids_.push_back(nullptr);
         hashes_.push_back(0);
         where_.push_back(0);
@@ -330,7 +338,7 @@ private:
         }
     }
 
-    std::vector<double> lats_, lons_;
+    std::vector<double> lats_, lons_, coslat_;
     std::vector<PyObject*> ids_;  // owned references; nullptr for a free slot
     std::vector<Py_hash_t> hashes_;
     std::vector<uint32_t> where_;
