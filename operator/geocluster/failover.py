@@ -21,7 +21,8 @@ Rules:
   ``maxFailoversPerHour`` automatic failovers in the last hour (else Degraded
   ``FailoverBudgetExhausted``).
 - **Candidate**: a follower that is reachable, has caught up at least once, is not in a full
-  resync, and *was caught up when the leader was last seen healthy* (``leaderWatch``); among
+  resync, and *was caught up when the leader was last seen healthy* (``leaderWatch``; a
+  follower keeps that place until it is seen resyncing, refusing or restarted); among
   those the largest aof_size (then name), never an empty one while another holds objects.
   The last rule is the shrink/resync one: after a leader's AOFSHRINK, or during a resync,
   followers are resyncing (not caught up) and serve an older copy, so none qualifies and the
@@ -94,6 +95,14 @@ def failing(leader: Member | None, followers: list[Member]) -> str | None:
     return f"{what}: {leader.num_objects} objects, {best.name} holds {best.num_objects}"
 
 
+def _still_current(f: Member, watch: LeaderWatch) -> bool:
+    """A follower caught up at the previous look keeps its place until it is seen starting over
+    (a full resync, a refusal, a restart): probes of one tick race with the leader's death, and
+    a stream cut by it turns ``caught_up`` false before the leader is seen gone."""
+    return (f.name in watch.caught_up and f.reachable and bool(f.caught_up_once)
+            and f.replication_state not in ("resyncing", "refused"))
+
+
 def ineligible(f: Member, watch: LeaderWatch | None) -> str | None:
     """Why a follower may not be promoted by a failover, or None."""
     if not f.reachable:
@@ -147,7 +156,7 @@ def decide(
     if wrong is None:
         assert leader is not None
         watch.last_seen, watch.aof_size = stamp, leader.aof_size
-        watch.caught_up = [f.name for f in followers if f.reachable and f.caught_up]
+        watch.caught_up = [f.name for f in followers if f.caught_up or _still_current(f, watch)]
         watch.failing_since = watch.failing = None
     else:
         watch.failing_since, watch.failing = watch.failing_since or stamp, wrong

@@ -184,9 +184,10 @@ class Writer(threading.Thread):
         """Acknowledged ids missing on the member listening on ``port``."""
         r = redis.Redis(port=port, protocol=2, socket_timeout=10)
         r.response_callbacks.clear()
+        acked = list(self.acked)  # the writer may still be appending
         pipe = r.pipeline(transaction=False)
-        for oid, _, _ in self.acked:
+        for oid, _, _ in acked:
             pipe.execute_command("GET", self.key, oid)
         replies = pipe.execute(raise_on_error=False)
-        return [oid for (oid, _, _), reply in zip(self.acked, replies, strict=True)
+        return [oid for (oid, _, _), reply in zip(acked, replies, strict=True)
                 if reply is None or isinstance(reply, Exception)]

@@ -256,3 +256,13 @@ def test_finish_records_the_measured_loss_and_pause():
     assert st["lastFailover"]["writePauseMs"] == 12 and st["leader"] == "follower-1"
     failed = failover.finish(d.status, T0, "error: target did not catch up")
     assert failed["lastFailover"]["result"].startswith("error") and failed.get("leader") != "follower-1"
+
+
+def test_followers_cut_off_in_the_tick_the_leader_dies_stay_candidates():
+    """The probes of one tick race with the leader's death: the leader answered, then its
+    streams were cut (followers reconnecting, not caught up). They were current a moment ago."""
+    sim = Sim()
+    sim.tick(HEALTHY)
+    sim.tick([leader(), follower(1, caught_up=False), follower(2, 990, caught_up=False)])
+    sim.run([DEAD, follower(1, caught_up=False), follower(2, 990, caught_up=False)], 40)
+    assert [p.new for _, p in sim.promotions] == ["follower-1"]
