@@ -66,8 +66,8 @@ def healthy(c: LocalCluster) -> bool:
 
 
 async def main(args: argparse.Namespace) -> None:
-    spec = merged(FAST, failover={"delay": args.delay}, server={"appendfsync": args.appendfsync},
-                  divergence={"gracePeriodSeconds": 60})
+    spec = merged(FAST, failover={"delay": args.delay, "maxFailoversPerHour": 100},
+                  server={"appendfsync": args.appendfsync}, divergence={"gracePeriodSeconds": 60})
     tmp = Path(tempfile.mkdtemp(prefix="failover-bench-"))
     cluster = LocalCluster(manifest(tmp, spec), StateDir(tmp / "state"))
     await cluster.start()

@@ -30,7 +30,8 @@ from local_lib import FAST, Writer, manifest, merged, write_manifest
 pytestmark = pytest.mark.timeout(240)
 
 DELAY = 2
-SPEC = merged(FAST, failover={"delay": DELAY}, divergence={"gracePeriodSeconds": 20})
+SPEC = merged(FAST, failover={"delay": DELAY, "maxFailoversPerHour": 10},
+              divergence={"gracePeriodSeconds": 20})
 ORDER = ["leader", "follower-1", "follower-2"]
 MIN_RECORD = 40  # bytes of the smallest `SET fleet w<n> POINT ..` record in the AOF
 
