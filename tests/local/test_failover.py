@@ -6,6 +6,7 @@ geoserver processes, under a Writer that logs every acknowledged write.
   within the reported bound (lastFailover.behindBytes), every member ends with the same AOF;
 - SIGSTOP of the leader (a partition stand-in): fenced, after SIGCONT it never takes a write;
 - `geocluster promote` and `status`, and `up` resuming with the new leader.
+- a leader back on an empty data dir: failed over, not followed.
 Thresholds are generous: two shared cores.
 """
 
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
@@ -212,3 +214,33 @@ def test_cli_promote_status_and_up_resumes_with_the_new_leader(tmp_path):
     finally:
         up.send_signal(signal.SIGINT)
         up.communicate(timeout=30)
+
+
+async def test_leader_back_on_an_empty_data_dir_is_failed_over_not_followed(running):
+    """A leader restarted on a wiped data dir (a lost PVC) answers, but with nothing: the
+    followers refuse its resync and keep the data; after the delay a follower is promoted, and
+    the empty ex-leader (fenced with READONLY first) full-resyncs from it."""
+    cluster = await running(SPEC)
+    lead = cluster.sup.leader
+    r = redis.Redis(port=lead.port, protocol=2)
+    for i in range(200):
+        r.execute_command("SET", "fleet", f"t{i}", "POINT", 33, -115)
+    await until(lambda: healthy(cluster) and all(
+        m.num_objects == 200 for m in cluster.members), 20, "replicated")
+    os.kill(lead.popen.pid, signal.SIGKILL)
+    lead.popen.wait(5)
+    shutil.rmtree(cluster.state.member_dir(lead.name))
+    cluster.sup.start(lead)  # back at once, as a kubelet would restart it on a new volume
+    await until(lambda: last_failover(cluster).get("result") == "ok", DELAY + 20, "failover")
+    rec = last_failover(cluster)
+    assert rec["old"] == lead.name and rec["kind"] == "failover" and "empty" in rec["reason"]
+    assert cluster.sup.leader is not lead and lead.role == "follower"
+    new = redis.Redis(port=cluster.sup.leader.port, protocol=2)
+    new.response_callbacks.clear()
+    assert new.execute_command("SCAN", "fleet", "COUNT") == 200
+    await until(lambda: healthy(cluster) and identical_aofs(cluster), 30, "the ex-leader resynced")
+    old = redis.Redis(port=lead.port, protocol=2)
+    old.response_callbacks.clear()
+    assert old.execute_command("SCAN", "fleet", "COUNT") == 200
+    with pytest.raises(redis.ResponseError, match="not the leader"):
+        old.execute_command("SET", "fleet", "x", "POINT", 1, 1)
