@@ -488,7 +488,12 @@ class LocalCluster:
         new_size = await aof_size(new)
         old.role, new.role = "follower", "leader"
         self.info["leader"] = new.name
-        behind = max(0, (old_size or 0) - (new_size or 0)) if pr.kind == "failover" else 0
+        if pr.kind == "switchover":
+            behind = 0  # the target had every byte before it was promoted
+        elif pr.old_reachable:  # an empty leader: what it took is lost, and what the target lacked
+            behind = max(pr.behind_bytes, old_size or 0)
+        else:  # the killed leader's file is the real end of what it acknowledged
+            behind = max(0, (old_size or 0) - (new_size or 0))
         status = failover.finish(self.status, self.clock.now(), "ok", behind_bytes=behind,
                                  write_pause_ms=pause_ms, leader=new.name)
         self.status = status
