@@ -500,14 +500,18 @@ class LocalCluster:
         self._persist()  # the new view before anyone follows it: a restarted `up` resumes it
         log.warning("%s: %s -> %s (%s); writes paused %d ms, new leader behind by %d bytes",
                     pr.kind, pr.old, pr.new, pr.reason, pause_ms, behind)
-        for p in self.sup.procs.values():
-            if p is not new and p.running:
-                p.wire = True  # FOLLOW now; _wire retries on a later tick if this fails
+        for p in self.sup.procs.values():  # the followers first, the old leader last
+            p.wire = p not in (new, old) and p.running  # FOLLOW now; retried on later ticks
         self.members = [replace(m, following=None) for m in self.members]
         await self._wire()
         if old.running:
-            with contextlib.suppress(Exception):
+            try:
+                host, port = new.address.split(":")
+                await send(old, "FOLLOW", host, port)
                 await send(old, "READONLY", "no")  # a follower now: it refuses writes anyway
+            except Exception as exc:  # stays READONLY (fenced) until a later FOLLOW succeeds
+                log.warning("%s: FOLLOW %s failed, stays read-only: %s", old.name, new.address, exc)
+                old.wire = True
         else:
             old.crashes = 0
             self.sup.start(old)  # comes back as a follower of the new leader (--follow)
@@ -554,6 +558,7 @@ class LocalCluster:
                                      ca_file=self.sup.ca_file)
                     log.info("%s: FOLLOW %s (was following %s)", m.name, leader, m.following or "nobody")
                 except probe.ProbeError as exc:
+                    p.wire = True  # again next tick
                     log.warning("%s: FOLLOW %s failed: %s", m.name, leader, exc)
 
     def _renew_certificates(self) -> None:
