@@ -1,6 +1,7 @@
 """Switchover and failover of the local runtime: write downtime and acknowledged-write loss.
 
-    python bench/failover_bench.py [--rounds 10] [--delay 2] [--objects 20000] [--appendfsync always]
+    python bench/failover_bench.py [--rounds 10] [--stop-rounds 3] [--delay 2] [--objects 20000]
+                                   [--appendfsync always]
 
 Runs `geocluster up`'s control loop in-process (real clock, 1 s probe interval) over real
 geoserver processes (a leader and two followers), preloads ``--objects`` points, and keeps one
@@ -12,6 +13,7 @@ Then, ``--rounds`` times each:
   2. kill -9 of the leader: time until the first write acknowledged by the new leader (target
      <= delay + 10 s), the bound the runtime reported (lastFailover.behindBytes) and the
      acknowledged writes actually lost.
+Then ``--stop-rounds`` times SIGSTOP of the leader (then SIGCONT): the same figures.
 Not a test: prints a Markdown table, never fails CI.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -77,7 +80,7 @@ async def main(args: argparse.Namespace) -> None:
     await until(lambda: healthy(cluster), 120)
     writer = Writer(cluster)
     writer.start()
-    switch, fail = [], []
+    switch, fail, stop = [], [], []
     try:
         for _ in range(args.rounds):
             await until(lambda: healthy(cluster) and len(writer.acked) > 50, 120)
@@ -105,6 +108,20 @@ async def main(args: argparse.Namespace) -> None:
             acked = {oid for oid, _, _ in writer.acked[:acked_before]}
             lost = len([o for o in writer.lost(cluster.sup.leader.port) if o in acked])
             fail.append((first[1] - killed, rec["behindBytes"], lost))
+        for _ in range(args.stop_rounds):  # SIGSTOP: a partition stand-in, fenced by SIGKILL
+            await until(lambda: healthy(cluster), 120)
+            old = cluster.sup.leader
+            old_pid, acked_before = old.popen.pid, len(writer.acked)
+            stopped = time.monotonic()
+            os.kill(old_pid, signal.SIGSTOP)
+            first = await until(lambda: writer.first_ack_after(stopped, not_by=old.name), args.delay + 30)  # noqa: B023
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(old_pid, signal.SIGCONT)
+            await until(lambda: healthy(cluster), 120)
+            rec = cluster.status["lastFailover"]
+            acked = {oid for oid, _, _ in writer.acked[:acked_before]}
+            lost = len([o for o in writer.lost(cluster.sup.leader.port) if o in acked])
+            stop.append((first[1] - stopped, rec["behindBytes"], lost))
     finally:
         writer.stop()
         stopping.set()
@@ -121,7 +138,12 @@ async def main(args: argparse.Namespace) -> None:
         ("kill -9: time to a write acked by the new leader (s)", [f[0] for f in fail]),
         ("kill -9: reported loss bound (behindBytes)", [f[1] for f in fail]),
         ("kill -9: acknowledged writes lost", [f[2] for f in fail]),
+        ("SIGSTOP: time to a write acked by the new leader (s)", [f[0] for f in stop]),
+        ("SIGSTOP: reported loss bound (behindBytes)", [f[1] for f in stop]),
+        ("SIGSTOP: acknowledged writes lost", [f[2] for f in stop]),
     ]:
+        if not values:
+            continue
         print(f"| {label} | {statistics.median(values):.1f} | {max(values):.1f} |")
 
 
@@ -129,6 +151,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--delay", type=int, default=2)
+    ap.add_argument("--stop-rounds", type=int, default=3)
     ap.add_argument("--objects", type=int, default=20_000)
     ap.add_argument("--appendfsync", default="always", choices=["always", "everysec", "no"])
     asyncio.run(main(ap.parse_args()))
