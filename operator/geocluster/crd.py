@@ -126,6 +126,8 @@ def _convert(node: dict[str, Any], defs: dict[str, Any], defaults: bool) -> dict
     out: dict[str, Any] = {k: v for k, v in node.items() if k not in _DROP}
     if not defaults:
         out.pop("default", None)
+    if "const" in out:  # a one-value Literal: OpenAPI v3.0 has no const
+        out["enum"] = [out.pop("const")]
     if "exclusiveMinimum" in out:
         out["minimum"], out["exclusiveMinimum"] = out["exclusiveMinimum"], True
     if "exclusiveMaximum" in out:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import ssl
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -97,9 +98,10 @@ def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     changes: dict[str, str] = {}
     if secret := res.build_auth_secret(cluster, secrets.token_urlsafe(32)):  # before the pods
         changes[f"Secret/{secret['metadata']['name']}"] = kube.create_if_absent(secret)
+    cert_missing = _apply_certificate(cluster, body, changes)  # before the pods, too
     changes.update({f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in res.build_all(cluster)})
     for kind, name in res.unwanted(cluster):  # e.g. a PDB turned off after it was created
-        changes[f"{kind}/{name}"] = kube.remove(kind, cluster.namespace, name)
+        changes[f"{kind}/{name}"] = kube.remove(kind, cluster.namespace, name)  # 404 = absent
     for obj, result in changes.items():
         if result.startswith("conflict: "):  # e.g. GeoCluster `a-readonly` vs `a`'s Service
             kopf.warn(body, reason="NameConflict",
@@ -120,7 +122,31 @@ def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         cluster.namespace, cluster.name
     ).get("phase"):
         patch["phase"] = "Pending"
+    if cert_missing:  # everything else is applied; retried, so installing cert-manager heals it
+        raise kopf.TemporaryError(cert_missing, delay=CERT_RETRY_SECONDS)
     kube.patch_status(cluster.namespace, cluster.name, patch)
+
+
+CERT_RETRY_SECONDS = 120
+
+
+def _apply_certificate(cluster: res.Cluster, body: kopf.Body, changes: dict[str, str]) -> str | None:
+    """Apply the cert-manager Certificate of spec.tls.issuerRef; when the API has no such kind
+    (cert-manager not installed) warn and return why, instead of failing the whole reconcile."""
+    cert = res.build_certificate(cluster)
+    if cert is None:
+        return None
+    try:
+        changes[f"Certificate/{cert['metadata']['name']}"] = kube.apply(cert)
+        return None
+    except kube.ApiException as exc:
+        if exc.status != 404:
+            raise
+    why = (f"cannot create Certificate {cert['metadata']['name']}: the API has no "
+           f"{res.CERT_MANAGER_API} certificates (is cert-manager installed?); spec.tls.issuerRef "
+           f"needs it, or use spec.tls.secretName; retrying every {CERT_RETRY_SECONDS} s")  # fmt: skip
+    kopf.warn(body, reason="CertManagerMissing", message=why)
+    return why
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, registry=REGISTRY)
@@ -139,7 +165,8 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     _last_probe[uid] = time.monotonic()
     cluster = res.Cluster.from_body(body, spec, OPERATOR_NAMESPACE)
     password, auth_error = await asyncio.to_thread(_password, cluster)
-    members = await _observe(cluster, password, auth_error)
+    tls, tls_error = await asyncio.to_thread(_tls, cluster)
+    members = await _observe(cluster, password, auth_error or tls_error, tls)
     decision = decide(
         spec,
         dict(body.get("status") or {}),
@@ -149,6 +176,7 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         generation=meta.get("generation"),
         triggers=_triggers(meta.get("annotations") or {}),
         auth_error=auth_error,
+        tls_error=tls_error,
         leader_aliases=frozenset({f"{res.leader_dns(cluster)}:{GEOSERVER_PORT}"}),
     )
     await _write_status(cluster, decision.status)
@@ -164,10 +192,10 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         if untriggered:
             status = await _failed(cluster, action, status, body, logger, untriggered)
         else:
-            status = await _act(cluster, members, action, status, body, logger, password)
+            status = await _act(cluster, members, action, status, body, logger, password, tls)
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-    metrics.record(cluster.namespace, cluster.name, [] if auth_error else members, decision)
+    metrics.record(cluster.namespace, cluster.name, [] if auth_error or tls_error else members, decision)
 
 
 async def _write_status(cluster: res.Cluster, status: dict[str, Any]) -> None:
@@ -184,9 +212,11 @@ def _triggers(annotations: dict[str, str]) -> Triggers:
     return Triggers.from_requests(requests, annotations.get(PAUSE_ANNOTATION, ""))
 
 
-async def _observe(cluster: res.Cluster, password: str | None, auth_error: str | None) -> list[probe.Member]:
-    """Pod IPs from the API (filtered client-side), then SERVER on each member. Without the
-    password nobody is probed: every member is a finding naming the Secret (nothing is judged)."""
+async def _observe(cluster: res.Cluster, password: str | None, auth_error: str | None,
+                   tls: ssl.SSLContext | None = None) -> list[probe.Member]:
+    """Pod IPs from the API (filtered client-side), then SERVER on each member (over TLS,
+    verified by pod DNS name, when spec.tls is set). Without the password or the TLS Secret
+    nobody is probed: every member is a finding naming the Secret (nothing is judged)."""
     pods = await asyncio.to_thread(kube.list_pods, cluster.namespace, res.selector(cluster))
     ips = {p["metadata"]["name"]: (p.get("status") or {}).get("podIP") for p in pods}
     targets: list[Any] = [(res.leader_pod(cluster), "leader", ips.get(res.leader_pod(cluster)))]
@@ -194,7 +224,25 @@ async def _observe(cluster: res.Cluster, password: str | None, auth_error: str |
     targets = [(n, r, f"{ip}:{GEOSERVER_PORT}" if ip else None) for n, r, ip in targets]
     if auth_error:
         return [probe.Member(n, r, a, reachable=False, error=auth_error) for n, r, a in targets]
-    return await probe.observe_all(targets, password, PROBE_TIMEOUT)
+    names = {n: res.pod_dns(cluster, n) for n, _, _ in targets}
+    return await probe.observe_all(targets, password, PROBE_TIMEOUT, tls=tls, server_names=names)
+
+
+def _tls(cluster: res.Cluster) -> tuple[ssl.SSLContext | None, str | None]:
+    """(context, None) trusting the TLS Secret's ca.crt (and presenting its certificate when
+    clients must), (None, why) when it cannot be read, (None, None) without spec.tls."""
+    name, tls = res.tls_secret_name(cluster), cluster.spec.tls
+    if name is None or tls is None:
+        return None, None
+    keys = ("ca.crt", "tls.crt", "tls.key") if tls.client_auth == "required" else ("ca.crt",)
+    try:
+        pem = kube.read_secret_keys(cluster.namespace, name, keys)
+        return probe.tls_context(pem["ca.crt"], pem.get("tls.crt"), pem.get("tls.key")), None
+    except Exception as exc:  # 404/403, a missing key, bad PEM: reported, never raised
+        why = f"{exc.status} {exc.reason}" if isinstance(exc, kube.ApiException) else repr(exc)
+        hint = (f" (the Certificate {res.certificate_name(cluster)} has not been issued yet?)"
+                if tls.issuer_ref is not None else "")  # fmt: skip
+        return None, f"TLS Secret {name!r} ({', '.join(keys)}) unavailable: {why}{hint}"
 
 
 def _password(cluster: res.Cluster) -> tuple[str | None, str | None]:
@@ -218,7 +266,8 @@ def _password(cluster: res.Cluster) -> tuple[str | None, str | None]:
         return None, f"Secret {ref.name!r} key {ref.key!r} unavailable: {why}"
 
 
-async def _act(cluster, members, action: Action, status, body, logger, password) -> dict[str, Any]:
+async def _act(cluster, members, action: Action, status, body, logger, password,
+               tls: ssl.SSLContext | None = None) -> dict[str, Any]:
     """Carry out one action; on failure record it in status and as a Warning."""
     address = next((m.address for m in members if m.name == action.member), None)
     try:
@@ -227,7 +276,8 @@ async def _act(cluster, members, action: Action, status, body, logger, password)
         elif address is None:
             raise probe.ProbeError(f"{action.member} has no address")
         else:
-            await probe.start_action(address, action.kind, password)
+            await probe.start_action(address, action.kind, password, tls=tls,
+                                     server_name=res.pod_dns(cluster, action.member))
         logger.info("%s %s: started (%s)", action.kind, action.member, action.reason)
         return status
     except Exception as exc:  # any failure to start is recorded, never crashes the timer

@@ -47,8 +47,30 @@ def _to_dict(obj: Any) -> dict[str, Any]:
     return api().sanitize_for_serialization(obj)
 
 
+# Kinds of other projects' CRDs we create: (group, version, plural). Their API may be absent
+# (cert-manager not installed): calls then fail with 404, which callers report.
+CUSTOM = {"Certificate": ("cert-manager.io", "v1", "certificates")}
+
+
+def _custom_ops(kind: str, verbs: tuple[str, ...]):
+    """The ``_ops`` signatures (``create(ns, body)``, ``read(name, ns)``, ``patch(name, ns,
+    body, _content_type=)``, ``delete(name, ns)``) over CustomObjectsApi."""
+    objs, (group, version, plural) = client.CustomObjectsApi(api()), CUSTOM[kind]
+    table = {
+        "create": lambda ns, body: objs.create_namespaced_custom_object(group, version, ns, plural, body),
+        "read": lambda name, ns: objs.get_namespaced_custom_object(group, version, ns, plural, name),
+        "patch": lambda name, ns, body, **kw: objs.patch_namespaced_custom_object(
+            group, version, ns, plural, name, body, **kw
+        ),
+        "delete": lambda name, ns: objs.delete_namespaced_custom_object(group, version, ns, plural, name),
+    }
+    return tuple(table[verb] for verb in verbs)
+
+
 def _ops(kind: str, verbs: tuple[str, ...] = ("create", "read", "patch")):
     """Bound API methods (create, read, patch by default) for a kind we manage."""
+    if kind in CUSTOM:
+        return _custom_ops(kind, verbs)
     core, apps, policy = client.CoreV1Api(api()), client.AppsV1Api(api()), client.PolicyV1Api(api())
     table = {
         "ConfigMap": (core, "config_map"),
@@ -199,10 +221,15 @@ def delete_pod(namespace: str, name: str) -> None:
 
 
 def read_secret_key(namespace: str, name: str, key: str) -> str:
+    return read_secret_keys(namespace, name, (key,))[key]
+
+
+def read_secret_keys(namespace: str, name: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """Decoded values of some keys of one Secret (one read); KeyError names a missing key."""
     import base64
 
-    secret = client.CoreV1Api(api()).read_namespaced_secret(name, namespace)
-    return base64.b64decode((secret.data or {})[key]).decode()
+    data = client.CoreV1Api(api()).read_namespaced_secret(name, namespace).data or {}
+    return {key: base64.b64decode(data[key]).decode() for key in keys}
 
 
 def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:

@@ -200,6 +200,7 @@ class _Tick:
     budget_blocked: str | None = None
     budget_unjudged: bool = False  # repairs were not weighed against the budget this tick
     auth_error: str | None = None
+    tls_error: str | None = None
     leader_aliases: frozenset[str] = frozenset()
     failover_blocked: tuple[str, str] | None = None
 
@@ -227,11 +228,13 @@ def decide(
     generation: int | None = None,
     triggers: Triggers = Triggers(),
     auth_error: str | None = None,
+    tls_error: str | None = None,
     leader_aliases: frozenset[str] = frozenset(),
     failover_blocked: tuple[str, str] | None = None,
 ) -> Decision:
     """One tick of the policy. See the module docstring for the rules. ``auth_error``: the
-    members could not be probed because the auth Secret is unavailable (Degraded).
+    members could not be probed because the auth Secret is unavailable (Degraded); ``tls_error``
+    the same for the TLS Secret (spec.tls).
     ``leader_aliases``: what followers may follow besides the leader's probed address.
     ``failover_blocked``: (reason, message) of a failover that is due but may not happen
     (``failover.decide``), reported as Degraded."""
@@ -240,8 +243,8 @@ def decide(
     leader = next((m for m in members if m.role == "leader"), None)
     followers = sorted((m for m in members if m.role == "follower"), key=lambda m: m.name)
     t = _Tick(
-        spec, st, now, leader, followers, triggers, auth_error=auth_error, leader_aliases=leader_aliases,
-        failover_blocked=failover_blocked,
+        spec, st, now, leader, followers, triggers, auth_error=auth_error, tls_error=tls_error,
+        leader_aliases=leader_aliases, failover_blocked=failover_blocked,
     )
     _refresh_members(t)
     st.repair_history = [h for h in st.repair_history if _ago(h, now) < HOUR]
@@ -571,7 +574,7 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
         cond.Verdict(cond.READY, ready, reason, message),
         cond.Verdict(cond.PROGRESSING, bool(busy), busy or ("Paused" if paused else "Idle")),
         _degraded(leader_ok or leader_waiting, gave_up, _budget_blocked(t, previous), t.auth_error,
-                  t.failover_blocked),
+                  t.failover_blocked, t.tls_error),
     ]
     st.conditions = cond.merge(st.conditions, verdicts, t.stamp, generation)
     for c in cond.changed(previous, st.conditions):
@@ -598,9 +601,11 @@ def _budget_blocked(t: _Tick, previous: list) -> str | None:
 
 
 def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None, auth: str | None,
-              failover: tuple[str, str] | None = None) -> cond.Verdict:
+              failover: tuple[str, str] | None = None, tls: str | None = None) -> cond.Verdict:
     if auth:
         return cond.Verdict(cond.DEGRADED, True, "AuthSecretUnavailable", auth)
+    if tls:
+        return cond.Verdict(cond.DEGRADED, True, "TLSSecretUnavailable", tls)
     if failover:
         return cond.Verdict(cond.DEGRADED, True, *failover)
     if gave_up:

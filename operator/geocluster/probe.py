@@ -5,7 +5,10 @@ string ``{"ok":true,...}`` or ``{"ok":false,"err":"..."}``. ``SERVER`` returns `
 ``aof_size``, ``aof_shrinking``, ``last_shrink_time``, ``last_shrink_result``, ``resyncs`` and,
 on followers, ``following`` and ``caught_up``. ``AOFSHRINK`` and ``RESYNC`` return at once and
 work in the background. An unreachable member is a finding (``reachable=False``), never raised.
-With ``ca_file`` the connection is TLS, verifying the member's certificate with that CA.
+With ``ca_file`` the connection is TLS, verifying the member's certificate with that CA (the
+local runtime: by the address's host). With ``tls`` (a context from :func:`tls_context`, on
+Kubernetes) it is TLS too, dialing the pod IP but verifying the certificate by ``server_name``
+(the member's pod DNS name: certificates name pods, not their changing IPs).
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
+import ssl
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 
 import orjson
@@ -38,14 +46,58 @@ class ProbeError(Exception):
     """A member answered with an error, or could not be reached, for an action."""
 
 
+def tls_context(ca_pem: str, cert_pem: str | None = None, key_pem: str | None = None) -> ssl.SSLContext:
+    """A client context trusting ``ca_pem`` only, checking host names, presenting
+    ``cert_pem``/``key_pem`` when given (members that require client certificates).
+    ssl.SSLError (an OSError) or ValueError when the PEM is not usable."""
+    context = ssl.create_default_context(cadata=ca_pem)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_pem and key_pem:
+        _load_chain(context, cert_pem, key_pem)
+    return context
+
+
+def _load_chain(context: ssl.SSLContext, cert_pem: str, key_pem: str) -> None:
+    """load_cert_chain wants files: anonymous memory files where Linux has them (the key never
+    touches a disk), else a private temporary directory removed at once."""
+    if hasattr(os, "memfd_create"):
+        fds = [os.memfd_create("geocluster-tls", 0) for _ in range(2)]
+        try:
+            for fd, pem in zip(fds, (cert_pem, key_pem), strict=True):
+                os.write(fd, pem.encode())
+            context.load_cert_chain(f"/proc/self/fd/{fds[0]}", f"/proc/self/fd/{fds[1]}")
+        finally:
+            for fd in fds:
+                os.close(fd)
+        return
+    with tempfile.TemporaryDirectory() as tmp:  # mode 0700
+        cert, key = Path(tmp, "tls.crt"), Path(tmp, "tls.key")
+        cert.write_text(cert_pem)
+        key.write_text(key_pem)
+        context.load_cert_chain(cert, key)
+
+
+class _NamedTLSConnection(aioredis.Connection):
+    """TCP to the address given, TLS with a prepared context, verified by ``server_hostname``."""
+
+    def __init__(self, *, tls_context: ssl.SSLContext, server_hostname: str, **kwargs: Any):
+        self._tls_context, self._server_hostname = tls_context, server_hostname
+        super().__init__(**kwargs)
+
+    def _connection_arguments(self) -> Mapping:
+        return {**super()._connection_arguments(), "ssl": self._tls_context,
+                "server_hostname": self._server_hostname}  # fmt: skip
+
+
 class Client:
     """One connection to one geoserver, in JSON output mode."""
 
     def __init__(self, address: str, password: str | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 ca_file: str | None = None):
+                 ca_file: str | None = None, tls: ssl.SSLContext | None = None,
+                 server_name: str | None = None):
         host, _, port = address.rpartition(":")
         self.address, self.password, self.timeout = address, password, timeout
-        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": ca_file} if ca_file else {}
+        ca_tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": ca_file} if ca_file else {}
         self._redis = aioredis.Redis(
             host=host,
             port=int(port),
@@ -57,8 +109,12 @@ class Client:
             # into a TimeoutError after the whole timeout; the next tick is the retry
             retry=Retry(NoBackoff(), 0),
             **_NO_CLIENT_SETINFO,
-            **tls,
+            **ca_tls,
         )
+        if tls is not None:  # the pool makes its connection on first use, with these
+            pool = self._redis.connection_pool
+            pool.connection_class = _NamedTLSConnection
+            pool.connection_kwargs.update(tls_context=tls, server_hostname=server_name or host)
         self._redis.response_callbacks.clear()  # replies are JSON strings, never redis-py types
 
     async def __aenter__(self) -> Client:
@@ -105,12 +161,14 @@ async def observe(
     password: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     ca_file: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    server_name: str | None = None,
 ) -> Member:
     """SERVER of one member as a policy observation; failures become reachable=False."""
     if not address:
         return Member(name, role, None, reachable=False, error="no pod IP yet")
     try:
-        async with Client(address, password, timeout, ca_file) as client:
+        async with Client(address, password, timeout, ca_file, tls, server_name) as client:
             stats = (await client.command("SERVER"))["stats"]
     except (ProbeError, KeyError) as exc:
         log.debug("probe of %s failed: %s", name, exc)
@@ -142,22 +200,30 @@ async def observe_all(
     password: str | None = None,
     timeout: float = DEFAULT_TIMEOUT,
     ca_file: str | None = None,
+    tls: ssl.SSLContext | None = None,
+    server_names: Mapping[str, str] | None = None,
 ) -> list[Member]:
-    """Probe every (name, role, address) concurrently."""
-    return list(await asyncio.gather(*(observe(n, r, a, password, timeout, ca_file) for n, r, a in targets)))
+    """Probe every (name, role, address) concurrently; with ``tls``, member ``n`` is verified
+    by ``server_names[n]``."""
+    names = server_names or {}
+    return list(await asyncio.gather(*(observe(n, r, a, password, timeout, ca_file, tls, names.get(n))
+                                       for n, r, a in targets)))  # fmt: skip
 
 
 ACTION_COMMANDS = {"shrink": "AOFSHRINK", "resync": "RESYNC"}
 
 
 async def start_action(address: str, kind: str, password: str | None = None,
-                       ca_file: str | None = None) -> None:
+                       ca_file: str | None = None, tls: ssl.SSLContext | None = None,
+                       server_name: str | None = None) -> None:
     """Start a policy action on a member: it replies at once and works in the background."""
-    await send(address, ACTION_COMMANDS[kind], password=password, ca_file=ca_file)
+    await send(address, ACTION_COMMANDS[kind], password=password, ca_file=ca_file, tls=tls,
+               server_name=server_name)
 
 
 async def send(address: str, *args: str, password: str | None = None, timeout: float = 5.0,
-               ca_file: str | None = None):
+               ca_file: str | None = None, tls: ssl.SSLContext | None = None,
+               server_name: str | None = None):
     """Run one command (AOFSHRINK, RESYNC, ...) on one member; raise ProbeError on failure."""
-    async with Client(address, password, timeout, ca_file) as client:
+    async with Client(address, password, timeout, ca_file, tls, server_name) as client:
         return await client.command(*args)

@@ -19,6 +19,7 @@ from .spec import (
     GeoClusterSpec,
     NetworkPolicyPeer,
     SecretKeyRef,
+    TLSSpec,
     dump,
 )
 
@@ -29,6 +30,9 @@ REQUIREPASS_ENV = "GEOSERVER_REQUIREPASS"
 LEADERAUTH_ENV = "GEOSERVER_LEADERAUTH"
 UID = 10001
 PASSWORD_KEY = "password"
+TLS_DIR = "/etc/geoserver/tls"  # the TLS Secret's keys as files: tls.crt, tls.key, ca.crt
+CLIENT_AUTH = {"none": "no", "optional": "optional", "required": "yes"}  # -> tls-auth-clients
+CERT_MANAGER_API = "cert-manager.io/v1"
 # Labels the chart and manifests put on the operator's pod: the NetworkPolicy admits its probes.
 OPERATOR_POD_LABELS = {"app.kubernetes.io/part-of": "geocluster", "app.kubernetes.io/component": "operator"}
 
@@ -93,9 +97,28 @@ def auth_ref(c: Cluster) -> SecretKeyRef | None:
     return None
 
 
+def pod_dns(c: Cluster, pod: str) -> str:
+    """Stable DNS name of a member pod (via the headless Service)."""
+    return f"{pod}.{headless_name(c)}.{c.namespace}.svc.{c.spec.cluster_domain}"
+
+
 def leader_dns(c: Cluster) -> str:
-    """Stable DNS name of the leader pod (via the headless Service)."""
-    return f"{leader_pod(c)}.{headless_name(c)}.{c.namespace}.svc.{c.spec.cluster_domain}"
+    """Stable DNS name of the leader pod: what followers follow (and, with TLS, verify)."""
+    return pod_dns(c, leader_pod(c))
+
+
+def tls_secret_name(c: Cluster) -> str | None:
+    """The Secret the members' certificate is in: spec.tls.secretName, or ``<name>-tls``
+    that cert-manager fills for issuerRef; None without TLS."""
+    tls = c.spec.tls
+    if tls is None:
+        return None
+    return tls.secret_name or certificate_name(c)
+
+
+def certificate_name(c: Cluster) -> str:
+    """The cert-manager Certificate (and its Secret) the operator creates for issuerRef."""
+    return f"{c.name}-tls"
 
 
 def selector(c: Cluster, role: str | None = None) -> dict[str, str]:
@@ -145,9 +168,55 @@ def geoserver_args(c: Cluster, role: str) -> list[str]:
     args += ["--appendfsync", s.server.appendfsync]
     if s.metrics.enabled:
         args += ["--metrics-addr", f"0.0.0.0:{s.metrics.port}"]
+    if s.tls is not None:
+        args += _tls_args(s.tls)
     if role == "follower":
         args += ["--follow", f"{leader_dns(c)}:{GEOSERVER_PORT}"]
     return args + list(s.server.extra_args)
+
+
+def _tls_args(tls: TLSSpec) -> list[str]:
+    """TLS-only port, replication over TLS verifying the leader's DNS name with ca.crt, and
+    the files of the mounted Secret (reloaded when kubelet updates them)."""
+    return [
+        "--tls-cert-file", f"{TLS_DIR}/tls.crt",
+        "--tls-key-file", f"{TLS_DIR}/tls.key",
+        "--tls-ca-cert-file", f"{TLS_DIR}/ca.crt",
+        "--tls-auth-clients", CLIENT_AUTH[tls.client_auth],
+        "--tls-replication", "yes",
+    ]  # fmt: skip
+
+
+# An exec readiness probe for TLS with required client certificates and no metrics port: the
+# kubelet's httpGet can present no client certificate. The container's own python, stdlib
+# only; HEALTHZ over RESP on loopback with the pod's own certificate, as a member would.
+_EXEC_HEALTHZ = (
+    "import socket,ssl,sys\n"
+    "d=sys.argv[1]\n"
+    "c=ssl.create_default_context(cafile=d+'/ca.crt')\n"
+    "c.check_hostname=False\n"
+    "c.load_cert_chain(d+'/tls.crt',d+'/tls.key')\n"
+    "s=c.wrap_socket(socket.create_connection(('127.0.0.1',int(sys.argv[2])),3))\n"
+    "s.sendall(b'*1\\r\\n$7\\r\\nHEALTHZ\\r\\n')\n"
+    "r=s.recv(256)\n"
+    "sys.exit(0 if r.startswith(b'+') or b'\"ok\":true' in r else 1)\n"
+)
+
+
+def readiness_probe(c: Cluster) -> dict[str, Any]:
+    """HEALTHZ as the kubelet can reach it: /healthz on the geoserver port (HTTPS with TLS:
+    the kubelet does not verify), or on the plaintext metrics listener when TLS asks for
+    client certificates, or an exec of HEALTHZ with the pod's own certificate without one."""
+    s = c.spec
+    timing = {"periodSeconds": 5, "failureThreshold": 3}
+    if s.tls is None:
+        return {"httpGet": {"path": "/healthz", "port": "geoserver"}, **timing}
+    if s.metrics.enabled:  # the metrics listener serves /healthz too, always plaintext
+        return {"httpGet": {"path": "/healthz", "port": "metrics"}, **timing}
+    if s.tls.client_auth != "required":
+        return {"httpGet": {"path": "/healthz", "port": "geoserver", "scheme": "HTTPS"}, **timing}
+    command = ["python", "-c", _EXEC_HEALTHZ, TLS_DIR, str(GEOSERVER_PORT)]
+    return {"exec": {"command": command}, "timeoutSeconds": 5, **timing}
 
 
 def _container(c: Cluster, role: str) -> dict[str, Any]:
@@ -161,12 +230,9 @@ def _container(c: Cluster, role: str) -> dict[str, Any]:
         "imagePullPolicy": s.image_pull_policy,
         "args": geoserver_args(c, role),
         "ports": ports,
-        "readinessProbe": {
-            "httpGet": {"path": "/healthz", "port": "geoserver"},
-            "periodSeconds": 5,
-            "failureThreshold": 3,
-        },
-        # TCP, not /healthz: a follower catching up is not ready, but must not be killed.
+        "readinessProbe": readiness_probe(c),
+        # TCP, not /healthz: a follower catching up is not ready, but must not be killed (with
+        # TLS too: the connection is opened and closed, no handshake is needed).
         "livenessProbe": {
             "tcpSocket": {"port": "geoserver"},
             "initialDelaySeconds": 10,
@@ -186,6 +252,8 @@ def _container(c: Cluster, role: str) -> dict[str, Any]:
             **(s.security_context.container or {}),
         },
     }
+    if s.tls is not None:
+        container["volumeMounts"].append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
     if s.resources:
         container["resources"] = s.resources
     # always set (empty without auth): geoserver prefers a given password, even empty, over the
@@ -231,6 +299,9 @@ def _pod_spec(c: Cluster, role: str) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
     }
+    if (secret := tls_secret_name(c)) is not None:
+        # 0440 + fsGroup: readable by geoserver (uid/gid 10001), the key by nobody else
+        pod["volumes"].append({"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440}})
     if affinity := _affinity(c):
         pod["affinity"] = affinity
     if s.scheduling.topology_spread:
@@ -360,6 +431,39 @@ def build_auth_secret(c: Cluster, password: str) -> dict[str, Any] | None:
     }
 
 
+def tls_dns_names(c: Cluster) -> list[str]:
+    """Every name a client, a follower or the operator may verify a member by: each pod (the
+    wildcard under the headless Service, so scaling needs no new certificate), the headless,
+    read-write and read-only Services in all their short forms, and localhost."""
+    domain = f"{c.namespace}.svc.{c.spec.cluster_domain}"
+    names = [f"*.{headless_name(c)}.{domain}", f"{headless_name(c)}.{domain}"]
+    for service in (c.name, f"{c.name}-readonly"):
+        names += [service, f"{service}.{c.namespace}", f"{service}.{c.namespace}.svc", f"{service}.{domain}"]
+    return [*names, "localhost"]
+
+
+def build_certificate(c: Cluster) -> dict[str, Any] | None:
+    """The cert-manager Certificate for spec.tls.issuerRef (server and client usages: members
+    present it to each other as clients too), or None without one."""
+    tls = c.spec.tls
+    if tls is None or tls.issuer_ref is None:
+        return None
+    return {
+        "apiVersion": CERT_MANAGER_API,
+        "kind": "Certificate",
+        "metadata": _meta(c, certificate_name(c), None),
+        "spec": {
+            "secretName": certificate_name(c),
+            "secretTemplate": {"labels": labels(c)},
+            "issuerRef": dump(tls.issuer_ref),
+            "dnsNames": tls_dns_names(c),
+            "ipAddresses": ["127.0.0.1"],
+            "usages": ["digital signature", "server auth", "client auth"],  # ECDSA: no key encipherment
+            "privateKey": {"algorithm": "ECDSA", "size": 256, "rotationPolicy": "Always"},
+        },
+    }
+
+
 def _peers(peers: list[NetworkPolicyPeer]) -> list[dict[str, Any]]:
     return [dump(p) for p in peers]
 
@@ -405,12 +509,15 @@ def unwanted(c: Cluster) -> list[tuple[str, str]]:
         out.append(("PodDisruptionBudget", c.name))
     if not c.spec.network_policy.enabled:
         out.append(("NetworkPolicy", c.name))
+    if c.spec.tls is None or c.spec.tls.issuer_ref is None:
+        out.append(("Certificate", certificate_name(c)))
     return out
 
 
 def build_all(c: Cluster) -> list[dict[str, Any]]:
-    """Every desired object but the generated Secret, in apply order (Services and the
-    NetworkPolicy before the StatefulSets whose pods they serve and guard)."""
+    """Every desired object but the generated Secret and the Certificate (applied first, on
+    their own: cert-manager may be missing), in apply order (Services and the NetworkPolicy
+    before the StatefulSets whose pods they serve and guard)."""
     objs = [
         build_configmap(c),
         build_headless_service(c),

@@ -86,6 +86,13 @@ OWNED_FLAGS = {
     "--leaderauth": "use spec.server.authSecretRef or generatePassword",
     "--appendfsync": "use spec.server.appendfsync",
     "--metrics-addr": "use spec.metrics",
+    "--tls-port": "use spec.tls",
+    "--tls-cert-file": "use spec.tls",
+    "--tls-key-file": "use spec.tls",
+    "--tls-ca-cert-file": "use spec.tls",
+    "--tls-auth-clients": "use spec.tls.clientAuth",
+    "--tls-replication": "use spec.tls",
+    "--tls-reload-interval": "use spec.tls",
 }
 OWNED_SHORT_FLAGS = {"-H": "--host", "-p": "--port", "-d": "--dir"}
 _NO_VALUE_SHORT = set("qv")  # geoserver's short flags without a value (-q, -v) may be bundled
@@ -131,7 +138,7 @@ class ServerSpec(_Model):
         default_factory=list,
         description="Extra command-line arguments appended to geoserver's. Flags the operator "
         "sets (--host/-H, --port/-p, --dir/-d, --follow, --requirepass, --leaderauth, "
-        "--appendfsync, --metrics-addr) are refused.",
+        "--appendfsync, --metrics-addr and every --tls-* flag) are refused.",
     )
 
     @field_validator("extra_args")
@@ -411,6 +418,59 @@ class FailoverSpec(_Model):
     )
 
 
+TLS_SECRET_KEYS = ("tls.crt", "tls.key", "ca.crt")
+
+
+class IssuerRef(_Model):
+    """A cert-manager issuer (cert-manager.io/v1 ObjectReference) that signs the members'
+    certificate."""
+
+    name: str = Field(description="Name of the Issuer or ClusterIssuer.", min_length=1, max_length=253)
+    kind: Literal["Issuer", "ClusterIssuer"] = Field(
+        default="Issuer",
+        description="Issuer (in the GeoCluster's namespace) or ClusterIssuer (cluster-wide).",
+    )
+    group: Literal["cert-manager.io"] = Field(
+        default="cert-manager.io", description="API group of the issuer: cert-manager.io."
+    )
+
+
+class TLSSpec(_Model):
+    """TLS on the geoserver port (RESP and HTTP) and for replication, and the operator's
+    probes over TLS verifying ca.crt. Give exactly one of secretName and issuerRef."""
+
+    secret_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="An existing Secret (type kubernetes.io/tls) in this namespace with tls.crt, "
+        "tls.key and ca.crt; the certificate must name the members' pod DNS names "
+        "(*.<name>-members.<namespace>.svc.<clusterDomain>), since followers and the "
+        "operator verify them by those names. Renewals written into it are picked up "
+        "without restarts.",
+    )
+    issuer_ref: IssuerRef | None = Field(
+        default=None,
+        description="A cert-manager Issuer or ClusterIssuer: the operator creates the "
+        "Certificate <name>-tls (cert-manager.io/v1, owned by this GeoCluster) for the pod "
+        "and Service DNS names and localhost, into the Secret <name>-tls. The issuer must "
+        "fill ca.crt (CA, SelfSigned or Vault issuers do; ACME does not). Needs cert-manager.",
+    )
+    client_auth: Literal["none", "optional", "required"] = Field(
+        default="none",
+        description="Client certificates (geoserver's tls-auth-clients): none = not asked for; "
+        "optional = verified against ca.crt when sent; required = every client must present "
+        "one signed by ca.crt (the members and the operator use the Secret's own "
+        "certificate).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TLSSpec:
+        if (self.secret_name is None) == (self.issuer_ref is None):
+            raise ValueError("give exactly one of secretName and issuerRef")
+        return self
+
+
 class GeoClusterSpec(_Model):
     """Desired state: one leader and N followers of geoserver, and how to keep them healthy."""
 
@@ -441,6 +501,11 @@ class GeoClusterSpec(_Model):
     metrics: MetricsSpec = Field(default_factory=MetricsSpec, description="Metrics endpoint.")
     network_policy: NetworkPolicySpec = Field(
         default_factory=NetworkPolicySpec, description="NetworkPolicy admitting connections to members."
+    )
+    tls: TLSSpec | None = Field(
+        default=None,
+        description="TLS for clients, replication and the operator's probes (from a Secret or a "
+        "cert-manager issuer); unset = plaintext.",
     )
     cluster_domain: str = Field(default="cluster.local", description="DNS domain of the Kubernetes cluster.")
     paused: bool = Field(

@@ -67,6 +67,9 @@ class KopfEmulator(k8s.KubernetesEmulator):
     _rv = 0
     # (method, path part, seconds): slow answers, to make races between handlers deterministic
     delays: tuple[tuple[str, str, float], ...] = ()
+    # path prefixes of APIs this "cluster" lacks (e.g. cert-manager's, when it is not
+    # installed): every request there gets a 404, as from an API server without the CRD
+    absent_apis: tuple[str, ...] = ()
 
     def _next_rv(self) -> str:
         KopfEmulator._rv += 1
@@ -76,6 +79,8 @@ class KopfEmulator(k8s.KubernetesEmulator):
         for method, part, seconds in self.delays:
             if request.method.value.upper() == method and part in request.url.path:
                 await asyncio.sleep(seconds)
+        if any(request.url.path.startswith(prefix) for prefix in self.absent_apis):
+            raise k8s.KubernetesObjectNotFoundError()
         if request.resource is not None and isinstance(request.data, dict):
             meta = request.data.setdefault("metadata", {})
             if request.action == kmock_lib.action.CREATE:
@@ -119,17 +124,20 @@ class Members:
         self.tmp, self.procs, self.cmd = tmp, {}, geoserver_command()
 
     def start(
-        self, name: str, ip: str, follow: str | None = None, fresh: bool = False, password: str = ""
+        self, name: str, ip: str, follow: str | None = None, fresh: bool = False, password: str = "",
+        args: tuple[str, ...] = (),
     ) -> None:
         """Start a member; ``fresh`` = a new data dir (a pod with a new volume); ``password``
-        arrives in the environment, as the pod template's secretKeyRef env gives it."""
+        arrives in the environment, as the pod template's secretKeyRef env gives it; ``args``
+        are more flags (e.g. the TLS ones the pod template passes)."""
         data = self.tmp / (f"{name}-{time.monotonic_ns()}" if fresh else name)
         data.mkdir(exist_ok=True)
-        args = [*self.cmd, "--host", ip, "--port", str(PORT), "--dir", str(data)]
+        command = [*self.cmd, "--host", ip, "--port", str(PORT), "--dir", str(data)]
         if follow:
-            args += ["--follow", follow]
+            command += ["--follow", follow]
+        command += args
         env = {**os.environ, "GEOSERVER_REQUIREPASS": password, "GEOSERVER_LEADERAUTH": password}
-        self.procs[name] = subprocess.Popen(args, stdout=subprocess.DEVNULL, env=env)
+        self.procs[name] = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):

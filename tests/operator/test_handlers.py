@@ -4,6 +4,7 @@ replaced by recorders (the end-to-end behaviour is in test_operator*.py)."""
 from __future__ import annotations
 
 import logging
+import ssl
 from typing import Any
 
 import kopf
@@ -23,6 +24,7 @@ class Recorder:
 
     def __init__(self, monkeypatch, fail: tuple[str, ...] = ()):
         self.calls: list[tuple[str, Any]] = []
+        self.tls: list[tuple[str, Any, Any]] = []  # (call, ssl context, server name(s))
         self.status: dict[str, Any] = {}
         self.fail = fail
 
@@ -48,12 +50,16 @@ class Recorder:
 
         monkeypatch.setattr(kube, "patch_status", patch_status)
 
-        async def observe_all(targets, password=None, timeout=None, ca_file=None):
+        async def observe_all(targets, password=None, timeout=None, ca_file=None, tls=None,
+                              server_names=None):
             self.calls.append(("observe_all", (password,)))
+            self.tls.append(("observe_all", tls, dict(server_names or {})))
             return [LEADER, *FOLLOWERS]
 
-        async def send(address, *args, password=None, timeout=5.0, ca_file=None):
+        async def send(address, *args, password=None, timeout=5.0, ca_file=None, tls=None,
+                       server_name=None):
             self.calls.append(("send", (address, *args)))
+            self.tls.append(("send", tls, server_name))
             if "send" in self.fail:
                 raise probe.ProbeError("send failed")
             return {"ok": True}
@@ -134,3 +140,58 @@ async def test_timer_never_writes_observed_generation(monkeypatch):
     await handlers.tick(b, LOG)
     writes = [args[0] for name, args in rec.calls if name == "patch_status"]
     assert writes and all("observedGeneration" not in w for w in writes)
+
+
+# --- spec.tls: the TLS Secret's ca.crt is read per tick; probes verify pod DNS names ----------
+
+TLS = {"tls": {"secretName": "gc-certs"}}
+
+
+def tls_secret(monkeypatch, tmp_path, rec: Recorder, keys=("ca.crt",)) -> None:
+    """kube.read_secret_keys answering from a real throw-away CA (and leaf)."""
+    from tlscerts import CA
+
+    ca = CA(tmp_path)
+    leaf = ca.issue("gc", (f"*.gc-members.{NS}.svc.cluster.local",))
+    files = {"ca.crt": ca.path, "tls.crt": leaf.cert, "tls.key": leaf.key}
+
+    def read(ns: str, name: str, wanted: tuple[str, ...]) -> dict[str, str]:
+        rec.calls.append(("read_secret_keys", (name, wanted)))
+        return {k: files[k].read_text() for k in wanted if k in keys}
+
+    monkeypatch.setattr(kube, "read_secret_keys", read)
+
+
+async def test_tls_probes_and_actions_verify_the_pod_dns_names(monkeypatch, tmp_path):
+    rec = Recorder(monkeypatch)
+    tls_secret(monkeypatch, tmp_path, rec)
+    await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}, spec=TLS), LOG)
+    assert ("read_secret_keys", ("gc-certs", ("ca.crt",))) in rec.calls  # no key without clientAuth
+    (_, context, names), (_, send_context, send_name) = rec.tls
+    assert isinstance(context, ssl.SSLContext) and context.check_hostname
+    assert context.verify_mode == ssl.CERT_REQUIRED and send_context is context
+    assert names == {f"gc-{m}": f"gc-{m}.gc-members.{NS}.svc.cluster.local"
+                     for m in ("leader-0", "follower-0", "follower-1")}  # fmt: skip
+    assert send_name == f"gc-leader-0.gc-members.{NS}.svc.cluster.local"  # the shrink on the leader
+
+
+async def test_tls_required_client_auth_presents_the_secret_certificate(monkeypatch, tmp_path):
+    rec = Recorder(monkeypatch)
+    tls_secret(monkeypatch, tmp_path, rec, keys=("ca.crt", "tls.crt", "tls.key"))
+    spec = {"tls": {"secretName": "gc-certs", "clientAuth": "required"}}
+    await handlers.tick(body(spec=spec), LOG)
+    assert ("read_secret_keys", ("gc-certs", ("ca.crt", "tls.crt", "tls.key"))) in rec.calls
+    assert isinstance(rec.tls[0][1], ssl.SSLContext)
+
+
+@pytest.mark.parametrize("keys", [(), ("tls.crt",)], ids=["no-secret", "no-ca.crt"])
+async def test_unreadable_tls_secret_is_degraded_and_nobody_is_probed(monkeypatch, tmp_path, keys):
+    rec = Recorder(monkeypatch)
+    tls_secret(monkeypatch, tmp_path, rec, keys=keys)
+    spec = {"tls": {"issuerRef": {"name": "ca"}}}  # the Secret is cert-manager's gc-tls
+    await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}, spec=spec), LOG)
+    degraded = next(c for c in rec.status["conditions"] if c["type"] == "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "TLSSecretUnavailable"
+    assert "'gc-tls'" in degraded["message"] and "Certificate gc-tls" in degraded["message"]
+    assert "observe_all" not in rec.names() and "send" not in rec.names()  # never in plaintext
+    assert ("Warning", "TLSSecretUnavailable") in rec.events

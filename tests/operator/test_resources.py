@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pathlib
 
 import kubernetes_validate
@@ -131,7 +132,8 @@ def test_network_policy_peers_from_the_spec():
     ]  # members and the operator only; no metrics port
     off = cluster(networkPolicy={"enabled": False})
     assert r.build_network_policy(off) is None and ("NetworkPolicy", "fleet") in r.unwanted(off)
-    assert r.unwanted(cluster()) == []
+    # only a Certificate a former spec.tls.issuerRef made (a DELETE that finds none is "absent")
+    assert r.unwanted(cluster()) == [("Certificate", "fleet-tls")]
 
 
 def test_auth_from_secret_without_leaking_it():
@@ -203,3 +205,108 @@ def test_quantities_compare_by_value_as_the_api_server_stores_them():
     assert not is_subset({"storage": "1Gi"}, {"storage": "2Gi"})
     assert not is_subset({"image": "geo:1.5"}, {"image": "geo:1.50"})
     assert not is_subset({"policy": "Always"}, {"policy": "Never"})
+
+
+# --- spec.tls ---------------------------------------------------------------------------------
+
+POD_DNS = "fleet-leader-0.fleet-members.geo.svc.cluster.local"
+
+
+def _container(sts: dict) -> dict:
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _flags(args: list[str]) -> dict[str, str]:
+    return {a: b for a, b in itertools.pairwise(args) if a.startswith("--tls")}
+
+
+@pytest.mark.parametrize(("client_auth", "value"), [("none", "no"), ("optional", "optional"),
+                                                     ("required", "yes")])  # fmt: skip
+def test_tls_members_run_with_the_mounted_secret(client_auth, value):
+    c = cluster(tls={"secretName": "fleet-certs", "clientAuth": client_auth})
+    for sts in (r.build_leader_statefulset(c), r.build_follower_statefulset(c)):
+        kubernetes_validate.validate(sts, "1.33", strict=True)
+        pod, container = sts["spec"]["template"]["spec"], _container(sts)
+        volume = {"name": "tls", "secret": {"secretName": "fleet-certs", "defaultMode": 0o440}}
+        assert volume in pod["volumes"]
+        mount = {"name": "tls", "mountPath": "/etc/geoserver/tls", "readOnly": True}
+        assert mount in container["volumeMounts"]
+        assert _flags(container["args"]) == {
+            "--tls-cert-file": "/etc/geoserver/tls/tls.crt",
+            "--tls-key-file": "/etc/geoserver/tls/tls.key",
+            "--tls-ca-cert-file": "/etc/geoserver/tls/ca.crt",
+            "--tls-auth-clients": value,
+            "--tls-replication": "yes",
+        }
+        assert container["livenessProbe"]["tcpSocket"] == {"port": "geoserver"}
+    follower = _container(r.build_follower_statefulset(c))["args"]
+    # followers dial (and verify) the leader by its pod DNS name, which the certificate names
+    assert follower[follower.index("--follow") + 1] == f"{POD_DNS}:9851"
+    assert r.pod_dns(c, r.leader_pod(c)) == POD_DNS
+
+
+def test_no_tls_no_volume_no_flags():
+    sts = r.build_leader_statefulset(cluster())
+    assert [v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
+    assert not _flags(_container(sts)["args"]) and r.build_certificate(cluster()) is None
+    assert _container(sts)["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "geoserver"}
+
+
+@pytest.mark.parametrize(
+    ("spec", "probe"),
+    [
+        ({}, {"httpGet": {"path": "/healthz", "port": "metrics"}}),  # metrics listener: plaintext
+        ({"metrics": {"enabled": False}},
+         {"httpGet": {"path": "/healthz", "port": "geoserver", "scheme": "HTTPS"}}),
+        ({"metrics": {"enabled": False}, "tls": {"clientAuth": "optional"}},
+         {"httpGet": {"path": "/healthz", "port": "geoserver", "scheme": "HTTPS"}}),
+    ],
+)
+def test_tls_readiness_probe_the_kubelet_can_pass(spec, probe):
+    tls = {"secretName": "s", **spec.pop("tls", {})}
+    got = r.readiness_probe(cluster(tls=tls, **spec))
+    assert {k: v for k, v in got.items() if k in ("httpGet", "exec")} == probe
+
+
+def test_certificate_for_issuer_ref():
+    c = cluster(tls={"issuerRef": {"name": "internal-ca", "kind": "ClusterIssuer"}})
+    cert = r.build_certificate(c)
+    assert cert["apiVersion"] == "cert-manager.io/v1" and cert["kind"] == "Certificate"
+    assert cert["metadata"]["name"] == "fleet-tls"
+    assert cert["metadata"]["ownerReferences"][0]["uid"] == "uid-1"
+    spec = cert["spec"]
+    assert spec["secretName"] == "fleet-tls"
+    assert spec["issuerRef"] == {"name": "internal-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+    assert spec["dnsNames"] == [
+        "*.fleet-members.geo.svc.cluster.local",  # every member pod, also after scaling
+        "fleet-members.geo.svc.cluster.local",
+        "fleet", "fleet.geo", "fleet.geo.svc", "fleet.geo.svc.cluster.local",
+        "fleet-readonly", "fleet-readonly.geo", "fleet-readonly.geo.svc",
+        "fleet-readonly.geo.svc.cluster.local",
+        "localhost",
+    ]  # fmt: skip
+    assert spec["ipAddresses"] == ["127.0.0.1"]
+    assert {"server auth", "client auth"} <= set(spec["usages"])  # members are clients too
+    # the pods mount the Secret cert-manager writes, and it is never a thing to remove
+    pod = r.build_leader_statefulset(c)["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": "fleet-tls", "defaultMode": 0o440}} in pod["volumes"]
+    assert ("Certificate", "fleet-tls") not in r.unwanted(c)
+    assert r.build_certificate(cluster(tls={"secretName": "x"})) is None
+    assert ("Certificate", "fleet-tls") in r.unwanted(cluster(tls={"secretName": "x"}))
+
+
+def test_certificate_names_cover_every_member_and_service():
+    """Each name a member is reached by matches a dnsName (leftmost-label wildcards, RFC 6125)."""
+    c = cluster(followers=3, clusterDomain="example.internal", tls={"issuerRef": {"name": "x"}})
+    names = r.build_certificate(c)["spec"]["dnsNames"]
+
+    def covered(host: str) -> bool:
+        return any(n == host or (n.startswith("*.") and host.partition(".")[2] == n[2:]) for n in names)
+
+    pods = [r.leader_pod(c), *r.follower_pods(c)]
+    assert all(covered(r.pod_dns(c, p)) for p in pods)
+    services = [r.build_headless_service(c), r.build_leader_service(c), r.build_follower_service(c)]
+    for svc in services:
+        assert covered(f"{svc['metadata']['name']}.geo.svc.example.internal")
+    assert covered(r.leader_dns(c)) and covered("localhost")

@@ -112,3 +112,39 @@ def test_names_whose_children_kubernetes_would_refuse_are_rejected():
     assert longest + len("-0123456789") <= 63
     with pytest.raises(SpecError, match=r"metadata\.name: at most 43"):
         check_name("g" * (MAX_NAME_LENGTH + 1))
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"tls": {}}, "spec.tls: give exactly one of secretName and issuerRef"),
+        ({"tls": {"secretName": "a", "issuerRef": {"name": "b"}}}, "spec.tls: give exactly one"),
+        ({"tls": {"secretName": ""}}, "spec.tls.secretName"),
+        ({"tls": {"issuerRef": {}}}, "spec.tls.issuerRef.name"),
+        ({"tls": {"issuerRef": {"name": "b", "kind": "Vault"}}}, "spec.tls.issuerRef.kind"),
+        ({"tls": {"issuerRef": {"name": "b", "group": "example.com"}}}, "spec.tls.issuerRef.group"),
+        ({"tls": {"secretName": "a", "clientAuth": "yes"}}, "spec.tls.clientAuth"),
+        ({"tls": {"secretName": "a", "ca": "x"}}, "spec.tls.ca: unknown field"),
+    ],
+)
+def test_bad_tls_names_the_field(raw, expected):
+    with pytest.raises(SpecError) as info:
+        parse_spec(raw)
+    assert expected in str(info.value)
+
+
+def test_tls_defaults():
+    assert parse_spec({}).tls is None
+    tls = parse_spec({"tls": {"issuerRef": {"name": "ca"}}}).tls
+    assert (tls.issuer_ref.kind, tls.issuer_ref.group) == ("Issuer", "cert-manager.io")
+    assert tls.client_auth == "none"
+    required = parse_spec({"tls": {"secretName": "certs", "clientAuth": "required"}})
+    assert required.tls.client_auth == "required"
+
+
+@pytest.mark.parametrize("arg", ["--tls-cert-file=/x", "--tls-auth-clients", "--tls-replication=no",
+                                 "--tls-port", "--tls-reload-interval=0", "--tls-ca"])  # fmt: skip
+def test_extra_args_cannot_set_tls_flags(arg):
+    with pytest.raises(SpecError) as info:
+        parse_spec({"server": {"extraArgs": [arg]}})
+    assert "flags the operator owns" in str(info.value) and "spec.tls" in str(info.value)
