@@ -96,3 +96,11 @@ def test_wrong_types_bad_base64_and_binary_files_are_clear_errors(tmp_path):
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(SpecError, match=r"bin\.yaml"):
         load_manifest(binary)
+
+
+def test_tls_example_loads_locally():
+    """manifests/examples/tls.yaml (cert-manager objects around the GeoCluster) loads for
+    `geocluster up` too; spec.tls is the Kubernetes side (the local runtime's is `--tls`)."""
+    path = __import__("pathlib").Path(__file__).parents[2] / "manifests/examples/tls.yaml"
+    m = load_manifest(path)
+    assert m.name == "geo" and m.spec.tls is not None and m.spec.tls.issuer_ref.name == "geo-ca"

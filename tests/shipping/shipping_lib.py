@@ -169,6 +169,69 @@ MONITOR_SCHEMAS = {
 }
 
 
+# --- cert-manager kinds (cert-manager.io/v1): no schema offline either; the fields we use ------
+
+_USAGES = [
+    "signing", "digital signature", "content commitment", "key encipherment", "key agreement",
+    "data encipherment", "cert sign", "crl sign", "encipher only", "decipher only", "any",
+    "server auth", "client auth", "code signing", "email protection", "s/mime", "ipsec end system",
+    "ipsec tunnel", "ipsec user", "timestamping", "ocsp signing", "microsoft sgc", "netscape sgc",
+]  # fmt: skip
+_STR_LIST = {"type": "array", "items": {"type": "string", "minLength": 1}}
+_CERTIFICATE_SPEC = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["secretName", "issuerRef"],
+    "properties": {
+        "secretName": {"type": "string", "minLength": 1},
+        "secretTemplate": {"type": "object", "additionalProperties": False,
+                           "properties": {"labels": _STR_MAP, "annotations": _STR_MAP}},
+        "issuerRef": {"type": "object", "additionalProperties": False, "required": ["name"],
+                      "properties": {"name": {"type": "string", "minLength": 1},
+                                     "kind": {"type": "string"}, "group": {"type": "string"}}},
+        "commonName": {"type": "string", "maxLength": 64},
+        "dnsNames": _STR_LIST,
+        "ipAddresses": _STR_LIST,
+        "isCA": {"type": "boolean"},
+        "duration": {"type": "string"},
+        "renewBefore": {"type": "string"},
+        "usages": {"type": "array", "items": {"enum": _USAGES}},
+        "privateKey": {"type": "object", "additionalProperties": False, "properties": {
+            "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+            "size": {"type": "integer"},
+            "encoding": {"enum": ["PKCS1", "PKCS8"]},
+            "rotationPolicy": {"enum": ["Never", "Always"]}}},
+    },
+}  # fmt: skip
+_ISSUER_SPEC = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "maxProperties": 1,
+    "properties": {
+        "selfSigned": {"type": "object", "additionalProperties": False},
+        "ca": {"type": "object", "additionalProperties": False, "required": ["secretName"],
+               "properties": {"secretName": {"type": "string", "minLength": 1}}},
+    },
+}  # fmt: skip
+
+
+def _cert_manager_schema(spec: dict[str, Any]) -> dict[str, Any]:
+    metadata = {**_METADATA, "required": ["name"]}  # examples leave the namespace to kubectl -n
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {"apiVersion": {"enum": ["cert-manager.io/v1"]}, "metadata": metadata, "spec": spec},
+    }
+
+
+CERT_MANAGER_SCHEMAS = {
+    "Certificate": _cert_manager_schema(_CERTIFICATE_SPEC),
+    "Issuer": _cert_manager_schema(_ISSUER_SPEC),
+    "ClusterIssuer": _cert_manager_schema(_ISSUER_SPEC),
+}
+
+
 def validate_object(obj: dict[str, Any]) -> None:
     """Validate one object: built-in kinds strictly against Kubernetes, CRs against their CRD.
 
@@ -185,9 +248,9 @@ def validate_object(obj: dict[str, Any]) -> None:
                 + "\n".join(f"  {'.'.join(map(str, e.path))}: {e.message}" for e in errors)
             )
         return
-    if kind in MONITOR_SCHEMAS:
+    if kind in MONITOR_SCHEMAS or kind in CERT_MANAGER_SCHEMAS:
         try:
-            jsonschema.Draft7Validator(MONITOR_SCHEMAS[kind]).validate(obj)
+            jsonschema.Draft7Validator({**MONITOR_SCHEMAS, **CERT_MANAGER_SCHEMAS}[kind]).validate(obj)
         except jsonschema.ValidationError as exc:
             pytest.fail(f"{where}: {'.'.join(map(str, exc.path))}: {exc.message}")
         return
@@ -218,6 +281,9 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     # probes AUTH with the password of authSecretRef or the generated <name>-auth, which the
     # operator creates once (handlers.reconcile); never lists, rewrites or deletes Secrets
     ("", "secrets"): {"get", "create"},
+    # spec.tls.issuerRef: the Certificate <name>-tls, applied (create, get + patch when it
+    # exists) and deleted when issuerRef goes; never listed or watched
+    ("cert-manager.io", "certificates"): {"get", "create", "patch", "delete"},
 }
 CLUSTER_READ_RULES: dict[tuple[str, str], set[str]] = {
     ("", "namespaces"): {"list", "watch"},

@@ -117,11 +117,17 @@ RBAC rules on namespaced resources, shared by the ClusterRole (scope=cluster) an
   resources: ["networkpolicies"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
 # get: the password of spec.server.authSecretRef or of the generated <name>-auth, so probes can
-# AUTH; create: the generated <name>-auth, once. No list/watch/update/delete: a Secret's value
+# AUTH, and ca.crt of spec.tls's Secret (tls.crt/tls.key too with clientAuth required), so
+# probes verify the members; create: the generated <name>-auth, once. No list/watch/update/delete: a Secret's value
 # is never rewritten, and owner references garbage-collect the generated one.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "create"]
+# spec.tls.issuerRef: the operator creates the cert-manager Certificate <name>-tls (owned by the
+# GeoCluster) and deletes it when issuerRef goes. Harmless without cert-manager installed.
+- apiGroups: ["cert-manager.io"]
+  resources: ["certificates"]
+  verbs: ["get", "create", "patch", "delete"]
 {{- end }}
 
 {{/*
