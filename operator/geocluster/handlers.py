@@ -101,7 +101,12 @@ def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     cert_missing = _apply_certificate(cluster, body, changes)  # before the pods, too
     changes.update({f"{o['kind']}/{o['metadata']['name']}": kube.apply(o) for o in res.build_all(cluster)})
     for kind, name in res.unwanted(cluster):  # e.g. a PDB turned off after it was created
-        changes[f"{kind}/{name}"] = kube.remove(kind, cluster.namespace, name)  # 404 = absent
+        try:
+            changes[f"{kind}/{name}"] = kube.remove(kind, cluster.namespace, name)  # 404 = absent
+        except kube.ApiException as exc:  # e.g. RBAC from before spec.tls: not worth failing for
+            if kind not in kube.CUSTOM or exc.status != 403:
+                raise
+            changes[f"{kind}/{name}"] = f"not removed: {exc.status} {exc.reason}"
     for obj, result in changes.items():
         if result.startswith("conflict: "):  # e.g. GeoCluster `a-readonly` vs `a`'s Service
             kopf.warn(body, reason="NameConflict",

@@ -195,3 +195,22 @@ async def test_unreadable_tls_secret_is_degraded_and_nobody_is_probed(monkeypatc
     assert "'gc-tls'" in degraded["message"] and "Certificate gc-tls" in degraded["message"]
     assert "observe_all" not in rec.names() and "send" not in rec.names()  # never in plaintext
     assert ("Warning", "TLSSecretUnavailable") in rec.events
+
+
+def test_reconcile_without_rights_on_certificates_still_applies_a_plaintext_cluster(monkeypatch):
+    """A cluster that never used issuerRef asks for its Certificate's removal; RBAC from before
+    spec.tls (403) must not stop the reconcile (a 404, no cert-manager, is "absent" anyway)."""
+    applied: list[str] = []
+    monkeypatch.setattr(kube, "apply", lambda obj: applied.append(obj["kind"]) or "created")
+    monkeypatch.setattr(kube, "create_if_absent", lambda obj: "created")
+    monkeypatch.setattr(kube, "patch_status", lambda ns, name, status: None)
+    monkeypatch.setattr(kube, "read_status", lambda ns, name: {"phase": "Running"})
+
+    def remove(kind: str, ns: str, name: str) -> str:
+        if kind == "Certificate":
+            raise kube.ApiException(status=403, reason="Forbidden")
+        return "absent"
+
+    monkeypatch.setattr(kube, "remove", remove)
+    handlers.reconcile(body(), LOG)  # must not raise
+    assert applied.count("StatefulSet") == 2 and "Certificate" not in applied
