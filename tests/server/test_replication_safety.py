@@ -16,10 +16,9 @@ import socket
 import threading
 from pathlib import Path
 
-import hiredis
-import orjson
 import psutil
 import pytest
+from fakeleader import FakeLeader
 from geoserver.aof.log import AofLog
 from geoserver.replication.follower import BACKOFF_MAX, Backoff, resync_refusal
 from helpers import GeoServer, _encode, free_port, wait_until
@@ -92,43 +91,6 @@ class Proxy:
         for s in self.sockets:
             with contextlib.suppress(OSError):
                 s.close()
-
-
-class FakeLeader:
-    """Answers FOLLOW's handshake like an empty leader and records every command received:
-    the attacker of `FOLLOW attacker 9851`."""
-
-    def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen()
-        self.port = self.listener.getsockname()[1]
-        self.commands: list[list[bytes]] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        reader = hiredis.Reader()
-        with contextlib.suppress(OSError), conn:
-            while data := conn.recv(65536):
-                reader.feed(data)
-                while (cmd := reader.gets()) is not False:
-                    self.commands.append(cmd)
-                    doc: dict = {"ok": True}
-                    if cmd[0].upper() == b"SERVER":
-                        doc["stats"] = {"id": "attacker", "aof_size": 0, "num_objects": 0}
-                    body = orjson.dumps(doc)
-                    conn.sendall(b"$%d\r\n%s\r\n" % (len(body), body))
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 # --- the rules, as pure functions --------------------------------------------------------
