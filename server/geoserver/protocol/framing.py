@@ -48,7 +48,7 @@ class RequestReader:
     the current request, so headers are read at exact offsets: `_pos` is where the next request
     starts (hiredis's returned arrays give their exact encoded size, `command_length`)."""
 
-    __slots__ = ("_buf", "_checked", "_pos", "_reader", "_scan_from", "inline", "limits")
+    __slots__ = ("_buf", "_checked", "_pos", "_reader", "_scan_from", "_walked", "inline", "limits")
 
     def __init__(self, limits: FrameLimits) -> None:
         self.limits = limits  # may be swapped between requests (after AUTH)
@@ -56,6 +56,7 @@ class RequestReader:
         self._pos = 0
         self._scan_from = 0  # where the search for an inline line's end resumes
         self._checked = False  # the array header at `_pos` passed the limits
+        self._walked = 0  # offset from `_pos` of the next bulk header `_check_partial` reads
         self._reader: hiredis.Reader | None = None  # fed from `_pos` on while RESP
         self.inline = False  # the last request returned was an inline line
 
@@ -110,6 +111,7 @@ class RequestReader:
                 self._check_partial()
                 return None
             self._checked = False
+            self._walked = 0
             if item.__class__ is not list:  # `*` was checked: hiredis returns an array
                 raise ProtocolError("Protocol error: expected a RESP array of bulk strings")
             try:
@@ -150,9 +152,11 @@ class RequestReader:
 
     def _check_partial(self) -> None:
         """Walk the bulk headers of the request still arriving: a declared length over the
-        limits is refused now, before its bytes are waited for and buffered."""
+        limits is refused now, before its bytes are waited for and buffered. The walk resumes
+        where the previous read left it, so a request of a million small arguments arriving in
+        many reads is walked once, not once per read."""
         buf, limits = self._buf, self.limits
-        pos = buf.find(b"\r\n", self._pos) + 2
+        pos = self._pos + self._walked if self._walked else buf.find(b"\r\n", self._pos) + 2
         while pos < len(buf):
             if buf[pos] != 0x24:  # `$`
                 got = chr(buf[pos]) if 32 < buf[pos] < 127 else f"\\x{buf[pos]:02x}"
@@ -171,6 +175,7 @@ class RequestReader:
             pos = end + 2 + size + 2
             if pos - self._pos > limits.max_request:
                 raise request_too_large(limits.max_request)
+        self._walked = pos - self._pos
 
     def _inline(self) -> list[bytes] | None:
         buf, start = self._buf, self._pos
