@@ -4,7 +4,6 @@ FEXISTS EXPIRE PERSIST TTL STATS BOUNDS FLUSHDB. Syntax follows Tile38 1.30 (see
 from __future__ import annotations
 
 import math
-from itertools import islice
 from typing import Any
 
 from geoserver.binary import text
@@ -280,23 +279,14 @@ async def _pdel_sliced(ctx: Ctx, argv: list[bytes]) -> Any:
 
 def _pdel_steps(col: Collection, pattern: str) -> slices.Steps:
     """Delete the ids matching `pattern`, resuming after the last id seen."""
-    prefix = literal_prefix(pattern)
     match = matcher(pattern)
-    items, count, last = col.items, 0, None
-    while True:
-        if last is None:
-            batch = list(islice(items.irange(minimum=prefix or None), slices.STEP))
-        else:
-            batch = list(islice(items.irange(minimum=last, inclusive=(False, True)), slices.STEP))
-        if not batch:
-            return count
+    count = 0
+    for batch in slices.prefix_batches(col.items, literal_prefix(pattern)):
         for oid in batch:
-            if not oid.startswith(prefix):
-                return count
             if match(oid) and col.delete(oid) is not None:
                 count += 1
-        last = batch[-1]
         yield
+    return count
 
 
 @command("drop", min_args=2, max_args=2, flags=W)
@@ -362,21 +352,11 @@ def _matching_keys(ctx: Ctx, pattern: str, prefix: str) -> slices.Steps:
     """Keys matching `pattern` in key order, STEP keys a step. Between steps the walk resumes
     after the last key seen, so a key that lives through the whole walk is listed once."""
     match = matcher(pattern)
-    cols, out, last = ctx.db.collections, [], None
-    while True:
-        if last is None:
-            batch = list(islice(cols.irange(minimum=prefix or None), slices.STEP))
-        else:
-            batch = list(islice(cols.irange(minimum=last, inclusive=(False, True)), slices.STEP))
-        if not batch:
-            return out
-        for key in batch:
-            if not key.startswith(prefix):
-                return out
-            if match(key):
-                out.append(key)
-        last = batch[-1]
+    out: list[str] = []
+    for batch in slices.prefix_batches(ctx.db.collections, prefix):
+        out.extend(key for key in batch if match(key))
         yield
+    return out
 
 
 async def _keys_sliced(ctx: Ctx, pattern: str, prefix: str) -> Any:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import asynccontextmanager
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,6 +28,8 @@ from geoserver.protocol.output import bulk, dumps_json, elapsed_text, encode_res
 from geoserver.protocol.resp import Raw
 
 if TYPE_CHECKING:
+    from sortedcontainers import SortedDict
+
     from geoserver.commands.base import Ctx
     from geoserver.store.database import Database
 
@@ -35,6 +38,27 @@ SLICE = 10_000  # inputs above this many items run sliced (below: one go, as bef
 STEP = 1_000  # items a step handles between clock reads
 
 Steps = Generator[None, None, Any]
+
+
+def prefix_batches(keys: SortedDict, prefix: str) -> Iterator[list[Any]]:
+    """The keys of `keys` that start with `prefix`, in order, STEP a batch. Each batch resumes
+    after the last key of the one before, so keys may come and go between batches: a key that
+    lives through the whole walk is seen exactly once."""
+    last = None
+    while True:
+        if last is None:
+            batch = list(islice(keys.irange(minimum=prefix or None), STEP))
+        else:
+            batch = list(islice(keys.irange(minimum=last, inclusive=(False, True)), STEP))
+        done = len(batch) < STEP
+        if batch and not batch[-1].startswith(prefix):  # the walk left the prefix's range
+            batch = [key for key in batch if key.startswith(prefix)]
+            done = True
+        if batch:
+            yield batch
+        if done:
+            return
+        last = batch[-1]
 
 
 def run(steps: Steps) -> Any:
