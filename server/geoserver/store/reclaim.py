@@ -15,8 +15,6 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from sortedcontainers import SortedDict
-
 log = logging.getLogger(__name__)
 
 BUDGET = 0.004  # seconds of freeing per loop turn
@@ -72,16 +70,7 @@ def _free(obj: Any) -> Iterator[None]:
             for value in vars(part).values() if hasattr(part, "__dict__") else ():
                 yield from _free(value)
         return
-    if isinstance(obj, SortedDict):
-        while obj:
-            for _ in range(min(STEP, len(obj))):
-                value = obj.popitem()[1]  # from the end: O(1) in the key list
-                if _is_big(value):
-                    yield from _free(value)
-                del value
-            yield
-        return
-    if isinstance(obj, dict):
+    if isinstance(obj, dict):  # a SortedDict too: its popitem takes the last key, O(1)
         while obj:
             for _ in range(min(STEP, len(obj))):
                 value = obj.popitem()[1]
