@@ -432,13 +432,8 @@ class Client(asyncio.Protocol):
         """The periodic sweep: output buffer held over the soft limit, idle and auth timeouts."""
         if self.closing or self.transport is None:
             return
-        if self.stream is not None:  # the replica class; its stream is flow-controlled
-            guard_reason = self.output.check(self.transport.get_write_buffer_size(), now)
-            if guard_reason:
-                self.disconnect(guard_reason)
-            return
         reason = self.output.check(self.transport.get_write_buffer_size(), now)
-        if reason or self._waiting:
+        if reason or self._waiting or self.stream is not None:  # an AOF stream is never idle
             pass
         elif self.http is not None:  # closing is set once its request is complete
             if now - self.connected_at >= HTTP_REQUEST_TIMEOUT:
