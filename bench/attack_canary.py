@@ -12,7 +12,6 @@ the attacker got back, the server's RSS growth, and whether the server still ser
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 import sys
 import tempfile
@@ -24,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "server"))
 
+from baseline import baseline_env  # noqa: E402
 from canary import Canary  # noqa: E402
 from helpers import GeoServer, _encode  # noqa: E402
 
@@ -121,13 +121,10 @@ def main() -> None:
     parser.add_argument("--baseline-src", type=Path, help="another checkout to run side by side")
     parser.add_argument("--only", nargs="*", default=list(ATTACKS), help="attack names to run")
     args = parser.parse_args()
+    baseline = baseline_env(parser, args.baseline_src) if args.baseline_src else None
     rows = run("now", {}, args.only)
-    if args.baseline_src:
-        if not (args.baseline_src / "server" / "geoserver").is_dir():
-            parser.error(f"--baseline-src {args.baseline_src}: no server/geoserver there")
-        path = str(args.baseline_src / "server") + os.pathsep + os.environ.get("PYTHONPATH", "")
-        env = {"PYTHONPATH": path}
-        rows += run("baseline", env, args.only)
+    if baseline is not None:
+        rows += run("baseline", baseline, args.only)
     print("\n| attack | build | canary worst ms | canary p99 ms | RSS growth MB | server |")
     print("|---|---|---:|---:|---:|---|")
     for label, name, worst, p99, grown, alive in sorted(rows, key=lambda r: (r[1], r[0])):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import random
 import socket
 import sys
@@ -29,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "server"))
 
+from baseline import baseline_env  # noqa: E402
 from canary import Canary  # noqa: E402
 from helpers import GeoServer, _encode  # noqa: E402
 
@@ -144,10 +144,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=list(CASES), help="case names to run")
     parser.add_argument("--points", type=int, default=10_000, help="points in the searched key")
     args = parser.parse_args()
+    baseline = baseline_env(parser, args.baseline_src) if args.baseline_src else None
     rows = run("now", {}, args.only, args.points)
-    if args.baseline_src:
-        path = str(args.baseline_src / "server") + os.pathsep + os.environ.get("PYTHONPATH", "")
-        rows += run("baseline", {"PYTHONPATH": path}, args.only, args.points)
+    if baseline is not None:
+        rows += run("baseline", baseline, args.only, args.points)
     head = f"| polygon | build | SET | WITHIN {args.points} points | INTERSECTS | canary worst ms | reply |"
     print("\n" + head)
     print("|---|---|---:|---:|---:|---:|---|")
