@@ -22,6 +22,7 @@ from geoserver.aof.log import AofLog
 from geoserver.aof.shrink import ShrinkState
 from geoserver.binary import raw
 from geoserver.config import ServerConfig
+from geoserver.delivery import HookSink, MemorySink
 from geoserver.errors import GeoServerError, ProtocolError
 from geoserver.limits import OutputGuard, client_budget, frame_limits, idle_reason
 from geoserver.metrics import ServerMetrics
@@ -55,6 +56,9 @@ class Server:
         self.clients: set[Client] = set()
         self.live_streams: set[AofStream] = set()
         self.follower: Follower | None = None
+        # Where fence events for hooks go (geoserver.delivery): the in-memory twin until the
+        # leader starts its durable queue; a follower never delivers.
+        self.hook_sink: HookSink = MemorySink()
         self.shrink = ShrinkState()
         self.loading = False
         self.started = time.time()
