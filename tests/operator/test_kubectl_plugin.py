@@ -1,0 +1,243 @@
+"""`kubectl geocluster` (the kubectl-geocluster console script) against the emulated API.
+
+The plugin runs as a real subprocess with a kubeconfig file pointing at kmock (the only thing
+mocked: no kube-apiserver runs here); the end-to-end test also runs the real kopf operator and
+real geoserver members (tests/operator/opharness.py), so the annotations the plugin sets are the
+ones the operator consumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+from geocluster import kubectl_plugin as kp
+from opharness import (
+    GC_KEY,
+    GC_URL,
+    NAME,
+    NS,
+    KopfEmulator,
+    Operator,
+    annotations,
+    condition,
+    eventually,
+    gc_status,
+    start_cluster,
+)
+
+pytestmark = [pytest.mark.kmock(cls=KopfEmulator), pytest.mark.timeout(60)]
+PLUGIN = shutil.which("kubectl-geocluster", path=str(Path(sys.executable).parent))
+LONG = "a-geocluster-name-of-fourty-four-characters"  # with -follower-0: 54 characters
+
+
+@pytest.fixture
+def kubeconfig(api, tmp_path) -> Path:
+    """A kubeconfig whose current context points at kmock, namespace ns1."""
+    path = tmp_path / "kubeconfig"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": str(api.url).rstrip("/")}}],
+        "users": [{"name": "me", "user": {"token": "t0ken"}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "me", "namespace": NS}}],
+    }))  # fmt: skip
+    return path
+
+
+async def plugin(kubeconfig: Path, *args: str, cwd: Path | None = None) -> tuple[int, str, str]:
+    """Run the console script (the event loop keeps serving kmock meanwhile)."""
+    assert PLUGIN, "kubectl-geocluster is not installed in this venv: pip install -e ."
+    proc = await asyncio.create_subprocess_exec(
+        PLUGIN, "--kubeconfig", str(kubeconfig), *args, cwd=cwd,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def seeded(name: str = NAME) -> dict:
+    """A GeoCluster as the operator leaves it after a while (status written by hand)."""
+    leader, f0 = f"{name}-leader-0", f"{name}-follower-0"
+    return {
+        "apiVersion": "geo.geocluster.io/v1alpha1", "kind": "GeoCluster",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"followers": 2, "aofShrink": {"schedule": "0 3 * * *", "timeZone": "Europe/Paris"}},
+        "status": {
+            "phase": "Running", "leader": leader, "leaderAofSize": 50000, "observedGeneration": 1,
+            "conditions": [{"type": "Ready", "status": "False", "reason": "NotReady",
+                            "message": f"{f0} is behind the leader by 30000 bytes"}],
+            "members": [
+                {"name": leader, "role": "leader", "reachable": True, "aofSize": 50000},
+                {"name": f0, "role": "follower", "reachable": True, "aofSize": 20000,
+                 "caughtUp": False, "divergence": "not caught up", "repairs": 1},
+                {"name": f"{name}-follower-1", "role": "follower", "reachable": True,
+                 "aofSize": 50000, "caughtUp": True},
+            ],
+            "lastShrink": {"time": "2026-12-01T03:00:00Z", "result": "ok", "reason": "schedule",
+                           "sizeBefore": 90000, "sizeAfter": 40000},
+            "lastResync": {"time": "2026-12-01T03:00:05Z", "member": f0, "result": "ok",
+                           "reason": "afterShrink"},
+        },
+    }  # fmt: skip
+
+
+async def seed(api, gc: dict, events: int = 3) -> None:
+    await api.post(GC_URL, json=gc)
+    for i in range(events):
+        await api.post(f"/api/v1/namespaces/{NS}/events", json={
+            "apiVersion": "v1", "kind": "Event", "metadata": {"name": f"e{i}", "namespace": NS},
+            "type": "Normal", "reason": "ShrinkSucceeded", "lastTimestamp": f"2026-12-01T03:0{i}:00Z",
+            "message": f"shrink {i} of the leader {gc['metadata']['name']}-leader-0 done",
+            "involvedObject": {"kind": "GeoCluster", "name": gc["metadata"]["name"], "namespace": NS},
+        })  # fmt: skip
+    await api.post(f"/api/v1/namespaces/{NS}/events", json={  # someone else's: not shown
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "other", "namespace": NS},
+        "type": "Warning", "reason": "Unrelated", "message": "not ours",
+        "involvedObject": {"kind": "Pod", "name": "other-pod", "namespace": NS},
+    })  # fmt: skip
+
+
+async def test_status_fits_80_columns_without_cutting_names(api, kubeconfig):
+    await seed(api, seeded(LONG))
+    code, out, err = await plugin(kubeconfig, "status", LONG)
+    assert code == 0, err
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    for m in ("leader-0", "follower-0", "follower-1"):
+        assert f"{LONG}-{m}" in out  # whole, on its own line
+    assert "29.3K" in out  # follower-0's lag: 50000 - 20000 bytes
+    assert "0 3 * * * (Europe/Paris)" in out
+    assert "ShrinkSucceeded" in out and "Unrelated" not in out
+    assert "Ready=False NotReady" in out
+
+
+async def test_status_json_and_yaml(api, kubeconfig):
+    await seed(api, seeded())
+    code, out, err = await plugin(kubeconfig, "status", "-o", "json")  # the only one: no NAME needed
+    assert code == 0, err
+    s = json.loads(out)
+    f0 = next(m for m in s["members"] if m["name"] == f"{NAME}-follower-0")
+    assert (f0["lagBytes"], f0["caughtUp"], f0["state"], f0["repairs"]) == (30000, False, "not caught up", 1)
+    assert s["lastShrink"]["sizeAfter"] == 40000 and s["lastBackup"] is None
+    assert [e["reason"] for e in s["events"]] == ["ShrinkSucceeded"] * 3
+    code, out, _ = await plugin(kubeconfig, "-n", NS, "status", NAME, "-o", "yaml")
+    assert code == 0 and yaml.safe_load(out) == s
+
+
+@pytest.mark.parametrize(
+    "args, key, value",
+    [
+        (["promote", f"{NAME}-follower-1"], kp.PROMOTE, f"{NAME}-follower-1"),
+        (["resync", f"{NAME}-follower-0"], kp.RESYNC, f"{NAME}-follower-0"),
+        (["pause"], kp.PAUSED, "true"),
+    ],
+)
+async def test_requests_set_the_operators_annotations(api, kubeconfig, args, key, value):
+    await seed(api, seeded(), events=0)
+    code, out, err = await plugin(kubeconfig, *args)
+    assert code == 0, err
+    assert annotations(api)[key] == value
+
+
+async def test_backup_and_resume(api, kubeconfig):
+    await seed(api, {**seeded(), "metadata": {"name": NAME, "namespace": NS,
+                                              "annotations": {kp.PAUSED: "true"}}})
+    code, _, err = await plugin(kubeconfig, "backup")
+    assert code == 0, err
+    assert annotations(api)[kp.BACKUP].endswith("Z")  # a timestamp: each request is a new value
+    code, out, err = await plugin(kubeconfig, "resume")
+    assert code == 0, err
+    assert kp.PAUSED not in annotations(api) and "still paused" not in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["status", "nope"], "no GeoCluster 'nope' in namespace ns1"),
+        (["resync", "gc-leader-0"], "'gc-leader-0' is not a follower of gc; followers: gc-follower-0, gc-follower-1"),
+        (["promote", "gc-follower-9"], "'gc-follower-9' is not a follower"),
+        (["-n", "empty", "status"], "0 GeoClusters in namespace empty"),
+    ],
+)
+async def test_bad_requests_are_one_line_errors(api, kubeconfig, args, message):
+    await seed(api, seeded(), events=0)
+    code, out, err = await plugin(kubeconfig, *args)
+    assert code == 1 and message in err and "Traceback" not in err, err
+    assert not any(k.startswith("geo.geocluster.io/") for k in annotations(api))
+
+
+async def test_unreachable_api_server_is_one_line(tmp_path):
+    cfg = tmp_path / "kubeconfig"
+    cfg.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "x", "cluster": {"server": "http://127.0.0.1:9"}}],
+        "users": [{"name": "u", "user": {}}],
+        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "u"}}],
+    }))  # fmt: skip
+    code, _, err = await plugin(cfg, "status")
+    assert code == 1 and "cannot reach the API server" in err and "Traceback" not in err
+
+
+async def test_report_bundle_redacts_secrets(api, kubeconfig, tmp_path):
+    gc = seeded()
+    await seed(api, gc)
+    uid = api.objects[GC_KEY]["metadata"]["uid"]
+    owner = [{"apiVersion": "geo.geocluster.io/v1alpha1", "kind": "GeoCluster", "name": NAME, "uid": uid}]
+    await api.post(f"/api/v1/namespaces/{NS}/secrets", json={
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"{NAME}-auth", "ownerReferences": owner},
+        "data": {"password": "c2VjcmV0LXBhc3N3b3Jk"}})  # fmt: skip
+    await api.post(f"/api/v1/namespaces/{NS}/secrets", json={
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "not-ours"}, "data": {"k": "dg=="}})
+    await api.post(f"/api/v1/namespaces/{NS}/configmaps", json={
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{NAME}-config", "ownerReferences": owner},
+        "data": {"a": "b"}})  # fmt: skip
+    code, out, err = await plugin(kubeconfig, "report", "-f", str(tmp_path / "r.tar.gz"))
+    assert code == 0, err
+    with tarfile.open(tmp_path / "r.tar.gz") as tar:
+        files = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}
+    assert {f"{NAME}/geocluster.yaml", f"{NAME}/events.yaml", f"{NAME}/status.txt",
+            f"{NAME}/objects/secrets/{NAME}-auth.yaml", f"{NAME}/objects/configmaps/{NAME}-config.yaml",
+            f"{NAME}/skipped.txt"} <= set(files)  # fmt: skip
+    assert not any("not-ours" in f for f in files)
+    everything = "".join(files.values())
+    assert "c2VjcmV0LXBhc3N3b3Jk" not in everything and "<redacted: 20 chars>" in everything
+    assert "operator logs: no operator pod in geocluster-system" in files[f"{NAME}/skipped.txt"]
+    assert yaml.safe_load(files[f"{NAME}/geocluster.yaml"])["status"]["leader"] == f"{NAME}-leader-0"
+
+
+async def test_against_the_operator_shrink_pause_status(api, members, kubeconfig):
+    """The operator consumes what the plugin sets, and status shows what it did."""
+    op = await Operator().start()
+    try:
+        await start_cluster(api, members)
+        await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
+        code, out, err = await plugin(kubeconfig, "shrink")
+        assert code == 0, err
+        await eventually(lambda: gc_status(api)["lastShrink"]["result"] == "ok", what="shrink")
+        assert gc_status(api)["lastShrink"]["reason"] == "manual" and kp.SHRINK not in annotations(api)
+        code, out, err = await plugin(kubeconfig, "pause")
+        assert code == 0, err
+        await eventually(lambda: gc_status(api)["phase"] == "Paused", what="Paused")
+        code, out, err = await plugin(kubeconfig, "status", "-o", "json")
+        s = json.loads(out)
+        assert s["paused"] and s["phase"] == "Paused" and s["lastShrink"]["result"] == "ok"
+        assert {m["role"] for m in s["members"]} == {"leader", "follower"}
+        assert all(m["aofSize"] is not None and m["reachable"] for m in s["members"])
+        assert "ShrinkSucceeded" in [e["reason"] for e in s["events"]]
+        code, out, err = await plugin(kubeconfig, "status")
+        assert code == 0 and "GeoCluster ns1/gc: Paused (paused)" in out, out
+    finally:
+        await op.stop()
+
+
+def test_render_is_pure_and_wraps_long_messages():
+    s = kp.summarize(seeded(LONG), [])
+    s["conditions"][0]["message"] = "x " * 100
+    text = kp.render(s, 80)
+    assert max(map(len, text.splitlines())) <= 80
+    assert kp.render(s, 200).count("\n") < text.count("\n")  # wide: one row per member
