@@ -393,10 +393,9 @@ class NetworkPolicySpec(_Model):
 
 
 class FailoverSpec(_Model):
-    """Automatic failover: promote the most advanced follower when the leader is lost.
-
-    Used by the local runtime (``geocluster up``) now; the kopf operator acts on it in a later
-    landing (docs/operator.md)."""
+    """Switchover, automatic failover (promote the most advanced follower when the leader is
+    lost) and how pod-template updates reach the leader; the local runtime (``geocluster
+    up``) and the operator act on it alike (docs/operator.md#high-availability)."""
 
     enabled: bool = Field(
         default=True,
@@ -415,6 +414,18 @@ class FailoverSpec(_Model):
         le=100,
         description="Automatic failovers allowed per hour; past it the cluster is Degraded "
         "(FailoverBudgetExhausted) and waits for a person. Switchovers are not counted.",
+    )
+    primary_update_method: Literal["switchover", "restart"] = Field(
+        default="switchover",
+        description="Kubernetes: how a pod-template change reaches the leader once every "
+        "follower runs it: switchover to an updated follower (writes pause for the catch-up "
+        "only), or restart the leader in place (writes stop until it is back).",
+    )
+    primary_update_strategy: Literal["unsupervised", "supervised"] = Field(
+        default="unsupervised",
+        description="Kubernetes: unsupervised = the operator updates the leader by itself; "
+        "supervised = it updates the followers and waits for a person to switch over "
+        "(annotation geo.geocluster.io/promote).",
     )
 
 
@@ -471,6 +482,136 @@ class TLSSpec(_Model):
         return self
 
 
+# --- backups and bootstrap (issue 14; CloudNativePG's barmanObjectStore / bootstrap.recovery) ---
+
+DESTINATION_PATTERN = r"^(file:///\S*|s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/\S*)?)$"
+
+
+class S3CredentialsSpec(_Model):
+    """Keys of a Secret (in the GeoCluster's namespace) holding S3 credentials. Without it the
+    operator uses boto3's default chain (IRSA web identity, instance profile, environment)."""
+
+    secret_name: str = Field(description="Name of the Secret.", min_length=1, max_length=253)
+    access_key_id_key: str = Field(default="ACCESS_KEY_ID", min_length=1, description="Key of the access key id.")
+    secret_access_key_key: str = Field(
+        default="ACCESS_SECRET_KEY", min_length=1, description="Key of the secret access key."
+    )
+    session_token_key: str | None = Field(default=None, description="Key of a session token, if any.")
+
+
+class ObjectStoreSpec(_Model):
+    """Where backups are kept: a destination URL and how to reach it."""
+
+    destination: str = Field(
+        pattern=DESTINATION_PATTERN,
+        description="s3://bucket/prefix (S3-compatible object storage) or file:///path (a "
+        "directory: a volume mounted into the operator, or the local runtime's disk). Backups "
+        "go under <destination>/<cluster name>/<backup name>/.",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        alias="endpointURL",
+        pattern=r"^https?://\S+$",
+        description="S3 endpoint (MinIO, Ceph RGW, ...); path-style addressing is used when set. "
+        "Unset: AWS S3.",
+    )
+    region: str | None = Field(default=None, description="S3 region (unset: boto3's default).")
+    s3_credentials: S3CredentialsSpec | None = Field(
+        default=None, description="Secret with the S3 credentials; unset: boto3's default chain."
+    )
+
+
+class BackupRetention(_Model):
+    """Which complete backups are kept; the newest complete one is never deleted."""
+
+    count: int | None = Field(default=7, ge=1, le=100000, description="Keep at most this many (null: any).")
+    max_age: str | None = Field(
+        default=None,
+        pattern=r"^[1-9][0-9]*[hdw]$",
+        description='Delete backups older than this ("36h", "30d", "8w"); null: no age limit.',
+    )
+
+
+class BackupSpec(ObjectStoreSpec):
+    """Scheduled and on-demand backups: a consistent AOF prefix, from a caught-up follower when
+    one exists, streamed to the destination with a manifest, verified by size and AOFMD5."""
+
+    schedule: str | None = Field(
+        default=None,
+        pattern=CRON_PATTERN,
+        description='5-field cron schedule of backups; "" or null: on demand only (annotation '
+        "geo.geocluster.io/backup-now, `geocluster backup`).",
+    )
+    time_zone: str = Field(default="UTC", description="IANA time zone the schedule is read in.")
+    compression: Literal["none", "gzip", "zstd"] = Field(
+        default="gzip", description="Compression of the stored AOF (zstd needs the zstandard package)."
+    )
+    target: Literal["prefer-follower", "leader"] = Field(
+        default="prefer-follower",
+        description="prefer-follower: a reachable, caught-up follower (the leader if none); "
+        "leader: always the leader.",
+    )
+    retention: BackupRetention = Field(default_factory=BackupRetention, description="Retention.")
+    max_retries: int = Field(
+        default=3, ge=0, le=20, description="Retries of a failed backup (backoff 1, 2, 4 ... min)."
+    )
+    timeout_seconds: int = Field(
+        default=3600, ge=10, le=86400, description="A backup still running after this counts as failed."
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _check_cron(value)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        return AofShrinkSpec._zone(value)
+
+
+class BootstrapFromBackup(ObjectStoreSpec):
+    """Restore a backup (destination and credentials as in spec.backup)."""
+
+    destination: str = Field(
+        alias="source", pattern=DESTINATION_PATTERN, description="Destination URL the backup is in."
+    )
+    name: str = Field(default="latest", min_length=1, description="Backup name, or latest.")
+    cluster: str | None = Field(
+        default=None, description="Cluster name the backups are kept under (default: this one's)."
+    )
+
+
+class BootstrapFromLeader(_Model):
+    """A running Tile38 or geoserver leader to migrate from live: the new leader follows it
+    until detached."""
+
+    address: str = Field(pattern=r"^\S+:[0-9]{1,5}$", description="host:port of the old leader.")
+    auth_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="Secret key with the old leader's password (sent as leaderauth)."
+    )
+
+
+class BootstrapSpec(_Model):
+    """How a new cluster's leader gets its data (only when its data dir is empty). Give one."""
+
+    from_backup: BootstrapFromBackup | None = Field(default=None, description="Restore a backup.")
+    from_aof: str | None = Field(
+        default=None,
+        alias="fromAOF",
+        min_length=1,
+        description="An existing Tile38/geoserver AOF: a path, file:///path or s3://bucket/key.",
+    )
+    from_leader: BootstrapFromLeader | None = Field(default=None, description="Live migration.")
+
+    @model_validator(mode="after")
+    def _one(self) -> BootstrapSpec:
+        given = [n for n in ("from_backup", "from_aof", "from_leader") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of fromBackup, fromAOF, fromLeader")
+        return self
+
+
 class GeoClusterSpec(_Model):
     """Desired state: one leader and N followers of geoserver, and how to keep them healthy."""
 
@@ -511,6 +652,12 @@ class GeoClusterSpec(_Model):
     paused: bool = Field(
         default=False,
         description="Stop all actions (shrinks, resyncs, repairs); status stays fresh.",
+    )
+    backup: BackupSpec | None = Field(
+        default=None, description="Scheduled and on-demand backups to object storage or a directory."
+    )
+    bootstrap: BootstrapSpec | None = Field(
+        default=None, description="Where a new cluster's data comes from (backup, AOF, live leader)."
     )
 
 
@@ -612,6 +759,32 @@ class LeaderWatch(_Model):
     failing: str | None = Field(default=None, description="What is wrong with the leader.")
 
 
+
+class BackupRecord(_Model):
+    """The latest backup."""
+
+    time: str = Field(description="When it started (RFC 3339).")
+    name: str = Field(default="", description="Backup name (its folder in the destination).")
+    result: str = Field(default="", description="started, ok, or error: ...")
+    reason: str = Field(default="", description="schedule, manual or retry.")
+    attempt: int = Field(default=1, ge=1, description="Attempt of this backup (retries count up).")
+    source: str | None = Field(default=None, description="Member the AOF prefix was read from.")
+    location: str | None = Field(default=None, description="URL of the backup.")
+    size: int | None = Field(default=None, description="Stored bytes (compressed).")
+    aof_size: int | None = Field(default=None, description="AOF bytes backed up.")
+    duration_seconds: float | None = Field(default=None, description="How long it took.")
+
+
+class BootstrapRecord(_Model):
+    """How this cluster's data was bootstrapped."""
+
+    kind: Literal["fromBackup", "fromAOF", "fromLeader"] = Field(description="Bootstrap method.")
+    source: str = Field(description="Backup location, AOF URL or old leader address.")
+    result: str = Field(default="", description="following (fromLeader until detached), ok, or error: ...")
+    time: str = Field(description="When it was done (RFC 3339).")
+    aof_size: int | None = Field(default=None, description="AOF bytes the leader started with.")
+
+
 class GeoClusterStatus(_Model):
     """Observed state, written only by the operator."""
 
@@ -643,6 +816,11 @@ class GeoClusterStatus(_Model):
         default_factory=list, description="Automatic failover times in the last hour (rate budget)."
     )
     leader_watch: LeaderWatch | None = Field(default=None, description="Failover policy memory.")
+    last_backup: BackupRecord | None = Field(default=None, description="Latest backup attempt.")
+    last_successful_backup: str | None = Field(default=None, description="When the latest good backup was taken.")
+    backups: int | None = Field(default=None, ge=0, description="Complete backups in the destination.")
+    backup_failures: int = Field(default=0, ge=0, description="Consecutive failed backups.")
+    bootstrap: BootstrapRecord | None = Field(default=None, description="How the data was bootstrapped.")
 
 
 # The longest child name is `<name>-follower` / `<name>-readonly` (+9); a StatefulSet's pods
