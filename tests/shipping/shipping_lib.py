@@ -163,10 +163,38 @@ def _monitor_schema(endpoints: str) -> dict:
     }
 
 
+_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["expr"],
+    "oneOf": [{"required": ["alert"]}, {"required": ["record"]}],
+    "properties": {
+        "alert": {"type": "string", "pattern": "^[a-zA-Z_][a-zA-Z0-9_]*$"},
+        "record": {"type": "string"},
+        "expr": {"type": "string", "minLength": 1},
+        "for": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h|d|w|y))+$"},
+        "labels": _STR_MAP,
+        "annotations": _STR_MAP,
+    },
+}
 MONITOR_SCHEMAS = {
     "ServiceMonitor": _monitor_schema("endpoints"),
     "PodMonitor": _monitor_schema("podMetricsEndpoints"),
-}
+    # the fields of monitoring.coreos.com/v1 PrometheusRule we use; promtool checks the rules
+    "PrometheusRule": {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"enum": ["monitoring.coreos.com/v1"]},
+            "metadata": _METADATA,
+            "spec": {"type": "object", "additionalProperties": False, "required": ["groups"], "properties": {
+                "groups": {"type": "array", "minItems": 1, "items": {
+                    "type": "object", "additionalProperties": False, "required": ["name", "rules"],
+                    "properties": {"name": {"type": "string", "minLength": 1}, "interval": {"type": "string"},
+                                   "rules": {"type": "array", "minItems": 1, "items": _RULE}}}}}},
+        },
+    },
+}  # fmt: skip
 
 
 # --- cert-manager kinds (cert-manager.io/v1): no schema offline either; the fields we use ------
