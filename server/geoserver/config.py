@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from geoserver.aof.log import private_file
+from geoserver.delivery.policy import parse_timeout
 from geoserver.tls import parse_auth_clients, parse_yes_no
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,13 @@ PROPERTIES: dict[str, Property] = {
                                 "certificate and host name with tls-ca-cert-file"),
     "tls-reload-interval": Property(parse_count, "seconds between checks of the TLS files for "
                                     "changes, reloaded when changed (0: only on SIGHUP)"),
+    # hook delivery (docs/geofencing-endpoints.md): read at each use, CONFIG SET applies at once
+    "hook-queue-max": Property(parse_count, "most events queued per hook; beyond, that hook's "
+                               "oldest events are dropped, counted and logged (0: no limit)"),
+    "hook-queue-max-age": Property(parse_count, "seconds after which a queued hook event is "
+                                   "dropped instead of sent (0: kept until delivered)"),
+    "hook-timeout": Property(parse_timeout, "seconds one send to one hook endpoint may take "
+                             "(connect included) before the next endpoint is tried"),
 }
 
 
@@ -196,6 +204,9 @@ class ServerConfig:
     tls_auth_clients: str = "no"
     tls_replication: str = "no"
     tls_reload_interval: int = 5
+    hook_queue_max: int = 100_000
+    hook_queue_max_age: int = 0
+    hook_timeout: float = 5.0  # Tile38's HTTP request timeout
     # settings given by flag or environment (even empty): the file must not override them, so
     # a manager (the operator, `geocluster up`) that drops a password really drops it
     given: set[str] = field(default_factory=set)

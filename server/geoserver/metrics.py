@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from geoserver.binary import printable
 from geoserver.commands import slices
+from geoserver.delivery.stats import DeliveryCollector
 
 if TYPE_CHECKING:
     from geoserver.server import Server
@@ -61,6 +62,7 @@ class ServerMetrics:
                                        registry=self.registry)
         self.registry.register(_CommandCollector(self))
         self.registry.register(_StateCollector(server))
+        self.registry.register(DeliveryCollector(lambda: server.delivery))  # hooks: delivery/stats.py
 
     def observe_command(self, name: str, elapsed_ns: int, ok: bool) -> None:
         stats = self.by_command.get(name)

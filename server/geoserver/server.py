@@ -23,6 +23,7 @@ from geoserver.aof.shrink import ShrinkState
 from geoserver.binary import raw
 from geoserver.config import ServerConfig
 from geoserver.delivery import HookSink, MemorySink
+from geoserver.delivery.sink import DurableSink
 from geoserver.errors import GeoServerError, ProtocolError
 from geoserver.limits import OutputGuard, client_budget, frame_limits, idle_reason
 from geoserver.metrics import ServerMetrics
@@ -59,6 +60,7 @@ class Server:
         # Where fence events for hooks go (geoserver.delivery): the in-memory twin until the
         # leader starts its durable queue; a follower never delivers.
         self.hook_sink: HookSink = MemorySink()
+        self.delivery: DurableSink | None = None  # queue.db and its worker, opened at start
         self.shrink = ShrinkState()
         self.loading = False
         self.started = time.time()
@@ -96,6 +98,10 @@ class Server:
         cfg = self.config
         cfg.dir.mkdir(parents=True, exist_ok=True)
         cfg.load_file()
+        # queue.db before the AOF, so events a crashed run queued are there first; delivery
+        # starts below only if this server leads (docs/geofencing-endpoints.md)
+        self.delivery = DurableSink(cfg)
+        self.hook_sink = self.delivery
         self.maxclients, warning = client_budget(cfg.maxclients)
         if warning:
             log.warning(warning)
@@ -132,6 +138,8 @@ class Server:
         self.spawn(self._sweep_clients(), "client-limits")
         if cfg.follow_host:
             self.start_following(cfg.follow_host, cfg.follow_port)
+        else:
+            self.delivery.start_delivering()  # only the leader fires hooks
 
     async def _load(self) -> None:
         path = self.config.aof_path
@@ -167,6 +175,8 @@ class Server:
         for client in list(self.clients):
             client.close()
         self.cut_replication_streams("server shutting down")
+        if self.delivery is not None:
+            await self.delivery.close()
         if self.aof is not None:
             self.aof.close()
         log.info("stopped")
@@ -276,6 +286,8 @@ class Server:
         self.config.follow_host, self.config.follow_port = host, port
         self.config.write_file()
         self.cut_replication_streams("this server became a follower")
+        if self.delivery is not None:
+            self.delivery.stop_delivering()  # its queue stays for when it leads again
         self.follower = Follower(self, host, port)
         self.follower.start()
 
@@ -285,6 +297,8 @@ class Server:
             self.follower.cancel()
             self.follower = None
         self.config.follow_host, self.config.follow_port = "", 0
+        if self.delivery is not None:
+            self.delivery.start_delivering()
         self.config.write_file()
 
     def cut_replication_streams(self, reason: str) -> None:

@@ -271,3 +271,12 @@ def _amqp(url: str, scheme: str, authority: str, path: list[str], params: dict[s
         delivery_mode=_int(url, "delivery_mode", params.get("delivery_mode", "1"), 1, 2),
         priority=_int(url, "priority", params.get("priority", "0"), 0, 255), **flags)
     return Endpoint("amqp", url, host, port, queue, options)
+
+
+_SECRET_PARAMS = re.compile(r"([?&](?:pass|token|password)=)[^&]*", re.IGNORECASE)
+_USERINFO = re.compile(r"^([a-z][a-z0-9+.-]*://[^:/@]*):[^@/]*@", re.IGNORECASE)
+
+
+def redact(url: str) -> str:
+    """The URL for logs: passwords in the userinfo and pass=/token= values replaced by ***."""
+    return _SECRET_PARAMS.sub(r"\1***", _USERINFO.sub(r"\1:***@", url))
