@@ -484,7 +484,7 @@ def test_missing_key_is_an_empty_result(srv: GeoServer, r: redis.Redis) -> None:
     (("WITHIN", "k", "CIRCLE", 1, 2, "far"), "invalid argument 'far'"),
     (("WITHIN", "k", "WHERE", "f", "low", 2, "POINT", 1, 2), "invalid argument 'low'"),
     (("WITHIN", "k", "WHEREIN", "f", "two", 1, 2, "POINT", 1, 2), "invalid argument 'two'"),
-    (("WITHIN", "k", "OBJECT", "{nope"), "invalid geojson: not valid JSON"),
+    (("WITHIN", "k", "OBJECT", "{nope"), "invalid data"),
     (("WITHIN", "k", "QUADKEY", "0259"), "invalid argument '0259'"),
     (("WITHIN", "k", "TILE", 4, 0, 2), "invalid argument '4'"),
     (("WITHIN", "k", "HASH", "!!"), "invalid geohash '!!'"),

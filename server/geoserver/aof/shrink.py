@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 from geoserver.aof.log import private_file
 from geoserver.binary import raw
 from geoserver.protocol.resp import encode_command, format_float
+from geoserver.store.fields import field_arg
 
 if TYPE_CHECKING:
     from geoserver.server import Server
@@ -60,7 +61,7 @@ def object_record(key: str, oid: str, item: Item, now: float) -> bytes:
     """One SET record that recreates the object, its fields and its remaining TTL."""
     args = [b"SET", raw(key), raw(oid)]  # the exact bytes clients sent (geoserver.binary)
     for name, value in item.field_list():
-        args += [b"FIELD", raw(name), raw(value if isinstance(value, str) else format_float(value))]
+        args += [b"FIELD", raw(name), raw(field_arg(value))]  # re-parses to the same JSON kind
     if item.expires_at is not None:
         remaining = max(0.1, item.expires_at - now)
         args += [b"EX", format_float(round(remaining, 3)).encode()]

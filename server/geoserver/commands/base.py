@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from geoserver.binary import text
-from geoserver.errors import CommandError, duplicate_argument, invalid_argument
+from geoserver.errors import ArityError, CommandError, duplicate_argument, invalid_argument
 from geoserver.store.geometry import GeoLimits, parse_float
 
 if TYPE_CHECKING:
@@ -104,8 +104,8 @@ class Args:
         return self.argv[self.pos].decode("utf-8", "replace").upper() if self.more() else ""
 
     def next(self) -> bytes:
-        if not self.more():
-            raise CommandError("invalid number of arguments")
+        if not self.more():  # Tile38: `wrong number of arguments for 'set' command` in RESP
+            raise ArityError(text(self.argv[0]))
         value = self.argv[self.pos]
         self.pos += 1
         return value

@@ -23,12 +23,13 @@ from geoserver.errors import (
     ID_ALREADY_EXISTS,
     ID_NOT_FOUND,
     KEY_NOT_FOUND,
+    ArityError,
     CommandError,
     invalid_argument,
 )
 from geoserver.protocol.resp import OK, Simple
 from geoserver.store.collection import Collection, Item, literal_prefix
-from geoserver.store.fields import check_field_name, parse_field_value
+from geoserver.store.fields import check_field_name, field_text, parse_field_value
 from geoserver.store.geometry import (
     GeoLimits,
     GeoObject,
@@ -151,7 +152,7 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
         else:
             raise invalid_argument(argv[args.pos])
     if obj is None:
-        raise CommandError("invalid number of arguments")
+        raise ArityError("set")
     key, oid = text(argv[1]), text(argv[2])
     if cond:
         col = ctx.db.get(key)
@@ -187,7 +188,7 @@ def cmd_get(ctx: Ctx, argv: list[bytes]) -> Any:
         if kind == "HASH":
             precision = args.next_int(1, 12)
         elif kind not in ("OBJECT", "POINT", "BOUNDS"):
-            raise invalid_argument(argv[args.pos - 1])
+            raise ArityError("get")  # Tile38: an unknown output word is an arity error
     args.done()
     item = _lookup(ctx, argv)
     if item is None:
@@ -398,7 +399,7 @@ def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
     xx = args.flag("XX")
     pairs = argv[args.pos :]
     if not pairs or len(pairs) % 2:
-        raise CommandError("invalid number of arguments")
+        raise ArityError("fset")
     col = _collection(ctx, argv[1])
     item = _live_item(ctx, col, text(argv[2]))
     if item is None:
@@ -413,14 +414,16 @@ def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
     return {} if ctx.json else changed
 
 
-@command("fget", min_args=4, max_args=4, flags=R)
+@command("fget", min_args=3, flags=R)
 def cmd_fget(ctx: Ctx, argv: list[bytes]) -> Any:
-    """FGET key id field"""
+    """FGET key id field -- the key and id are checked before the arity, as in Tile38."""
     item = _item(ctx, argv[1], argv[2])
+    if len(argv) != 4:
+        raise ArityError("fget")
     value = (item.fields or {}).get(text(argv[3]), 0.0)
     if ctx.json:
         return {"value": field_out(value)}
-    return value if isinstance(value, str) else float(value)
+    return field_text(value)
 
 
 @command("expire", min_args=4, max_args=4, flags=W)

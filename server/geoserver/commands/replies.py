@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
 
 from geoserver.store.collection import Item
-from geoserver.store.fields import FieldValue
+from geoserver.store.fields import FieldValue, field_json, field_text
 from geoserver.store.geometry import GeoObject, num
 
 
 def field_out(value: FieldValue) -> Any:
-    return num(value) if isinstance(value, float) else value
+    return field_json(value)  # a JSON field value is embedded as JSON, not quoted
 
 
 def object_json(obj: GeoObject) -> Any:
@@ -60,7 +61,8 @@ def fields_resp(item: Item) -> list[Any]:
     out: list[Any] = []
     for name, value in item.field_list():
         out.append(name)
-        out.append(value if isinstance(value, str) else float(value))
+        out.append(value if isinstance(value, str) else
+                   float(value) if math.isfinite(value) else field_text(value))  # +Inf, NaN as Tile38
     return out
 
 

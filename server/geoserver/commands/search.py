@@ -35,7 +35,18 @@ from geoserver.errors import ID_NOT_FOUND, KEY_NOT_FOUND, CommandError, invalid_
 from geoserver.protocol.resp import Raw
 from geoserver.store import query
 from geoserver.store.collection import Collection, Item, literal_prefix
-from geoserver.store.fields import FieldValue, field_number, parse_field_value
+from geoserver.store.expression import Predicate, compile_where
+from geoserver.store.fields import (
+    MISSING,
+    FieldValue,
+    equals,
+    field_path,
+    json_field_value,
+    less,
+    parse_field_value,
+    path_get,
+    value_of,
+)
 from geoserver.store.geometry import encode_geohash, geohash_bounds, num, parse_float, parse_geojson
 from geoserver.store.glob import matcher
 
@@ -46,16 +57,68 @@ CHUNK = 256
 
 @dataclass(slots=True)
 class Where:
+    """`WHERE name min max` (a range, `(` for exclusive) or `WHERE name op value`, on field
+    values with Tile38's order (store/fields.py: kinds, then numbers, strings without case).
+    Numbers against numbers, the common case, compare as floats."""
+
     name: str
-    low: float
-    high: float
+    low: FieldValue
+    high: FieldValue
     low_open: bool = False
     high_open: bool = False
+    op: str = ""  # "<" "<=" ">" ">=" "==" "!=" for the `name op value` form
 
-    def test(self, value: float) -> bool:
-        if value < self.low or (self.low_open and value == self.low):
+    def test(self, value: FieldValue) -> bool:
+        low, high = self.low, self.high
+        if self.op:
+            if self.op == "==":
+                return equals(value, high)
+            if self.op == "!=":
+                return not equals(value, high)
+            if self.op == "<":
+                return less(value, high)
+            if self.op == "<=":
+                return not less(high, value)
+            if self.op == ">":
+                return less(high, value)
+            return not less(value, high)
+        if value.__class__ is float and low.__class__ is float and high.__class__ is float:
+            if value < low or (self.low_open and value == low):  # type: ignore[operator]
+                return False
+            return not (value > high or (self.high_open and value == high))  # type: ignore[operator]
+        if less(value, low) or (self.low_open and not less(low, value)):
             return False
-        return not (value > self.high or (self.high_open and value == self.high))
+        return not (less(high, value) or (self.high_open and not less(value, high)))
+
+    def match(self, oid: str, item: Item) -> bool:
+        fields = item.fields
+        value = fields.get(self.name) if fields else None
+        return self.test(value if value is not None else where_value(oid, item, self.name))
+
+
+@dataclass(slots=True)
+class WhereExpr:
+    """`WHERE "expression"`, compiled once (store/expression.py); kept in `Search.wheres`."""
+
+    text: str
+    pred: Predicate
+
+    def match(self, oid: str, item: Item) -> bool:
+        return self.pred(oid, item)
+
+
+def where_value(oid: str, item: Item, name: str) -> FieldValue:
+    """The value a WHERE / WHEREIN names (Tile38's getFieldValue): `properties.*` in GeoJSON,
+    `z`, a field, or a path into a JSON field."""
+    if name == "z":
+        return item.obj.z or 0.0
+    if name.startswith("properties") and (len(name) == 10 or name[10] == "."):
+        doc = item.obj.geojson if item.obj.kind == "geojson" else None
+        if isinstance(doc, dict) and "properties" in doc:
+            node = doc["properties"] if len(name) == 10 else path_get(doc["properties"], name[11:])
+            if node is not MISSING:
+                return json_field_value(node)
+    return field_path(item.fields, name)
 
 
 @dataclass(slots=True)
@@ -66,7 +129,7 @@ class Search:
     cursor: int = 0
     limit: int | None = None
     matches: list[Callable[[str], Any]] = field(default_factory=list)
-    wheres: list[Where] = field(default_factory=list)
+    wheres: list[Where | WhereExpr] = field(default_factory=list)
     whereins: list[tuple[str, list[FieldValue]]] = field(default_factory=list)
     nofields: bool = False
     distance: bool = False
@@ -82,14 +145,12 @@ class Search:
     def accept(self, oid: str, item: Item) -> bool:
         if self.matches and not any(m(oid) for m in self.matches):
             return False
-        fields = item.fields or {}
         for w in self.wheres:
-            value = item.obj.z or 0.0 if w.name == "z" else field_number(fields.get(w.name))
-            if not w.test(value):
+            if not w.match(oid, item):
                 return False
         for name, values in self.whereins:
-            value = fields.get(name, 0.0)
-            if value not in values and field_number(value) not in values:
+            value = where_value(oid, item, name)
+            if not any(equals(value, v) for v in values):
                 return False
         return True
 
@@ -97,41 +158,43 @@ class Search:
 # ---- parsing -----------------------------------------------------------------------------
 
 
-def _bound(token: bytes) -> tuple[float, bool]:
-    """A WHERE bound: a number, -inf/+inf, optionally `(`-prefixed for exclusive."""
-    text = token.decode("utf-8", "replace")
-    exclusive = text.startswith("(")
-    body = text[1:] if exclusive else text
-    low = body.lower()
-    if low in ("-inf", "+inf", "inf"):
-        return (-math.inf if low == "-inf" else math.inf), exclusive
-    try:
-        value = float(body)
-    except ValueError:
-        raise invalid_argument(token) from None
-    if math.isnan(value):
-        raise invalid_argument(token)
-    return value, exclusive
+def _bound(token: bytes) -> tuple[FieldValue, bool]:
+    """A WHERE bound as Tile38 reads it: lowered, optionally `(`-prefixed for exclusive,
+    then a field value (`-inf`/`+inf` are numbers, other text compares as a string)."""
+    body = text(token).lower()
+    exclusive = body.startswith("(")
+    if exclusive:
+        body = body[1:]
+    return value_of(body), exclusive
 
 
-def _where(args: Args) -> Where:
+def _is_expression(args: Args) -> bool:
+    """Tile38's detectExprToken: `WHERE "expr"` when what follows the next token starts with
+    a letter (an option, an output or an area: not a bound), or nothing follows."""
+    rest = args.argv[args.pos:]
+    if len(rest) == 1 or (len(rest) == 2 and not rest[1]):
+        return True
+    if len(rest) < 2:
+        return False
+    nxt = rest[1]
+    return nxt[:1].isalpha() and nxt.lower() != b"inf"
+
+
+def _where(args: Args, s: Search) -> None:
+    if _is_expression(args):
+        expr = args.next_str()
+        s.wheres.append(WhereExpr(expr, compile_where(expr)))
+        return
     name = args.next_str()
     op_token = args.next()
-    op = op_token.decode("utf-8", "replace")
+    high_token = args.next()
+    op = text(op_token)
     if op in ("<", "<=", ">", ">=", "==", "!="):
-        if op == "!=":  # only WHERE forms expressible as one range are supported
-            raise invalid_argument(op_token)
-        value, _ = _bound(args.next())
-        return {
-            "<": Where(name, -math.inf, value, high_open=True),
-            "<=": Where(name, -math.inf, value),
-            ">": Where(name, value, math.inf, low_open=True),
-            ">=": Where(name, value, math.inf),
-            "==": Where(name, value, value),
-        }[op]
+        s.wheres.append(Where(name, 0.0, _bound(high_token)[0], op=op))
+        return
     low, low_open = _bound(op_token)
-    high, high_open = _bound(args.next())
-    return Where(name, low, high, low_open, high_open)
+    high, high_open = _bound(high_token)
+    s.wheres.append(Where(name, low, high, low_open, high_open))
 
 
 def _glob(pattern: str) -> Callable[[str], Any]:
@@ -161,11 +224,11 @@ def parse_options(args: Args, cmd: str, ctx: Ctx | None = None) -> Search:
             patterns.append(pattern)
         elif word == "WHERE":
             args.next()
-            s.wheres.append(_where(args))
+            _where(args, s)
         elif word == "WHEREIN":
             args.next()
             name = args.next_str()
-            n = args.next_int(1)
+            n = args.next_int(0)
             s.whereins.append((name, [parse_field_value(args.next()) for _ in range(n)]))
         elif word in ("NOFIELDS", "DISTANCE"):
             args.once(word)

@@ -3,7 +3,8 @@
 The cache is a bounded LRU: a client sending a new pattern with every request (or long
 ones: the command layer caps their length at `max-pattern-length`) costs at most
 `CACHE_SIZE` compiled patterns, not the 32768 that fnmatch's own cache keeps.
-Semantics are fnmatch's (`*`, `?`, `[...]`, `[!...]`), case-sensitive, `*` matching newlines.
+Semantics are fnmatch's (`*`, `?`, `[...]`, `[!...]`), case-sensitive, `*` matching newlines;
+`[^...]` negates too, as in Tile38's matcher (fnmatch would read the `^` as a literal).
 """
 
 from __future__ import annotations
@@ -21,4 +22,4 @@ Matcher = Callable[[str], object]
 @functools.lru_cache(maxsize=CACHE_SIZE)
 def matcher(pattern: str) -> Matcher:
     """The match function of a glob (truthy when the whole string matches)."""
-    return re.compile(fnmatch.translate(pattern), re.DOTALL).match
+    return re.compile(fnmatch.translate(pattern.replace("[^", "[!")), re.DOTALL).match

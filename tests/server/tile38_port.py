@@ -1,0 +1,73 @@
+"""Runs Tile38's own test tables (tests/*.go, ported as Python data) against a real geoserver.
+
+A case is `(args, mode, kind, want)`: mode "R" (RESP) or "J" (JSON output); kind "OK", "Str"
+or "Err" as in Tile38's harness. RESP replies are printed the way Tile38's harness prints
+them (`[0 [id1 id2]]`, `<nil>`), JSON replies are compared as parsed documents without
+`elapsed`. `skip` maps a case index to the reason it is not run (a deliberate difference, or
+a feature outside this port), so every table states what it does not check.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from wire import Wire
+
+Case = tuple[list[str], str, str, Any]
+
+
+def resp_text(value: Any, top: bool = True) -> str:
+    if value is None:
+        return "<nil>" if top else "nil"
+    if isinstance(value, Exception):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + " ".join(resp_text(v, False) for v in value) + "]"
+    return str(value)
+
+
+def _check_resp(reply: Any, kind: str, want: Any) -> bool:
+    if kind == "OK":
+        return reply == "OK"
+    if kind == "Err":
+        if want == "<nil>":
+            return reply is None
+        return isinstance(reply, Exception) and str(reply) in (want, "ERR " + want)
+    return resp_text(reply) == str(want)
+
+
+def _check_json(doc: dict[str, Any], kind: str, want: Any) -> bool:
+    doc = {k: v for k, v in doc.items() if k != "elapsed"}
+    if kind == "OK":
+        return doc == {"ok": True}
+    if kind == "Err":
+        return doc == {"ok": False, "err": want}
+    return doc == orjson.loads(want)
+
+
+def run(port: int, cases: list[Case], skip: dict[int, str] | None = None) -> tuple[int, list[str]]:
+    """Run the cases in order on a flushed server: (cases passed, failure descriptions)."""
+    skip = skip or {}
+    failures: list[str] = []
+    passed = 0
+    with Wire(port) as resp, Wire(port) as js:
+        assert resp.call("FLUSHDB") == "OK"
+        for i, (args, mode, kind, want) in enumerate(cases):
+            if i in skip:
+                continue
+            if mode == "J":
+                raw = js.json(*args) if js.json_mode else None
+                if raw is None:
+                    js.json_mode = False
+                    raw = js.json(*args)
+                ok = _check_json(raw, kind, want)
+                got: Any = raw
+            else:
+                got = resp.call(*args)
+                ok = _check_resp(got, kind, want)
+            if ok:
+                passed += 1
+            else:
+                failures.append(f"#{i} {args} ({mode} {kind}) want {want!r} got {got!r}")
+    return passed, failures
