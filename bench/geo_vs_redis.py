@@ -112,12 +112,25 @@ def pin(cpu: int) -> list[str]:
     return ["taskset", "-c", str(cpu)] if (os.cpu_count() or 1) > 1 and shutil.which("taskset") else []
 
 
+def core_env(core: str) -> dict[str, str]:
+    """The environment selecting a point index: `cpp`, `python`, or `label@/path/to/_core.so`
+    (another build of the core, e.g. one of an older commit, through GEOSERVER_CORE_LIB)."""
+    if "@" in core:
+        return {"GEOSERVER_CORE": "cpp", "GEOSERVER_CORE_LIB": core.split("@", 1)[1]}
+    return {"GEOSERVER_CORE": core}
+
+
+def label(core: str) -> str:
+    return core.split("@", 1)[0]
+
+
 def start_geoserver(port: int, workdir: Path, aof: bool, core: str = "cpp") -> subprocess.Popen:
     persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
+    name = label(core)
     cmd = [*pin(0), sys.executable, "-m", "geoserver", "--host", "127.0.0.1", "--port", str(port),
-           "--dir", str(workdir / f"geo-{core}"), "-q", *persistence]
-    env = {**os.environ, "GEOSERVER_CORE": core}
-    log = open(workdir / f"geo-{core}.log", "wb")  # noqa: SIM115
+           "--dir", str(workdir / f"geo-{name}"), "-q", *persistence]
+    env = {**os.environ, **core_env(core)}
+    log = open(workdir / f"geo-{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
     wait_port(port, proc, "geoserver")
     return proc
@@ -178,10 +191,11 @@ def dataset(n: int, seed: int = 38) -> list[tuple[str, float, float]]:
     return [(f"truck{i}", MIN_LAT + rnd.random() * SPAN, MIN_LON + rnd.random() * SPAN) for i in range(n)]
 
 
-def benchmark(port: int, pid: int, command: list[str], pipeline: int, requests: int) -> tuple[float, float]:
+def benchmark(port: int, pid: int, command: list[str], pipeline: int, requests: int,
+              rand_range: str = RAND_RANGE) -> tuple[float, float]:
     """(ops/s reported by redis-benchmark, server CPU µs per request) for one command."""
     cmd = [*pin(1), "redis-benchmark", "-h", "127.0.0.1", "-p", str(port), "-c", str(CLIENTS),
-           "-n", str(requests), "-P", str(pipeline), "-r", RAND_RANGE, "--csv", *command]
+           "-n", str(requests), "-P", str(pipeline), "-r", rand_range, "--csv", *command]
     before = cpu_seconds(pid)
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     used = cpu_seconds(pid) - before
@@ -248,7 +262,7 @@ class Result:
 
 def render(results: list[Result], args: argparse.Namespace, env: str) -> str:
     mode = "AOF everysec for both" if args.aof else "no persistence for both"
-    cores = args.cores.split(",")
+    cores = [label(c) for c in args.cores.split(",")]
     pinned = "servers on CPU 0, redis-benchmark on CPU 1" if pin(0) else "not pinned"
     lines = [
         f"Run: `python bench/geo_vs_redis.py{' --quick' if args.quick else ''}"
@@ -276,14 +290,16 @@ def render(results: list[Result], args: argparse.Namespace, env: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_docs(section: str) -> None:
+def write_docs(section: str, begin: str = BEGIN, end: str = END,
+               title: str = "geoserver vs redis-server (latest run)") -> None:
+    """Replace the text between the `begin` and `end` markers of docs/benchmarks.md."""
     text = DOCS.read_text() if DOCS.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
+    block = f"{begin}\n{section}{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = text.rstrip("\n") + "\n\n## geoserver vs redis-server (latest run)\n\n" + block + "\n"
+        text = text.rstrip("\n") + f"\n\n## {title}\n\n" + block + "\n"
     DOCS.write_text(text)
     print(f"wrote {DOCS.relative_to(REPO)}")
 
@@ -295,12 +311,14 @@ def main() -> None:
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")
     p.add_argument("--requests", type=int, default=None, help="requests per SET run")
     p.add_argument("--nearby-requests", type=int, default=None, help="requests per NEARBY run")
-    p.add_argument("--cores", default="cpp,python", help="geoserver point indexes to run (GEOSERVER_CORE)")
+    p.add_argument("--cores", default="cpp,python",
+                   help="geoserver point indexes to run: cpp, python, label@/path/to/_core.so")
     p.add_argument("--repeats", type=int, default=3, help="alternating repeats per measurement")
     args = p.parse_args()
     args.requests = args.requests or (20_000 if args.quick else 200_000)
     args.nearby_requests = args.nearby_requests or (10_000 if args.quick else 60_000)
-    cores = args.cores.split(",")
+    specs = args.cores.split(",")
+    cores = [label(c) for c in specs]
 
     ensure_redis()
     env = machine()
@@ -313,9 +331,9 @@ def main() -> None:
         try:
             port = free_port()
             procs["redis"] = (port, start_redis(port, workdir, args.aof))
-            for core in cores:
+            for core in specs:
                 port = free_port()
-                procs[core] = (port, start_geoserver(port, workdir, args.aof, core))
+                procs[label(core)] = (port, start_geoserver(port, workdir, args.aof, core))
             geoadds = [["GEOADD", "fleet", repr(lo), repr(la), i] for i, la, lo in points]
             sets = [["SET", "fleet", i, "POINT", repr(la), repr(lo)] for i, la, lo in points]
             redis_probe = ["GEOSEARCH", "fleet", "FROMLONLAT", "0.36", "0.36", "BYRADIUS", "1", "km"]

@@ -13,8 +13,14 @@
 // per slot and finds a slot by id in its own open-addressing table (the str's cached hash,
 // pointer equality first, then str equality). Everything runs under the GIL.
 //
+// A second level, blocks of 2^COARSE_SHIFT x 2^COARSE_SHIFT cells, lists each block's occupied cells,
+// so a box over many mostly empty cells (sparse world-wide data) visits the occupied ones instead of
+// probing all of them (the twin's candidates_in_box docstring states the rule both follow).
+//
 // Invariants: ids[s] != nullptr exactly for live slots s < next_; table_ holds each live slot once;
-// cells_[key] lists the live slots in that cell and where_[s] is s's position in its bucket.
+// cells_[key].slots lists the live slots in that cell and where_[s] is s's position in its bucket;
+// blocks_[bkey] lists (a pointer to) every cell of that block with a non-empty bucket, and a cell's
+// `pos` is its index there (unordered_map keeps node addresses stable across rehashing).
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -32,6 +38,8 @@ namespace py = pybind11;
 namespace {
 
 constexpr double CELL = 0.01;
+constexpr int COARSE_SHIFT = 4;  // a block is 16 x 16 cells (0.16 degrees)
+constexpr int64_t FINE_PROBES = 64;  // larger boxes ask the blocks first
 constexpr int64_t ROW = int64_t{1} << 16;
 constexpr int64_t COL0 = int64_t{1} << 15;
 constexpr double COORD_LIMIT = 1e6;  // degrees; callers validate +-90 / +-180, this keeps cells in int64
@@ -48,7 +56,15 @@ int64_t cell_of(double v) {
 
 int64_t key_of(int64_t cy, int64_t cx) { return cy * ROW + cx + COL0; }
 
+int64_t block_of(int64_t cy, int64_t cx) { return key_of(cy >> COARSE_SHIFT, cx >> COARSE_SHIFT); }
+
 using Slots = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
+
+struct Cell {
+    std::vector<uint32_t> slots;
+    int64_t cy = 0, cx = 0;  // its row and column
+    uint32_t pos = 0;  // its index in its block's list
+};
 
 class PointGrid {
 public:
@@ -65,7 +81,8 @@ public:
     size_t num_cells() const { return cells_.size(); }
 
     void insert(py::str oid, double lat, double lon) {
-        const int64_t key = key_of(cell_of(lat), cell_of(lon));
+        const int64_t cy = cell_of(lat), cx = cell_of(lon);
+        const int64_t key = key_of(cy, cx);
         const Py_hash_t h = hash(oid);
         bool found = false;
         size_t pos = find(oid.ptr(), h, found);
@@ -96,9 +113,17 @@ public:
         if ((count_ + 1) * 10 > table_.size() * 7) rehash(table_.size() * 2);
         pos = find(oid.ptr(), h, found);
         table_[pos] = slot;
-        std::vector<uint32_t>& bucket = cells_[key];
-        where_[slot] = static_cast<uint32_t>(bucket.size());
-        bucket.push_back(slot);
+        auto [it, created] = cells_.try_emplace(key);
+        Cell& cell = it->second;
+        if (created) {
+            cell.cy = cy;
+            cell.cx = cx;
+            std::vector<Cell*>& block = blocks_[block_of(cy, cx)];
+            cell.pos = static_cast<uint32_t>(block.size());
+            block.push_back(&cell);
+        }
+        where_[slot] = static_cast<uint32_t>(cell.slots.size());
+        cell.slots.push_back(slot);
     }
 
     void remove(py::str oid) {
@@ -290,7 +315,7 @@ private:
         erase(pos);
         const int64_t key = key_of(cell_of(lats_[slot]), cell_of(lons_[slot]));
         auto it = cells_.find(key);
-        std::vector<uint32_t>& bucket = it->second;
+        std::vector<uint32_t>& bucket = it->second.slots;
         const uint32_t last = bucket.back();
         bucket.pop_back();
         if (last != slot) {
@@ -298,6 +323,7 @@ private:
             bucket[hole] = last;
             where_[last] = hole;
         } else if (bucket.empty()) {
+            leave_block(it->second);
             cells_.erase(it);
         }
         PyObject* id = ids_[slot];
@@ -305,6 +331,19 @@ private:
         --count_;
         free_.push_back(slot);
         Py_DECREF(id);
+    }
+
+    void leave_block(const Cell& cell) {
+        auto it = blocks_.find(block_of(cell.cy, cell.cx));
+        std::vector<Cell*>& block = it->second;
+        Cell* last = block.back();
+        block.pop_back();
+        if (last != &cell) {
+            block[cell.pos] = last;
+            last->pos = cell.pos;
+        } else if (block.empty()) {
+            blocks_.erase(it);
+        }
     }
 
     uint32_t grow() {
@@ -329,11 +368,35 @@ private:
                 if (ids_[s]) found.push_back(s);
             return;
         }
+        if (ncells > FINE_PROBES) {
+            std::vector<const std::vector<Cell*>*> lists;
+            int64_t occupied = 0;
+            const int64_t bax = ax >> COARSE_SHIFT, bwidth = (bx >> COARSE_SHIFT) - bax + 1;
+            for (int64_t row = key_of(ay >> COARSE_SHIFT, bax); row < key_of(by >> COARSE_SHIFT, bax) + 1;
+                 row += ROW) {
+                for (int64_t bkey = row; bkey < row + bwidth; ++bkey) {
+                    auto it = blocks_.find(bkey);
+                    if (it == blocks_.end()) continue;
+                    lists.push_back(&it->second);
+                    occupied += static_cast<int64_t>(it->second.size());
+                }
+            }
+            if (occupied < ncells) {
+                for (const auto* block : lists) {
+                    for (const Cell* cell : *block) {
+                        if (cell->cy >= ay && cell->cy <= by && cell->cx >= ax && cell->cx <= bx)
+                            found.insert(found.end(), cell->slots.begin(), cell->slots.end());
+                    }
+                }
+                return;
+            }
+        }
         const int64_t width = bx - ax + 1;
         for (int64_t row = key_of(ay, ax); row < key_of(by, ax) + 1; row += ROW) {
             for (int64_t key = row; key < row + width; ++key) {
                 auto it = cells_.find(key);
-                if (it != cells_.end()) found.insert(found.end(), it->second.begin(), it->second.end());
+                if (it != cells_.end())
+                    found.insert(found.end(), it->second.slots.begin(), it->second.slots.end());
             }
         }
     }
@@ -342,7 +405,8 @@ private:
     std::vector<PyObject*> ids_;  // owned references; nullptr for a free slot
     std::vector<Py_hash_t> hashes_;
     std::vector<uint32_t> where_;
-    std::unordered_map<int64_t, std::vector<uint32_t>> cells_;
+    std::unordered_map<int64_t, Cell> cells_;
+    std::unordered_map<int64_t, std::vector<Cell*>> blocks_;
     std::vector<uint32_t> free_;
     std::vector<uint32_t> table_;
     size_t mask_;

@@ -69,10 +69,12 @@ def batch_rows(batch: query.Batch) -> tuple[list[str], list[float] | None]:
     return batch.ids(0, len(batch)), batch.dists(0, len(batch))
 
 
-def run(sequence: list[tuple], ids: list[str] = IDS) -> None:
+def run(sequence: list[tuple], ids: list[str] = IDS, check_every: int = 1) -> None:
+    """Apply the operations to both, compare every answer, and their whole state after every
+    `check_every`-th operation and at the end."""
     c, p = core.PointGrid(), PointGrid()
     where: dict[str, tuple[float, float]] = {}
-    for op in sequence:
+    for step, op in enumerate(sequence):
         kind = op[0]
         if kind in ("insert", "move"):
             oid, lat, lon = op[1:]
@@ -111,7 +113,9 @@ def run(sequence: list[tuple], ids: list[str] = IDS) -> None:
         else:
             area = query.circle_area(op[1], op[2], op[3])
             same(query.points_in(c, area), query.points_in(p, area))
-        compare_state(c, p, ids)
+        if step % check_every == 0:
+            compare_state(c, p, ids)
+    compare_state(c, p, ids)
 
 
 def test_both_implement_the_interface() -> None:
@@ -142,6 +146,62 @@ def test_many_points_in_one_cell_and_slot_reuse() -> None:
         elif i % 10 == 0:
             sequence.append(("ring", 33.002, -115.002, float(rnd.random() * 800), -1.0))
     run(sequence, [f"p{i}" for i in range(400)])
+
+
+def world_sequence(seed: int, points: int, queries: int) -> list[tuple]:
+    """Points uniform over the world (tile38-benchmark's shape; most cells hold one point or
+    none), some removed and moved, then boxes and rings of 1 to 1,000 km: boxes of many cells
+    that take the blocks' path, and at the poles and the antimeridian."""
+    rnd = np.random.default_rng(seed)
+    sequence: list[tuple] = []
+    for i in range(points):
+        sequence.append(("insert", f"w{i}", float(rnd.uniform(-90, 90)), float(rnd.uniform(-180, 180))))
+    for _ in range(points // 10):
+        sequence.append(("remove", f"w{rnd.integers(0, points)}"))
+        sequence.append(("insert", f"w{rnd.integers(0, points)}", float(rnd.uniform(-90, 90)),
+                         float(rnd.uniform(-180, 180))))
+    centres = [(float(rnd.uniform(-90, 90)), float(rnd.uniform(-180, 180))) for _ in range(queries)]
+    centres += [(89.95, 10.0), (-89.95, -10.0), (0.0, 179.95), (10.0, -179.95)]
+    for lat, lon in centres:
+        m = float(rnd.choice([1_000.0, 10_000.0, 100_000.0, 1_000_000.0]))
+        sequence.append(("ring", lat, lon, m, -1.0))
+        sequence.append(("ring", lat, lon, m / 4, m))
+        sequence.append(("circle", lat, lon, m))
+        d = m / 111_000.0
+        sequence.append(("box", max(-90.0, lat - d), max(-180.0, lon - d), min(90.0, lat + d),
+                         min(180.0, lon + d)))
+    return sequence
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sparse_world_takes_the_blocks_path_identically(seed: int) -> None:
+    """Sparse world-wide data: box candidates via the blocks' occupied-cell lists (boxes of
+    thousands of mostly empty cells), cells leaving and entering blocks as points move."""
+    run(world_sequence(seed, 3000, 25), ids=[f"w{i}" for i in range(0, 3000, 7)], check_every=97)
+
+
+def test_blocks_path_returns_the_cells_of_the_box() -> None:
+    """The blocks' path yields exactly the slots of the cells the box touches (those a probe
+    of every cell finds), and is the one taken: a 2 degree box over sparse data."""
+    rnd = np.random.default_rng(11)
+    g = PointGrid()
+    for i in range(50_000):
+        g.insert(f"p{i}", float(rnd.uniform(-30, 30)), float(rnd.uniform(-180, 180)))
+    (ay, ax), (by, bx) = index._cell(10.0, 20.0), index._cell(12.0, 22.0)
+    ncells = (by - ay + 1) * (bx - ax + 1)
+    s = index.COARSE_SHIFT
+    occupied = sum(len(g.blocks.get(index._key(r, c), ())) for r in range(ay >> s, (by >> s) + 1)
+                   for c in range(ax >> s, (bx >> s) + 1))
+    assert index.FINE_PROBES < ncells <= g.num_cells() and occupied < ncells  # the blocks' path
+    got = g.candidates_in_box(10.0, 20.0, 12.0, 22.0)
+    probed = [slot for slot in range(g.capacity()) if g.ids[slot] is not None
+              and ay <= index._cell(g.lats[slot], g.lons[slot])[0] <= by
+              and ax <= index._cell(g.lats[slot], g.lons[slot])[1] <= bx]
+    assert sorted(got.tolist()) == sorted(probed) and len(got) > 0
+    c = core.PointGrid()
+    for oid, la, lo in zip(g.names(), g.lats, g.lons, strict=False):
+        c.insert(oid, float(la), float(lo))
+    same(c.candidates_in_box(10.0, 20.0, 12.0, 22.0), got)
 
 
 def test_bad_input() -> None:

@@ -3,9 +3,12 @@
 Points (nearly all objects in practice) live in a uniform grid of CELL-degree cells over
 slot-addressed numpy coordinate arrays: an insert is a dict/list append (~µs), and a query
 gathers candidate slots from the covered cells and filters them in one vectorised pass.
-When a query box covers more cells than are occupied, it filters every slot instead, so
-huge areas cost O(n) numpy work rather than O(cells) Python work. Other shapes (polygons,
-lines, bounds) keep their bounding boxes in arrays rebuilt lazily after a change.
+A second, coarse level (blocks of COARSE x COARSE cells) lists the occupied cells of each block,
+so a box over many cells of sparse data (1M points over the world, 100 km: ~30,000 cells, most
+empty) visits the few occupied cells of its blocks instead of probing every cell. When a query
+box covers more cells than are occupied, it filters every slot instead, so huge areas cost O(n)
+numpy work rather than O(cells) Python work. Other shapes (polygons, lines, bounds) keep their
+bounding boxes in arrays updated in place.
 docs/spatial-index.md records the measurements behind this choice (grid vs rtree).
 
 The point index has two implementations behind one small interface (`POINT_INDEX_API`):
@@ -28,6 +31,9 @@ from typing import Any
 import numpy as np
 
 CELL = 0.01  # degrees; ~1.1 km of latitude, a few dozen points per cell in a dense city
+COARSE_SHIFT = 4  # a block is 2^4 x 2^4 cells (0.16 degrees, ~18 km)
+COARSE = 1 << COARSE_SHIFT
+FINE_PROBES = 64  # boxes of at most this many cells probe each cell; larger ones ask the blocks first
 
 
 # Cells are keyed by one int, row * _ROW + column: hashing an int beats building and hashing a
@@ -78,7 +84,12 @@ class PointGrid:
 
     ``where[slot]`` is the slot's index in its cell's bucket, so a removal swaps the bucket's
     last slot into the hole: O(1) even when one cell holds every object (a depot, a test
-    fleet parked on one point), where ``list.remove`` made each update O(n)."""
+    fleet parked on one point), where ``list.remove`` made each update O(n).
+
+    ``blocks[key]`` lists the occupied cells, ``(row, column, key)``, of one block of
+    COARSE x COARSE cells (keyed like cells, by block row and column); ``block_pos[key]`` is a
+    cell's block and index there (swap-removal again). A cell enters its block when its bucket is created
+    and leaves when it empties."""
 
     def __init__(self) -> None:
         self.lats = np.zeros(64)
@@ -88,6 +99,8 @@ class PointGrid:
         self.alive = np.zeros(64, dtype=bool)
         self.slot_of: dict[str, int] = {}
         self.cells: dict[int, list[int]] = {}
+        self.blocks: dict[int, list[tuple[int, int, int]]] = {}
+        self.block_pos: dict[int, tuple[int, int]] = {}  # cell key -> (block key, index there)
         self._free: list[int] = []
         self._next = 0
 
@@ -95,7 +108,8 @@ class PointGrid:
         return len(self.slot_of)
 
     def insert(self, oid: str, lat: float, lon: float) -> None:
-        key = _key(*_cell(lat, lon))
+        cy, cx = _cell(lat, lon)
+        key = _key(cy, cx)
         slot = self.slot_of.get(oid)
         if slot is not None:
             if _key(*_cell(self.lats[slot], self.lons[slot])) == key:  # moved within its cell
@@ -112,6 +126,10 @@ class PointGrid:
         bucket = self.cells.get(key)
         if bucket is None:
             bucket = self.cells[key] = []
+            bkey = _key(cy >> COARSE_SHIFT, cx >> COARSE_SHIFT)
+            block = self.blocks.setdefault(bkey, [])
+            self.block_pos[key] = (bkey, len(block))
+            block.append((cy, cx, key))
         self.where[slot] = len(bucket)
         bucket.append(slot)
 
@@ -128,9 +146,20 @@ class PointGrid:
             self.where[last] = hole
         elif not bucket:
             del self.cells[key]
+            self._leave_block(key)
         self.ids[slot] = None
         self.alive[slot] = False
         self._free.append(slot)
+
+    def _leave_block(self, key: int) -> None:
+        bkey, pos = self.block_pos.pop(key)
+        block = self.blocks[bkey]
+        last = block.pop()
+        if last[2] != key:
+            block[pos] = last
+            self.block_pos[last[2]] = (bkey, pos)
+        elif not block:
+            del self.blocks[bkey]
 
     def _grow(self) -> int:
         slot = self._next
@@ -145,13 +174,37 @@ class PointGrid:
         return slot
 
     def candidates_in_box(self, minlat: float, minlon: float, maxlat: float, maxlon: float) -> np.ndarray:
-        """Slots in the cells the box touches (a superset of the box: callers filter exactly)."""
+        """Slots in the cells the box touches (a superset of the box: callers filter exactly).
+
+        Every live slot when the box covers more cells than are occupied. A box of more than
+        FINE_PROBES cells first collects the occupied-cell lists of the blocks it touches: when
+        they hold fewer cells than the box covers, those cells are tested against the box (block
+        by block, row-major; in list order within a block); otherwise each cell of the box is
+        probed, row-major, as for a small box."""
         ay, ax = _cell(minlat, minlon)
         by, bx = _cell(maxlat, maxlon)
         ncells = (by - ay + 1) * (bx - ax + 1)
         if ncells > len(self.cells):
             return np.flatnonzero(self.alive[: self._next])
         found: list[int] = []
+        if ncells > FINE_PROBES:
+            lists = []
+            occupied = 0
+            bget = self.blocks.get
+            bax, bbx = ax >> COARSE_SHIFT, bx >> COARSE_SHIFT
+            for row in range(_key(ay >> COARSE_SHIFT, bax), _key(by >> COARSE_SHIFT, bax) + 1, _ROW):
+                for bkey in range(row, row + bbx - bax + 1):
+                    block = bget(bkey)
+                    if block:
+                        lists.append(block)
+                        occupied += len(block)
+            if occupied < ncells:
+                cells = self.cells
+                for block in lists:
+                    for cy, cx, key in block:
+                        if ay <= cy <= by and ax <= cx <= bx:
+                            found += cells[key]
+                return np.fromiter(found, dtype=np.int64, count=len(found))
         get = self.cells.get
         for row in range(_key(ay, ax), _key(by, ax) + 1, _ROW):
             for key in range(row, row + bx - ax + 1):
