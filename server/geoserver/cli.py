@@ -7,12 +7,18 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from geoserver import __version__
-from geoserver.config import PROPERTIES, ServerConfig
+
+if TYPE_CHECKING:
+    from geoserver.config import ServerConfig
+# The rest is imported in main(): a Ctrl-C while it loads is then one line, not a traceback.
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    from geoserver.config import PROPERTIES, ServerConfig
+
     p = argparse.ArgumentParser(
         prog="geoserver",
         description="A Tile38-compatible geospatial server: RESP and HTTP on one port, "
@@ -69,17 +75,49 @@ class KeyValueFormatter(logging.Formatter):
         return base
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (`tile38-server -l json`): time, level, logger, message and
+    the structured fields from `extra=`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        import orjson
+
+        entry = {"time": self.formatTime(record), "level": record.levelname.lower(),
+                 "logger": record.name, "msg": record.getMessage()}
+        entry.update({k: v for k, v in vars(record).items() if k not in KeyValueFormatter._RESERVED})
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
 def _dest(name: str) -> str:
     return name.replace("-", "_")
 
 
-def setup_logging(level: int) -> None:
+def setup_logging(level: int, json: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(JsonFormatter() if json else
+                         KeyValueFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
+def serve(cfg: ServerConfig, prog: str) -> None:
+    """Run the server; start-up failures (a busy port, an unreadable directory) and Ctrl-C
+    before the signal handlers are in place end with one line on stderr, not a traceback."""
+    try:
+        from geoserver.server import run
+
+        run(cfg)
+    except KeyboardInterrupt:
+        raise SystemExit(f"{prog}: interrupted") from None
+    except OSError as exc:
+        where = cfg.unix_socket or f"{cfg.host or '*'}:{cfg.port}"
+        raise SystemExit(f"{prog}: cannot start on {where}: {exc.strerror or exc}") from None
+
+
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    from geoserver.config import PROPERTIES, ServerConfig
+
     cfg = ServerConfig(
         host=args.host, port=args.port, dir=args.dir, appendonly=args.appendonly == "yes",
         appendfsync=args.appendfsync or "everysec",
@@ -114,9 +152,14 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
+    try:
+        _main(argv)
+    except KeyboardInterrupt:
+        raise SystemExit("geoserver: interrupted") from None
+
+
+def _main(argv: list[str] | None) -> None:
     args = parse_args(argv)
     setup_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     cfg = config_from_args(args)
-    from geoserver.server import run
-
-    run(cfg)
+    serve(cfg, "geoserver")

@@ -37,6 +37,25 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _UNITS[(match.group(2) or "").lower()]
 
 
+def parse_mem_size(text: str) -> int:
+    """Tile38's maxmemory: bytes, or kb / mb / gb in any case (`434MB`), 1024-based; Redis's
+    k / m / g (1000-based) are accepted too; empty is 0 (no limit)."""
+    return parse_size(text) if text.strip() else 0
+
+
+def parse_yes_no_word(text: str) -> str:
+    """`yes` or `no`, any case, kept lower-case (Tile38's protected-mode)."""
+    word = text.lower()
+    if word not in ("yes", "no"):
+        raise ValueError(text)
+    return word
+
+
+def parse_priority(text: str) -> int:
+    """Tile38's replica-priority: a non-negative integer; unset (-1) leaves it out of INFO."""
+    return parse_count(text)
+
+
 def parse_count(text: str) -> int:
     """A non-negative integer."""
     value = int(text)
@@ -106,7 +125,23 @@ class Property:
 PROPERTIES: dict[str, Property] = {
     "requirepass": Property(str, "password clients must AUTH with", secret=True, flag=False),
     "leaderauth": Property(str, "password this follower sends to its leader", secret=True, flag=False),
-    "maxmemory": Property(parse_size, "RSS above which writes that add data get OOM (0: no limit)"),
+    "maxmemory": Property(parse_mem_size, "RSS above which writes that add data get OOM (0 or "
+                          "empty: no limit); kb / mb / gb as Tile38, e.g. 434mb"),
+    "protected-mode": Property(parse_yes_no_word, "yes: with tile38-server --protected-mode yes, "
+                               "no password and no bind address, only loopback clients are "
+                               "served (Tile38's protected mode)"),
+    "autogc": Property(parse_count, "seconds between full garbage collections run in the "
+                       "background (0: off), as Tile38's autogc"),
+    "keepalive": Property(parse_count, "seconds of TCP keep-alive on client connections "
+                          "(0: off), for connections opened after the change"),
+    "logconfig": Property(str, "Tile38's JSON log configuration; kept and saved, the log "
+                          "format is chosen with tile38-server -l json"),
+    "replica-priority": Property(parse_priority, "the slave_priority a follower reports in "
+                                 "INFO replication (unset: not reported)"),
+    "replica_announce_ip": Property(str, "the address a follower tells its leader (REPLCONF "
+                                    "ip-address), when it differs from the one the leader sees"),
+    "replica_announce_port": Property(parse_count, "the port a follower tells its leader "
+                                      "(REPLCONF listening-port), 0: its own port"),
     "appendfsync": Property(parse_fsync, "when the AOF is fsynced: always | everysec | no", flag=False),
     "max-request-size": Property(parse_size, "largest request in bytes (and largest bulk); "
                                  "applies to connections opened after the change", flag=False),
@@ -170,6 +205,10 @@ class ServerConfig:
     appendfilename: str = "appendonly.aof"
     metrics_addr: str | None = None
     json_output: bool = False  # default reply mode for RESP connections (`-o json`)
+    unix_socket: str = ""  # tile38-server -s: listen on this unix socket instead of host:port
+    http_transport: bool = True  # tile38-server --http-transport no: HTTP requests are closed
+    protected_mode_flag: bool = False  # tile38-server --protected-mode yes (docs/migration.md)
+    queue_path: str = ""  # tile38-server --queuefilename: accepted, no durable queue reads it yet
     # persisted in the config file
     server_id: str = ""
     requirepass: str = ""
@@ -181,6 +220,13 @@ class ServerConfig:
     read_only: bool = False
     max_request_size: int = 64 * 1024 * 1024
     maxmemory: int = 0
+    protected_mode: str = "yes"
+    autogc: int = 0
+    keepalive: int = 300
+    logconfig: str = ""
+    replica_priority: int = -1
+    replica_announce_ip: str = ""
+    replica_announce_port: int = 0
     # limits (docs/security.md): defaults a public-facing server can keep
     max_request_args: int = 1024 * 1024
     max_inline_size: int = 64 * 1024
@@ -246,8 +292,10 @@ class ServerConfig:
             self.read_only = bool(data.get("read_only", self.read_only))
             for name in PROPERTIES:
                 if name in data and name not in self.given:
+                    value = data[name]  # Tile38's file holds logconfig as a JSON object
+                    text = value if isinstance(value, str) else orjson.dumps(value).decode()
                     try:
-                        self.set_property(name, str(data[name]))
+                        self.set_property(name, text)
                     except ValueError as exc:
                         log.warning("config file value ignored", extra={"property": name, "error": str(exc)})
         if not self.server_id:
@@ -271,6 +319,8 @@ class ServerConfig:
 
     def get_property(self, name: str) -> str:
         value = getattr(self, _attr(name), "")
+        if name == "replica-priority" and value < 0:
+            return ""
         return format(value, "g") if isinstance(value, float) else str(value)
 
     def set_property(self, name: str, value: str) -> None:

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
-from geoserver.commands import TABLE, slices
+from geoserver.commands import TABLE, Command, clients, slices
 from geoserver.commands.base import Ctx
 from geoserver.errors import (
     AUTH_REQUIRED,
@@ -48,8 +48,17 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
     """Execute a client's command and return the encoded reply (or an awaitable of it)."""
     start = time.perf_counter_ns()
     name = argv[0].decode("utf-8", "replace").lower()
+    deadline = None
     cmd = TABLE.get(name)
     try:
+        if cmd is None and name.startswith(("config ", "script ")):  # one token (node-tile38)
+            argv = [*argv[0].split(None, 1), *argv[1:]]
+            name = "config" if name[0] == "c" else "script"
+            cmd = TABLE.get(name)
+        if name == "timeout":  # TIMEOUT seconds CMD ...: the inner command, with a deadline
+            argv, deadline = clients.split_timeout(argv)
+            name = argv[0].decode("utf-8", "replace").lower()
+            cmd = TABLE.get(name)
         if cmd is None:
             raise unknown_command(argv[0])
         if server.requirepass and not client.authed and not cmd.noauth:
@@ -71,7 +80,12 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
             raise CatchingUpError()
         if cmd.write and (busy := slices.blocker(server.db, name, argv)) is not None:
             return _execute_after(busy, server, client, argv, json)
+        client.last_cmd = name
+        if server.monitors:
+            clients.send_monitor(server, client.peer, argv)
         ctx = Ctx(server, client, json, time.time(), server.db)
+        if deadline is not None:
+            return _execute_timed(server, client, cmd, ctx, argv, deadline, start)
         result = cmd.func(ctx, argv)
         if asyncio.iscoroutine(result):
             return _finish_later(server, client, name, start, json, result, ctx, argv)
@@ -83,6 +97,40 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
     except Exception as exc:  # a bug in one command must not take the server down
         log.exception("command failed", extra={"command": name})
         return _error(server, client, name, start, json, CommandError(f"internal error: {exc}"))
+
+
+def _execute_timed(server: Server, client: Client, cmd: Command, ctx: Ctx, argv: list[bytes],
+                   deadline: float, start: int) -> Reply:
+    """A command under TIMEOUT: writes refuse it (Tile38); a read past its deadline replies
+    `timeout`, checked when it ends (and inside Lua scripts, commands/clients.DEADLINE)."""
+    name, json = cmd.name, ctx.json
+    if cmd.write:
+        return _error(server, client, name, start, json,
+                      CommandError(f"timeout not supported for '{name}'"))
+    token = clients.DEADLINE.set(deadline)
+    try:
+        result = cmd.func(ctx, argv)
+        if asyncio.iscoroutine(result):
+            return _finish_later(server, client, name, start, json, _timed(result, deadline), ctx, argv)
+        clients.check_deadline()
+    except GeoServerError as exc:
+        return _error(server, client, name, start, json, exc)
+    finally:
+        clients.DEADLINE.reset(token)
+    if ctx.dirty:
+        server.record_write(ctx.record or argv)
+    return _ok(server, client, name, start, json, result)
+
+
+async def _timed(pending: Coroutine[Any, Any, Any], deadline: float) -> Any:
+    token = clients.DEADLINE.set(deadline)
+    try:
+        result = await pending
+    finally:
+        clients.DEADLINE.reset(token)
+    if time.monotonic() > deadline:
+        raise CommandError(clients.TIMEOUT_ERROR)
+    return result
 
 
 def _ok(server: Server, client: Client, name: str, start: int, json: bool, result: Any) -> bytes:

@@ -8,8 +8,11 @@ Data flow: bytes -> RequestReader / HTTP -> argv -> dispatch.execute (the comman
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import itertools
 import logging
+import os
 import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
@@ -21,6 +24,7 @@ from geoserver.aof.loader import load_aof
 from geoserver.aof.log import AofLog
 from geoserver.aof.shrink import ShrinkState
 from geoserver.binary import raw
+from geoserver.commands import clients
 from geoserver.config import ServerConfig
 from geoserver.delivery import HookSink, MemorySink
 from geoserver.delivery.sink import DurableSink
@@ -55,6 +59,8 @@ class Server:
         self.aof: AofLog | None = None
         self.metrics = ServerMetrics(self)
         self.clients: set[Client] = set()
+        self.monitors: set[Client] = set()  # connections in MONITOR (commands/clients.py)
+        self._client_ids = itertools.count(1)  # CLIENT LIST ids, as Tile38 numbers them
         self.live_streams: set[AofStream] = set()
         self.follower: Follower | None = None
         # Where fence events for hooks go (geoserver.delivery): the in-memory twin until the
@@ -113,12 +119,18 @@ class Server:
                 raise SystemExit(f"geoserver: cannot set up TLS: {exc}") from None
         tls_here = self.tls is not None and not cfg.tls_port
         tls_kw = {"ssl": self.tls.context, "ssl_handshake_timeout": HANDSHAKE_TIMEOUT} if self.tls else {}
-        self._server = await loop.create_server(
-            lambda: Client(self), cfg.host, cfg.port, reuse_address=True, backlog=1024,
-            **(tls_kw if tls_here else {}),
-        )
+        if cfg.unix_socket:  # tile38-server -s
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(cfg.unix_socket)
+            self._server = await loop.create_unix_server(lambda: Client(self), cfg.unix_socket,
+                                                         backlog=1024)
+        else:
+            self._server = await loop.create_server(
+                lambda: Client(self), cfg.host or None, cfg.port, reuse_address=True, backlog=1024,
+                **(tls_kw if tls_here else {}),
+            )
         log.info("listening", extra={"host": cfg.host, "port": cfg.port, "id": cfg.server_id,
-                                     "tls": tls_here})
+                                     "tls": tls_here, "socket": cfg.unix_socket})
         if self.tls is not None:
             if cfg.tls_port:
                 self._tls_server = await loop.create_server(
@@ -358,6 +370,10 @@ class Client(asyncio.Protocol):
     def __init__(self, server: Server) -> None:
         self.server = server
         self.transport: asyncio.Transport | None = None
+        self.id = next(server._client_ids)  # CLIENT LIST / ID / KILL ID
+        self.name = ""  # CLIENT SETNAME
+        self.last_cmd = ""  # CLIENT LIST cmd=
+        self.monitoring = False  # MONITOR: no more commands, input ends the connection
         self._authed = False
         self.reader = RequestReader(frame_limits(server.config, False))
         self.json = server.config.json_output
@@ -401,9 +417,13 @@ class Client(asyncio.Protocol):
             return
         server.clients.add(self)
         transport.set_write_buffer_limits(high=HIGH_WATER)
+        if not clients.peer_is_loopback(self.peer) and clients.protected(server):
+            transport.write(clients.DENIED)  # Tile38's protected mode
+            self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.clients.discard(self)
+        self.server.monitors.discard(self)
         if self.stream is not None:
             self.stream.close("follower disconnected")
 
@@ -468,9 +488,15 @@ class Client(asyncio.Protocol):
         if self.stream is not None:
             self.stream.close("follower sent data on the stream")  # Tile38: input ends a stream
             return
+        if self.monitoring:
+            clients.monitor_input(self, data)
+            return
         if not self._sniffed:
             self._sniffed = True
             if http.looks_like_http(data):
+                if not self.server.config.http_transport:  # --http-transport no
+                    self.close()
+                    return
                 self.resp_conn = False
                 self.json = True
                 cfg = self.server.config
@@ -503,7 +529,7 @@ class Client(asyncio.Protocol):
                 if hard and held > hard:
                     self.disconnect(f"output buffer {held} bytes over the hard limit {hard}")
                     return
-                if self.closing or self.stream is not None:
+                if self.closing or self.stream is not None or self.monitoring:
                     break
                 if held > HIGH_WATER:
                     self._batch_held = True  # write_now or resume_writing runs the rest

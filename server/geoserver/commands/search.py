@@ -47,7 +47,14 @@ from geoserver.store.fields import (
     path_get,
     value_of,
 )
-from geoserver.store.geometry import encode_geohash, geohash_bounds, num, parse_float, parse_geojson
+from geoserver.store.geometry import (
+    encode_geohash,
+    geohash_bounds,
+    num,
+    parse_float,
+    parse_geojson,
+    sector_polygon,
+)
 from geoserver.store.glob import matcher
 
 OUTPUTS = ("COUNT", "IDS", "OBJECTS", "POINTS", "BOUNDS", "HASHES")
@@ -137,14 +144,17 @@ class Search:
     output: str = "OBJECTS"
     precision: int = 0
     id_prefix: str = ""  # every id a MATCH admits starts with it (SCAN reads only that range)
+    match_values: bool = False  # SEARCH: MATCH applies to the string value, not the id
 
     @property
     def filtered(self) -> bool:
         return bool(self.matches or self.wheres or self.whereins)
 
     def accept(self, oid: str, item: Item) -> bool:
-        if self.matches and not any(m(oid) for m in self.matches):
-            return False
+        if self.matches:
+            subject = (item.obj.text or "") if self.match_values else oid
+            if not any(m(subject) for m in self.matches):
+                return False
         for w in self.wheres:
             if not w.match(oid, item):
                 return False
@@ -238,7 +248,7 @@ def parse_options(args: Args, cmd: str, ctx: Ctx | None = None) -> Search:
             else:
                 s.distance = True
         elif word in ("ASC", "DESC"):
-            if cmd != "SCAN":
+            if cmd not in ("SCAN", "SEARCH"):
                 raise CommandError(f"{word} is not allowed for {cmd}")
             args.once("ASC/DESC")
             args.next()
@@ -302,6 +312,8 @@ def parse_area(ctx: Ctx, args: Args) -> query.Area:
         return query.box_area(minlat, minlon, maxlat, maxlon)
     if word == "CIRCLE":
         return query.circle_area(_lat(args), _lon(args), _meters(args))
+    if word == "SECTOR":
+        return _sector(args)
     if word == "POINT":
         return query.point_area(_lat(args), _lon(args))
     if word == "OBJECT":
@@ -334,6 +346,18 @@ def parse_area(ctx: Ctx, args: Args) -> query.Area:
         b = mercantile.bounds(tile)
         return query.box_area(b.south, b.west, b.north, b.east)
     raise invalid_argument(token)
+
+
+def _sector(args: Args) -> query.Area:
+    """SECTOR lat lon meters bearing1 bearing2 (Tile38 1.30): a pie slice as a polygon area."""
+    lat, lon, meters = _lat(args), _lon(args), _meters(args)
+    tokens = [args.next(), args.next()]
+    b1, b2 = (parse_float(t) for t in tokens)
+    if b1 == b2:
+        raise CommandError(f"equal bearings ({text(tokens[0])} == {text(tokens[1])}), use CIRCLE instead")
+    shape = sector_polygon(lat, lon, meters, b1, b2)
+    minlon, minlat, maxlon, maxlat = shape.bounds
+    return query.Area("shape", minlat, minlon, maxlat, maxlon, shape=shape)
 
 
 # ---- collecting ---------------------------------------------------------------------------
@@ -629,12 +653,32 @@ def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
 @command("within", min_args=4, flags=Flag.READ)
 def cmd_within(ctx: Ctx, argv: list[bytes]) -> Any:
     """WITHIN key [options] [output] (BOUNDS minlat minlon maxlat maxlon | CIRCLE lat lon meters
-    | OBJECT geojson | GET key id | POINT lat lon | HASH geohash | TILE x y z | QUADKEY qk)"""
+    | SECTOR lat lon meters bearing1 bearing2 | OBJECT geojson | GET key id | POINT lat lon
+    | HASH geohash | TILE x y z | QUADKEY qk)"""
     return _within_or_intersects(ctx, argv, within=True)
 
 
 @command("intersects", min_args=4, flags=Flag.READ)
 def cmd_intersects(ctx: Ctx, argv: list[bytes]) -> Any:
-    """INTERSECTS key [options] [output] (BOUNDS ... | CIRCLE ... | OBJECT ... | GET key id
+    """INTERSECTS key [options] [output] (BOUNDS ... | CIRCLE ... | SECTOR ... | OBJECT ... | GET key id
     | POINT lat lon | HASH geohash | TILE x y z | QUADKEY qk)"""
     return _within_or_intersects(ctx, argv, within=False)
+
+
+@command("search", min_args=2, flags=Flag.READ)
+def cmd_search(ctx: Ctx, argv: list[bytes]) -> Any:
+    """SEARCH key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [NOFIELDS] [ASC|DESC]
+    [COUNT|IDS|OBJECTS] -- the STRING objects, ordered by value (then id); MATCH applies to
+    the value."""
+    args = Args(argv, 2)
+    s = parse_options(args, "SEARCH", ctx)
+    args.done()
+    s.match_values = True
+    col = ctx.db.get(text(argv[1]))
+    if col is None or not col.num_strings:
+        return _empty(ctx, s)
+    strings = sorted((item.obj.text or "", oid) for oid, item in col.items.items()
+                     if item.obj.kind == "string")
+    ids = [oid for _value, oid in (reversed(strings) if s.desc else strings)]
+    rows, count, cursor = _collect(ctx, col, [query.Batch(ids)], s)
+    return _reply(ctx, s, rows, count, cursor)

@@ -48,11 +48,15 @@ def cmd_echo(ctx: Ctx, argv: list[bytes]) -> Any:
     return {"message": argv[1].decode("utf-8", "replace")} if ctx.json else argv[1]
 
 
-@command("quit", max_args=1, flags=N)
+@command("quit", max_args=None, flags=N)
 def cmd_quit(ctx: Ctx, argv: list[bytes]) -> Any:
-    """QUIT -- reply OK, then close the connection."""
-    if ctx.client is not None:
-        ctx.client.closing = True
+    """QUIT -- close the connection: `+OK` first in RESP output, nothing in JSON output
+    (Tile38; tile38-ts waits for the close, not for a reply)."""
+    client = ctx.client
+    if client is not None:
+        client.closing = True
+        if client.resp_conn:
+            return Raw(b"" if ctx.json else b"+OK\r\n")
     return {} if ctx.json else OK
 
 
@@ -84,11 +88,13 @@ def cmd_hello(ctx: Ctx, argv: list[bytes]) -> Any:
             args.next()
             cmd_auth(ctx, [b"auth", args.next()])
         elif word == "SETNAME":
-            args.next()
+            name = args.next()
+            if ctx.client is not None:
+                ctx.client.name = name.decode("utf-8", "replace")
         else:
             raise invalid_argument(argv[args.pos - 1])
     info = {"server": "tile38", "version": TILE38_COMPAT_VERSION, "proto": proto,
-            "id": 0, "mode": "standalone",
+            "id": ctx.client.id if ctx.client is not None else 0, "mode": "standalone",
             "role": "replica" if ctx.server.follower else "master", "modules": []}
     if ctx.json:
         return info
@@ -247,8 +253,9 @@ def _info_reply(ctx: Ctx, argv: list[bytes], sections: dict[str, dict[str, Any]]
 
 @command("config", min_args=2, max_args=4, flags=Flag.ADMIN)
 def cmd_config(ctx: Ctx, argv: list[bytes]) -> Any:
-    """CONFIG GET pattern | CONFIG SET property value | CONFIG REWRITE -- passwords read back
-    redacted (`********` when set), so a leaked admin session does not leak them."""
+    """CONFIG GET pattern | CONFIG SET property [value] | CONFIG REWRITE -- passwords read
+    back redacted (`********` when set), so a leaked admin session does not leak them. Also
+    sent as one token (`config get`, as node-tile38 does)."""
     sub = argv[1].decode("utf-8", "replace").upper()
     cfg = ctx.server.config
     if sub == "GET" and len(argv) == 3:
@@ -258,11 +265,11 @@ def cmd_config(ctx: Ctx, argv: list[bytes]) -> Any:
         if ctx.json:
             return {"properties": props}
         return [x for kv in props.items() for x in kv]
-    if sub == "SET" and len(argv) == 4:
+    if sub == "SET" and (len(argv) == 4 or (len(argv) == 3 and argv[2].lower() == b"requirepass")):
         name = argv[2].decode("utf-8", "replace").lower()
         if name not in PROPERTIES:
             raise CommandError(f"Unsupported CONFIG parameter: {name}")
-        value = argv[3].decode("utf-8", "replace")
+        value = argv[3].decode("utf-8", "replace") if len(argv) == 4 else ""  # clears it
         try:
             cfg.set_property(name, value)
         except ValueError:

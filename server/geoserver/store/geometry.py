@@ -329,3 +329,25 @@ def circle_polygon(lat: float, lon: float, meters: float, steps: int = 64) -> An
         )
         ring.append((math.degrees(l2), math.degrees(p2)))
     return shapely.Polygon(ring)
+
+
+def destination(lat: float, lon: float, meters: float, bearing: float) -> tuple[float, float]:
+    """(lon, lat) reached from (lat, lon) after `meters` on the great circle at `bearing`
+    degrees (0 north, 90 east)."""
+    d = meters / EARTH_RADIUS_M
+    p1, l1, brng = math.radians(lat), math.radians(lon), math.radians(bearing)
+    p2 = math.asin(math.sin(p1) * math.cos(d) + math.cos(p1) * math.sin(d) * math.cos(brng))
+    l2 = l1 + math.atan2(math.sin(brng) * math.sin(d) * math.cos(p1),
+                         math.cos(d) - math.sin(p1) * math.sin(p2))
+    return math.degrees(l2), math.degrees(p2)
+
+
+def sector_polygon(lat: float, lon: float, meters: float, bearing1: float, bearing2: float,
+                   steps: int = 64) -> Any:
+    """SECTOR: the pie slice from the center, clockwise from bearing1 to bearing2 (as Tile38's
+    sectr: bearings in degrees, 0 north, 90 east)."""
+    b1, b2 = bearing1 % 360, bearing2 % 360
+    span = (b2 - b1) % 360 or 360.0
+    n = max(2, int(steps * span / 360) + 1)
+    arc = [destination(lat, lon, meters, b1 + span * i / (n - 1)) for i in range(n)]
+    return shapely.Polygon([(lon, lat), *arc, (lon, lat)])
