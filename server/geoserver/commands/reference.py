@@ -32,8 +32,39 @@ Differences from Tile38 1.30, on purpose:
   limits, smaller before AUTH; `CONFIG GET` redacts passwords (docs/security.md).
 - A follower that cannot continue its leader's AOF replaces its dataset *and* its AOF (see
   docs/replication.md) instead of replaying the leader's file on top of stale memory.
-- Not implemented: geofences (`FENCE`, `SETHOOK`, channels), scripting (`EVAL`), `JSET/JGET`,
-  `SEARCH`, `SPARSE`, `CLIP`, `BUFFER`, `WHERE` expressions, `SECTOR`, `MVT`.
+- Results of WITHIN, INTERSECTS (and SCAN, SEARCH) come in id order (SEARCH: value order), not
+  in Tile38's R-tree order, and CURSOR pages follow that order: a client paging with CURSOR
+  gets the same pages on every geoserver, whatever the index (a grid here, compiled or Python),
+  but not Tile38's pages. NEARBY is nearest first in both.
+- Latitudes outside -90..90 are refused (`invalid latitude '-112': must be within -90..90`) where
+  Tile38 stores them (Redis GEOADD and PostGIS refuse them too): `SET k id POINT -112 33` is an
+  error, not a point off the globe.
+- `WHERE "expression"` that does not parse is refused (`invalid where expression: syntax error
+  at column 7`); Tile38 silently matches nothing. Evaluation errors (an invalid `=~` regex,
+  reading a member of undefined) make the expression false for that object, as in Tile38.
+- JSET/JDEL re-encode the edited document's numbers (`1.0e10` is stored as 10000000000.0), and
+  a field number keeps its value, not its spelling (`FSET ... f 1.10` reads back as 1.1).
+- STATS `in_memory_size` counts points as Tile38 does (16 bytes, 24 with z) and strings and
+  GeoJSON by their text; field values count 8 bytes each whatever their length.
+- NEARBY ... DISTANCE may differ from Tile38 in the last one or two printed digits (the same
+  haversine, operands in another order).
+- Not implemented: scripting (`EVAL`), `SET/FSET ... RETURN`, `SPARSE`, `CLIP`/`CLIPBY`,
+  `BUFFER`, `TEST`, `MVT`.
+
+WHERE takes Tile38's three forms: `WHERE name min max` (`(` before a bound excludes it,
+`-inf`/`+inf`), `WHERE name op value` (`<`, `<=`, `>`, `>=`, `==`, `!=`), and `WHERE "expression"`
+(told apart as Tile38 does: when the token after the next one starts with a letter).
+Field values are JSON values (numbers, strings, `true`/`false`/`null`, objects, arrays: `FIELD
+info {"driver":"x"}`), shown with their JSON type in GET WITHFIELDS, FGET and search replies;
+comparisons order null < false < number < string < true < JSON, strings without case. A dotted
+name reaches into a JSON field (`info.driver`) or a GeoJSON object's `properties.*`.
+Expressions (tidwall/expr's language, parsed once per query and compiled into closures, never
+`eval`'d): `&& || !`, `== != === !== < <= > >=` (strings without case), `+ - * / %`, `& | ^`,
+`?:`, `??`, `=~ 'regex'`, `id.match('glob*')`, parentheses, `'strings'`, numbers, `true`,
+`false`, `null`, and names: a GeoJSON member (`properties.speed`), `id`, `type`, a field
+(`info.driver`), or `this.name`; a missing name is 0 (`!optional` holds when it is unset).
+JSET/JGET/JDEL paths: `a.b.c`, array indexes `tags.0`, `tags.-1` to append (JSET), `\\.` for a
+dot in a key, `tags.#` for a length (JGET).
 
 Keys, ids, field names and values, STRING values and glob patterns are byte strings: any
 bytes, also ones that are not UTF-8 (`\\xff` and `\\xfe` are two keys), are kept exactly in the
