@@ -84,6 +84,8 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
         if server.monitors:
             clients.send_monitor(server, client.peer, argv)
         ctx = Ctx(server, client, json, time.time(), server.db)
+        if cmd.write and server.fences.active:
+            ctx.changes = []  # the fence engine gets them after the write
         if deadline is not None:
             return _execute_timed(server, client, cmd, ctx, argv, deadline, start)
         result = cmd.func(ctx, argv)
@@ -91,6 +93,8 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
             return _finish_later(server, client, name, start, json, result, ctx, argv)
         if ctx.dirty:
             server.record_write(ctx.record or argv)
+        if ctx.changes:
+            server.fences.notify(ctx.changes, ctx.db)
         return _ok(server, client, name, start, json, result)
     except GeoServerError as exc:
         return _error(server, client, name if cmd else "unknown", start, json, exc)
@@ -158,6 +162,8 @@ async def _finish_later(server: Server, client: Client, name: str, start: int, j
     finally:
         if ctx.dirty:  # a sliced write (PDEL) is logged when it ends, as one record
             server.record_write(ctx.record or argv)
+        if ctx.changes:
+            server.fences.notify(ctx.changes, ctx.db)
     return _ok(server, client, name, start, json, result)
 
 
@@ -181,8 +187,12 @@ def apply_record(server: Server, argv: list[bytes], db: Database | None = None) 
     if not cmd.check_arity(len(argv)):
         raise ArityError(name)
     ctx = Ctx(server, None, True, time.time(), db if db is not None else server.db)
+    if not server.loading and server.fences.active:  # a follower's channels and live fences
+        ctx.changes = []
     try:
         cmd.func(ctx, argv)
     except CommandError as exc:
         if exc.message not in _HARMLESS_REPLAY_ERRORS:
             raise
+    if ctx.changes:
+        server.fences.notify(ctx.changes, ctx.db)

@@ -28,13 +28,17 @@ from geoserver.commands import clients
 from geoserver.config import ServerConfig
 from geoserver.delivery import HookSink, MemorySink
 from geoserver.delivery.sink import DurableSink
+from geoserver.commands.pubsub import subscribed
 from geoserver.errors import GeoServerError, ProtocolError
+from geoserver.fence.engine import FenceEngine, LiveFence
+from geoserver.fence.model import Fence
 from geoserver.limits import OutputGuard, client_budget, frame_limits, idle_reason
 from geoserver.metrics import ServerMetrics
 from geoserver.protocol import http
 from geoserver.protocol.framing import RequestReader
 from geoserver.protocol.output import render_error
 from geoserver.protocol.resp import encode_command
+from geoserver.pubsub import Hub, Subscriber
 from geoserver.security import password_matches
 from geoserver.store.database import Database
 from geoserver.tls import HANDSHAKE_TIMEOUT, ServerTls
@@ -66,6 +70,8 @@ class Server:
         # Where fence events for hooks go (geoserver.delivery): the in-memory twin until the
         # leader starts its durable queue; a follower never delivers.
         self.hook_sink: HookSink = MemorySink()
+        self.fences = FenceEngine(self)  # live fences, hooks, channels (geoserver.fence)
+        self.pubsub = Hub()
         self.delivery: DurableSink | None = None  # queue.db and its worker, opened at start
         self.shrink = ShrinkState()
         self.loading = False
@@ -282,9 +288,11 @@ class Server:
             await asyncio.sleep(SWEEP_INTERVAL)
             self.maxclients = min(self.config.maxclients, client_budget(self.config.maxclients)[0])
             normal, replica = self.config.output_limit("normal"), self.config.output_limit("replica")
+            pubsub = self.config.output_limit("pubsub")
             now = time.monotonic()
             for client in list(self.clients):
-                client.output.limit = replica if client.stream is not None else normal
+                client.output.limit = (replica if client.stream is not None
+                                       else pubsub if client.events_only else normal)
                 client.check_limits(now)
 
     def start_following(self, host: str, port: int) -> None:
@@ -335,11 +343,19 @@ class Server:
                     self.db.prune_expiry(now)  # the leader's DELs remove the objects
                     continue
                 ctx = Ctx(self, None, True, now, self.db)
+                if self.fences.active:
+                    ctx.changes = []
                 expired = list(self.db.due_expirations(now))
                 for key, oid in expired:
                     if delete_object(ctx, key, oid):
                         self.record_write([b"del", raw(key), raw(oid)])  # exact bytes (binary.py)
-                if expired:
+                if ctx.changes:
+                    self.fences.notify(ctx.changes, self.db)
+                hooks = self.fences.expired_records(now)  # logged, as Tile38: followers drop them too
+                for record in hooks:
+                    dispatch.apply_record(self, record)
+                    self.record_write(record)
+                if expired or hooks:
                     self.flush_aof()
             except Exception:  # one bad pass must not end expiry for good
                 log.exception("expiry pass failed")
@@ -394,6 +410,9 @@ class Client(asyncio.Protocol):
         self._batch_held = False  # a pipelined batch stopped at the high-water mark
         self.lingering = False  # close after a protocol error: FIN first, then a short drain
         self._eof_sent = False
+        self.subscriber: Subscriber | None = None  # after SUBSCRIBE / PSUBSCRIBE
+        self.live: LiveFence | None = None  # after NEARBY|WITHIN|INTERSECTS ... FENCE
+        self.http_streaming = False  # an HTTP response sent as chunks, one event each
 
     @property
     def authed(self) -> bool:
@@ -423,6 +442,10 @@ class Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.clients.discard(self)
+        if self.subscriber is not None:
+            self.server.pubsub.drop(self.subscriber)
+        if self.live is not None:
+            self.server.fences.remove_live(self.live)
         self.server.monitors.discard(self)
         if self.stream is not None:
             self.stream.close("follower disconnected")
@@ -471,7 +494,7 @@ class Client(asyncio.Protocol):
         if self.closing or self.transport is None:
             return
         reason = self.output.check(self.transport.get_write_buffer_size(), now)
-        if reason or self._waiting or self.stream is not None:  # an AOF stream is never idle
+        if reason or self._waiting or self.stream is not None or self.events_only:  # never idle
             pass
         elif self.http is not None:  # closing is set once its request is complete
             if now - self.connected_at >= HTTP_REQUEST_TIMEOUT:
@@ -519,7 +542,13 @@ class Client(asyncio.Protocol):
         hard = self.output.limit.hard
         try:
             while (argv := self.reader.next()) is not None:
-                reply = dispatch.execute(self.server, self, argv, self.json)
+                if self.live is not None:  # a live fence takes no commands: input ends it
+                    self.closing = True
+                    break
+                if self.subscriber is not None:
+                    reply = subscribed(self, argv)
+                else:
+                    reply = dispatch.execute(self.server, self, argv, self.json)
                 if not isinstance(reply, bytes):
                     self._send(out)
                     self._wait_for(reply)
@@ -601,6 +630,47 @@ class Client(asyncio.Protocol):
         if not self._waiting and not self.closing and self.transport is not None:
             self._process()
 
+    # --- event streams: subscribers and live fences ---------------------------------------
+    @property
+    def events_only(self) -> bool:
+        """A subscriber or live fence: bounded by the pubsub output class, never idle."""
+        return self.subscriber is not None or self.live is not None
+
+    def start_subscriber(self, json: bool) -> Subscriber:
+        if self.subscriber is None:
+            self.subscriber = Subscriber(lambda data, j=json: self.send_raw(self.frame(data, j)), json)
+            self.output.limit = self.server.config.output_limit("pubsub")
+        return self.subscriber
+
+    def start_live(self, fence: Fence) -> None:
+        self.live = self.server.fences.add_live(self, fence)
+        self.output.limit = self.server.config.output_limit("pubsub")
+
+    def frame(self, data: bytes, json: bool) -> bytes:
+        """Frame one event or message: JSON as a bulk string on RESP connections (Tile38), as
+        one line of a chunked response on HTTP; RESP values as they are."""
+        if not json:
+            return data
+        if self.resp_conn:
+            return b"$%d\r\n%s\r\n" % (len(data), data)
+        return http.chunk(data + b"\r\n") if self.http_streaming else data + b"\r\n"
+
+    def send_raw(self, data: bytes) -> None:
+        """Write an event now; a client over its hard output limit is disconnected."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self._eof_sent:
+            return
+        hard = self.output.limit.hard
+        held = transport.get_write_buffer_size() + len(data)
+        if hard and held > hard:
+            self.disconnect(f"output buffer {held} bytes over the hard limit {hard}")
+            return
+        transport.write(data)
+
+    def send_event(self, payload: bytes) -> None:
+        """One live-fence event (Tile38's JSON, whatever the connection's output mode)."""
+        self.send_raw(self.frame(payload, True))
+
     def _http_received(self, data: bytes) -> None:
         assert self.http is not None and self.transport is not None
         try:
@@ -622,6 +692,10 @@ class Client(asyncio.Protocol):
         if not self.server.flush_aof():
             status, body = 500, http.json_error_body(self.server.aof_error)
         cors = http.allowed_origin(request, self.server.config.cors_origins)
+        if self.events_only and status == 200:  # SUBSCRIBE / FENCE: a chunked event stream
+            self.transport.write(http.stream_head(content_type, cors) + http.chunk(body))
+            self.http_streaming = True
+            return
         self.transport.write(http.response(status, body, content_type, request.method == "HEAD", cors))
         self.transport.close()
 

@@ -232,5 +232,8 @@ def _snapshot_chunks(server: Server, slice_bytes: int = FLUSH_BYTES):
                 if len(buf) >= slice_bytes:
                     yield bytes(buf)
                     buf.clear()
+    for hook in server.fences.registry(server.db).hooks.values():  # SETHOOK / SETCHAN
+        if not hook.expired(now):
+            buf += encode_command(hook.shrink_record(now))
     if buf:
         yield bytes(buf)

@@ -15,6 +15,7 @@ from geoserver.errors import ArityError, CommandError, duplicate_argument, inval
 from geoserver.store.geometry import GeoLimits, parse_float
 
 if TYPE_CHECKING:
+    from geoserver.fence.model import Change
     from geoserver.server import Client, Server
     from geoserver.store.database import Database
 
@@ -85,6 +86,9 @@ class Ctx:
     db: Database  # the server's, or the fresh one a full resync is building
     dirty: bool = False
     record: list[bytes] | None = None  # the AOF record when it is not argv as sent
+    # What a write changed, collected only while fences watch (geoserver.fence): dispatch
+    # hands them to server.fences after the write. None: nobody watches, nothing to collect.
+    changes: list[Change] | None = None
 
 
 class Args:

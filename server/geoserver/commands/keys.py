@@ -27,6 +27,7 @@ from geoserver.errors import (
     CommandError,
     invalid_argument,
 )
+from geoserver.fence.model import Change
 from geoserver.protocol.resp import OK, Simple
 from geoserver.store.collection import Collection, Item, literal_prefix
 from geoserver.store.fields import check_field_name, field_text, parse_field_value
@@ -119,9 +120,11 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
     | BOUNDS minlat minlon maxlat maxlon | HASH geohash | STRING value)"""
     if len(argv) == 6 and argv[3].upper() == b"POINT":  # `SET key id POINT lat lon`: the hot path
         point = make_point(parse_float(argv[4]), parse_float(argv[5]))
-        ctx.db.get_or_create(text(argv[1])).set(
-            text(argv[2]), point, None, None)
+        col = ctx.db.get_or_create(key := text(argv[1]))
+        old = col.set(oid := text(argv[2]), point, None, None)
         ctx.dirty = True
+        if ctx.changes is not None:  # fences watch (geoserver.fence)
+            ctx.changes.append(Change("set", key, oid, col.items[oid], _alive(ctx, old)))
         return {} if ctx.json else OK
     args = Args(argv, 3)
     fields: dict[str, Any] | None = None
@@ -166,7 +169,9 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
                 raise CommandError(ID_NOT_FOUND)
             return None
     col = ctx.db.get_or_create(key)
-    col.set(oid, obj, fields, expires_at, ctx.now)
+    old = col.set(oid, obj, fields, expires_at, ctx.now)
+    if ctx.changes is not None:
+        ctx.changes.append(Change("set", key, oid, col.items[oid], _alive(ctx, old)))
     if expires_at is not None:
         ctx.db.schedule_expiry(key, oid, expires_at)
     ctx.dirty = True
@@ -222,12 +227,19 @@ def cmd_get(ctx: Ctx, argv: list[bytes]) -> Any:
     return value
 
 
+def _alive(ctx: Ctx, item: Item | None) -> Item | None:
+    """The replaced object for the fences: an expired one was gone already."""
+    return None if item is None or item.expired(ctx.now) else item
+
+
 def delete_object(ctx: Ctx, key: str, oid: str) -> bool:
     """Delete one object, dropping its collection when it empties. Shared with expiry."""
     col = ctx.db.get(key)
-    if col is None or col.delete(oid) is None:
+    if col is None or (item := col.delete(oid)) is None:
         return False
     ctx.db.drop_if_empty(key)
+    if ctx.changes is not None:
+        ctx.changes.append(Change("del", key, oid, item))
     return True
 
 
@@ -256,8 +268,10 @@ def cmd_pdel(ctx: Ctx, argv: list[bytes]) -> Any:
         if slices.sliced(ctx, hi - lo):
             return _pdel_sliced(ctx, argv)
         for oid in [i for i in col.ids_between(lo, hi) if matcher(pattern)(i)]:
-            col.delete(oid)
+            item = col.delete(oid)
             count += 1
+            if ctx.changes is not None and item is not None:
+                ctx.changes.append(Change("del", key, oid, item))  # Tile38: one del per object
         ctx.db.drop_if_empty(key)
     ctx.dirty = count > 0
     return {} if ctx.json else count
@@ -272,20 +286,23 @@ async def _pdel_sliced(ctx: Ctx, argv: list[bytes]) -> Any:
         col = ctx.db.get(key)  # looked up under the hold: a FLUSHDB may have run meanwhile
         count = 0
         if col is not None:
-            count = await slices.run_sliced(_pdel_steps(col, pattern))
+            count = await slices.run_sliced(_pdel_steps(col, pattern, ctx.changes, key))
             ctx.db.drop_if_empty(key)
         ctx.dirty = count > 0
     return {} if ctx.json else count
 
 
-def _pdel_steps(col: Collection, pattern: str) -> slices.Steps:
+def _pdel_steps(col: Collection, pattern: str, changes: list[Change] | None = None,
+                key: str = "") -> slices.Steps:
     """Delete the ids matching `pattern`, resuming after the last id seen."""
     match = matcher(pattern)
     count = 0
     for batch in slices.prefix_batches(col.items, literal_prefix(pattern)):
         for oid in batch:
-            if match(oid) and col.delete(oid) is not None:
+            if match(oid) and (item := col.delete(oid)) is not None:
                 count += 1
+                if changes is not None:
+                    changes.append(Change("del", key, oid, item))
         yield
     return count
 
@@ -295,6 +312,8 @@ def cmd_drop(ctx: Ctx, argv: list[bytes]) -> Any:
     """DROP key"""
     dropped = ctx.db.drop(text(argv[1]))
     ctx.dirty = dropped
+    if dropped and ctx.changes is not None:
+        ctx.changes.append(Change("drop", text(argv[1])))
     return {} if ctx.json else int(dropped)
 
 
@@ -332,6 +351,7 @@ def cmd_renamenx(ctx: Ctx, argv: list[bytes]) -> Any:
 def cmd_flushdb(ctx: Ctx, argv: list[bytes]) -> Any:
     """FLUSHDB"""
     ctx.db.flush()
+    ctx.server.fences.flush(ctx.db)  # Tile38: FLUSHDB deletes the hooks and channels too
     ctx.dirty = True
     return {} if ctx.json else OK
 
@@ -411,6 +431,8 @@ def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
     parsed = [(check_field_name(pairs[i]), parse_field_value(pairs[i + 1])) for i in range(0, len(pairs), 2)]
     changed = sum(1 for name, value in parsed if col.set_field(item, name, value))
     ctx.dirty = changed > 0
+    if changed and ctx.changes is not None:
+        ctx.changes.append(Change("fset", text(argv[1]), text(argv[2]), item))
     return {} if ctx.json else changed
 
 
@@ -437,6 +459,8 @@ def cmd_expire(ctx: Ctx, argv: list[bytes]) -> Any:
     ctx.db.schedule_expiry(text(argv[1]), text(argv[2]),
                            item.expires_at)
     ctx.dirty = True
+    if ctx.changes is not None:  # Tile38 reports it as a write of the object (no old one)
+        ctx.changes.append(Change("expire", text(argv[1]), text(argv[2]), item))
     return {} if ctx.json else 1
 
 
@@ -449,6 +473,8 @@ def cmd_persist(ctx: Ctx, argv: list[bytes]) -> Any:
     cleared = item.expires_at is not None
     item.expires_at = None
     ctx.dirty = cleared
+    if cleared and ctx.changes is not None:
+        ctx.changes.append(Change("persist", text(argv[1]), text(argv[2]), item))
     return {} if ctx.json else int(cleared)
 
 

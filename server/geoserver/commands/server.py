@@ -143,7 +143,7 @@ def server_stats(server: Server, db: dict[str, int] | None = None) -> dict[str, 
         "num_objects": db["num_objects"],
         "num_points": db["num_points"],
         "num_strings": db["num_strings"],
-        "num_hooks": 0,
+        "num_hooks": len(server.fences.registry(server.db)),  # hooks and channels, as Tile38
         "in_memory_size": db["in_memory_size"],
         "avg_item_size": db["in_memory_size"] // db["num_objects"] if db["num_objects"] else 0,
         "mem_alloc": rss,

@@ -115,6 +115,20 @@ def response(status: int, body: bytes, content_type: str = JSON_TYPE, head_only:
     return b"\r\n".join(head) + b"\r\n\r\n" + (b"" if head_only else body)
 
 
+def stream_head(content_type: str = JSON_TYPE, cors_origin: str | None = None) -> bytes:
+    """The head of a response whose body comes as chunks (a live fence, a subscription)."""
+    head = [b"HTTP/1.1 200 OK", b"Content-Type: " + content_type.encode(), b"Connection: close",
+            b"Transfer-Encoding: chunked"]
+    if cors_origin is not None:
+        head += [b"Access-Control-Allow-Origin: " + cors_origin.encode("latin-1"), b"Vary: Origin"]
+    return b"\r\n".join(head) + b"\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
 def allowed_origin(request: HttpRequest, allowed: str) -> str | None:
     """The origin to name in Access-Control-Allow-Origin, if the request's is allowed."""
     origin = request.headers.get("origin")
