@@ -31,14 +31,14 @@ import ssl
 import time
 import zlib
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlparse
 
 import orjson
 
-from .backup_policy import backup_name
+from .backup_policy import backup_name, expired
 from .backupstore import (
     CHUNK,
     BackupError,
@@ -49,7 +49,7 @@ from .backupstore import (
     check_compression,
     open_store,
 )
-from .spec import rfc3339
+from .spec import parse_time, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -273,3 +273,52 @@ def verify(catalog: Catalog, name: str) -> BackupManifest:
                           f"{counter.md5.hexdigest()}, the manifest says {manifest.aof_size} / "
                           f"{manifest.md5}")
     return manifest
+
+
+def s3_options(store: Any, secret: Any = None) -> S3Options:
+    """S3Options from an ObjectStoreSpec; ``secret(name, key) -> str`` reads s3Credentials
+    (the local runtime: a Secret in the manifest file; Kubernetes: the API)."""
+    creds = getattr(store, "s3_credentials", None)
+    keys: dict[str, str | None] = {"access_key_id": None, "secret_access_key": None, "session_token": None}
+    if creds is not None:
+        if secret is None:
+            raise BackupError("s3Credentials given but no way to read Secrets here")
+        keys["access_key_id"] = secret(creds.secret_name, creds.access_key_id_key)
+        keys["secret_access_key"] = secret(creds.secret_name, creds.secret_access_key_key)
+        if creds.session_token_key:
+            keys["session_token"] = secret(creds.secret_name, creds.session_token_key)
+    return S3Options(endpoint_url=store.endpoint_url, region=store.region, **keys)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What :func:`run` did: the settle() arguments of backup_policy."""
+
+    size: int
+    aof_size: int
+    duration: float
+    location: str
+    backups: int
+    deleted: tuple[str, ...] = ()
+
+
+def run(spec: Any, cluster: str, source: Source, name: str, now: datetime, s3: S3Options) -> Outcome:
+    """Take backup ``name`` per ``spec`` (a BackupSpec), then apply its retention. A retention
+    failure is logged, never fails the backup that was just taken."""
+    catalog = Catalog(open_store(spec.destination, s3), cluster)
+    manifest = take(catalog, source, compression=spec.compression, now=now, name=name)
+    deleted: list[str] = []
+    complete: list[BackupManifest] = []
+    try:
+        complete = catalog.list()
+        known = {m.name for m in complete}
+        dated = [(m.name, parse_time(m.time) or now) for m in complete]
+        incomplete = [n for n in catalog.names() if n not in known]
+        deleted = expired(dated, incomplete, spec.retention, now, in_flight=name,
+                          incomplete_after=timedelta(seconds=spec.timeout_seconds))
+        catalog.delete(deleted)
+    except Exception as exc:  # the backup itself is done and verified
+        log.warning("backup retention failed", extra={"backup": name, "error": str(exc)})
+    remaining = len([m for m in complete if m.name not in deleted]) or 1
+    return Outcome(manifest.stored_size, manifest.aof_size, manifest.duration_seconds,
+                   catalog.location(name), remaining, tuple(deleted))

@@ -44,6 +44,7 @@ from typing import Any, Literal, Protocol
 import psutil
 
 from . import failover, probe
+from .localbackup import LocalBackups
 from .localstate import Manifest, StateDir, proc_id, process_of
 from .localtls import LocalTls
 from .policy import Action, Decision, Member, Triggers, apply_outcome, decide, load_status
@@ -123,6 +124,7 @@ class Supervisor:
         self.manifest, self.state = manifest, state
         self.procs: dict[str, Proc] = {}
         self.tls: LocalTls | None = None  # members serve TLS only, followers verify the leader
+        self.upstream: tuple[str, str | None] | None = None  # migrating: the old leader, password
 
     @property
     def ca_file(self) -> str | None:
@@ -154,16 +156,20 @@ class Supervisor:
         cmd += ["--dir", str(self.state.member_dir(p.name)), "--appendfsync", spec.server.appendfsync]
         if p.role == "follower":
             cmd += ["--follow", self.leader.address]
+        elif self.upstream is not None:  # a live migration: the leader follows the old leader
+            cmd += ["--follow", self.upstream[0]]
         if self.tls is not None:
             cmd += self.tls.args(p.name)
         return cmd + list(spec.server.extra_args)
 
-    def environment(self) -> dict[str, str]:
+    def environment(self, p: Proc | None = None) -> dict[str, str]:
         """The password travels in the environment, never on the command line (`ps`)."""
         env = dict(os.environ)
         # always set, empty without a password: a password dropped from the manifest must not
         # live on in a member's saved config (geoserver prefers a given value, even empty)
         env["GEOSERVER_REQUIREPASS"] = env["GEOSERVER_LEADERAUTH"] = self.manifest.password or ""
+        if p is not None and p.role == "leader" and self.upstream is not None:
+            env["GEOSERVER_LEADERAUTH"] = self.upstream[1] or ""  # the old leader's password
         return env
 
     def start(self, p: Proc) -> None:
@@ -183,7 +189,7 @@ class Supervisor:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env=self.environment(),
+                env=self.environment(p),
             )
         p.started_at, p.wire = time.monotonic(), p.role == "follower"
         log.info("started %s (pid %d) on %s", p.name, p.popen.pid, p.address)
@@ -298,6 +304,7 @@ class LocalCluster:
         self.last_resync: dict[str, str] = {}
         self._tls_checked = 0.0  # monotonic time of the last renewal check
         self.hold_leader = self.manifest.spec.failover.enabled  # see failover.LeaderDecision
+        self.backups = LocalBackups(self)  # scheduled backups, bootstrap, detach
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -331,6 +338,7 @@ class LocalCluster:
         if self.info["tls"]:
             self.sup.tls = LocalTls(self.state.path / "tls")
             self._renew_certificates()
+        self.backups.bootstrap(previous)  # a new cluster's data, before its members start
         for p in self.sup.procs.values():
             self.sup.start(p)
         self._persist()
@@ -344,6 +352,7 @@ class LocalCluster:
         if not self.info:  # never started
             return
         log.info("stopping all members")
+        await self.backups.wait()
         await self.sup.stop_all()
         self.info["supervisor"] = None
         self._persist()
@@ -390,6 +399,8 @@ class LocalCluster:
         await self._wire()
         raw = self.state.triggers()
         triggers = Triggers.from_requests(raw)
+        if self.backups.migrating:  # the leader follows the old leader: nothing to repair yet
+            triggers = replace(triggers, paused=True)
         lead = failover.decide(self.manifest.spec, self.status, self.members, self.clock.now(),
                                promote=raw.get("promote"), paused=triggers.paused)
         self.status, self.hold_leader = lead.status, lead.hold_leader
@@ -429,6 +440,7 @@ class LocalCluster:
                 self.last_resync[member] = f"{when} {'ok' if event.reason == 'ResyncSucceeded' else 'failed'}"
         for action in decision.actions:
             self.status = await self._act(action)
+        await self.backups.tick(raw)
         self.sup.sample_memory()
         self._persist()
         return decision

@@ -289,4 +289,6 @@ def down(state_dir: Path | None, name: str | None, purge: bool) -> None:
         click.echo(f"deleted {state.path}")
 
 
-commands = [up, status, shrink, resync, promote, down]
+from .backup_cli import commands as _backup_commands  # noqa: E402 - it uses the helpers above
+
+commands = [up, status, shrink, resync, promote, down, *_backup_commands]

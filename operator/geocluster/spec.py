@@ -783,6 +783,8 @@ class BootstrapRecord(_Model):
     result: str = Field(default="", description="following (fromLeader until detached), ok, or error: ...")
     time: str = Field(description="When it was done (RFC 3339).")
     aof_size: int | None = Field(default=None, description="AOF bytes the leader started with.")
+    detached: str | None = Field(default=None, description="fromLeader: when the leader detached (RFC 3339).")
+    message: str = Field(default="", description="Details, e.g. why the last detach failed.")
 
 
 class GeoClusterStatus(_Model):
