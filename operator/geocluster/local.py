@@ -325,6 +325,7 @@ class LocalCluster:
             "generation": prev.get("generation", 0) + (prev.get("specHash") != spec_hash),
             "specHash": spec_hash,
             "supervisor": proc_id(os.getpid()),
+            "manifest": self.manifest.path,  # `up --state-dir` resumes with it; another needs --force
             "schedule": self.manifest.spec.aof_shrink.schedule,
             "timeZone": self.manifest.spec.aof_shrink.time_zone,
         }
@@ -456,12 +457,25 @@ class LocalCluster:
                 p.restarts += 1
                 self.sup.start(p)
             else:
+                if action.kind == "resync" and self._follows_no_one(p.name):
+                    await self._refollow(p)  # RESYNC alone would fail: "not a follower"
                 await probe.start_action(p.address, action.kind, self.manifest.password, self.sup.ca_file)
-            log.info("%s: started", why)
-            return self.status
+            return self.status  # its Event (ShrinkStarted, ResyncStarted, RepairStarted) is the log line
         except Exception as exc:  # a failed action is recorded in status, never ends the loop
             log.warning("%s failed: %s", why, exc)
             return apply_outcome(self.status, action, str(exc))
+
+    def _follows_no_one(self, name: str) -> bool:
+        """A follower that answers but follows nobody (`FOLLOW no one` by hand)."""
+        m = next((m for m in self.members if m.name == name), None)
+        return m is not None and m.role == "follower" and m.reachable and not m.following
+
+    async def _refollow(self, p: Proc) -> None:
+        host, port = self.sup.leader.address.split(":")
+        await probe.send(p.address, "FOLLOW", host, port, password=self.manifest.password,
+                         ca_file=self.sup.ca_file)
+        log.warning("%s followed no one (FOLLOW no one by hand?): FOLLOW %s, then RESYNC",
+                    p.name, self.sup.leader.address)
 
     async def _promote(self, pr: failover.Promotion) -> dict[str, Any]:
         """Carry out a switchover or failover: fence the old leader, (switchover: wait until the

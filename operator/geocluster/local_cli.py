@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from . import localview
-from .local import LocalCluster, stop_leftovers
-from .localstate import StateDir, find_state_dir, load_manifest, state_root
+from .local import LocalCluster, port_free, stop_leftovers
+from .localstate import BUILT_IN, Manifest, StateDir, find_state_dir, load_manifest, state_root
 from .spec import SpecError, rfc3339
 
 NOT_RUNNING = 3
@@ -36,23 +37,40 @@ _name_opt = click.option("--name", "-n", help="Cluster name (metadata.name), whe
 
 @click.command("up")
 @click.option("-f", "--file", "manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="GeoCluster manifest (YAML); default: the built-in example.")
+              help="GeoCluster manifest (YAML); default: the state dir's own, else the built-in example.")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path),
               help="State directory (default: $XDG_STATE_HOME/geocluster/<metadata.name>).")
 @click.option("--port", type=click.IntRange(0, 65535), default=9851, show_default=True,
-              help="Leader port on a first start, if free (0: any); a resumed cluster keeps its ports.")
+              help="Leader port on a first start (0: any). Given explicitly, a busy port is an error; "
+              "the default moves to a free port with a warning. A resumed cluster keeps its ports.")
 @click.option("--live/--no-live", default=None, help="Live table (default: when stdout is a terminal).")
 @click.option("--tls/--no-tls", default=None,
               help="Members serve TLS only, with a CA and certificates generated in <state-dir>/tls "
               "(default: as the previous run of this state dir, else --no-tls).")
-def up(manifest: Path | None, state_dir: Path | None, port: int, live: bool | None,
-       tls: bool | None) -> None:
+@click.option("--force", is_flag=True,
+              help="Run a manifest other than the one this state dir was made with (its name, spec "
+              "and schedule replace the old ones; the data stays).")
+@click.pass_context
+def up(ctx: click.Context, manifest: Path | None, state_dir: Path | None, port: int, live: bool | None,
+       tls: bool | None, force: bool) -> None:
     """Run a GeoCluster on this machine: leader + followers, schedules, repairs."""
+    if manifest is None and state_dir is not None:  # the state dir's own manifest, not the example
+        manifest = _remembered(StateDir(state_dir))
     try:
         m = load_manifest(manifest)
     except SpecError as exc:
         raise click.ClickException(f"invalid manifest: {exc}") from None
     state = StateDir(state_dir or state_root() / m.name)
+    previous = state.read_cluster() or {}
+    if previous and not force:
+        _same_manifest(state, previous, m)
+    if not previous.get("members") and port and not port_free(port):
+        if ctx.get_parameter_source("port") is ParameterSource.COMMANDLINE:
+            raise click.ClickException(f"port {port} is in use on 127.0.0.1; pick another --port "
+                                       "(--port 0: any free port)")
+        click.secho(f"warning: port {port} is in use: the leader will listen on another port; "
+                    "the README's `-p 9851` commands need the port `geocluster status` shows",
+                    fg="yellow", bold=True, err=True)
     if not state.lock():  # held by a running `up`, even one that has not recorded itself yet
         running = (state.read_cluster() or {}).get("name", state.path.name)
         pid = state.supervisor()
@@ -62,11 +80,44 @@ def up(manifest: Path | None, state_dir: Path | None, port: int, live: bool | No
     live = sys.stdout.isatty() if live is None else live
     ring = _logging(state, live)
     cluster = LocalCluster(m, state, leader_port=port or None, tls=tls)
+    resume = "geocluster up" + (f" --state-dir {state.path}" if state_dir
+                                else f" -f {m.path}" if m.path else "")
     try:
         asyncio.run(_up(cluster, ring if live else None))
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"stopped {m.name}; data kept in {state.path} (`geocluster up` resumes it)")
+    except KeyboardInterrupt:  # before the signal handlers were installed: nothing started yet
+        click.echo(f"interrupted; {m.name} not started", err=True)
+        sys.exit(130)
+    click.echo(f"stopped {m.name}; data kept in {state.path} (`{resume}` resumes it)")
+
+
+def _remembered(state: StateDir) -> Path | None:
+    """The manifest file a state dir was last run with (None: the built-in example)."""
+    info = state.read_cluster() or {}
+    path = info.get("manifest")
+    if path is None:  # the built-in example, or a state dir from before `manifest` was recorded
+        source = info.get("source")
+        return Path(source) if source and source != BUILT_IN and Path(source).is_file() else None
+    if not Path(path).is_file():
+        raise click.ClickException(f"{state.path} was made with {path}, which is gone; pass -f FILE "
+                                   "(with --force if it is another manifest)")
+    return Path(path)
+
+
+def _same_manifest(state: StateDir, previous: dict, m: Manifest) -> None:
+    """Refuse to run another manifest (or name) in a state dir without --force."""
+    had = previous.get("manifest", previous.get("source"))
+    if had == BUILT_IN:
+        had = None
+    now = m.path
+    if previous.get("name") not in (None, m.name) or ("manifest" in previous and had != now):
+        was = had or "the built-in example"
+        raise click.ClickException(
+            f"{state.path} holds GeoCluster {previous.get('name')!r} made with {was}, not "
+            f"{m.path or 'the built-in example'} ({m.name!r}); pass that manifest, another "
+            "--state-dir, or --force to replace it (the data stays)"
+        )
 
 
 async def _up(cluster: LocalCluster, ring: localview.RingHandler | None) -> None:
@@ -104,10 +155,13 @@ async def _live(cluster: LocalCluster, ring: localview.RingHandler, stopping: as
     hint = (f"leader: {_redis_cli(cluster)} SET fleet truck1 POINT 33.5 -115.2 | "
             f"{curl} | Ctrl-C stops | state: {cluster.state.path}")
 
-    def view():
-        return localview.render(cluster.info, cluster.status, list(ring.lines), hint)
+    screen = Live(refresh_per_second=4, redirect_stderr=False)
 
-    with Live(view(), refresh_per_second=4, redirect_stderr=False) as screen:
+    def view():  # narrow below localview.NARROW columns: names and addresses never cut
+        return localview.render(cluster.info, cluster.status, list(ring.lines), hint, screen.console.width)
+
+    screen.update(view())
+    with screen:
         runner = asyncio.create_task(cluster.run(stopping))
         while not runner.done():
             screen.update(view())
@@ -170,8 +224,11 @@ def status(output: str, state_dir: Path | None, name: str | None) -> None:
     else:
         from rich.console import Console
 
-        console = Console(width=None if sys.stdout.isatty() else 200)
-        console.print(localview.table(info, st), localview.summary(info, st))
+        # a pipe gets 200 columns unless $COLUMNS says otherwise (a terminal: its width)
+        console = Console(width=None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 200))
+        narrow = console.width < localview.NARROW
+        console.print(localview.table(info, st, narrow), *([localview.details(info, st)] if narrow else []),
+                      localview.summary(info, st))
     if not pid:
         click.echo(f"{state.path.name} is not running (last update {info.get('updated')})", err=True)
         sys.exit(NOT_RUNNING)

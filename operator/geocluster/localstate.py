@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 import yaml
 
-from .spec import API_VERSION, KIND, GeoClusterSpec, SpecError, parse_spec
+from .spec import API_VERSION, KIND, GeoClusterSpec, SpecError, check_name, parse_spec
 
 EXAMPLE = """\
 # The built-in example of `geocluster up`: a leader, two followers, an AOF shrink every
@@ -50,6 +50,7 @@ spec:
     toleranceBytes: 4096
     maxRepairsPerHour: 6
 """
+BUILT_IN = "built-in example"
 PASSWORD_ENV = "GEOCLUSTER_PASSWORD"
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _TOP_LEVEL = {"apiVersion", "kind", "metadata", "spec", "status"}
@@ -63,6 +64,7 @@ class Manifest:
     spec: GeoClusterSpec
     password: str | None
     source: str
+    path: str | None = None  # the manifest file, absolute (None: the built-in example)
 
 
 def load_manifest(path: Path | None) -> Manifest:
@@ -70,7 +72,7 @@ def load_manifest(path: Path | None) -> Manifest:
 
     Raises :class:`SpecError` with a message naming the bad field.
     """
-    source = str(path) if path else "built-in example"
+    source = str(path) if path else BUILT_IN
     try:
         text = path.read_text() if path else EXAMPLE
         docs = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -87,6 +89,11 @@ def load_manifest(path: Path | None) -> Manifest:
     name = meta.get("name")
     if not isinstance(name, str) or not _NAME.match(name):
         errors.append(f"metadata.name: must be a DNS label (a-z, 0-9, '-'), got {name!r}")
+    else:
+        try:  # the operator's rule too: the same name runs here and in Kubernetes, or neither
+            check_name(name)
+        except SpecError as exc:
+            errors.append(str(exc))
     if doc.get("spec") is not None and not isinstance(doc.get("spec"), dict):
         errors.append(f"spec: must be an object, got {type(doc.get('spec')).__name__}")
     try:
@@ -95,7 +102,7 @@ def load_manifest(path: Path | None) -> Manifest:
         errors.append(str(exc))
     if errors:
         raise SpecError(f"{source}: " + "; ".join(errors))
-    return Manifest(name, spec, _password(spec, docs, source), source)
+    return Manifest(name, spec, _password(spec, docs, source), source, str(path.resolve()) if path else None)
 
 
 def _password(spec: GeoClusterSpec, docs: list[Any], source: str) -> str | None:

@@ -2,6 +2,8 @@
 
 Pure rendering from the two state files' contents (``cluster.json`` info, ``status.json``), so
 the live view inside ``up`` and ``status`` from another terminal show exactly the same thing.
+Below ``NARROW`` columns the table keeps only what identifies a member and its health (names
+and addresses are never cut) and prints the rest as one line per member under it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from rich.text import Text
 
 from .policy import load_status
 from .spec import parse_time
+
+NARROW = 120  # columns: below this, the narrow layout
 
 
 class RingHandler(logging.Handler):
@@ -50,16 +54,61 @@ def size(n: int | None) -> str:
 
 
 def next_shrink(info: dict[str, Any], now: datetime | None = None) -> str:
+    """When the schedule fires next, in its time zone (and local time when that differs)."""
     expr = info.get("schedule")
     if not expr:
         return "no shrink schedule"
-    now = (now or datetime.now(UTC)).astimezone(ZoneInfo(info.get("timeZone") or "UTC"))
+    zone = info.get("timeZone") or "UTC"
+    now = (now or datetime.now(UTC)).astimezone(ZoneInfo(zone))
     following = croniter(expr, now).get_next(datetime)
-    return f"next shrink {following.astimezone().strftime('%H:%M:%S')} ({expr})"
+    when = following.strftime("%Y-%m-%d %H:%M %Z")
+    local = following.astimezone()
+    if local.utcoffset() != following.utcoffset():
+        when += f" ({local.strftime('%H:%M %Z')} here)"
+    return f"next shrink {when} (schedule {expr!r}, timeZone {zone})"
 
 
-def table(info: dict[str, Any], status: dict[str, Any]) -> Table:
-    """One row per member."""
+def _last(m: dict[str, Any], st: Any, ms: Any) -> str:
+    """The leader's latest shrink, a follower's latest resync (and that it healed since)."""
+    if m["role"] == "leader":
+        rec = st.last_shrink
+        return f"shrink {clock(rec.time)} {rec.result} ({rec.reason})" if rec else ""
+    when, _, result = (m.get("lastResync") or "").partition(" ")
+    if not when:
+        return ""
+    last = f"resync {clock(when)} {result}"
+    healthy = parse_time(ms.healthy_since) if ms else None
+    if result == "failed" and healthy and healthy >= (parse_time(when) or healthy):
+        last += f", ok since {clock(ms.healthy_since)}"  # repaired another way (e.g. a restart)
+    return last
+
+
+def _repairs(m: dict[str, Any], ms: Any) -> str:
+    rep = ms.last_repair if ms else None
+    if rep is None:
+        out = "-"
+    elif ms.repairs:
+        out = f"{rep.action} {rep.result} (#{ms.repairs})"
+    else:  # the ladder starts afresh after a whole grace period healthy
+        since = f"healthy since {clock(ms.healthy_since)}, " if ms.healthy_since else ""
+        out = f"{rep.action} {rep.result} at {clock(rep.time)}; {since}ladder reset"
+    return out + (f", restarted {m['restarts']}x" if m.get("restarts") else "")
+
+
+def _state(m: dict[str, Any], ms: Any) -> Text:
+    if not m.get("process"):
+        return Text("stopped", "red")
+    if ms is None:
+        return Text("starting", "yellow")
+    if ms.gave_up:
+        return Text("gave up: " + (ms.divergence or ""), "bold red")
+    if not ms.reachable or ms.divergence:
+        return Text(ms.divergence or "unreachable", "yellow")
+    return Text("ok", "green")
+
+
+def table(info: dict[str, Any], status: dict[str, Any], narrow: bool = False) -> Table:
+    """One row per member; ``narrow``: only name, role, address, aof_size, caught_up, state."""
     st = load_status(status)
     seen = {m.name: m for m in st.members}
     phase = st.phase or "Starting"
@@ -67,34 +116,35 @@ def table(info: dict[str, Any], status: dict[str, Any]) -> Table:
         phase = f"stopped (last seen {phase} at {clock(info.get('updated'))})"
     leader = f", leader {info['leader']}" if info.get("leader") else ""
     t = Table(title=f"GeoCluster {info.get('name', '?')}: {phase}{leader}", title_justify="left")
-    for col in ("member", "role", "address", "aof_size", "caught_up", "memory", "last shrink/resync",
-                "repairs", "state"):
-        t.add_column(col, justify="right" if col in ("aof_size", "memory") else "left")
+    members = info.get("members", [])
+    wide = ("memory", "last shrink/resync", "repairs")
+    for col in ("member", "role", "address", "aof_size", "caught_up", *(() if narrow else wide), "state"):
+        longest = max([len(col)] + [len(m[col] if col != "member" else m["name"]) for m in members]) \
+            if col in ("member", "address") else 0  # fmt: skip
+        t.add_column("up" if narrow and col == "caught_up" else col,
+                     justify="right" if col in ("aof_size", "memory") else "left",
+                     no_wrap=col in ("member", "address"), min_width=longest or None,
+                     overflow="fold")
+    for m in members:
+        ms = seen.get(m["name"])
+        caught = "" if m["role"] == "leader" or not ms else ("yes" if ms.caught_up else "no")
+        cells = [m["name"], m["role"], m["address"], size(ms.aof_size if ms else None), caught]
+        if not narrow:
+            cells += [size(m.get("memory")), _last(m, st, ms), _repairs(m, ms)]
+        t.add_row(*cells, _state(m, ms))
+    return t
+
+
+def details(info: dict[str, Any], status: dict[str, Any]) -> Text:
+    """The narrow layout's other columns: one line per member."""
+    st = load_status(status)
+    seen = {m.name: m for m in st.members}
+    out = Text()
     for m in info.get("members", []):
         ms = seen.get(m["name"])
-        if m["role"] == "leader":
-            rec = st.last_shrink
-            last = f"shrink {clock(rec.time)} {rec.result} ({rec.reason})" if rec else ""
-        else:
-            when, _, result = (m.get("lastResync") or "").partition(" ")
-            last = f"resync {clock(when)} {result}" if when else ""
-        rep = ms.last_repair if ms else None
-        repair = f"{rep.action} {rep.result} (#{ms.repairs})" if rep and ms else "-"
-        repair += f", restarted {m['restarts']}x" if m.get("restarts") else ""
-        if not m.get("process"):
-            state = Text("stopped", "red")
-        elif ms is None:
-            state = Text("starting", "yellow")
-        elif ms.gave_up:
-            state = Text("gave up: " + (ms.divergence or ""), "bold red")
-        elif not ms.reachable or ms.divergence:
-            state = Text(ms.divergence or "unreachable", "yellow")
-        else:
-            state = Text("ok", "green")
-        caught = "" if m["role"] == "leader" or not ms else ("yes" if ms.caught_up else "no")
-        t.add_row(m["name"], m["role"], m["address"], size(ms.aof_size if ms else None), caught,
-                  size(m.get("memory")), last, repair, state)
-    return t
+        parts = [f"memory {size(m.get('memory'))}", _last(m, st, ms), "repairs " + _repairs(m, ms)]
+        out.append(f"{m['name']}: " + "; ".join(p for p in parts if p) + "\n")
+    return out
 
 
 def summary(info: dict[str, Any], status: dict[str, Any]) -> Text:
@@ -110,15 +160,24 @@ def summary(info: dict[str, Any], status: dict[str, Any]) -> Text:
         out.append(f"\nlast {rec.kind} {clock(rec.time)}: {rec.old} -> {rec.new} {rec.result} "
                    f"({rec.reason}); {rec.behind_bytes} bytes behind"
                    + (f", writes paused {rec.write_pause_ms} ms" if rec.write_pause_ms is not None else ""))
+    lead = next((m for m in info.get("members", []) if m["name"] == info.get("leader")), None)
+    if lead:  # where clients go (the README's commands say 9851; the leader may be elsewhere)
+        port = lead["address"].rpartition(":")[2]
+        out.append(f"\nleader {lead['name']} on {lead['address']}: redis-cli -p {port}", "bold")
     out.append("\n" + next_shrink(info))
     if st.pending_resyncs:
         out.append(f"; resyncs queued: {', '.join(st.pending_resyncs)}")
     return out
 
 
-def render(info: dict[str, Any], status: dict[str, Any], lines: list[str], hint: str = "") -> RenderableType:
-    """The whole live view: table, conditions, recent log lines."""
-    parts: list[RenderableType] = [table(info, status), summary(info, status)]
+def render(info: dict[str, Any], status: dict[str, Any], lines: list[str], hint: str = "",
+           width: int = 200) -> RenderableType:
+    """The whole live view: table, conditions, recent log lines (narrow below ``NARROW``)."""
+    narrow = width < NARROW
+    parts: list[RenderableType] = [table(info, status, narrow)]
+    if narrow:
+        parts.append(details(info, status))
+    parts.append(summary(info, status))
     if lines:
         parts.append(Text("\n".join(lines), "dim"))
     if hint:
