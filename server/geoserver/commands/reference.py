@@ -48,8 +48,10 @@ Differences from Tile38 1.30, on purpose:
   GeoJSON by their text; field values count 8 bytes each whatever their length.
 - NEARBY ... DISTANCE may differ from Tile38 in the last one or two printed digits (the same
   haversine, operands in another order).
-- Not implemented: scripting (`EVAL`), `SET/FSET ... RETURN`, `SPARSE`, `CLIP`/`CLIPBY`,
-  `BUFFER`, `TEST`, `MVT`.
+- TEST ... INTERSECTS CLIP of a MultiPolygon answers the clipped MultiPolygon (Tile38: a
+  FeatureCollection of clipped Features).
+- Not implemented: scripting (`EVAL`), `SET/FSET ... RETURN`, `SPARSE`, `CLIP`/`CLIPBY` on the
+  search commands, `BUFFER`, `MVT`.
 
 WHERE takes Tile38's three forms: `WHERE name min max` (`(` before a bound excludes it,
 `-inf`/`+inf`), `WHERE name op value` (`<`, `<=`, `>`, `>=`, `==`, `!=`), and `WHERE "expression"`
