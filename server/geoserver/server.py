@@ -228,6 +228,8 @@ class Server:
         """Write buffered AOF records; False when the write failed. Then writes are refused
         with MISCONF until a later flush succeeds (the fsync loop retries every second), and
         replies of batches whose records are not in the file are never sent (`_commit`)."""
+        if self.delivery is not None:
+            self.delivery.queue.commit()  # hook events reach queue.db before the writes' replies
         if self.aof is None:
             return True
         try:

@@ -103,7 +103,7 @@ class DeliveryWorker:
     async def _run(self) -> None:
         assert self._wake is not None
         try:
-            while True:
+            while self.running:
                 self._wake.clear()
                 now = time.monotonic()
                 self._due_retries(now)
@@ -111,8 +111,9 @@ class DeliveryWorker:
                 await self._close_senders([url for url, (_, used) in self._senders.items()
                                            if now - used > IDLE_CLOSE])
                 wait = TICK if not self._retries else max(0.0, min(TICK, self._retries[0][0] - now))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait)
+                with contextlib.suppress(TimeoutError):  # not wait_for: 3.11's can swallow a cancel
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
         finally:
             await self._close_senders(list(self._senders))
 

@@ -34,7 +34,8 @@ class Sender:
             servers=[f"{scheme}://{self.endpoint.host}:{self.endpoint.port}"],
             user=o.user or None, password=o.password or None, token=o.token or None,
             user_credentials=o.credential or None, tls=context, connect_timeout=max(1, round(self.timeout)),
-            allow_reconnect=False, max_reconnect_attempts=0, error_cb=quiet)
+            # one try (nats-py's 0 means "forever"): the worker owns retries and backoff
+            allow_reconnect=False, max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=quiet)
 
     async def send(self, payload: bytes) -> None:
         try:

@@ -5,6 +5,8 @@ as in Tile38."""
 from __future__ import annotations
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from geoserver.delivery.endpoints.urls import Endpoint
 
@@ -18,7 +20,8 @@ class Sender:
     async def send(self, payload: bytes) -> None:
         if self._client is None:
             self._client = aioredis.Redis(host=self.host, port=self.port, socket_timeout=self.timeout,
-                                          socket_connect_timeout=self.timeout, retry_on_timeout=False)
+                                          socket_connect_timeout=self.timeout,
+                                          retry=Retry(NoBackoff(), 0))  # the worker retries
         try:
             await self._client.publish(self.channel, payload)
         except Exception:
