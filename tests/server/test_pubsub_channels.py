@@ -151,11 +151,12 @@ def test_channel_meta_chans_and_events(server: GeoServer) -> None:
     # the same definition again changes nothing: 0, and no AOF record
     assert c.execute_command("SETCHAN", "m", "META", "b", "2", "META", "a", "1", "WITHIN", "mk", "FENCE",
                              "DETECT", "inside", "BOUNDS", 0, 0, 1, 1) == 0
-    entry = [e for e in server.json("CHANS", "m")["chans"]][0]
+    (entry,) = server.json("CHANS", "m")["chans"]
     assert entry == {"name": "m", "key": "mk", "ttl": -1,
                      "command": ["WITHIN", "mk", "FENCE", "DETECT", "inside", "BOUNDS", "0", "0", "1", "1"],
                      "meta": {"a": "1", "b": "2"}}
-    assert c.execute_command("CHANS", "m") == [["m", "mk", ["local://m"], entry["command"], ["a", "1", "b", "2"]]]
+    assert c.execute_command("CHANS", "m") == [
+        ["m", "mk", ["local://m"], entry["command"], ["a", "1", "b", "2"]]]
     ps = c.pubsub()
     ps.subscribe("m")
     ps.get_message(timeout=5)
