@@ -46,8 +46,9 @@ Differences from Tile38 1.30, on purpose:
   a field number keeps its value, not its spelling (`FSET ... f 1.10` reads back as 1.1).
 - STATS `in_memory_size` counts points as Tile38 does (16 bytes, 24 with z) and strings and
   GeoJSON by their text; field values count 8 bytes each whatever their length.
-- NEARBY ... DISTANCE may differ from Tile38 in the last one or two printed digits (the same
-  haversine, operands in another order).
+- NEARBY ... DISTANCE to a point is computed as Tile38 does (its formula, Go's trigonometry) and
+  prints the same digits; to a shape it is the distance to its bounding box, which may differ
+  in the last digits.
 - TEST ... INTERSECTS CLIP of a MultiPolygon answers the clipped MultiPolygon (Tile38: a
   FeatureCollection of clipped Features).
 - Not implemented: scripting (`EVAL`), `SET/FSET ... RETURN`, `SPARSE`, `CLIP`/`CLIPBY` on the

@@ -54,6 +54,7 @@ from geoserver.store.geometry import (
     parse_float,
     parse_geojson,
     sector_polygon,
+    tile38_point_distance,
 )
 from geoserver.store.glob import matcher
 
@@ -607,7 +608,23 @@ def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
     else:
         batches = query.knn(col.points, col.shapes, lat, lon, want, meters)
     rows, count, cursor = _collect(ctx, col, batches, s)
+    if s.distance:
+        rows = _tile38_distances(col, rows, lat, lon)
     return _reply(ctx, s, rows, count, cursor)
+
+
+def _tile38_distances(col: Collection, rows: list[Row], lat: float, lon: float) -> list[Row]:
+    """The shown distances of point objects recomputed as Tile38 prints them (its formula and
+    Go's trigonometry, store/geometry.py), so DISTANCE matches digit for digit; the index's
+    vectorised distances only ordered the candidates."""
+    out: list[Row] = []
+    items = col.items
+    for oid, item, d in rows:
+        obj = (item or items[oid]).obj
+        if obj.kind == "point":
+            d = tile38_point_distance(lat, lon, obj.lat, obj.lon)
+        out.append((oid, item, d))
+    return out
 
 
 def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:

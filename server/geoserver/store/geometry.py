@@ -351,3 +351,107 @@ def sector_polygon(lat: float, lon: float, meters: float, bearing1: float, beari
     n = max(2, int(steps * span / 360) + 1)
     arc = [destination(lat, lon, meters, b1 + span * i / (n - 1)) for i in range(n)]
     return shapely.Polygon([(lon, lat), *arc, (lon, lat)])
+
+
+# ---- NEARBY ... DISTANCE digit for digit as Tile38 prints them ------------------------------
+# Tile38 computes point distances with Go's math.Sin/Cos/Asin (Cephes polynomials, not the C
+# library's), so the last printed digits differ from libm's. These are the same algorithms.
+
+_M4PI = 1.273239544735162542821171882678754627704620361328125  # 4/Pi as Go folds it
+_PI4A, _PI4B, _PI4C = 7.85398125648498535156e-1, 3.77489470793079817668e-8, 2.69515142907905952645e-15
+_SIN = (1.58962301576546568060e-10, -2.50507477628578072866e-8, 2.75573136213857245213e-6,
+        -1.98412698295895385996e-4, 8.33333333332211858878e-3, -1.66666666666666307295e-1)
+_COS = (-1.13585365213876817300e-11, 2.08757008419747316778e-9, -2.75573141792967388112e-7,
+        2.48015872888517045348e-5, -1.38888888888730564116e-3, 4.16666666666665929218e-2)
+
+
+def _octant(x: float) -> tuple[int, float]:
+    j = int(x * _M4PI)
+    y = float(j)
+    if j & 1:
+        j += 1
+        y += 1
+    return j & 7, ((x - y * _PI4A) - y * _PI4B) - y * _PI4C
+
+
+def _sin_poly(z: float, zz: float) -> float:
+    s = _SIN
+    return z + z * zz * (((((s[0] * zz + s[1]) * zz + s[2]) * zz + s[3]) * zz + s[4]) * zz + s[5])
+
+
+def _cos_poly(zz: float) -> float:
+    c = _COS
+    poly = (((((c[0] * zz + c[1]) * zz + c[2]) * zz + c[3]) * zz + c[4]) * zz + c[5])
+    return 1.0 - 0.5 * zz + zz * zz * poly
+
+
+def go_sin(x: float) -> float:
+    """Go's math.Sin for |x| < 2**29 (every angle a distance needs)."""
+    if x == 0 or x != x:
+        return x
+    sign = x < 0
+    j, z = _octant(-x if sign else x)
+    if j > 3:
+        sign, j = not sign, j - 4
+    zz = z * z
+    y = _cos_poly(zz) if j in (1, 2) else _sin_poly(z, zz)
+    return -y if sign else y
+
+
+def go_cos(x: float) -> float:
+    """Go's math.Cos for |x| < 2**29."""
+    j, z = _octant(abs(x))
+    sign = False
+    if j > 3:
+        j, sign = j - 4, True
+    if j > 1:
+        sign = not sign
+    zz = z * z
+    y = _sin_poly(z, zz) if j in (1, 2) else _cos_poly(zz)
+    return -y if sign else y
+
+
+def _xatan(x: float) -> float:
+    z = x * x
+    z = z * ((((-8.750608600031904122785e-01 * z + -1.615753718733365076637e+01) * z
+                + -7.500855792314704667340e+01) * z + -1.228866684490136173410e+02) * z
+             + -6.485021904942025371773e+01) / (((((z + 2.485846490142306297962e+01) * z
+                                                   + 1.650270098316988542046e+02) * z
+                                                  + 4.328810604912902668951e+02) * z
+                                                 + 4.853903996359136964868e+02) * z
+                                                + 1.945506571482613964425e+02)
+    return x * z + x
+
+
+def _satan(x: float) -> float:
+    more = 6.123233995736765886130e-17
+    if x <= 0.66:
+        return _xatan(x)
+    if x > 2.41421356237309504880:
+        return math.pi / 2 - _xatan(1 / x) + more
+    return math.pi / 4 + _xatan((x - 1) / (x + 1)) + 0.5 * more
+
+
+def go_asin(x: float) -> float:
+    """Go's math.Asin."""
+    if x == 0:
+        return x
+    sign = x < 0
+    if sign:
+        x = -x
+    if x > 1:
+        return math.nan
+    temp = math.sqrt(1 - x * x)
+    temp = math.pi / 2 - _satan(temp / x) if x > 0.7 else _satan(x / temp)
+    return -temp if sign else temp
+
+
+def tile38_point_distance(qlat: float, qlon: float, lat: float, lon: float) -> float:
+    """Meters from the query point to a point object, as Tile38's NEARBY computes them (the
+    point case of its geodetic point-to-rect distance, Go's trigonometry)."""
+    pa, la = lat * math.pi / 180, lon * math.pi / 180
+    pb, lb = qlat * math.pi / 180, qlon * math.pi / 180
+    if pa == pb and la == lb:
+        return 0.0
+    sp, sl = go_sin((pa - pb) / 2), go_sin((la - lb) / 2)
+    return 6371e3 * (2 * go_asin(math.sqrt(sp * sp + sl * sl * go_cos(pa) * go_cos(pb))))
