@@ -1,0 +1,121 @@
+"""Hook delivery through real geoserver processes: SETHOOK to an HTTP receiver end to end,
+events queued while the endpoint is down surviving kill -9 of the leader, a follower that never
+delivers (and delivers its own queue once promoted), and writes that a hanging endpoint does
+not slow down."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+from brokers import Receiver, receiver_fixture  # noqa: F401 - the receiver fixture
+from geoserver.delivery.queue import HookQueue
+from helpers import GeoServer, free_port, wait_until
+
+Make = Callable[..., GeoServer]
+FENCE = ["NEARBY", "fleet", "FENCE", "DETECT", "enter", "POINT", 33.5, -115.5, 5000]
+
+
+def ids(bodies: list[bytes]) -> list[str]:
+    return [orjson.loads(b)["id"] for b in list(bodies)]
+
+
+def queue_for(data_dir: Path, url: str, n: int, hook: str = "h") -> None:
+    """Events queued by an earlier run of the server (through the queue's own API)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    q = HookQueue(data_dir / "queue.db", lambda: 0)
+    for i in range(n):
+        q.enqueue(hook, [url], orjson.dumps({"hook": hook, "id": f"truck{i}", "detect": "enter"}))
+    q.close()
+
+
+def enter(server: GeoServer, n: int, start: int = 0) -> None:
+    """`n` objects entering the fence, one write each (each one event for the hook)."""
+    client = server.client()
+    for i in range(start, start + n):
+        client.execute_command("SET", "fleet", f"truck{i}", "POINT", 33.5, -115.5)
+
+
+def test_sethook_delivers_tile38_events(server: GeoServer, receiver: Receiver) -> None:
+    client = server.client()
+    assert client.execute_command("SETHOOK", "warehouse", receiver.url(), "META", "zone", "w1", *FENCE) == 1
+    enter(server, 3)
+    wait_until(lambda: len(receiver.bodies) >= 3, message="3 events")
+    events = [orjson.loads(b) for b in receiver.bodies]
+    assert [e["id"] for e in events] == ["truck0", "truck1", "truck2"]
+    first = events[0]
+    assert (first["command"], first["detect"], first["hook"]) == ("set", "enter", "warehouse")
+    assert first["key"] == "fleet"
+    assert first["meta"] == {"zone": "w1"} and first["object"]["type"] == "Point"
+
+
+def test_kill9_with_events_queued_delivers_them_after_restart(make_server: Make) -> None:
+    port = free_port()  # the endpoint is down while the events are produced
+    leader = make_server("leader", args=["--appendfsync", "always"])
+    leader.client().execute_command("SETHOOK", "h", f"http://127.0.0.1:{port}/hook", *FENCE)
+    enter(leader, 40)
+    wait_until(lambda: "hook endpoint failed" in leader.log(), message="a failed delivery")
+    leader.kill9()
+    up = Receiver(port).start()
+    try:
+        leader.start()
+        wait_until(lambda: len(up.bodies) >= 40, timeout=20, message="40 events after the restart")
+        assert ids(up.bodies) == [f"truck{i}" for i in range(40)]
+    finally:
+        up.stop()
+
+
+def test_kill9_queue_written_by_an_earlier_run(make_server: Make) -> None:
+    port = free_port()
+    server = make_server("s", start=False)
+    queue_for(server.dir, f"http://127.0.0.1:{port}/hook", 50)
+    server.start()
+    wait_until(lambda: "hook endpoint failed" in server.log(), message="a failed delivery")
+    server.kill9()
+    up = Receiver(port).start()
+    try:
+        server.start()
+        wait_until(lambda: len(up.bodies) >= 50, timeout=20, message="50 events after the restart")
+        assert ids(up.bodies) == [f"truck{i}" for i in range(50)]
+    finally:
+        up.stop()
+
+
+def test_follower_never_delivers_until_promoted(make_server: Make, receiver: Receiver) -> None:
+    leader = make_server("leader")
+    follower = make_server("follower", start=False)
+    queue_for(follower.dir, receiver.url("follower-queue"), 20, hook="old")  # from when it led
+    follower.args = ["--follow", f"127.0.0.1:{leader.port}"]
+    follower.start()
+    leader.client().execute_command("SETHOOK", "h", receiver.url("hook"), *FENCE)
+    enter(leader, 10)
+    wait_until(lambda: follower.json("HOOKS", "*").get("hooks"), message="the hook replicated")
+    wait_until(lambda: len(receiver.bodies) >= 10, message="the leader's events")
+    time.sleep(1.0)  # long enough for a follower that did deliver to have done so
+    assert ids(receiver.bodies) == [f"truck{i}" for i in range(10)]  # once each, from the leader
+    assert follower.json("FOLLOW", "no", "one")["ok"]
+    wait_until(lambda: len(receiver.bodies) >= 30, message="the promoted follower's own queue")
+    assert ids(receiver.bodies)[10:] == [f"truck{i}" for i in range(20)]
+
+
+def test_hanging_endpoint_does_not_slow_writes(make_server: Make) -> None:
+    slow = Receiver().start()
+    slow.hold.clear()  # every POST hangs until released
+    try:
+        server = make_server("s", args=["--hook-timeout", "2"])
+        client = server.client()
+        client.execute_command("SETHOOK", "slow", slow.url(), *FENCE)
+        worst = 0.0
+        for i in range(300):
+            started = time.monotonic()
+            client.execute_command("SET", "fleet", f"truck{i}", "POINT", 33.5, -115.5)
+            worst = max(worst, time.monotonic() - started)
+        wait_until(lambda: slow.requests >= 1, message="a hanging request")
+        assert worst < 1.0, f"a write took {worst:.3f} s with hook-timeout 2 s"
+        slow.hold.set()
+        wait_until(lambda: len(set(ids(slow.bodies))) >= 300, timeout=30, message="the backlog")
+        assert list(dict.fromkeys(ids(slow.bodies))) == [f"truck{i}" for i in range(300)]
+    finally:
+        slow.stop()
