@@ -104,10 +104,14 @@ def setup_logging(level: int, json: bool = False) -> None:
 def serve(cfg: ServerConfig, prog: str) -> None:
     """Run the server; start-up failures (a busy port, an unreadable directory) and Ctrl-C
     before the signal handlers are in place end with one line on stderr, not a traceback."""
+    from geoserver.aof.loader import AofCorruptError, LegacyAofError
+
     try:
         from geoserver.server import run
 
         run(cfg)
+    except (AofCorruptError, LegacyAofError) as exc:
+        raise SystemExit(f"{prog}: cannot load the AOF: {exc}") from None
     except KeyboardInterrupt:
         raise SystemExit(f"{prog}: interrupted") from None
     except OSError as exc:

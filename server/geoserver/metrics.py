@@ -9,13 +9,22 @@ replication lag, ...) are read from the live server at scrape time, so they are 
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
 import time
 from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from geoserver import TILE38_COMPAT_VERSION
 from geoserver.binary import printable
 from geoserver.commands import slices
 from geoserver.delivery.stats import DeliveryCollector
@@ -42,10 +51,30 @@ class _CommandStats:
         self.buckets = [0] * (len(BUCKETS) + 1)  # last one is +Inf
 
 
+class GcClock:
+    """Time spent in CPython's collector and when it last ran (SERVER EXT's gc_cpu_fraction
+    and last_gc_time_seconds), from gc.callbacks: two clock reads per collection."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.last_end = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+            self.last_end = time.time()
+
+
 class ServerMetrics:
     def __init__(self, server: Server) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.by_command: dict[str, _CommandStats] = {}
+        self.gc = GcClock()
+        self.expired_keys = 0  # objects deleted by expiry (Tile38's expired_keys)
         self.connections_received = 0
         self.clients_refused = 0  # over maxclients
         self.clients_disconnected = 0  # output-buffer limits, timeouts
@@ -62,6 +91,9 @@ class ServerMetrics:
                                        registry=self.registry)
         self.registry.register(_CommandCollector(self))
         self.registry.register(_StateCollector(server))
+        # process_* and python_info: the counterparts of Tile38's process and go_* collectors
+        self.registry.register(PROCESS_COLLECTOR)
+        self.registry.register(PLATFORM_COLLECTOR)
         self.registry.register(DeliveryCollector(lambda: server.delivery))  # hooks: delivery/stats.py
 
     def observe_command(self, name: str, elapsed_ns: int, ok: bool) -> None:
@@ -171,6 +203,8 @@ class _StateCollector:
                         stats["in_memory_size"])
             yield gauge("tile38_in_memory_size", "Same as tile38_in_memory_size_bytes.",
                         stats["in_memory_size"])
+            yield gauge("tile38_avg_item_size_bytes", "Approximate bytes per object.",
+                        stats["in_memory_size"] // stats["num_objects"] if stats["num_objects"] else 0)
             per_col = {
                 "tile38_collection_objects": "Objects in the collection.",
                 "tile38_collection_points": "Point objects in the collection.",
@@ -183,6 +217,7 @@ class _StateCollector:
                     family.add_metric([values[0]], values[i])
                 yield family
         yield gauge("tile38_connected_clients", "Connected clients.", len(s.clients))
+        yield from _tile38_families(s)
         yield gauge("tile38_mem_alloc", "Resident memory of the process in bytes.", s.rss_bytes())
         yield gauge("geoserver_aof_shrinking", "1 while an AOFSHRINK runs.", int(s.shrink.running))
         yield gauge("geoserver_last_shrink_duration_seconds", "Duration of the last AOFSHRINK.",
@@ -202,3 +237,37 @@ class _StateCollector:
                         int(bool(fol.refusal)))
             yield gauge("geoserver_replication_retry_delay_seconds",
                         "Current backoff between attempts to reach the leader.", fol.backoff.delay)
+
+
+def _tile38_families(s: Server) -> Any:
+    """The rest of Tile38's families (internal/server/metrics.go), same names and labels."""
+    from geoserver.commands.serverinfo import messages_sent
+
+    def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, value=value)
+
+    rss = s.rss_bytes()
+    yield gauge("tile38_pid", "Process id.", os.getpid())
+    yield gauge("tile38_heap_size_bytes", "Resident memory in bytes (Go: heap in use).", rss)
+    yield gauge("tile38_memory_reap_released_bytes", "Go heap released to the OS: 0 here.", 0)
+    yield gauge("tile38_memory_max_heap_size_bytes", "The maxmemory setting in bytes.",
+                s.config.maxmemory)
+    yield gauge("tile38_pointer_size_bytes", "Pointer size in bytes.", 8)
+    yield gauge("tile38_num_cpus", "CPUs of the host.", os.cpu_count() or 1)
+    yield CounterMetricFamily("tile38_messages_sent", "Hook messages delivered.",
+                              value=messages_sent(s))
+    yield CounterMetricFamily("tile38_expired_keys", "Objects deleted by expiry.",
+                              value=s.metrics.expired_keys)
+    info = GaugeMetricFamily("tile38_server_info", "Server info.", labels=["id", "version"])
+    info.add_metric([s.config.server_id, TILE38_COMPAT_VERSION], 1.0)
+    yield info
+    fol = s.follower
+    repl = GaugeMetricFamily("tile38_replication_info", "Replication info.",
+                             labels=["role", "following", "caught_up", "caught_up_once"])
+    if fol is None:
+        repl.add_metric(["leader", "", "", ""], 1.0)
+    else:
+        repl.add_metric(["follower", f"{fol.host}:{fol.port}", str(fol.caught_up).lower(),
+                         str(fol.caught_up_once).lower()], 1.0)
+    yield repl
+    yield gauge("tile38_start_time_seconds", "Start time, seconds since the epoch.", int(s.started))

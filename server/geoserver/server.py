@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, cast
 import psutil
 
 from geoserver import dispatch
-from geoserver.aof.loader import load_aof
+from geoserver.aof.loader import load_aof, migrate_legacy
 from geoserver.aof.log import AofLog
 from geoserver.aof.shrink import ShrinkState
 from geoserver.binary import raw
@@ -164,6 +164,7 @@ class Server:
         self.loading = True
         started = time.monotonic()
         try:
+            migrate_legacy(self.config.dir, path)  # Tile38's pre-RESP `aof` file, once
             if path.exists() and path.stat().st_size:
                 log.info("loading AOF", extra={"path": str(path), "bytes": path.stat().st_size})
                 await load_aof(path, lambda argv: dispatch.apply_record(self, argv),
@@ -350,6 +351,7 @@ class Server:
                 expired = list(self.db.due_expirations(now))
                 for key, oid in expired:
                     if delete_object(ctx, key, oid):
+                        self.metrics.expired_keys += 1
                         self.record_write([b"del", raw(key), raw(oid)])  # exact bytes (binary.py)
                 if ctx.changes:
                     self.fences.notify(ctx.changes, self.db)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import gc
 import os
-import platform
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
 from geoserver import TILE38_COMPAT_VERSION, __version__
-from geoserver.commands import slices
+from geoserver.commands import serverinfo, slices
 from geoserver.commands.base import Args, Ctx, Flag, command, pattern_arg
 from geoserver.config import PROPERTIES
 from geoserver.errors import (
@@ -152,12 +151,13 @@ def server_stats(server: Server, db: dict[str, int] | None = None) -> dict[str, 
         "max_heap_size": server.config.maxmemory,
         "pointer_size": 8,
         "read_only": server.read_only,
-        "http_transport": True,
+        "http_transport": server.config.http_transport,
         "threads": threading.active_count(),
         "cpus": os.cpu_count() or 1,
         "connected_clients": len(server.clients),
         "connected_followers": len(server.live_streams),
         "resyncs": server.resyncs,
+        "pending_events": server.hook_sink.depth(),
     }
     follower = server.follower
     if follower is not None:
@@ -167,88 +167,61 @@ def server_stats(server: Server, db: dict[str, int] | None = None) -> dict[str, 
 
 @command("server", max_args=2, flags=Flag.LOADING_OK)
 def cmd_server(ctx: Ctx, argv: list[bytes]) -> Any:
-    """SERVER [EXT]"""
+    """SERVER [EXT] -- EXT: Tile38's extended stats (Go runtime names, CPython figures)."""
+    ext = len(argv) == 2
+    if ext and argv[1].lower() != b"ext":
+        raise invalid_argument(argv[1])
     if slices.sliced(ctx, len(ctx.db.collections)):
-        return _server_sliced(ctx)
-    return _server_reply(ctx, server_stats(ctx.server))
+        return _server_sliced(ctx, ext)
+    return _server_reply(ctx, server_stats(ctx.server), ext)
 
 
-async def _server_sliced(ctx: Ctx) -> Any:
+async def _server_sliced(ctx: Ctx, ext: bool) -> Any:
     """SERVER over many keys: the totals are counted in slices (each key as it is then)."""
     totals, _ = await slices.run_sliced(ctx.db.stats_steps())
-    return _server_reply(ctx, server_stats(ctx.server, totals))
+    return _server_reply(ctx, server_stats(ctx.server, totals), ext)
 
 
-def _server_reply(ctx: Ctx, stats: dict[str, Any]) -> Any:
+def _server_reply(ctx: Ctx, stats: dict[str, Any], ext: bool = False) -> Any:
     if ctx.client is not None and ctx.server.aof is not None:  # read with stats' aof_size
         ctx.client.aof_generation = ctx.server.aof.generation  # see AOF pos
+    if ext:
+        stats = serverinfo.extended_stats(ctx.server, stats)
     if ctx.json:
         return {"stats": stats}
+    if ext:  # Tile38 sorts the extended fields by name
+        stats = dict(sorted(stats.items()))
     return [x for kv in stats.items() for x in (kv[0], _resp_scalar(kv[1]))]
 
 
 def _resp_scalar(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}" if value != int(value) else str(int(value))
     return value
 
 
-def info_sections(server: Server, db: dict[str, int] | None = None) -> dict[str, dict[str, Any]]:
-    stats = server_stats(server, db)
-    follower = server.follower
-    replication: dict[str, Any]
-    if follower is None:
-        replication = {"role": "master", "connected_slaves": len(server.live_streams)}
-        for i, stream in enumerate(sorted(server.live_streams, key=id)):
-            replication[f"slave{i}"] = f"ip={stream.peer_ip},port={stream.peer_port},state=online"
-    else:
-        replication = {"role": "slave", "master_host": follower.host, "master_port": follower.port,
-                       "master_link_status": "up" if follower.connected else "down",
-                       "slave_repl_offset": server.aof_size,
-                       "replication_state": follower.state,
-                       "replication_error": follower.last_error}
-    return {
-        "server": {"tile38_version": TILE38_COMPAT_VERSION, "redis_version": TILE38_COMPAT_VERSION,
-                   "uptime_in_seconds": stats["uptime"], "process_id": stats["pid"],
-                   "os": platform.platform()},
-        "clients": {"connected_clients": stats["connected_clients"]},
-        "memory": {"used_memory": stats["mem_alloc"]},
-        "persistence": {"aof_enabled": int(server.aof is not None),
-                        "aof_rewrite_in_progress": int(stats["aof_shrinking"]),
-                        "aof_current_size": stats["aof_size"],
-                        "aof_last_rewrite_status": stats["last_shrink_result"] or "none"},
-        "stats": {"total_connections_received": server.metrics.connections_received},
-        "replication": replication,
-        "cpu": {"used_cpu_sys": round(os.times().system, 3), "used_cpu_user": round(os.times().user, 3)},
-    }
-
-
-@command("info", max_args=2, flags=Flag.READ)
+@command("info", flags=Flag.READ)
 def cmd_info(ctx: Ctx, argv: list[bytes]) -> Any:
-    """INFO [section]"""
+    """INFO [section ...] -- sections: server clients memory persistence stats replication cpu
+    cluster keyspace, or all / default."""
     if slices.sliced(ctx, len(ctx.db.collections)):
         return _info_sliced(ctx, argv)
-    return _info_reply(ctx, argv, info_sections(ctx.server))
+    return _info_reply(ctx, argv, server_stats(ctx.server))
 
 
 async def _info_sliced(ctx: Ctx, argv: list[bytes]) -> Any:
     totals, _ = await slices.run_sliced(ctx.db.stats_steps())
-    return _info_reply(ctx, argv, info_sections(ctx.server, totals))
+    return _info_reply(ctx, argv, server_stats(ctx.server, totals))
 
 
-def _info_reply(ctx: Ctx, argv: list[bytes], sections: dict[str, dict[str, Any]]) -> Any:
-    if len(argv) == 2:
-        name = argv[1].decode("utf-8", "replace").lower()
-        if name not in ("all", "default"):
-            sections = {k: v for k, v in sections.items() if k == name}
+def _info_reply(ctx: Ctx, argv: list[bytes], basic: dict[str, Any]) -> Any:
+    names = serverinfo.pick_sections([a.decode("utf-8", "replace") for a in argv[1:]])
+    text = serverinfo.info_text(serverinfo.info_sections(ctx.server, basic), names)
     if ctx.json:
-        return {"info": {k: v for sec in sections.values() for k, v in sec.items()}}
-    lines = []
-    for name, values in sections.items():
-        lines.append(f"# {name.capitalize()}")
-        lines.extend(f"{k}:{v}" for k, v in values.items())
-        lines.append("")
-    return "\r\n".join(lines)
+        return {"info": serverinfo.info_json(text)}
+    return text
 
 
 @command("config", min_args=2, max_args=4, flags=Flag.ADMIN)

@@ -110,8 +110,8 @@ def response(status: int, body: bytes, content_type: str = JSON_TYPE, head_only:
     ]
     if cors_origin is not None:
         head += [b"Access-Control-Allow-Origin: " + cors_origin.encode("latin-1"), b"Vary: Origin",
-                 b"Access-Control-Allow-Methods: GET, POST, OPTIONS",
-                 b"Access-Control-Allow-Headers: Authorization, Content-Type"]
+                 b"Access-Control-Allow-Methods: POST, GET, OPTIONS",  # Tile38's values
+                 b"Access-Control-Allow-Headers: *, Authorization"]
     return b"\r\n".join(head) + b"\r\n\r\n" + (b"" if head_only else body)
 
 
@@ -172,6 +172,11 @@ async def handle(client: Client, request: HttpRequest) -> tuple[int, str, bytes]
     return status, JSON_TYPE, body + b"\r\n"
 
 
+METRICS_INDEX = (b"<html><head><title>Tile38 (geoserver)</title></head><body><h1>Tile38 (geoserver)</h1>"
+                 b"<p><a href='/metrics'>Metrics</a></p><p><a href='/healthz'>Health</a></p>"
+                 b"</body></html>\n")
+
+
 class MetricsClient(asyncio.Protocol):
     """The `--metrics-addr` listener: serves only /metrics and /healthz."""
 
@@ -197,6 +202,8 @@ class MetricsClient(asyncio.Protocol):
         path = request.target.split(b"?", 1)[0]
         if path == b"/metrics":
             out = response(200, self.server.metrics.render(), METRICS_CONTENT_TYPE)
+        elif path == b"/":  # Tile38's index page
+            out = response(200, METRICS_INDEX, "text/html; charset=utf-8")
         elif path == b"/healthz":
             from geoserver.commands.server import health_error
 
