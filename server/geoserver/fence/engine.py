@@ -64,17 +64,22 @@ class KeyFences:
     def candidates(self, ch: Change) -> list[Hook]:
         if ch.command == "drop":
             return list(self.everywhere.values())
-        names: set[str] = set(self.everywhere)
+        near: list = []
         new = _box(ch.obj.obj) if ch.obj is not None and ch.obj.obj.is_spatial else None
         old = _box(ch.old.obj) if ch.old is not None and ch.old.obj.is_spatial else None
         if len(self.grid):
             for box in (new, old):
                 if box is not None:
-                    names.update(self.grid.overlapping(box))  # type: ignore[arg-type]
+                    near += self.grid.overlapping(box)
             if len(self.cross) and new is not None and old is not None:
                 both = (min(new[0], old[0]), min(new[1], old[1]), max(new[2], old[2]), max(new[3], old[3]))
-                names.update(self.cross.overlapping(both))  # type: ignore[arg-type]
-        return [self.by_name[n] for n in sorted(names)]
+                near += self.cross.overlapping(both)
+        if not near:  # the common case: nothing near, nothing that hears every write
+            if not self.everywhere:
+                return []
+            return [self.by_name[n] for n in sorted(self.everywhere)]
+        by_name = self.by_name
+        return [by_name[n] for n in sorted({*self.everywhere, *near})]
 
 
 class Registry:

@@ -20,6 +20,9 @@ MAX_CELLS = 64  # a lookup touching more cells on a level checks that level's fe
 LEVELS = 17  # 0.01 * 2**16 = 655 degrees: the coarsest level holds any fence in one cell
 
 
+_SIZES = [BASE_CELL * FACTOR**level for level in range(LEVELS)]
+
+
 def _level_of(box: Box) -> int:
     span = max(box[2] - box[0], box[3] - box[1])
     if span <= BASE_CELL:
@@ -76,6 +79,8 @@ class FenceGrid:
     def overlapping(self, box: Box) -> list[Hashable]:
         """Names whose box overlaps `box` (edges included)."""
         minx, miny, maxx, maxy = box
+        if minx == maxx and miny == maxy:
+            return self._at_point(minx, miny)
         found: list[Hashable] = []
         seen: set[Hashable] = set()
         cells, boxes = self._cells, self._boxes
@@ -96,3 +101,17 @@ class FenceGrid:
                     if b[0] <= maxx and minx <= b[2] and b[1] <= maxy and miny <= b[3]:
                         found.append(name)
         return found
+
+    def _at_point(self, x: float, y: float) -> list[Hashable]:
+        """`overlapping` for a point (the write of a point: the hot path), one cell a level."""
+        found: list[Hashable] = []
+        cells, boxes, floor = self._cells, self._boxes, math.floor
+        for level in self._levels:
+            size = _SIZES[level]
+            names = cells.get((level, floor(x / size), floor(y / size)))
+            if names:
+                for name in names:
+                    b = boxes[name][0]
+                    if b[0] <= x <= b[2] and b[1] <= y <= b[3]:
+                        found.append(name)
+        return found  # a fence lives in one cell a level: no duplicates
