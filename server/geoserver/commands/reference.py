@@ -51,8 +51,12 @@ Differences from Tile38 1.30, on purpose:
   in the last digits.
 - TEST ... INTERSECTS CLIP of a MultiPolygon answers the clipped MultiPolygon (Tile38: a
   FeatureCollection of clipped Features).
-- Not implemented: scripting (`EVAL`), `SET/FSET ... RETURN`, `SPARSE`, `CLIP`/`CLIPBY` on the
-  search commands, `BUFFER`, `MVT`.
+- SPARSE n takes, in each of the 4^n quads (visited north-west, north-east, south-west, south-
+  east, recursively, as Tile38), the first hit in id order (Tile38: in R-tree order), so the
+  sample can differ; a shape spanning more than 1024 quads is placed by its center.
+- BUFFER of a polygon or line is computed in a local equirectangular frame (exact for points and
+  circles, within a fraction of a percent for city-sized shapes); CLIP and CLIPBY cut with GEOS.
+- Not implemented: scripting (`EVAL`), `SET/FSET ... RETURN`, `MVT`.
 
 WHERE takes Tile38's three forms: `WHERE name min max` (`(` before a bound excludes it,
 `-inf`/`+inf`), `WHERE name op value` (`<`, `<=`, `>`, `>=`, `==`, `!=`), and `WHERE "expression"`

@@ -18,6 +18,7 @@ from itertools import repeat
 from typing import Any
 
 import mercantile
+import shapely
 
 from geoserver.binary import raw, text
 from geoserver.commands import slices
@@ -31,7 +32,7 @@ from geoserver.commands.replies import (
     point_json,
     point_resp,
 )
-from geoserver.errors import ID_NOT_FOUND, KEY_NOT_FOUND, CommandError, invalid_argument
+from geoserver.errors import ID_NOT_FOUND, KEY_NOT_FOUND, ArityError, CommandError, invalid_argument
 from geoserver.protocol.resp import Raw
 from geoserver.store import query
 from geoserver.store.collection import Collection, Item, literal_prefix
@@ -48,12 +49,14 @@ from geoserver.store.fields import (
     value_of,
 )
 from geoserver.store.geometry import (
+    circle_bbox,
     encode_geohash,
     geohash_bounds,
     num,
     parse_float,
     parse_geojson,
     sector_polygon,
+    shape_json,
     tile38_point_distance,
 )
 from geoserver.store.glob import matcher
@@ -146,6 +149,9 @@ class Search:
     precision: int = 0
     id_prefix: str = ""  # every id a MATCH admits starts with it (SCAN reads only that range)
     match_values: bool = False  # SEARCH: MATCH applies to the string value, not the id
+    buffer: float = 0.0  # BUFFER meters: the area grown by that much
+    clip: bool = False  # CLIP (INTERSECTS): objects shown clipped to the rectangle area
+    sparse: int = 0  # SPARSE n: one object per quad of 4**n (no LIMIT, no CURSOR)
 
     @property
     def filtered(self) -> bool:
@@ -241,6 +247,19 @@ def parse_options(args: Args, cmd: str, ctx: Ctx | None = None) -> Search:
             name = args.next_str()
             n = args.next_int(0)
             s.whereins.append((name, [parse_field_value(args.next()) for _ in range(n)]))
+        elif word == "BUFFER":
+            args.once(word)
+            args.next()
+            token = args.next()
+            s.buffer = parse_float(token, 0.0)
+        elif word == "SPARSE":
+            args.once(word)
+            args.next()
+            s.sparse = args.next_int(1, 16)
+        elif word == "CLIP":
+            args.once(word)
+            args.next()
+            s.clip = True
         elif word in ("NOFIELDS", "DISTANCE"):
             args.once(word)
             args.next()
@@ -262,6 +281,14 @@ def parse_options(args: Args, cmd: str, ctx: Ctx | None = None) -> Search:
             break
         else:
             break
+    if s.sparse:
+        if cmd in ("SCAN", "SEARCH"):
+            raise CommandError(f"SPARSE is not allowed for {cmd}")
+        if "LIMIT" in args.seen:
+            raise CommandError("LIMIT is not allowed when SPARSE is specified")
+        if "CURSOR" in args.seen:
+            raise CommandError("CURSOR is not allowed when SPARSE is specified")
+        s.limit = 1 << 62
     if match_all:  # MATCH patterns are OR-ed: one `*` admits every id
         s.matches.clear()
     else:
@@ -356,9 +383,8 @@ def _sector(args: Args) -> query.Area:
     b1, b2 = (parse_float(t) for t in tokens)
     if b1 == b2:
         raise CommandError(f"equal bearings ({text(tokens[0])} == {text(tokens[1])}), use CIRCLE instead")
-    shape = sector_polygon(lat, lon, meters, b1, b2)
-    minlon, minlat, maxlon, maxlat = shape.bounds
-    return query.Area("shape", minlat, minlon, maxlat, maxlon, shape=shape)
+    area = query.shape_area(sector_polygon(lat, lon, meters, b1, b2))
+    return area if area is not None else query.point_area(lat, lon)  # a zero radius
 
 
 # ---- collecting ---------------------------------------------------------------------------
@@ -547,7 +573,9 @@ async def _sliced(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search) 
 
 def _big(ctx: Ctx, s: Search, candidates: int) -> bool:
     """Whether a search runs sliced: many candidates, and each must be looked at (a filter,
-    expiry, many rows); a plain COUNT is a length and stays one go."""
+    expiry, many rows); a plain COUNT is a length and stays one go. CLIP runs in one go."""
+    if s.clip:
+        return False
     if not slices.sliced(ctx, candidates):
         return False
     if s.filtered or ctx.db.may_have_expired(ctx.now):
@@ -593,9 +621,17 @@ def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
     lat, lon = _lat(args), _lon(args)
     meters = _meters(args) if args.more() else None
     args.done()
+    if meters is not None and s.buffer:
+        meters += s.buffer  # BUFFER grows the circle
+    if s.sparse and meters is None:
+        raise CommandError("cannot use SPARSE without a point distance")
     col = ctx.db.get(text(argv[1]))
     if col is None:
         return _empty(ctx, s)
+    if s.sparse and meters is not None:
+        ring = query.nearby(col.points, col.shapes, lat, lon, meters)
+        minlat, minlon, maxlat, maxlon = circle_bbox(lat, lon, meters)
+        return _sparse(ctx, col, s, ring.ids(0, len(ring)), (minlon, minlat, maxlon, maxlat), (lat, lon))
     if _big(ctx, s, len(col)):  # one ring, its ids copied: slots may be reused meanwhile
         ring = query.nearby(col.points, col.shapes, lat, lon,
                             query.HALF_EARTH_M * 1.01 if meters is None else meters)
@@ -627,13 +663,79 @@ def _tile38_distances(col: Collection, rows: list[Row], lat: float, lon: float) 
     return out
 
 
+RECTS = ("BOUNDS", "HASH", "TILE", "QUADKEY")
+
+
+def _area_with_modifiers(ctx: Ctx, args: Args, s: Search) -> query.Area | None:
+    """The area, then its CLIPBY rectangles and BUFFER (Tile38's order); None when nothing is
+    left of it. CLIP needs a rectangle area."""
+    word = args.peek_upper()
+    if s.clip and word not in RECTS:
+        raise invalid_argument(f"cannot clip with {word.lower()}")
+    area: query.Area | None = parse_area(ctx, args)
+    while args.more():
+        if args.peek_upper() != "CLIPBY":
+            raise ArityError(text(args.argv[0]))
+        args.next()
+        word = args.peek_upper()
+        if word not in RECTS:
+            raise invalid_argument(f"cannot clipby {word.lower()}")
+        rect = parse_area(ctx, args)
+        if area is not None:
+            area = query.clipped_by(area, rect.minlat, rect.minlon, rect.maxlat, rect.maxlon)
+    if area is not None and s.buffer:
+        area = query.buffered(area, s.buffer)
+    return area
+
+
+def _sparse(ctx: Ctx, col: Collection, s: Search, ids: list[str],
+            rect: tuple[float, float, float, float], center: tuple[float, float] | None) -> Any:
+    """SPARSE: the hits that pass the filters, one per quad (store/query.py: sparse_pick);
+    `center`: NEARBY's point, for DISTANCE."""
+    items, now = col.items, ctx.now
+    boxes = []
+    for oid in sorted(ids):
+        item = items.get(oid)
+        if item is None or item.expired(now) or not s.accept(oid, item):
+            continue
+        obj = item.obj
+        box = (obj.lon, obj.lat, obj.lon, obj.lat) if obj.kind == "point" else obj.bbox
+        if box is not None:
+            boxes.append((oid, box))
+    rows: list[Row] = []
+    for oid in query.sparse_pick(boxes, rect, s.sparse):
+        item = items[oid]
+        d = None
+        if center is not None and s.distance:
+            obj = item.obj
+            lat, lon = obj.center() if obj.kind != "point" else (obj.lat, obj.lon)
+            d = tile38_point_distance(center[0], center[1], lat, lon)
+        rows.append((oid, item, d))
+    count = len(rows)
+    return _reply(ctx, s, [] if s.output == "COUNT" else rows, count, 0)
+
+
+def _clip_rows(rows: list[Row], area: query.Area) -> list[Row]:
+    """CLIP: each shown object cut to the rectangle area (points inside are unchanged)."""
+    out: list[Row] = []
+    for oid, item, d in rows:
+        if item is not None and item.obj.kind == "geojson":
+            shape = shapely.clip_by_rect(item.obj.shape(), area.minlon, area.minlat, area.maxlon, area.maxlat)
+            if not shapely.covered_by(item.obj.shape(), area.geometry()):
+                obj = parse_geojson(shape_json(shape))
+                item = Item(obj, item.fields, item.expires_at)
+        out.append((oid, item, d))
+    return out
+
+
 def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
     args = Args(argv, 2)
     s = parse_options(args, "WITHIN" if within else "INTERSECTS", ctx)
-    area = parse_area(ctx, args)
-    args.done()
+    if s.clip and within:
+        raise invalid_argument("CLIP")
+    area = _area_with_modifiers(ctx, args, s)
     col = ctx.db.get(text(argv[1]))
-    if col is None:
+    if col is None or area is None:
         return _empty(ctx, s)
     points = query.points_in(col.points, area)
     shape_ids: list[str] = []
@@ -645,6 +747,9 @@ def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
             return item.obj if item is not None else None
 
         shape_ids = query.shapes_in(col.shapes, area, within, obj_of)
+    if s.sparse:
+        rect = (area.minlon, area.minlat, area.maxlon, area.maxlat)
+        return _sparse(ctx, col, s, col.points.ids_of(points) + shape_ids, rect, None)
     hits = len(points) + len(shape_ids)
     if _big(ctx, s, hits):  # walk the live ids in order; hits judged on a copy of the slots' ids
         walk = query.IdOrderHits(lambda: query.walk_ids(col.items, s.id_prefix), col.points, points,
@@ -664,6 +769,8 @@ def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
             ids = [oid for oid in ids if oid.startswith(s.id_prefix)]
         batches = [query.Batch(sorted(ids))]
     rows, count, cursor = _collect(ctx, col, batches, s)
+    if s.clip:
+        rows = _clip_rows(rows, area)
     return _reply(ctx, s, rows, count, cursor)
 
 

@@ -19,13 +19,12 @@ from typing import Any
 
 import orjson
 import shapely
-from shapely.geometry import mapping
 
 from geoserver.binary import text
 from geoserver.commands.base import Args, Ctx, Flag, command
 from geoserver.commands.search import parse_area
 from geoserver.errors import ArityError, CommandError, invalid_argument
-from geoserver.store.geometry import geojson_to_shape
+from geoserver.store.geometry import geojson_to_shape, shape_json
 
 AREAS = {"POINT", "CIRCLE", "SECTOR", "BOUNDS", "HASH", "QUADKEY", "TILE", "OBJECT", "GET"}
 CLIP_AREAS = {"BOUNDS", "HASH", "QUADKEY", "TILE", "POINT"}
@@ -195,9 +194,9 @@ def clipped(area1: AreaExpr, area2: AreaExpr) -> str:
         doc = orjson.loads(area1.text)
         if isinstance(doc, dict) and doc.get("type") == "Feature":
             shape = geojson_to_shape(doc.get("geometry") or {})
-            doc["geometry"] = mapping(shapely.clip_by_rect(shape, minx, miny, maxx, maxy))
+            doc["geometry"] = orjson.Fragment(shape_json(shapely.clip_by_rect(shape, minx, miny, maxx, maxy)))
             return orjson.dumps(doc).decode()
-    return orjson.dumps(mapping(shapely.clip_by_rect(area1.geom, minx, miny, maxx, maxy))).decode()
+    return shape_json(shapely.clip_by_rect(area1.geom, minx, miny, maxx, maxy))
 
 
 @command("test", min_args=1, flags=Flag.READ)

@@ -455,3 +455,17 @@ def tile38_point_distance(qlat: float, qlon: float, lat: float, lon: float) -> f
         return 0.0
     sp, sl = go_sin((pa - pb) / 2), go_sin((la - lb) / 2)
     return 6371e3 * (2 * go_asin(math.sqrt(sp * sp + sl * sl * go_cos(pa) * go_cos(pb))))
+
+
+def shape_json(shape: Any) -> str:
+    """A shapely geometry as GeoJSON text, numbers as Go prints them (`1`, not `1.0`)."""
+    def go(node: Any) -> Any:
+        if isinstance(node, float):
+            return num(node)
+        if isinstance(node, (list, tuple)):
+            return [go(x) for x in node]
+        if isinstance(node, dict):
+            return {k: go(v) for k, v in node.items()}
+        return node
+
+    return orjson.dumps(go(shapely.geometry.mapping(shape))).decode()

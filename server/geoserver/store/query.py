@@ -381,3 +381,79 @@ def knn(grid: Points, shapes: ShapeBoxes, lat: float, lon: float, want: int,
         if outer >= cap or outer >= HALF_EARTH_M:
             return
         inner, radius = outer, radius * 4.0
+
+
+# ---- area modifiers: BUFFER, CLIPBY, SECTOR ----------------------------------------------
+
+
+def shape_area(shape: Any) -> Area | None:
+    """An area from any shapely geometry (None when it is empty: nothing can be inside)."""
+    if shape is None or shape.is_empty:
+        return None
+    minlon, minlat, maxlon, maxlat = shape.bounds
+    return Area("shape", minlat, minlon, maxlat, maxlon, shape=shape)
+
+
+def buffered(area: Area, meters: float) -> Area | None:
+    """The area grown by `meters` (BUFFER): a point or circle stays an exact circle; other
+    shapes are buffered in a local equirectangular frame at their mean latitude (exact along
+    meridians, within a fraction of a percent across a city-sized area)."""
+    if meters <= 0:
+        return area
+    if area.kind == "point":
+        return circle_area(area.lat, area.lon, meters)
+    if area.kind == "circle":
+        return circle_area(area.lat, area.lon, area.meters + meters)
+    k = max(1e-6, math.cos(math.radians((area.minlat + area.maxlat) / 2)))
+    flat = shapely.transform(area.geometry(), lambda xy: xy * np.array([k, 1.0]))
+    grown = shapely.buffer(flat, math.degrees(meters / EARTH_RADIUS_M), quad_segs=16)
+    return shape_area(shapely.transform(grown, lambda xy: xy / np.array([k, 1.0])))
+
+
+def clipped_by(area: Area, minlat: float, minlon: float, maxlat: float, maxlon: float) -> Area | None:
+    """The part of the area inside a rectangle (CLIPBY)."""
+    return shape_area(shapely.clip_by_rect(area.geometry(), minlon, minlat, maxlon, maxlat))
+
+
+def sparse_pick(boxes: list[tuple[str, tuple[float, float, float, float]]],
+                rect: tuple[float, float, float, float], depth: int) -> list[str]:
+    """SPARSE `depth`: the area's bounding rect (minlon, minlat, maxlon, maxlat) is split into
+    4**depth quads, visited as Tile38 does (recursively north-west, north-east, south-west,
+    south-east); each quad yields its first candidate not already yielded. `boxes` are the
+    candidates in their order (id order here, Tile38's R-tree order there) with their boxes.
+    A box spanning more than 1024 quads is placed by its center only."""
+    minx, miny, maxx, maxy = rect
+    side = 1 << depth
+    w = (maxx - minx) or 1.0
+    h = (maxy - miny) or 1.0
+
+    def col(x: float) -> int:
+        return min(side - 1, max(0, int((x - minx) / w * side)))
+
+    def row(y: float) -> int:  # from the top
+        return min(side - 1, max(0, int((maxy - y) / h * side)))
+
+    def key(r: int, c: int) -> int:
+        k = 0
+        for bit in range(depth - 1, -1, -1):
+            k = (k << 2) | (((r >> bit) & 1) << 1) | ((c >> bit) & 1)
+        return k
+
+    quads: dict[int, list[str]] = {}
+    for oid, (bx0, by0, bx1, by1) in boxes:
+        c0, c1, r0, r1 = col(bx0), col(bx1), row(by1), row(by0)
+        if (c1 - c0 + 1) * (r1 - r0 + 1) > 1024:
+            c0 = c1 = col((bx0 + bx1) / 2)
+            r0 = r1 = row((by0 + by1) / 2)
+        for r in range(r0, r1 + 1):
+            for c in range(c0, c1 + 1):
+                quads.setdefault(key(r, c), []).append(oid)
+    picked: list[str] = []
+    seen: set[str] = set()
+    for k in sorted(quads):
+        for oid in quads[k]:
+            if oid not in seen:
+                seen.add(oid)
+                picked.append(oid)
+                break
+    return picked
