@@ -217,6 +217,16 @@ class _StateCollector:
                     family.add_metric([values[0]], values[i])
                 yield family
         yield gauge("tile38_connected_clients", "Connected clients.", len(s.clients))
+        yield gauge("tile38_hooks", "Hooks and channels defined (SERVER num_hooks).",
+                    len(s.fences.registry(s.db)))
+        yield gauge("geoserver_live_fences", "Connections streaming a live fence.",
+                    sum(len(v) for v in s.fences.live.values()))
+        yield gauge("geoserver_pubsub_subscribers", "Connections in SUBSCRIBE/PSUBSCRIBE.",
+                    s.pubsub.subscriber_count())
+        yield CounterMetricFamily("geoserver_fence_events", "Fence events produced (live, channel, hook).",
+                                  value=s.fences.events)
+        yield CounterMetricFamily("geoserver_pubsub_messages", "Messages handed to subscribers.",
+                                  value=s.pubsub.published)
         yield from _tile38_families(s)
         yield gauge("tile38_mem_alloc", "Resident memory of the process in bytes.", s.rss_bytes())
         yield gauge("geoserver_aof_shrinking", "1 while an AOFSHRINK runs.", int(s.shrink.running))

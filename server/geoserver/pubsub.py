@@ -76,6 +76,10 @@ class Hub:
         self.patterns: dict[bytes, set[Subscriber]] = {}
         self.published = 0  # messages handed to subscribers
 
+    def subscriber_count(self) -> int:
+        tables = (self.channels, self.patterns)
+        return len({sub for table in tables for subs in table.values() for sub in subs})
+
     def subscribe(self, sub: Subscriber, channel: bytes, pattern: bool) -> None:
         (sub.patterns if pattern else sub.channels).add(channel)
         (self.patterns if pattern else self.channels).setdefault(channel, set()).add(sub)

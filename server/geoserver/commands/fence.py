@@ -165,9 +165,11 @@ def _live_or_search(name: str) -> None:
             return Raw(client.frame(b'{"ok":true,"live":true}', True))
         return Raw(b"+OK\r\n")
 
-    func.__doc__ = (search_func.__doc__ or "") + ("\n    With FENCE [DETECT what] [COMMANDS which] [NODWELL]"
-                                                    " before the output: a live fence (docs/geofencing.md)")
+    func.__doc__ = (search_func.__doc__ or "") + (
+        "\n    -- with FENCE [DETECT what] [COMMANDS which] [NODWELL] before the output: a live fence"
+        " (docs/geofencing.md)")
     func.__name__ = search_func.__name__
+    func.__module__ = search_func.__module__  # listed with the searches (commands/reference.py)
     TABLE[name] = dataclasses.replace(base, func=func)
 
 
