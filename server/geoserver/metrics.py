@@ -239,8 +239,9 @@ class _StateCollector:
             yield gauge("tile38_caught_up", "1 when the follower has applied the leader's AOF.",
                         int(fol.caught_up))
             yield gauge("geoserver_replication_lag_bytes",
-                        "Leader AOF bytes not yet applied by this follower.",
-                        max(0, fol.leader_aof_size - s.aof_size))
+                        "Followers only: the leader's aof_size as last known (handshake, bytes "
+                        "streamed since, SERVER each second of stream silence) minus ours.",
+                        max(0, fol.leader_size_seen - s.aof_size))
             yield gauge("geoserver_replication_link_up", "1 while the leader's AOF streams in.",
                         int(fol.connected))
             yield gauge("geoserver_resync_refused", "1 while a full resync is refused.",

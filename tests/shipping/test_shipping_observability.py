@@ -204,6 +204,21 @@ def test_every_metric_name_exists(rendered, scraped_names):
     assert not missing, f"not exposed by geoserver or the operator: {missing}"
 
 
+def test_replication_metrics_are_documented(scraped_names):
+    """What a follower exposes about replication is in docs/metrics.md, and the lag's HELP text
+    says what the docs say (the leader's size as last known, not only at the handshake)."""
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    family = re.compile(r"^(geoserver_(replication|resync|full_resync|is_follower|clients)|tile38_caught_up)")
+    names = {n for n in scraped_names  # counters by their sample name (..._total)
+             if family.match(n) and not n.endswith("_created") and f"{n}_total" not in scraped_names}
+    assert "geoserver_replication_lag_bytes" in names
+    assert not sorted(n for n in names if f"`{n}`" not in doc)
+    from geoserver import metrics
+
+    source = Path(metrics.__file__).read_text()
+    assert "the leader's aof_size as last known" in source and "the leader's `aof_size` as last known" in doc
+
+
 def test_docs_link_the_dashboard():
     text = (ROOT / "docs" / "dashboards.md").read_text()
     assert "charts/geocluster/dashboards/geocluster.json" in text and "prometheusRule" in text

@@ -58,6 +58,7 @@ DIAL_TIMEOUT = 2.0
 REPLY_TIMEOUT = 30.0  # AOFMD5 of a large prefix takes a while on the leader
 CHECK_TIMEOUT = 5.0  # most a side-check waits (less with a shorter repl-timeout)
 STREAM_GRACE = 1.0  # after a side-check saw the leader ahead: bytes may still be in flight
+LAG_POLL = 1.0  # seconds of stream silence after which the leader's aof_size is asked for (lag)
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 30.0
 READ_SIZE = 256 << 10
@@ -266,7 +267,12 @@ class Follower:
         self.caught_up = False
         self.caught_up_once = False
         self.connected = False
-        self.leader_aof_size = 0
+        self.leader_aof_size = 0  # at the handshake: where this session's catch-up ends
+        # the leader's AOF size as last known (handshake, bytes streamed since, SERVER while the
+        # stream is silent): geoserver_replication_lag_bytes is this minus ours
+        self.leader_size_seen = 0
+        self._stream_end = 0  # leader AOF offset of the last byte received
+        self._poll: LeaderConnection | None = None  # for LAG_POLL, kept for the session
         self.leader_id = ""  # SERVER id of the leader of the current session
         self.last_error = ""
         self.refusal = ""  # why the last full resync was refused; "" once one is allowed
@@ -355,6 +361,7 @@ class Follower:
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None
+                self._close_poll()
             delay = self.backoff.next()
             self.state = "refused" if self.refusal else "reconnecting"
             with contextlib.suppress(TimeoutError):
@@ -403,7 +410,8 @@ class Follower:
         if full:
             self.force_accept = False
         self.connected = True
-        self.leader_aof_size = leader_size
+        self.leader_aof_size = self.leader_size_seen = leader_size
+        self._stream_end = pos
         self.leader_id = str(stats["id"])
         self.last_error = ""
         if not full:
@@ -488,17 +496,23 @@ class Follower:
             data = await self._read(conn, resync)
             if not data:
                 raise ReplicationError("leader closed the stream")
+            self._stream_end += len(data)  # every byte of the stream is the leader's AOF
+            self.leader_size_seen = max(self.leader_size_seen, self._stream_end)
             framer.feed(data)
 
     async def _read(self, conn: LeaderConnection, resync: FullResync | None) -> bytes:
         """The next bytes of the stream; after `repl-timeout` s of silence, a side-check
         decides between an idle leader (keep waiting) and a dead link (LinkDead)."""
+        silent_since = time.monotonic()
         while True:
             timeout = self.server.config.repl_timeout
-            if timeout <= 0:
-                return await conn.reader.read(READ_SIZE)
+            left = timeout - (time.monotonic() - silent_since) if timeout > 0 else LAG_POLL
             with contextlib.suppress(TimeoutError):
-                return await asyncio.wait_for(conn.reader.read(READ_SIZE), timeout)
+                return await asyncio.wait_for(conn.reader.read(READ_SIZE), max(0.01, min(LAG_POLL, left)))
+            if timeout <= 0 or time.monotonic() - silent_since < timeout:
+                await self._poll_leader_size()  # silent: is the leader idle, or are we behind?
+                continue
+            silent_since = time.monotonic()
             position = resync.size if resync is not None else self.server.aof_size
             why, answered = await self._side_check(position, min(CHECK_TIMEOUT, max(1.0, timeout)))
             if not why:
@@ -526,11 +540,32 @@ class Follower:
             return f"the leader does not answer a side-check ({exc or type(exc).__name__})", False
         if leader_id != self.leader_id:
             return f"another leader answers there (id {leader_id})", True
+        self.leader_size_seen = max(self.leader_size_seen, size)
         if size != position:
             return f"the leader's aof_size is {size}, this follower applied {position}", True
         self.link_checks += 1
         log.debug("leader idle", extra={"aof_size": size})
         return "", True
+
+    async def _poll_leader_size(self) -> None:
+        """SERVER to the leader on a second connection kept for the session, for the lag
+        metric: a stalled stream or a follower that cannot keep up shows as a growing lag. A
+        failure only closes that connection (the stream's own checks judge the link)."""
+        try:
+            if self._poll is None:
+                self._poll = await LeaderConnection.open(self.host, self.port, self.password, CHECK_TIMEOUT,
+                                                         leader_tls(self.server.config))
+            stats = (await self._poll.call_json(b"SERVER", timeout=CHECK_TIMEOUT))["stats"]
+            if str(stats["id"]) == self.leader_id:
+                self.leader_size_seen = max(self.leader_size_seen, int(stats["aof_size"]))
+        except (ReplicationError, OSError, TimeoutError, hiredis.ProtocolError,
+                orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            self._close_poll()
+
+    def _close_poll(self) -> None:
+        if self._poll is not None:
+            self._poll.close()
+            self._poll = None
 
     async def _finish_resync(self, resync: FullResync, started: float) -> None:
         await resync.finish()
