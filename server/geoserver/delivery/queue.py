@@ -22,6 +22,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_hook ON events (hook, seq);
 """
 DROP_LOG_INTERVAL = 1.0
+ACK_DELAY = 0.05  # acks alone are committed at most this late (a crash may resend them: at least once)
+CHECKPOINT_INTERVAL = 1.0  # seconds between WAL checkpoints, run in a thread (they fsync)
 RETRY_COMMIT = 1.0  # seconds before a failed commit is tried again
 
 
@@ -69,11 +72,15 @@ class HookQueue:
         self._acks: list[int] = []
         self._forgets: list[tuple[str, int]] = []
         self._commit_scheduled = False
+        self._ack_timer: asyncio.TimerHandle | None = None
         self._drops_unlogged: dict[str, int] = {}
         self._drop_logged_at = 0.0
         self.db = self._open(fsync)
         self._next_seq = (self.db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0) + 1
         self.counts = dict(self.db.execute("SELECT hook, COUNT(*) FROM events GROUP BY hook").fetchall())
+        self._closing = threading.Event()
+        self._checkpointer = threading.Thread(target=self._checkpoints, name="queue-checkpoint", daemon=True)
+        self._checkpointer.start()
         if self.counts:
             log.info("hook queue loaded", extra={"path": str(path), "events": self.depth(),
                                                  "hooks": len(self.counts)})
@@ -93,6 +100,7 @@ class HookQueue:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'always' else 'NORMAL'}")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # _checkpoints does it, off the loop
             db.executescript(SCHEMA)
         except sqlite3.DatabaseError:
             db.close()
@@ -149,7 +157,11 @@ class HookQueue:
                 self.counts.pop(event.hook, None)
             self._dead_upto[event.hook] = event.seq  # delivered in order: everything before is done
         self._acks.append(event.seq)
-        self._schedule_commit()
+        if not self._commit_scheduled and self._ack_timer is None:
+            try:
+                self._ack_timer = asyncio.get_running_loop().call_later(ACK_DELAY, self._schedule_commit)
+            except RuntimeError:
+                self.commit()
 
     # --- the file -------------------------------------------------------------------------
     def _schedule_commit(self) -> None:
@@ -164,6 +176,9 @@ class HookQueue:
     def commit(self) -> None:
         """One transaction: new events, trims over the per-hook bound, acks and forgets."""
         self._commit_scheduled = False
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         pending, self._pending = self._pending, []
         acks, self._acks = self._acks, []
         forgets, self._forgets = self._forgets, []
@@ -208,6 +223,21 @@ class HookQueue:
                 "dropped": dict(self._drops_unlogged), "hook_queue_max": self.max_per_hook()})
             self._drops_unlogged, self._drop_logged_at = {}, now
 
+    def _checkpoints(self) -> None:
+        """Copy the WAL into the database file now and then, in this thread: a checkpoint
+        fsyncs, which must not stall the loop (sqlite's automatic one runs inside a commit)."""
+        db = sqlite3.connect(self.path)
+        try:
+            while not self._closing.wait(CHECKPOINT_INTERVAL):
+                try:
+                    db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:
+                    log.warning("hook queue checkpoint failed", extra={"error": str(exc)})
+        finally:
+            db.close()
+
     def close(self) -> None:
         self.commit()
-        self.db.close()
+        self._closing.set()
+        self._checkpointer.join()
+        self.db.close()  # the last connection: sqlite checkpoints and removes the WAL
