@@ -110,10 +110,9 @@ class Server:
         cfg = self.config
         cfg.dir.mkdir(parents=True, exist_ok=True)
         cfg.load_file()
-        # queue.db before the AOF, so events a crashed run queued are there first; delivery
-        # starts below only if this server leads (docs/geofencing-endpoints.md)
+        # queue.db, with what a crashed run queued; delivery starts below only if this server
+        # leads (docs/geofencing-endpoints.md)
         self.delivery = DurableSink(cfg)
-        self.hook_sink = self.delivery
         self.maxclients, warning = client_budget(cfg.maxclients)
         if warning:
             log.warning(warning)
@@ -149,6 +148,8 @@ class Server:
         gc.set_threshold(100_000, 50, 1000)
         if cfg.appendonly:
             await self._load()
+        # only now: a DELHOOK replayed from the AOF must not drop events of the hook's later life
+        self.hook_sink = self.delivery
         gc.collect()
         gc.freeze()  # what was loaded is long-lived; keep it out of future collections
         self.spawn(self._expire_loop(), "expiry")

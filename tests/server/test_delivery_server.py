@@ -54,7 +54,10 @@ def test_sethook_delivers_tile38_events(server: GeoServer, receiver: Receiver) -
 def test_kill9_with_events_queued_delivers_them_after_restart(make_server: Make) -> None:
     port = free_port()  # the endpoint is down while the events are produced
     leader = make_server("leader", args=["--appendfsync", "always"])
-    leader.client().execute_command("SETHOOK", "h", f"http://127.0.0.1:{port}/hook", *FENCE)
+    client = leader.client()
+    client.execute_command("SETHOOK", "h", f"http://127.0.0.1:{free_port()}/old", *FENCE)
+    client.execute_command("DELHOOK", "h")  # replayed at restart: must not drop the later events
+    client.execute_command("SETHOOK", "h", f"http://127.0.0.1:{port}/hook", *FENCE)
     enter(leader, 40)
     wait_until(lambda: "hook endpoint failed" in leader.log(), message="a failed delivery")
     leader.kill9()
