@@ -6,6 +6,7 @@ not slow down."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,3 +123,25 @@ def test_hanging_endpoint_does_not_slow_writes(make_server: Make) -> None:
         assert list(dict.fromkeys(ids(slow.bodies))) == [f"truck{i}" for i in range(300)]
     finally:
         slow.stop()
+
+
+def test_metrics_per_hook(make_server: Make, receiver: Receiver) -> None:
+    metrics_port = free_port()
+    server = make_server("s", args=["--metrics-addr", f"127.0.0.1:{metrics_port}"])
+    client = server.client()
+    client.execute_command("SETHOOK", "warehouse", receiver.url(), *FENCE)
+    client.execute_command("SETHOOK", "nowhere", f"http://127.0.0.1:{free_port()}/x", *FENCE)
+    enter(server, 3)
+    wait_until(lambda: len(receiver.bodies) >= 3, message="3 events")
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as resp:
+            return resp.read().decode()
+
+    wait_until(lambda: 'geoserver_hook_send_failures_total{hook="nowhere"}' in scrape(), message="a failure")
+    text = scrape()
+    for line in ("tile38_messages_sent_total 3.0", 'geoserver_hook_events_sent_total{hook="warehouse"} 3.0',
+                 'geoserver_hook_events_total{hook="nowhere"} 3.0',
+                 'geoserver_hook_events_queued{hook="nowhere"} 3.0',
+                 "geoserver_hook_queue_events 3.0", "geoserver_hook_delivering 1.0"):
+        assert line in text, line
