@@ -78,6 +78,37 @@ class Where:
     low_open: bool = False
     high_open: bool = False
     op: str = ""  # "<" "<=" ">" ">=" "==" "!=" for the `name op value` form
+    match: Callable[[str, Item], bool] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.match = self._compile()
+
+    def _compile(self) -> Callable[[str, Item], bool]:
+        """`match(oid, item)`, specialised once per query: a float range over a float field
+        (the common case) is two comparisons, no method calls."""
+        name, test = self.name, self.test
+        low, high = self.low, self.high
+        if self.op or low.__class__ is not float or high.__class__ is not float:
+            def general(oid: str, item: Item) -> bool:
+                fields = item.fields
+                value = fields.get(name) if fields else None
+                return test(value if value is not None else where_value(oid, item, name))
+            return general
+        lo, hi = float(low), float(high)  # type: ignore[arg-type]
+        lo_open, hi_open = self.low_open, self.high_open
+
+        def numeric(oid: str, item: Item) -> bool:
+            fields = item.fields
+            value = fields.get(name) if fields else None
+            if value is None:
+                value = where_value(oid, item, name)
+            if value.__class__ is not float:
+                return test(value)
+            if value < lo or (lo_open and value == lo):  # type: ignore[operator]
+                return False  # (NaN passes, as Tile38's Less says neither is smaller)
+            return not (value > hi or (hi_open and value == hi))  # type: ignore[operator]
+
+        return numeric
 
     def test(self, value: FieldValue) -> bool:
         low, high = self.low, self.high
@@ -93,18 +124,10 @@ class Where:
             if self.op == ">":
                 return less(high, value)
             return not less(value, high)
-        if value.__class__ is float and low.__class__ is float and high.__class__ is float:
-            if value < low or (self.low_open and value == low):  # type: ignore[operator]
-                return False
-            return not (value > high or (self.high_open and value == high))  # type: ignore[operator]
         if less(value, low) or (self.low_open and not less(low, value)):
             return False
         return not (less(high, value) or (self.high_open and not less(value, high)))
 
-    def match(self, oid: str, item: Item) -> bool:
-        fields = item.fields
-        value = fields.get(self.name) if fields else None
-        return self.test(value if value is not None else where_value(oid, item, self.name))
 
 
 @dataclass(slots=True)
@@ -112,10 +135,7 @@ class WhereExpr:
     """`WHERE "expression"`, compiled once (store/expression.py); kept in `Search.wheres`."""
 
     text: str
-    pred: Predicate
-
-    def match(self, oid: str, item: Item) -> bool:
-        return self.pred(oid, item)
+    match: Predicate
 
 
 def where_value(oid: str, item: Item, name: str) -> FieldValue:
@@ -200,7 +220,7 @@ def _is_expression(args: Args) -> bool:
 def _where(args: Args, s: Search) -> None:
     if _is_expression(args):
         expr = args.next_str()
-        s.wheres.append(WhereExpr(expr, compile_where(expr)))
+        s.wheres.append(WhereExpr(expr, compile_where(expr)))  # compiled once per query (and cached)
         return
     name = args.next_str()
     op_token = args.next()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 from collections.abc import Callable
 from typing import Any
@@ -152,14 +153,20 @@ def _field_value(value: Any) -> Any:
 
 def lookup(env: Env, name: str) -> Any:
     """A root name (Tile38's objExpr)."""
-    members = env.members()
-    if name in members:
-        return _from_json(members[name])
+    item = env.item
+    fields = item.fields
+    if item.obj.kind == "geojson":
+        members = env.members()
+        if name in members:
+            return _from_json(members[name])
+    elif fields and name != "id" and name != "type":  # points and strings have no members
+        value = fields.get(name)
+        if value is not None:
+            return value if value.__class__ is float else _field_value(value)
     if name == "id":
         return env.oid
     if name == "type":
         return _type_of(env)
-    fields = env.item.fields
     if fields:
         value = fields.get(name)
         if value is not None:
@@ -479,7 +486,27 @@ def _compile_compare(ch: list[Any]) -> Node:
         "==": eq, "!=": lambda x, y: _not(eq(x, y)), "===": _strict_eq,
         "!==": lambda x, y: _not(_strict_eq(x, y)), "=~": regex_match,
         "<": lt, ">": lambda x, y: lt(y, x), "<=": _le, ">=": _ge}[op]
-    return lambda env: fn(a(env), b(env))
+    fast = _FLOAT_OPS.get(op)
+    if fast is None:
+        return lambda env: fn(a(env), b(env))
+    right = ch[2]
+    if isinstance(right, Tree) and right.data == "number":  # `speed > 10`: the common case
+        const = b(None)  # type: ignore[arg-type]
+
+        def against_number(env: Env) -> Any:
+            x = a(env)
+            return fast(x, const) if x.__class__ is float else fn(x, const)
+        return against_number
+
+    def compare(env: Env) -> Any:
+        x, y = a(env), b(env)
+        return fast(x, y) if x.__class__ is float and y.__class__ is float else fn(x, y)
+    return compare
+
+
+_FLOAT_OPS: dict[str, Callable[[float, float], bool]] = {
+    "==": operator.eq, "!=": operator.ne, "===": operator.eq, "!==": operator.ne,
+    "<": operator.lt, ">": operator.gt, "<=": operator.le, ">=": operator.ge}
 
 
 def _compile_call(ch: list[Any]) -> Node:
