@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import orjson
+import psutil
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -42,10 +43,27 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def row(name: str, values: list[float], extra: str = "") -> str:
+def row(name: str, values: list[float], cpu_us: float | None = None, extra: str = "") -> str:
     ms = [v * 1000 for v in values]
+    cpu = f"{cpu_us:.0f}" if cpu_us is not None else ""
     return (f"| {name} | {len(ms)} | {statistics.median(ms):.2f} | {pct(ms, 0.99):.2f} | {max(ms):.2f} |"
-            f" {extra} |")
+            f" {cpu} | {extra} |")
+
+
+class CpuMeter:
+    """geoserver's CPU seconds (user + system) across a phase: contention on a shared machine
+    stretches latencies, much less the CPU a SET and its event cost the server."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.start = self._now()
+
+    def _now(self) -> float:
+        t = self.proc.cpu_times()
+        return t.user + t.system
+
+    def per(self, n: int) -> float:
+        return (self._now() - self.start) / n * 1e6
 
 
 class Receiver:
@@ -112,27 +130,31 @@ async def run(args: argparse.Namespace) -> list[str]:
         pool = aioredis.BlockingConnectionPool(port=port, protocol=2, max_connections=256, timeout=None)
         client = aioredis.Redis(connection_pool=pool)
         wait_until(lambda: proc.poll() is None and _ping(port), 20, message="geoserver")
+        cpu = CpuMeter(proc.pid)
         _, base = await paced_sets(client, "base", args.rate, args.seconds)
-        lines.append(row("SET, no hook", base))
+        lines.append(row("SET, no hook", base, cpu.per(len(base))))
 
         receiver = Receiver()
         await receiver.start()
         await client.execute_command("SETHOOK", "bench", f"http://127.0.0.1:{receiver.port}/hook", *FENCE)
+        cpu = CpuMeter(proc.pid)
         sent, rtts = await paced_sets(client, "hooked", args.rate, args.seconds)
         deadline = time.monotonic() + 30
         while len(receiver.arrived) < len(sent) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        hooked_cpu = cpu.per(len(sent))  # SET + its event's queueing and delivery
         latencies = [receiver.arrived[oid] - t for oid, t in sent.items() if oid in receiver.arrived]
         lost = len(sent) - len(latencies)
-        lines.append(row("SET, hook to a live receiver", rtts))
-        lines.append(row("event: SET sent -> POST received", latencies, f"{lost} not delivered"))
+        lines.append(row("SET, hook to a live receiver", rtts, hooked_cpu))
+        lines.append(row("event: SET sent -> POST received", latencies, extra=f"{lost} not delivered"))
         await receiver.stop()
 
         hanging = Receiver(hang=True)
         await hanging.start()
         await client.execute_command("SETHOOK", "bench", f"http://127.0.0.1:{hanging.port}/hook", *FENCE)
+        cpu = CpuMeter(proc.pid)
         _, stalled = await paced_sets(client, "stalled", args.rate, args.seconds)
-        lines.append(row("SET, hook to a receiver that never answers", stalled))
+        lines.append(row("SET, hook to a receiver that never answers", stalled, cpu.per(len(stalled))))
         await client.aclose()
         await hanging.stop()
     finally:
@@ -157,8 +179,9 @@ def main() -> None:
     args = parser.parse_args()
     lines = asyncio.run(run(args))
     print(f"{args.rate} SET/s for {args.seconds:g} s per phase, appendfsync {args.appendfsync}\n")
-    print("| what | samples | p50 ms | p99 ms | max ms | |")
-    print("|---|---|---|---|---|---|")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs\n")
+    print("| what | samples | p50 ms | p99 ms | max ms | server CPU µs per SET | |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(lines))
 
 
