@@ -146,3 +146,25 @@ async def test_pyle38_json_search_and_where(srv: GeoServer) -> None:
         assert near.ids == ["t2"]
     finally:
         await tile38.quit()
+
+
+def test_json_documents_survive_restart_and_shrink(srv: GeoServer, r: redis.Redis) -> None:
+    r.execute_command("JSET", "docs", "d1", "user.name", "tom")
+    r.execute_command("JSET", "docs", "d1", "tags.-1", "a")
+    r.execute_command("JSET", "docs", "d1", "n", "12", "STR")
+    r.execute_command("SET", "docs", "p", "FIELD", "speed", 5, "OBJECT",
+                      '{"type":"Feature","geometry":{"type":"Point","coordinates":[1,2]}}')
+    r.execute_command("JSET", "docs", "p", "properties.kind", "truck")
+    want = {"user": {"name": "tom"}, "tags": ["a"], "n": "12"}
+    assert orjson.loads(r.execute_command("JGET", "docs", "d1")) == want
+    for restart in ("replay", "shrink"):
+        if restart == "shrink":
+            before = srv.stats()["last_shrink_time"]
+            r.execute_command("AOFSHRINK")
+            wait_until(lambda b=before: srv.stats()["last_shrink_time"] != b, 30, message="shrink done")
+        srv.stop()
+        srv.start()
+        with srv.client() as c:
+            assert orjson.loads(c.execute_command("JGET", "docs", "d1")) == want, restart
+            assert c.execute_command("JGET", "docs", "p", "properties.kind") == b"truck", restart
+            assert c.execute_command("FGET", "docs", "p", "speed") == b"5", restart  # fields kept

@@ -19,6 +19,7 @@ import orjson
 from geoserver.binary import text
 from geoserver.commands.base import Ctx, Flag, command, geojson_limits
 from geoserver.errors import ID_NOT_FOUND, KEY_NOT_FOUND, CommandError, invalid_argument
+from geoserver.fence.model import Change
 from geoserver.protocol.resp import OK
 from geoserver.store.collection import Item
 from geoserver.store.fields import MISSING, path_delete, path_get, path_set
@@ -113,6 +114,8 @@ def _store(ctx: Ctx, key: str, oid: str, item: Item | None, doc: Any) -> None:
         col.delete(oid)
     col.set(oid, obj, dict(fields) if fields else None, None)
     ctx.dirty = True
+    if ctx.changes is not None and obj.is_spatial:  # fences see a spatial edit as the SET it is
+        ctx.changes.append(Change("set", key, oid, col.items[oid], item))
 
 
 @command("jset", min_args=5, max_args=6, flags=Flag.WRITE | Flag.GROWS)
