@@ -18,6 +18,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, cast
 
 import psutil
+from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
 from geoserver import dispatch
 from geoserver.aof.loader import load_aof, migrate_legacy
@@ -25,10 +26,10 @@ from geoserver.aof.log import AofLog
 from geoserver.aof.shrink import ShrinkState
 from geoserver.binary import raw
 from geoserver.commands import clients
+from geoserver.commands.pubsub import subscribed
 from geoserver.config import ServerConfig
 from geoserver.delivery import HookSink, MemorySink
 from geoserver.delivery.sink import DurableSink
-from geoserver.commands.pubsub import subscribed
 from geoserver.errors import GeoServerError, ProtocolError
 from geoserver.fence.engine import FenceEngine, LiveFence
 from geoserver.fence.model import Fence
@@ -418,6 +419,7 @@ class Client(asyncio.Protocol):
         self.subscriber: Subscriber | None = None  # after SUBSCRIBE / PSUBSCRIBE
         self.live: LiveFence | None = None  # after NEARBY|WITHIN|INTERSECTS ... FENCE
         self.http_streaming = False  # an HTTP response sent as chunks, one event each
+        self.ws: FrameProtocol | None = None  # an HTTP request upgraded to a WebSocket (Tile38)
 
     @property
     def authed(self) -> bool:
@@ -510,6 +512,9 @@ class Client(asyncio.Protocol):
             self.disconnect(reason)
 
     def data_received(self, data: bytes) -> None:
+        if self.ws is not None:  # a WebSocket event stream: only its close frame matters
+            self._ws_received(data)
+            return
         if self.closing:
             return
         self.last_active = time.monotonic()
@@ -656,6 +661,8 @@ class Client(asyncio.Protocol):
         one line of a chunked response on HTTP; RESP values as they are."""
         if not json:
             return data
+        if self.ws is not None:
+            return bytes(self.ws.send_data(data.decode("utf-8", "replace"), fin=True))
         if self.resp_conn:
             return b"$%d\r\n%s\r\n" % (len(data), data)
         return http.chunk(data + b"\r\n") if self.http_streaming else data + b"\r\n"
@@ -675,6 +682,21 @@ class Client(asyncio.Protocol):
     def send_event(self, payload: bytes) -> None:
         """One live-fence event (Tile38's JSON, whatever the connection's output mode)."""
         self.send_raw(self.frame(payload, True))
+
+    def _ws_received(self, data: bytes) -> None:
+        """Input on a WebSocket stream: a close frame (or garbage) ends it; pings get pongs."""
+        assert self.ws is not None and self.transport is not None
+        self.ws.receive_bytes(data)
+        try:
+            for frame in self.ws.received_frames():
+                if frame.opcode is Opcode.PING:
+                    self.send_raw(bytes(self.ws.pong(frame.payload)))
+                elif frame.opcode is Opcode.CLOSE:
+                    self.send_raw(bytes(self.ws.close(CloseReason.NORMAL_CLOSURE)))
+                    self.transport.close()
+                    return
+        except ParseFailed:
+            self.transport.close()
 
     def _http_received(self, data: bytes) -> None:
         assert self.http is not None and self.transport is not None
@@ -696,9 +718,19 @@ class Client(asyncio.Protocol):
         status, content_type, body = await http.handle(self, request)
         if not self.server.flush_aof():
             status, body = 500, http.json_error_body(self.server.aof_error)
+        accept = http.websocket_accept(request)
+        if accept is not None:  # ws://host/NEARBY+...+FENCE+...: a text frame per reply line / event
+            self.ws = FrameProtocol(client=False, extensions=[])
+            lines = [line for line in body.split(b"\r\n") if line.strip()]
+            self.transport.write(accept + b"".join(self.frame(line, True) for line in lines))
+            if not self.events_only:
+                self.transport.write(bytes(self.ws.close(CloseReason.NORMAL_CLOSURE)))
+                self.transport.close()
+            return
         cors = http.allowed_origin(request, self.server.config.cors_origins)
         if self.events_only and status == 200:  # SUBSCRIBE / FENCE: a chunked event stream
-            self.transport.write(http.stream_head(content_type, cors) + http.chunk(body))
+            head = http.stream_head(content_type, cors)
+            self.transport.write(head + http.chunk(body.rstrip(b"\r\n") + b"\r\n"))
             self.http_streaming = True
             return
         self.transport.write(http.response(status, body, content_type, request.method == "HEAD", cors))

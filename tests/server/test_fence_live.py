@@ -253,3 +253,24 @@ def test_bad_fences_are_refused_and_the_connection_stays(server: GeoServer, argv
     if err is not None:
         assert reply["err"] == err
     assert server.client().ping()
+
+
+async def test_websocket_stream(server: GeoServer) -> None:
+    """ws://host:port/WITHIN+...+FENCE+...: Tile38's WebSocket form, one text frame per event;
+    a SUBSCRIBE works the same way; the client's close frame ends it."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        base = f"http://{server.host}:{server.port}"
+        async with session.ws_connect(base + "/WITHIN+w+FENCE+BOUNDS+0+0+1+1") as ws:
+            assert orjson.loads((await ws.receive(timeout=10)).data) == {"ok": True, "live": True}
+            server.client().execute_command("SET", "w", "x", "POINT", 0.5, 0.5)
+            got = [orjson.loads((await ws.receive(timeout=10)).data)["detect"] for _ in range(2)]
+            assert got == ["enter", "inside"]
+        async with session.ws_connect(base + "/SUBSCRIBE+wsch") as ws:
+            assert orjson.loads((await ws.receive(timeout=10)).data)["command"] == "subscribe"
+            server.client().publish("wsch", '{"hello":1}')
+            assert orjson.loads((await ws.receive(timeout=10)).data) == {"hello": 1}
+        async with session.ws_connect(base + "/PING") as ws:
+            assert orjson.loads((await ws.receive(timeout=10)).data)["ping"] == "pong"
+    assert server.client().ping()

@@ -14,6 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 import h11
 import orjson
+from wsproto.utilities import generate_accept_token
 
 from geoserver import dispatch
 from geoserver.commands import TABLE
@@ -122,6 +123,18 @@ def stream_head(content_type: str = JSON_TYPE, cors_origin: str | None = None) -
     if cors_origin is not None:
         head += [b"Access-Control-Allow-Origin: " + cors_origin.encode("latin-1"), b"Vary: Origin"]
     return b"\r\n".join(head) + b"\r\n\r\n"
+
+
+def websocket_accept(request: HttpRequest) -> bytes | None:
+    """The 101 answer to a WebSocket upgrade (RFC 6455, as Tile38 takes live fences and
+    subscriptions over ws://), or None for a plain request."""
+    headers = request.headers
+    key = headers.get("sec-websocket-key")
+    if headers.get("upgrade", "").lower() != "websocket" or not key:
+        return None
+    token = generate_accept_token(key.strip().encode("latin-1"))
+    return (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: " + token + b"\r\n\r\n")
 
 
 def chunk(data: bytes) -> bytes:
