@@ -3,8 +3,10 @@
 - create/update/resume: validate the spec, create the generated password Secret if it is
   missing (never patched: no rotation), apply every other desired object idempotently.
 - a timer per GeoCluster (fixed short tick; the probe interval is enforced here and the
-  policy decides what is due): probe members -> ``policy.decide`` -> write status (intent
-  first) -> act -> Events and metrics.
+  policy decides what is due): probe members -> ``failover.decide`` (switchover, failover;
+  intent first, then promote) -> one update or migration step (``roles``) -> keep the view
+  true (ConfigMap leader, role labels, the named leader leading, followers following it) ->
+  ``policy.decide`` -> write status (intent first) -> act -> Events and metrics.
 Deletion relies on ownerReferences; kopf's finalizer (added for the timer) is released as soon
 as the timer stops, so deleting a GeoCluster does not hang while the operator runs.
 """
@@ -16,13 +18,15 @@ import os
 import secrets
 import ssl
 import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from . import conditions, kube, metrics, probe
+from . import conditions, failover, kube, metrics, probe, roles
 from . import resources as res
+from .backup_policy import STATUS_KEYS as BACKUP_STATUS_KEYS
 from .policy import Action, Decision, Triggers, apply_outcome, decide, load_status, status_patch
 from .spec import (
     GEOSERVER_PORT,
@@ -39,6 +43,11 @@ from .spec import parse_time as _parse_time
 SHRINK_ANNOTATION = f"{GROUP}/shrink-now"
 RESYNC_ANNOTATION = f"{GROUP}/resync"
 PAUSE_ANNOTATION = f"{GROUP}/paused"
+PROMOTE_ANNOTATION = f"{GROUP}/promote"
+# How the operator names the leader in FOLLOW: by its pod DNS name (what TLS verifies), or with
+# GEOCLUSTER_FOLLOW_BY=ip by its pod IP (clusters without pod DNS: the emulated-API tests).
+FOLLOW_BY_IP = os.environ.get("GEOCLUSTER_FOLLOW_BY", "dns") == "ip"
+CATCH_UP_TIMEOUT = float(os.environ.get("GEOCLUSTER_CATCH_UP_TIMEOUT", "30"))
 TICK_SECONDS = float(os.environ.get("GEOCLUSTER_TICK_SECONDS", "5"))
 # The operator's own namespace (the chart and manifests set it from the downward API): the
 # NetworkPolicy of every GeoCluster admits the operator's pods from there only.
@@ -47,6 +56,8 @@ PROBE_TIMEOUT = float(os.environ.get("GEOCLUSTER_PROBE_TIMEOUT", "3"))
 
 REGISTRY = kopf.OperatorRegistry()
 _last_probe: dict[str, float] = {}  # uid -> monotonic time; losing it on restart is harmless
+_migrated: set[str] = set()  # uids seen without the v1alpha1 StatefulSets: not looked up again
+_last_step: dict[str, str] = {}  # uid -> the update step last announced (one Event per step)
 
 
 def registry() -> kopf.OperatorRegistry:
@@ -94,7 +105,10 @@ def reconcile(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     spec = _spec_or_invalid(body)
     if spec is None:
         raise kopf.PermanentError("invalid spec; see the Degraded condition")
-    cluster = res.Cluster.from_body(body, spec, OPERATOR_NAMESPACE)
+    # the leader from a fresh read: this body may predate a promotion, and the ConfigMap it
+    # writes is what restarting members follow
+    live = kube.read_status(body["metadata"]["namespace"], body["metadata"]["name"])
+    cluster = res.Cluster.from_body(body, spec, OPERATOR_NAMESPACE, leader=_leader_of(body, live))
     changes: dict[str, str] = {}
     if secret := res.build_auth_secret(cluster, secrets.token_urlsafe(32)):  # before the pods
         changes[f"Secret/{secret['metadata']['name']}"] = kube.create_if_absent(secret)
@@ -156,7 +170,8 @@ def _apply_certificate(cluster: res.Cluster, body: kopf.Body, changes: dict[str,
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=TICK_SECONDS, registry=REGISTRY)
 async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
-    """Probe, decide, record intent, act. Invalid specs are reported by reconcile, not here."""
+    """Probe, decide leadership, act on it, update/migrate, keep the view true, then the
+    repair/shrink policy. Invalid specs are reported by reconcile, not here."""
     try:
         spec = parse_spec(dict(body.get("spec") or {}))
     except SpecError:
@@ -168,22 +183,48 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     ):
         return
     _last_probe[uid] = time.monotonic()
-    cluster = res.Cluster.from_body(body, spec, OPERATOR_NAMESPACE)
+    # status read fresh: right after a promotion this body may still name the old leader, and
+    # acting on that would make it lead again
+    status = await asyncio.to_thread(kube.read_status, meta["namespace"], meta["name"])
+    legacy = await asyncio.to_thread(_legacy, body)
+    cluster = res.Cluster.from_body(body, spec, OPERATOR_NAMESPACE,
+                                    leader=_leader_of(body, status, legacy))  # fmt: skip
     password, auth_error = await asyncio.to_thread(_password, cluster)
     tls, tls_error = await asyncio.to_thread(_tls, cluster)
-    members = await _observe(cluster, password, auth_error or tls_error, tls)
+    ctx = _Ctx(cluster, password, tls, body, logger, legacy)
+    pods = await asyncio.to_thread(_pods, cluster)
+    members = await _observe(cluster, password, auth_error or tls_error, tls, pods)
+    annotations = meta.get("annotations") or {}
+    triggers = _triggers(annotations)
+    blocked = None
+    if not (auth_error or tls_error):  # nothing was probed: nothing about the leader is known
+        status = await _recover(ctx, status, members)
+        lead = failover.decide(spec, status, members, datetime.now(UTC),
+                               promote=annotations.get(PROMOTE_ANNOTATION), paused=triggers.paused)
+        status, blocked = lead.status, lead.blocked
+        if lead.promotion or lead.consumed:
+            await _write_status(cluster, status)  # intent first, then the trigger goes
+            await _remove_annotations(cluster, [PROMOTE_ANNOTATION] if lead.consumed else [])
+        _post(body, lead.events)
+        if lead.promotion:
+            status, ctx, members = await _promote(ctx, members, pods, lead.promotion, status)
+        else:
+            status, ctx, members = await _step(ctx, members, pods, status)
+        await _converge(ctx, members, pods, status)
     decision = decide(
         spec,
-        dict(body.get("status") or {}),
+        status,
         members,
         datetime.now(UTC),
         created=_parse_time(meta.get("creationTimestamp")) or datetime.now(UTC),
         generation=meta.get("generation"),
-        triggers=_triggers(meta.get("annotations") or {}),
+        triggers=triggers,
         auth_error=auth_error,
         tls_error=tls_error,
-        leader_aliases=frozenset({f"{res.leader_dns(cluster)}:{GEOSERVER_PORT}"}),
+        leader_aliases=frozenset({f"{res.leader_dns(ctx.cluster)}:{GEOSERVER_PORT}"}),
+        failover_blocked=blocked,
     )
+    cluster = ctx.cluster
     await _write_status(cluster, decision.status)
     status = decision.status
     # Triggers go right after the intent, before acting: an operator that dies mid-action, or a
@@ -198,15 +239,328 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             status = await _failed(cluster, action, status, body, logger, untriggered)
         else:
             status = await _act(cluster, members, action, status, body, logger, password, tls)
-    for event in decision.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+    _post(body, decision.events)
     metrics.record(cluster.namespace, cluster.name, [] if auth_error or tls_error else members, decision)
+
+
+def _post(body: kopf.Body, events: Any) -> None:
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+# --- leadership on Kubernetes (docs/operator.md#high-availability) ----------------------------
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What every leadership step needs: the cluster (its ``leader`` is the current view)."""
+
+    cluster: res.Cluster
+    password: str | None
+    tls: ssl.SSLContext | None
+    body: Any
+    logger: Any
+    legacy: tuple[str, ...] = ()  # v1alpha1 StatefulSets still present
+
+    def server_name(self, member: str) -> str:
+        return res.pod_dns(self.cluster, member)
+
+    async def send(self, m: probe.Member, *args: str) -> Any:
+        if m.address is None:
+            raise probe.ProbeError(f"{m.name} has no address")
+        return await probe.send(m.address, *args, password=self.password, tls=self.tls,
+                                server_name=self.server_name(m.name))  # fmt: skip
+
+    def follow_target(self, leader: probe.Member) -> tuple[str, str]:
+        """(host, port) followers are told to FOLLOW: the leader's pod DNS name, or its IP."""
+        if FOLLOW_BY_IP and leader.address:
+            host, _, port = leader.address.rpartition(":")
+            return host, port
+        return res.pod_dns(self.cluster, leader.name), str(GEOSERVER_PORT)
+
+
+def _leader_of(body: Any, status: dict[str, Any], legacy: tuple[str, ...] = ()) -> str | None:
+    """The current leader: status.leader; a v1alpha1 cluster's leader pod before any tick."""
+    leader = status.get("leader") or (body.get("status") or {}).get("leader")
+    if not leader and legacy:
+        return f"{body['metadata']['name']}-leader-0"
+    return leader or None
+
+
+def _legacy(body: Any) -> tuple[str, ...]:
+    """The v1alpha1 leader/follower StatefulSets of this cluster that still exist."""
+    meta = body["metadata"]
+    uid = meta.get("uid", meta["name"])
+    if uid in _migrated:
+        return ()
+    names = (f"{meta['name']}-leader", f"{meta['name']}-follower")
+    found = tuple(n for n in names if kube.read("StatefulSet", meta["namespace"], n) is not None)
+    if not found:
+        _migrated.add(uid)
+    return found
+
+
+def _pods(cluster: res.Cluster) -> dict[str, dict[str, Any]]:
+    return {p["metadata"]["name"]: p for p in kube.list_pods(cluster.namespace, res.selector(cluster))}
+
+
+def _views(pods: dict[str, dict[str, Any]]) -> dict[str, roles.Pod]:
+    return {
+        name: roles.Pod(name, dict(p["metadata"].get("labels") or {}),
+                        (p["metadata"].get("annotations") or {}).get(res.TEMPLATE_HASH),
+                        bool(p["metadata"].get("deletionTimestamp")))
+        for name, p in pods.items()
+    }  # fmt: skip
+
+
+async def _recover(ctx: _Ctx, status: dict[str, Any], members: list[probe.Member]) -> dict[str, Any]:
+    """A promotion recorded as started is one an operator did not finish (it runs within a
+    tick): settle it as interrupted; the named leader (status.leader, which moves only once
+    the target leads) gets READONLY no, and the rest converges to it as after any restart."""
+    rec = (status.get("lastFailover") or {})
+    if rec.get("result") != failover.STARTED:
+        return status
+    status = failover.finish(status, datetime.now(UTC), "error: interrupted (operator restarted)")
+    leader = next((m for m in members if m.role == "leader"), None)
+    if leader is not None and leader.reachable and not leader.following:
+        try:
+            await ctx.send(leader, "READONLY", "no")
+        except probe.ProbeError as exc:
+            ctx.logger.warning("READONLY no on %s after an interrupted promotion: %s", leader.name, exc)
+    await _write_status(ctx.cluster, status)
+    return status
+
+
+async def _promote(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[str, Any]],
+                   pr: failover.Promotion, status: dict[str, Any]):
+    """Carry out a switchover or failover (the same steps as the local runtime): fence the
+    old leader (READONLY yes; a leader that does not answer loses its role label and its pod),
+    for a switchover wait until the target has all of its AOF, FOLLOW no one on the target,
+    then record the new view (status.leader, ConfigMap), flip the role labels (the Services
+    follow) and re-point the followers, the old leader last. Returns (status, ctx, members)."""
+    cluster, kind = ctx.cluster, pr.kind.capitalize()
+    by = {m.name: m for m in members}
+    old, new = by.get(pr.old), by[pr.new]
+    fenced_at = time.monotonic()
+    try:
+        if pr.old_reachable and old is not None:
+            await ctx.send(old, "READONLY", "yes")  # writes now get a `read only` error: retry
+            fenced_at = time.monotonic()
+            if pr.kind == "switchover":
+                await _wait_caught_up(ctx, old, new)
+        else:
+            await _fence(ctx, pr.old, pods)
+        await ctx.send(new, "FOLLOW", "no", "one")
+        await ctx.send(new, "READONLY", "no")  # one left by an interrupted switchover
+    except Exception as exc:  # not promoted: the old leader stays (writes resume there)
+        ctx.logger.warning("%s %s -> %s failed: %s", pr.kind, pr.old, pr.new, exc)
+        if pr.old_reachable and old is not None:
+            try:
+                await ctx.send(old, "READONLY", "no")
+            except probe.ProbeError as again:
+                ctx.logger.warning("READONLY no on %s: %s", old.name, again)
+        status = failover.finish(status, datetime.now(UTC), f"error: {exc}")
+        await _write_status(cluster, status)
+        kopf.warn(ctx.body, reason=f"{kind}Failed", message=f"{pr.old} -> {pr.new}: {exc}")
+        metrics.promotion(cluster.namespace, cluster.name, pr.kind, "error")
+        return status, ctx, members
+    pause_ms = round((time.monotonic() - fenced_at) * 1000)
+    behind = 0 if pr.kind == "switchover" else pr.behind_bytes  # the last probe's estimate
+    status = failover.finish(status, datetime.now(UTC), "ok", behind_bytes=behind,
+                             write_pause_ms=pause_ms, leader=pr.new)  # fmt: skip
+    await _write_status(cluster, status)  # the new view before anyone follows it
+    ctx = replace(ctx, cluster=replace(cluster, leader=pr.new))
+    await asyncio.to_thread(_set_config_leader, ctx.cluster)
+    members = [replace(m, role="leader" if m.name == pr.new else "follower")
+               if m.name in (pr.new, pr.old) else m for m in members]  # fmt: skip
+    await _label(ctx, _views(pods), members)
+    members = [replace(m, following=None) if m.name != pr.new else m for m in members]
+    await _repoint(ctx, members, last=pr.old)
+    message = (f"{pr.old} -> {pr.new} ({pr.reason}): writes paused {pause_ms} ms, the new leader "
+               f"lacked at most {behind} bytes of the old one's AOF")  # fmt: skip
+    kopf.event(ctx.body, type="Normal" if pr.kind == "switchover" else "Warning",
+               reason=f"{kind}Succeeded", message=message)  # fmt: skip
+    ctx.logger.warning("%s", message)
+    metrics.promotion(cluster.namespace, cluster.name, pr.kind, "ok")
+    if ctx.legacy:  # off the v1alpha1 StatefulSets: their pods must not come back as leaders
+        await _remove_legacy(ctx)
+        ctx = replace(ctx, legacy=())
+    pods = await asyncio.to_thread(_pods, ctx.cluster)
+    members = await _observe(ctx.cluster, ctx.password, None, ctx.tls, pods)
+    return status, ctx, members
+
+
+async def _fence(ctx: _Ctx, name: str, pods: dict[str, dict[str, Any]]) -> None:
+    """An old leader that does not answer: no Service routes to it (role label removed) and
+    its pod goes (the kubelet kills the process if it lives; the StatefulSet's new pod reads the
+    new leader from the ConfigMap and follows it). A v1alpha1 leader pod goes with its
+    StatefulSet, whose template would start it as a leader again."""
+    ns = ctx.cluster.namespace
+    if name in pods:
+        try:
+            await asyncio.to_thread(kube.patch_pod_labels, ns, name, {res.ROLE_LABEL: None})
+        except kube.ApiException as exc:
+            if exc.status != 404:
+                raise
+    if name not in res.member_pods(ctx.cluster) and ctx.legacy:
+        await asyncio.to_thread(kube.remove, "StatefulSet", ns, res.legacy_sts_names(ctx.cluster)[0])
+    await asyncio.to_thread(kube.delete_pod, ns, name)
+
+
+async def _wait_caught_up(ctx: _Ctx, old: probe.Member, new: probe.Member) -> None:
+    """Until the target has applied all of the (read-only) old leader's AOF."""
+    deadline = time.monotonic() + CATCH_UP_TIMEOUT
+    while True:
+        sizes = []
+        for m in (new, old):
+            sizes.append((await ctx.send(m, "SERVER"))["stats"].get("aof_size"))
+        if sizes[1] is not None and sizes[0] == sizes[1]:
+            return
+        if time.monotonic() > deadline:
+            raise probe.ProbeError(f"{new.name} at aof_size {sizes[0]}, leader at {sizes[1]} "
+                                   f"after {CATCH_UP_TIMEOUT:.0f}s")  # fmt: skip
+        await asyncio.sleep(0.02)
+
+
+def _set_config_leader(cluster: res.Cluster) -> None:
+    """The ConfigMap's leader keys, as members read them when they start."""
+    data = {k: v for k, v in res.build_configmap(cluster)["data"].items()
+            if k in (res.LEADER_KEY, "leaderMember")}  # fmt: skip
+    live = kube.read("ConfigMap", cluster.namespace, res.config_name(cluster))
+    if live is None:
+        kube.apply(res.build_configmap(cluster))
+    elif {k: (live.get("data") or {}).get(k) for k in data} != data:
+        kube.patch("ConfigMap", cluster.namespace, res.config_name(cluster), {"data": data})
+
+
+async def _label(ctx: _Ctx, pods: dict[str, roles.Pod], members: list[probe.Member]) -> None:
+    """Role labels on the member pods; the old leader's is changed before the new one's, so the
+    write Service never has two. v1alpha1 pods keep their StatefulSets' labels."""
+    cluster = ctx.cluster
+    changes = roles.role_labels(pods, res.member_pods(cluster), res.leader_pod(cluster), res.ROLE_LABEL)
+    for name in sorted(changes, key=lambda n: changes[n] == "leader"):
+        try:
+            await asyncio.to_thread(kube.patch_pod_labels, cluster.namespace, name,
+                                    {res.ROLE_LABEL: changes[name]})  # fmt: skip
+        except kube.ApiException as exc:  # gone meanwhile: labelled when it is back
+            ctx.logger.info("role label on %s: %s %s", name, exc.status, exc.reason)
+
+
+async def _repoint(ctx: _Ctx, members: list[probe.Member], last: str | None = None) -> None:
+    """FOLLOW the leader on every reachable follower following someone else (``last`` after the
+    others); a follower that refuses stays as it is until the next tick."""
+    leader = next((m for m in members if m.role == "leader"), None)
+    aliases = frozenset({f"{res.leader_dns(ctx.cluster)}:{GEOSERVER_PORT}"})
+    ours = frozenset({f"{res.pod_dns(ctx.cluster, m.name)}:{GEOSERVER_PORT}" for m in members}
+                     | {m.address for m in members if m.address})  # fmt: skip
+    names = roles.to_repoint(members, leader, aliases, ours)
+    if leader is None or not names:
+        return
+    host, port = ctx.follow_target(leader)
+    by = {m.name: m for m in members}
+    for name in sorted(names, key=lambda n: n == last):
+        try:
+            await ctx.send(by[name], "FOLLOW", host, port)
+            if name == last:
+                await ctx.send(by[name], "READONLY", "no")  # a follower now: refuses writes anyway
+            ctx.logger.info("%s: FOLLOW %s:%s (was following %s)", name, host, port,
+                            by[name].following or "no one")  # fmt: skip
+        except probe.ProbeError as exc:
+            ctx.logger.warning("%s: FOLLOW %s:%s failed: %s", name, host, port, exc)
+
+
+async def _converge(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[str, Any]],
+                    status: dict[str, Any]) -> None:
+    """Keep the view true every tick: the ConfigMap names the leader, role labels match, the
+    named leader leads (it starts following itself, like every member: FOLLOW no one once it
+    is not failing, so an empty one is never made a leader over followers holding data) and
+    the followers follow it."""
+    await asyncio.to_thread(_set_config_leader, ctx.cluster)
+    await _label(ctx, _views(pods), members)
+    leader = next((m for m in members if m.role == "leader"), None)
+    followers = [m for m in members if m.role == "follower"]
+    if (leader is not None and leader.reachable and leader.following
+            and failover.failing(leader, followers) is None):
+        try:
+            await ctx.send(leader, "FOLLOW", "no", "one")
+            await ctx.send(leader, "READONLY", "no")
+            kopf.event(ctx.body, type="Normal", reason="LeaderStarted",
+                       message=f"{leader.name} leads (was following {leader.following})")
+            members = [replace(leader, following=None) if m is leader else m for m in members]
+        except probe.ProbeError as exc:
+            ctx.logger.warning("FOLLOW no one on %s: %s", leader.name, exc)
+    await _repoint(ctx, members)
+
+
+def _busy(status: dict[str, Any]) -> str | None:
+    """Something in flight that a pod deletion must not cut short."""
+    st = load_status(status)
+    if st.last_shrink and st.last_shrink.result == failover.STARTED:
+        return "a shrink is running"
+    if st.last_resync and st.last_resync.result == failover.STARTED:
+        return "a resync is running"
+    if st.pending_resyncs:
+        return "resyncs are queued"
+    if any(m.last_repair and m.last_repair.result == failover.STARTED for m in st.members):
+        return "a repair is running"
+    return None
+
+
+async def _step(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[str, Any]],
+                status: dict[str, Any]):
+    """At most one migration or update step (roles.plan_migration, roles.plan_update)."""
+    cluster, spec = ctx.cluster, ctx.cluster.spec
+    views = _views(pods)
+    leader = res.leader_pod(cluster)
+    step = roles.plan_migration(bool(ctx.legacy), leader, res.member_pods(cluster), members, views)
+    paused = spec.paused or _triggers(ctx.body["metadata"].get("annotations") or {}).paused
+    if step.kind == "none" and not paused:
+        step = roles.plan_update(spec, views, members, leader, res.template_hash(cluster), _busy(status))
+    uid = ctx.body["metadata"].get("uid", cluster.name)
+    announce = _last_step.get(uid) != f"{step.kind} {step.member} {step.reason}"
+    _last_step[uid] = f"{step.kind} {step.member} {step.reason}"
+    if step.kind == "removeLegacy":
+        await _remove_legacy(ctx)
+        return status, replace(ctx, legacy=()), members
+    if step.kind == "delete" and step.member:
+        kopf.event(ctx.body, type="Normal", reason="PodUpdating", message=f"{step.member}: {step.reason}")
+        await asyncio.to_thread(kube.delete_pod, cluster.namespace, step.member)
+        metrics.pod_updated(cluster.namespace, cluster.name)
+    elif step.kind == "switchover" and step.member:
+        lead = failover.decide(spec, status, members, datetime.now(UTC), promote=step.member)
+        _post(ctx.body, [e for e in lead.events if e.reason != "InvalidTrigger"])
+        if lead.promotion is not None:
+            await _write_status(cluster, lead.status)
+            return await _promote(ctx, members, pods, lead.promotion, lead.status)
+    elif step.kind in ("wait", "supervised") and announce and step.reason:
+        ctx.logger.info("update/migration waits: %s", step.reason)
+        if step.kind == "supervised":
+            kopf.event(ctx.body, type="Normal", reason="LeaderUpdatePending", message=step.reason)
+    return status, ctx, members
+
+
+async def _remove_legacy(ctx: _Ctx) -> None:
+    """Delete the v1alpha1 StatefulSets (their pods go with them; their PVCs stay: see
+    docs/upgrade.md)."""
+    for name in ctx.legacy:
+        await asyncio.to_thread(kube.remove, "StatefulSet", ctx.cluster.namespace, name)
+    kopf.event(ctx.body, type="Normal", reason="MigrationCompleted",
+               message=f"{res.leader_pod(ctx.cluster)} leads from StatefulSet {res.sts_name(ctx.cluster)}; "
+               f"removed {', '.join(ctx.legacy)} (their PVCs are kept: docs/upgrade.md)")  # fmt: skip
+
+
+async def _remove_annotations(cluster: res.Cluster, keys: list[str]) -> None:
+    if keys:
+        await asyncio.to_thread(kube.patch_annotations, cluster.namespace, cluster.name,
+                                dict.fromkeys(keys))  # fmt: skip
 
 
 async def _write_status(cluster: res.Cluster, status: dict[str, Any]) -> None:
     """The timer's status write, without observedGeneration: only reconcile sets that (once it
     has applied a generation), and this body's copy may be older than what reconcile wrote."""
-    patch = {k: v for k, v in status.items() if k != "observedGeneration"}
+    # the backup fields are handlers_backup's: a body read before its write must not undo it
+    patch = {k: v for k, v in status.items()
+             if k != "observedGeneration" and k not in BACKUP_STATUS_KEYS}
     patch["selector"] = ",".join(f"{k}={v}" for k, v in res.selector(cluster, "follower").items())
     await asyncio.to_thread(kube.patch_status, cluster.namespace, cluster.name, patch)
 
@@ -218,12 +572,16 @@ def _triggers(annotations: dict[str, str]) -> Triggers:
 
 
 async def _observe(cluster: res.Cluster, password: str | None, auth_error: str | None,
-                   tls: ssl.SSLContext | None = None) -> list[probe.Member]:
+                   tls: ssl.SSLContext | None = None,
+                   pods: dict[str, dict[str, Any]] | None = None) -> list[probe.Member]:
     """Pod IPs from the API (filtered client-side), then SERVER on each member (over TLS,
-    verified by pod DNS name, when spec.tls is set). Without the password or the TLS Secret
+    verified by pod DNS name, when spec.tls is set). The roles are the operator's view
+    (status.leader), not what the members say. Without the password or the TLS Secret
     nobody is probed: every member is a finding naming the Secret (nothing is judged)."""
-    pods = await asyncio.to_thread(kube.list_pods, cluster.namespace, res.selector(cluster))
-    ips = {p["metadata"]["name"]: (p.get("status") or {}).get("podIP") for p in pods}
+    if pods is None:
+        pods = await asyncio.to_thread(_pods, cluster)
+    ips = {n: (p.get("status") or {}).get("podIP") for n, p in pods.items()
+           if not p["metadata"].get("deletionTimestamp")}  # fmt: skip
     targets: list[Any] = [(res.leader_pod(cluster), "leader", ips.get(res.leader_pod(cluster)))]
     targets += [(n, "follower", ips.get(n)) for n in res.follower_pods(cluster)]
     targets = [(n, r, f"{ip}:{GEOSERVER_PORT}" if ip else None) for n, r, ip in targets]
@@ -311,3 +669,6 @@ def _now_str() -> str:
     from .spec import rfc3339
 
     return rfc3339(datetime.now(UTC))
+
+
+from . import handlers_backup  # noqa: E402, F401 - registers the backup timer on REGISTRY

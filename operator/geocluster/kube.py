@@ -216,8 +216,15 @@ def list_pods(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
     return [p for p in out if labels.items() <= (p["metadata"].get("labels") or {}).items()]
 
 
-def delete_pod(namespace: str, name: str) -> None:
-    client.CoreV1Api(api()).delete_namespaced_pod(name, namespace)
+def delete_pod(namespace: str, name: str) -> bool:
+    """Delete a pod (its StatefulSet makes a new one); False when it was already gone."""
+    try:
+        client.CoreV1Api(api()).delete_namespaced_pod(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return False
+    return True
 
 
 def read_secret_key(namespace: str, name: str, key: str) -> str:
@@ -253,3 +260,27 @@ def patch_annotations(namespace: str, name: str, annotations: dict[str, str | No
         {"metadata": {"annotations": annotations}},
         _content_type=MERGE,
     )
+
+
+def patch_pod_labels(namespace: str, name: str, labels: dict[str, str | None]) -> None:
+    """Merge-patch a pod's labels (None removes one): the role label the Services select by."""
+    client.CoreV1Api(api()).patch_namespaced_pod(
+        name, namespace, {"metadata": {"labels": labels}}, _content_type=MERGE
+    )
+
+
+def read(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """One object we manage as a dict, or None when it does not exist."""
+    (get,) = _ops(kind, ("read",))
+    try:
+        return _to_dict(get(name, namespace))
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        return None
+
+
+def patch(kind: str, namespace: str, name: str, body: dict[str, Any]) -> None:
+    """Merge-patch part of an object we manage (e.g. the ConfigMap's leader, at once)."""
+    (merge,) = _ops(kind, ("patch",))
+    merge(name, namespace, body, _content_type=MERGE)

@@ -20,6 +20,13 @@ DIVERGENCE = Gauge(
     [*_LABELS, "member"],
 )
 
+PROMOTIONS = Counter(
+    "geocluster_promotions_total", "Switchovers and failovers by result.", [*_LABELS, "kind", "result"]
+)
+POD_UPDATES = Counter(
+    "geocluster_pod_updates_total", "Member pods deleted to pick up a new pod template.", _LABELS
+)
+
 _EVENT_COUNTERS = {
     "ShrinkSucceeded": (SHRINKS, {"result": "ok"}),
     "ShrinkFailed": (SHRINKS, {"result": "error"}),
@@ -61,3 +68,37 @@ def action_failed(namespace: str, cluster: str, action: Action) -> None:
         SHRINKS.labels(namespace, cluster, "error").inc()
     else:
         RESYNCS.labels(namespace, cluster, "error").inc()
+
+
+def promotion(namespace: str, cluster: str, kind: str, result: str) -> None:
+    """A switchover or failover finished (result ok or error)."""
+    PROMOTIONS.labels(namespace, cluster, kind, result).inc()
+
+
+def pod_updated(namespace: str, cluster: str) -> None:
+    """A member pod was deleted so that its StatefulSet recreates it from the new template."""
+    POD_UPDATES.labels(namespace, cluster).inc()
+
+
+BACKUPS = Counter("geocluster_backups_total", "Backups by result.", [*_LABELS, "result"])
+BACKUP_LAST_SUCCESS = Gauge(
+    "geocluster_backup_last_success_timestamp_seconds",
+    "Unix time the last successful backup finished (alert when too old: docs/runbook.md).", _LABELS,
+)
+BACKUP_DURATION = Gauge(
+    "geocluster_backup_duration_seconds", "Duration of the last successful backup.", _LABELS
+)
+BACKUP_BYTES = Gauge("geocluster_backup_bytes", "Stored bytes of the last successful backup.", _LABELS)
+
+
+def backup_done(namespace: str, cluster: str, size: int, duration: float, finished: float) -> None:
+    """A backup succeeded."""
+    BACKUPS.labels(namespace, cluster, "ok").inc()
+    BACKUP_LAST_SUCCESS.labels(namespace, cluster).set(finished)
+    BACKUP_DURATION.labels(namespace, cluster).set(duration)
+    BACKUP_BYTES.labels(namespace, cluster).set(size)
+
+
+def backup_failed(namespace: str, cluster: str) -> None:
+    """A backup attempt failed (it is retried by the policy)."""
+    BACKUPS.labels(namespace, cluster, "error").inc()

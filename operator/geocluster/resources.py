@@ -3,11 +3,20 @@
 Invariants: every object carries the same ``app.kubernetes.io/*`` labels from :func:`labels`
 and a controller owner reference to the GeoCluster (so deleting it garbage-collects them);
 selectors come from :func:`selector` only. Nothing here does I/O.
+
+The leader is a role, not a pod (docs/operator.md#high-availability): one StatefulSet
+``<name>`` runs every member (``<name>-0`` ... ``<name>-<followers>``), the operator puts
+``geo.geocluster.io/role=leader|follower`` on the pods and the Services select by it. Every
+member starts as a follower of the leader the ConfigMap names (its own name included: geoserver
+refuses to follow itself, so the named leader serves reads and refuses writes until the
+operator tells it ``FOLLOW no one``): a restarted ex-leader never takes a write first.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +33,17 @@ from .spec import (
 )
 
 ROLE_LABEL = f"{GROUP}/role"
+# On the pod template, so on every pod: which template a pod was made from (the operator
+# replaces outdated pods itself, in its order: updateStrategy OnDelete).
+TEMPLATE_HASH = f"{GROUP}/template-hash"
 DATA_DIR = "/data"
 # geoserver reads its passwords from these variables, so they never appear in its arguments.
 REQUIREPASS_ENV = "GEOSERVER_REQUIREPASS"
 LEADERAUTH_ENV = "GEOSERVER_LEADERAUTH"
+# The leader's host:port from the ConfigMap, read when the container starts (each restart reads
+# the operator's current view); `--follow $(GEOCLUSTER_LEADER)` in the arguments.
+LEADER_ENV = "GEOCLUSTER_LEADER"
+LEADER_KEY = "leader"
 UID = 10001
 PASSWORD_KEY = "password"
 TLS_DIR = "/etc/geoserver/tls"  # the TLS Secret's keys as files: tls.crt, tls.key, ca.crt
@@ -48,37 +64,69 @@ class Cluster:
     # where the operator runs (its probes must get through the NetworkPolicy); None = unknown,
     # then operator pods of any namespace are admitted
     operator_namespace: str | None = None
+    # the member that leads (status.leader); None = not decided yet: the first pod
+    leader: str | None = None
 
     @classmethod
     def from_body(
-        cls, body: dict[str, Any], spec: GeoClusterSpec, operator_namespace: str | None = None
+        cls, body: dict[str, Any], spec: GeoClusterSpec, operator_namespace: str | None = None,
+        leader: str | None = None,
     ) -> Cluster:
+        """``leader`` overrides the body's status.leader (a fresher read of the status)."""
         meta = body["metadata"]
         namespace = meta.get("namespace", "default")
-        return cls(meta["name"], namespace, meta.get("uid", ""), spec, operator_namespace)
+        leader = leader or (body.get("status") or {}).get("leader") or None
+        return cls(meta["name"], namespace, meta.get("uid", ""), spec, operator_namespace, leader)
 
 
 # --- names and labels -----------------------------------------------------------------------
 
 
-def leader_sts_name(c: Cluster) -> str:
-    return f"{c.name}-leader"
+def sts_name(c: Cluster) -> str:
+    """The one StatefulSet of all members."""
+    return c.name
 
 
-def follower_sts_name(c: Cluster) -> str:
-    return f"{c.name}-follower"
+def legacy_sts_names(c: Cluster) -> tuple[str, str]:
+    """The leader and follower StatefulSets of v1alpha1 clusters made before roles moved to
+    labels (docs/upgrade.md): migrated away, then deleted."""
+    return f"{c.name}-leader", f"{c.name}-follower"
 
 
 def headless_name(c: Cluster) -> str:
     return f"{c.name}-members"
 
 
+def config_name(c: Cluster) -> str:
+    return f"{c.name}-config"
+
+
+def replicas(c: Cluster) -> int:
+    """Pods of the StatefulSet: one leader and spec.followers followers, and never fewer than
+    the leader's ordinal needs (scaling down past the leader waits for a switchover to a lower
+    ordinal: the StatefulSet removes the highest ordinals first)."""
+    return max(c.spec.followers + 1, ordinal(c.leader or "") + 1)
+
+
+def member_pods(c: Cluster) -> list[str]:
+    """Every member pod, in ordinal order."""
+    return [f"{sts_name(c)}-{i}" for i in range(replicas(c))]
+
+
+def ordinal(pod: str) -> int:
+    """The StatefulSet ordinal of a pod name (0 for a name without one)."""
+    tail = pod.rpartition("-")[2]
+    return int(tail) if tail.isdigit() else 0
+
+
 def leader_pod(c: Cluster) -> str:
-    return f"{leader_sts_name(c)}-0"
+    """The member that leads (status.leader), else the first pod."""
+    return c.leader or member_pods(c)[0]
 
 
 def follower_pods(c: Cluster) -> list[str]:
-    return [f"{follower_sts_name(c)}-{i}" for i in range(c.spec.followers)]
+    """Every member pod but the leader."""
+    return [p for p in member_pods(c) if p != leader_pod(c)]
 
 
 def auth_secret_name(c: Cluster) -> str:
@@ -161,7 +209,7 @@ def _meta(c: Cluster, name: str, role: str | None = None) -> dict[str, Any]:
 # --- pods -------------------------------------------------------------------------------------
 
 
-def geoserver_args(c: Cluster, role: str) -> list[str]:
+def geoserver_args(c: Cluster) -> list[str]:
     """Command line of geoserver in a member container."""
     s = c.spec
     args = ["geoserver", "--host", "0.0.0.0", "--port", str(GEOSERVER_PORT), "--dir", DATA_DIR]
@@ -170,8 +218,8 @@ def geoserver_args(c: Cluster, role: str) -> list[str]:
         args += ["--metrics-addr", f"0.0.0.0:{s.metrics.port}"]
     if s.tls is not None:
         args += _tls_args(s.tls)
-    if role == "follower":
-        args += ["--follow", f"{leader_dns(c)}:{GEOSERVER_PORT}"]
+    # every member, the named leader too: only the operator's FOLLOW no one makes a leader
+    args += ["--follow", f"$({LEADER_ENV})"]
     return args + list(s.server.extra_args)
 
 
@@ -219,7 +267,7 @@ def readiness_probe(c: Cluster) -> dict[str, Any]:
     return {"exec": {"command": command}, "timeoutSeconds": 5, **timing}
 
 
-def _container(c: Cluster, role: str) -> dict[str, Any]:
+def _container(c: Cluster) -> dict[str, Any]:
     s = c.spec
     ports = [{"name": "geoserver", "containerPort": GEOSERVER_PORT, "protocol": "TCP"}]
     if s.metrics.enabled:
@@ -228,7 +276,7 @@ def _container(c: Cluster, role: str) -> dict[str, Any]:
         "name": "geoserver",
         "image": s.image,
         "imagePullPolicy": s.image_pull_policy,
-        "args": geoserver_args(c, role),
+        "args": geoserver_args(c),
         "ports": ports,
         "readinessProbe": readiness_probe(c),
         # TCP, not /healthz: a follower catching up is not ready, but must not be killed (with
@@ -258,12 +306,13 @@ def _container(c: Cluster, role: str) -> dict[str, Any]:
         container["resources"] = s.resources
     # always set (empty without auth): geoserver prefers a given password, even empty, over the
     # one a CONFIG REWRITE saved on the volume, so dropping authSecretRef really drops it
-    names = [REQUIREPASS_ENV] + ([LEADERAUTH_ENV] if role == "follower" else [])
     ref = auth_ref(c)
     source: dict[str, Any] = (
         {"valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}} if ref else {"value": ""}
     )
-    container["env"] = [{"name": name, **source} for name in names]
+    leader = {"valueFrom": {"configMapKeyRef": {"name": config_name(c), "key": LEADER_KEY}}}
+    container["env"] = [{"name": name, **source} for name in (REQUIREPASS_ENV, LEADERAUTH_ENV)]
+    container["env"].append({"name": LEADER_ENV, **leader})  # before args use it: $(...)
     return container
 
 
@@ -281,10 +330,10 @@ def _affinity(c: Cluster) -> dict[str, Any] | None:
     return None
 
 
-def _pod_spec(c: Cluster, role: str) -> dict[str, Any]:
+def _pod_spec(c: Cluster) -> dict[str, Any]:
     s = c.spec
     pod: dict[str, Any] = {
-        "containers": [_container(c, role)],
+        "containers": [_container(c)],
         "volumes": [{"name": "tmp", "emptyDir": {}}],
         "securityContext": {
             "runAsNonRoot": True,
@@ -320,7 +369,17 @@ def _pod_spec(c: Cluster, role: str) -> dict[str, Any]:
     return pod
 
 
-def _statefulset(c: Cluster, name: str, role: str, replicas: int) -> dict[str, Any]:
+def template_hash(c: Cluster) -> str:
+    """A digest of the pod template (labels and spec): the same spec, the same hash. The
+    leader is not in it (members read it from the ConfigMap), so a switchover changes none."""
+    template = {"labels": labels(c), "spec": _pod_spec(c)}
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def build_statefulset(c: Cluster) -> dict[str, Any]:
+    """Every member, ``<name>-0`` ... ``<name>-<followers>``. OnDelete: the operator replaces
+    pods itself, followers first and the leader after a switchover (rollout.plan_update);
+    the role label is the operator's, on the pods, never in the template."""
     pvc_spec: dict[str, Any] = {
         "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": c.spec.storage.size}},
@@ -330,34 +389,25 @@ def _statefulset(c: Cluster, name: str, role: str, replicas: int) -> dict[str, A
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": _meta(c, name, role),
+        "metadata": _meta(c, sts_name(c), None),
         "spec": {
-            "replicas": replicas,
+            "replicas": replicas(c),
             "serviceName": headless_name(c),
             "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": selector(c, role)},
+            "updateStrategy": {"type": "OnDelete"},
+            "selector": {"matchLabels": selector(c)},
             "template": {
-                "metadata": {"labels": labels(c, role)},
-                "spec": _pod_spec(c, role),
+                "metadata": {"labels": labels(c), "annotations": {TEMPLATE_HASH: template_hash(c)}},
+                "spec": _pod_spec(c),
             },
             "volumeClaimTemplates": [
                 {
-                    "metadata": {"name": "data", "labels": labels(c, role)},
+                    "metadata": {"name": "data", "labels": labels(c)},
                     "spec": pvc_spec,
                 }
             ],
         },
     }
-
-
-def build_leader_statefulset(c: Cluster) -> dict[str, Any]:
-    """The leader: always exactly one pod, ``<name>-leader-0``."""
-    return _statefulset(c, leader_sts_name(c), "leader", 1)
-
-
-def build_follower_statefulset(c: Cluster) -> dict[str, Any]:
-    """spec.followers pods, each started with ``--follow`` to the leader's DNS name."""
-    return _statefulset(c, follower_sts_name(c), "follower", c.spec.followers)
 
 
 # --- services, config, PDB --------------------------------------------------------------------
@@ -394,9 +444,10 @@ def build_configmap(c: Cluster) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _meta(c, f"{c.name}-config", None),
+        "metadata": _meta(c, config_name(c), None),
         "data": {
-            "leader": f"{leader_dns(c)}:{GEOSERVER_PORT}",
+            LEADER_KEY: f"{leader_dns(c)}:{GEOSERVER_PORT}",  # members read it when they start
+            "leaderMember": leader_pod(c),
             "readWriteService": f"{c.name}.{c.namespace}.svc:{GEOSERVER_PORT}",
             "readOnlyService": f"{c.name}-readonly.{c.namespace}.svc:{GEOSERVER_PORT}",
             "appendfsync": c.spec.server.appendfsync,
@@ -524,8 +575,7 @@ def build_all(c: Cluster) -> list[dict[str, Any]]:
         build_leader_service(c),
         build_follower_service(c),
         build_network_policy(c),
-        build_leader_statefulset(c),
-        build_follower_statefulset(c),
+        build_statefulset(c),
         build_pdb(c),
     ]
     return [o for o in objs if o is not None]

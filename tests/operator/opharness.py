@@ -2,7 +2,11 @@
 
 Mocked: only the Kubernetes API (no kube-apiserver can run here). It has no controllers, so the
 tests play the StatefulSet controller: they create Pod objects whose ``status.podIP`` is a
-loopback address (127.a.b.2, ...) where a real geoserver process listens on port 9851.
+loopback address (127.a.b.2, ...) where a real geoserver process listens on port 9851. Pod
+``<name>-k`` has address ``ip(2 + k)``; :func:`start_member` starts one as the StatefulSet and
+the kubelet would: following the leader its ConfigMap names, with the template's hash.
+Nothing resolves pod DNS names here, so the operator is told to FOLLOW by pod IP
+(GEOCLUSTER_FOLLOW_BY=ip).
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ from pathlib import Path
 
 import kmock as kmock_lib
 from geocluster import probe
-from geocluster.spec import GROUP, PLURAL, VERSION
+from geocluster import resources as res
+from geocluster.spec import GROUP, PLURAL, VERSION, parse_spec
 from kmock._internal import k8s, rendering
 
 os.environ.setdefault("GEOCLUSTER_TICK_SECONDS", "0.3")
 os.environ.setdefault("GEOCLUSTER_PROBE_TIMEOUT", "1")
+os.environ.setdefault("GEOCLUSTER_FOLLOW_BY", "ip")
 
 PORT = 9851
 # A loopback /24 of our own per pytest process (127.a.b.x), so that concurrent runs of this
@@ -246,28 +252,90 @@ async def stats(ip: str) -> dict:
         return (await c.command("SERVER"))["stats"]
 
 
-async def add_pod(api, name: str, ip: str, role: str) -> None:
-    labels = {
-        "app.kubernetes.io/name": "geoserver",
-        "app.kubernetes.io/instance": NAME,
-        f"{GROUP}/role": role,
-    }
-    pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": name, "namespace": NS, "labels": labels},
+def pod(k: int) -> str:
+    """Name of the member pod with ordinal ``k``."""
+    return f"{NAME}-{k}"
+
+
+def pod_ip(name: str) -> str:
+    """The stand-in address of a member pod (``<name>-k`` -> ip(2 + k))."""
+    return ip(2 + int(name.rpartition("-")[2]))
+
+
+async def add_pod(api, name: str, ip: str, role: str | None = None,
+                  template_hash: str | None = None) -> None:
+    """A Pod object (``role``: a label set already, as the v1alpha1 StatefulSets did)."""
+    labels = {"app.kubernetes.io/name": "geoserver", "app.kubernetes.io/instance": NAME}
+    if role:
+        labels[f"{GROUP}/role"] = role
+    meta = {"name": name, "namespace": NS, "labels": labels}
+    if template_hash:
+        meta["annotations"] = {res.TEMPLATE_HASH: template_hash}
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
            "status": {"podIP": ip, "phase": "Running"}}  # fmt: skip
     await api.post(f"/api/v1/namespaces/{NS}/pods", json=pod)
 
 
-async def start_cluster(api, members: Members, spec=SPEC, **meta) -> None:
-    """Play the StatefulSet controller: processes + Pod objects, then create the GeoCluster."""
-    await asyncio.to_thread(members.start, f"{NAME}-leader-0", LEADER_IP)
-    await add_pod(api, f"{NAME}-leader-0", LEADER_IP, "leader")
-    for i in range(spec["followers"]):
-        await asyncio.to_thread(members.start, f"{NAME}-follower-{i}", ip(3 + i), f"{LEADER_IP}:9851")
-        await add_pod(api, f"{NAME}-follower-{i}", ip(3 + i), "follower")
+STS_KEY = ("apps/v1/statefulsets", NS, NAME)
+CM_KEY = ("v1/configmaps", NS, f"{NAME}-config")
+
+
+def template_hash(api, spec=None) -> str:
+    """The hash on the StatefulSet's pod template (or, before it exists, of ``spec``'s)."""
+    with contextlib.suppress(KeyError):
+        return api.objects[STS_KEY]["spec"]["template"]["metadata"]["annotations"][res.TEMPLATE_HASH]
+    cluster = res.Cluster(NAME, NS, "", parse_spec(dict(spec if spec is not None else SPEC)))
+    return res.template_hash(cluster)
+
+
+def config_leader(api) -> str:
+    """The leader member the ConfigMap names (the first pod before it exists)."""
+    with contextlib.suppress(KeyError):
+        return api.objects[CM_KEY]["data"]["leaderMember"]
+    return pod(0)
+
+
+async def start_member(api, members: Members, name: str, fresh: bool = False, spec=None,
+                       args: tuple[str, ...] = (), password: str = "") -> None:
+    """Play the StatefulSet controller and the kubelet for one pod: a geoserver started with
+    ``--follow`` the ConfigMap's leader (itself, if it is the one named), then its Pod object
+    with the template's hash."""
+    leader = config_leader(api)
+    await asyncio.to_thread(members.start, name, pod_ip(name), f"{pod_ip(leader)}:{PORT}", fresh,
+                            password, args)  # fmt: skip
+    await add_pod(api, name, pod_ip(name), template_hash=template_hash(api, spec))
+
+
+async def remove_pod(api, members: Members, name: str) -> None:
+    """The pod is gone (its node with it): no process, no Pod object."""
+    members.stop(name)
+    key = ("v1/pods", NS, name)
+    with contextlib.suppress(Exception):
+        if not api.objects[key].deleted:
+            await api.delete(f"/api/v1/namespaces/{NS}/pods/{name}")
+
+
+async def leading(address: str, timeout: float = 15.0) -> None:
+    """Until the member at ``address`` follows no one (the operator made it the leader)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(probe.ProbeError, KeyError):
+            if not (await stats(address)).get("following"):
+                return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{address} does not lead after {timeout}s")
+
+
+async def start_cluster(api, members: Members, spec=SPEC, wait_leader: bool = True, **meta) -> None:
+    """Play the StatefulSet controller: processes + Pod objects, then create the GeoCluster;
+    then (``wait_leader``, with the operator running) until the operator made pod 0 lead."""
+    for k in range(spec["followers"] + 1):
+        await start_member(api, members, pod(k), spec=spec)
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "GeoCluster",
             "metadata": {"name": NAME, "namespace": NS, **meta}, "spec": spec}  # fmt: skip
     await api.post(GC_URL, json=body)
+    if wait_leader:
+        await leading(LEADER_IP)
 
 
 async def make_diverge(members: Members, name: str, address: str, objects: int = 200) -> None:

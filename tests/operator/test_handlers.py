@@ -13,9 +13,9 @@ from geocluster import handlers, kube, probe
 from geocluster.policy import Member
 
 NS, NAME = "default", "gc"
-LEADER = Member("gc-leader-0", "leader", "127.0.0.2:9851", True, 1000)
+LEADER = Member("gc-0", "leader", "127.0.0.2:9851", True, 1000)
 FOLLOWERS = [
-    Member(f"gc-follower-{i}", "follower", f"127.0.0.{3 + i}:9851", True, 1000, True) for i in (0, 1)
+    Member(f"gc-{i}", "follower", f"127.0.0.{2 + i}:9851", True, 1000, True, "127.0.0.2:9851") for i in (1, 2)
 ]
 
 
@@ -37,9 +37,18 @@ class Recorder:
 
             return call
 
-        pods = [{"metadata": {"name": m.name}, "status": {"podIP": m.address.split(":")[0]}}
+        # pods as the operator left them: role labels, made from the current template
+        pods = [{"metadata": {"name": m.name, "labels": {"geo.geocluster.io/role": m.role},
+                              "annotations": {handlers.res.TEMPLATE_HASH: "current"}},
+                 "status": {"podIP": m.address.split(":")[0]}}
                 for m in (LEADER, *FOLLOWERS)]  # fmt: skip
+        monkeypatch.setattr(handlers.res, "template_hash", lambda cluster: "current")
         monkeypatch.setattr(kube, "list_pods", rec("list_pods", pods))
+        monkeypatch.setattr(kube, "read_status", lambda ns, name: dict(self.status))
+        monkeypatch.setattr(kube, "read", rec("read"))  # no v1alpha1 StatefulSets, no ConfigMap yet
+        monkeypatch.setattr(kube, "apply", rec("apply", "created"))
+        monkeypatch.setattr(kube, "patch_pod_labels", rec("patch_pod_labels"))
+        monkeypatch.setattr(handlers, "_migrated", set())
         monkeypatch.setattr(kube, "read_secret_key", rec("read_secret_key", "pw"))
         monkeypatch.setattr(kube, "patch_annotations", rec("patch_annotations"))
         monkeypatch.setattr(kube, "delete_pod", rec("delete_pod"))
@@ -98,7 +107,7 @@ async def test_trigger_is_removed_after_the_intent_and_before_acting(monkeypatch
 
 
 @pytest.mark.parametrize(
-    "trigger", [{handlers.SHRINK_ANNOTATION: "1"}, {handlers.RESYNC_ANNOTATION: "gc-follower-1"}]
+    "trigger", [{handlers.SHRINK_ANNOTATION: "1"}, {handlers.RESYNC_ANNOTATION: "gc-2"}]
 )
 async def test_trigger_that_cannot_be_removed_is_not_acted_on(monkeypatch, trigger):
     """If the annotation cannot be removed, acting would repeat the action later: record it failed."""
@@ -170,9 +179,8 @@ async def test_tls_probes_and_actions_verify_the_pod_dns_names(monkeypatch, tmp_
     (_, context, names), (_, send_context, send_name) = rec.tls
     assert isinstance(context, ssl.SSLContext) and context.check_hostname
     assert context.verify_mode == ssl.CERT_REQUIRED and send_context is context
-    assert names == {f"gc-{m}": f"gc-{m}.gc-members.{NS}.svc.cluster.local"
-                     for m in ("leader-0", "follower-0", "follower-1")}  # fmt: skip
-    assert send_name == f"gc-leader-0.gc-members.{NS}.svc.cluster.local"  # the shrink on the leader
+    assert names == {f"gc-{m}": f"gc-{m}.gc-members.{NS}.svc.cluster.local" for m in (0, 1, 2)}
+    assert send_name == f"gc-0.gc-members.{NS}.svc.cluster.local"  # the shrink on the leader
 
 
 async def test_tls_required_client_auth_presents_the_secret_certificate(monkeypatch, tmp_path):
@@ -213,4 +221,4 @@ def test_reconcile_without_rights_on_certificates_still_applies_a_plaintext_clus
 
     monkeypatch.setattr(kube, "remove", remove)
     handlers.reconcile(body(), LOG)  # must not raise
-    assert applied.count("StatefulSet") == 2 and "Certificate" not in applied
+    assert applied.count("StatefulSet") == 1 and "Certificate" not in applied

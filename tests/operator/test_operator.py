@@ -19,7 +19,6 @@ from opharness import (
     SPEC,
     KopfEmulator,
     Operator,
-    add_pod,
     condition,
     eventually,
     gc_status,
@@ -29,8 +28,11 @@ from opharness import (
     repairs,
     requests,
     start_cluster,
+    start_member,
     stats,
 )  # fmt: skip
+
+ROLE = "geo.geocluster.io/role"
 
 pytestmark = [pytest.mark.kmock(cls=KopfEmulator), pytest.mark.timeout(60)]
 
@@ -39,9 +41,10 @@ async def test_create_makes_objects_and_status(api, members):
     op = await Operator().start()
     try:
         await start_cluster(api, members)
-        await eventually(lambda: api.objects["apps/v1/statefulsets", NS, f"{NAME}-follower"])
-        sts = api.objects["apps/v1/statefulsets", NS, f"{NAME}-follower"]
-        assert sts["spec"]["replicas"] == 2
+        await eventually(lambda: api.objects["apps/v1/statefulsets", NS, NAME])
+        sts = api.objects["apps/v1/statefulsets", NS, NAME]
+        assert sts["spec"]["replicas"] == 3  # the leader and 2 followers
+        assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}
         assert sts["metadata"]["ownerReferences"][0]["uid"] == api.objects[GC_KEY]["metadata"]["uid"]
         for kind, name in [("v1/services", NAME), ("v1/services", f"{NAME}-readonly"),
                            ("v1/services", f"{NAME}-members"), ("v1/configmaps", f"{NAME}-config"),
@@ -51,17 +54,24 @@ async def test_create_makes_objects_and_status(api, members):
             assert api.objects[kind, NS, name]["metadata"]["labels"]
         await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
         st = gc_status(api)
-        assert st["leader"] == f"{NAME}-leader-0" and st["readyFollowers"] == 2
+        assert st["leader"] == f"{NAME}-0" and st["readyFollowers"] == 2
         assert st["observedGeneration"] == 1 and st["phase"] == "Running"
         assert {m["role"] for m in st["members"]} == {"leader", "follower"}
+        # the role labels the operator put on the pods, and the Services selecting them
+        roles = {k: api.objects["v1/pods", NS, f"{NAME}-{k}"]["metadata"]["labels"][ROLE] for k in range(3)}
+        assert roles == {0: "leader", 1: "follower", 2: "follower"}
+        assert api.objects["v1/services", NS, NAME]["spec"]["selector"][ROLE] == "leader"
+        assert api.objects["v1/services", NS, f"{NAME}-readonly"]["spec"]["selector"][ROLE] == "follower"
+        data = api.objects["v1/configmaps", NS, f"{NAME}-config"]["data"]
+        assert data["leaderMember"] == f"{NAME}-0" and data["leader"].startswith(f"{NAME}-0.{NAME}-members.")
         assert f"app.kubernetes.io/instance={NAME}" in st["selector"] and "follower" in st["selector"]
         # scale out: update handler patches the followers StatefulSet; nothing else is rewritten
         posts = len(requests(api, "POST", "/statefulsets"))
         await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"followers": 3}})
         await eventually(
-            lambda: api.objects["apps/v1/statefulsets", NS, f"{NAME}-follower"]["spec"]["replicas"] == 3
+            lambda: api.objects["apps/v1/statefulsets", NS, NAME]["spec"]["replicas"] == 4
         )
-        assert len(requests(api, "POST", "/statefulsets")) in (posts, posts + 2)
+        assert len(requests(api, "POST", "/statefulsets")) in (posts, posts + 1)
         assert not requests(api, "PATCH", "/configmaps/")
     finally:
         await op.stop()
@@ -77,7 +87,7 @@ async def test_scheduled_shrink_then_followers_resync(api, members):
         assert shrink["reason"] == "schedule" and shrink["sizeAfter"] <= shrink["sizeBefore"]
         await eventually(
             lambda: (
-                gc_status(api)["lastResync"]["member"] == f"{NAME}-follower-1"
+                gc_status(api)["lastResync"]["member"] == f"{NAME}-2"
                 and gc_status(api)["lastResync"]["result"] == "ok"
             ),
             what="both followers resynced",
@@ -104,21 +114,20 @@ async def test_diverged_follower_resync_then_pod_delete(api, members, decoy_obje
     try:
         await start_cluster(api, members)
         await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
-        await make_diverge(members, f"{NAME}-follower-0", ip(3), decoy_objects)
+        await make_diverge(members, f"{NAME}-1", ip(3), decoy_objects)
         await eventually(
-            lambda: (member(api, f"{NAME}-follower-0").get("divergence") or "").startswith(finding),
+            lambda: (member(api, f"{NAME}-1").get("divergence") or "").startswith(finding),
             what=f"a '{finding}' finding",
         )
-        pod_url = f"/pods/{NAME}-follower-0"
+        pod_url = f"/pods/{NAME}-1"
         await eventually(lambda: requests(api, "DELETE", pod_url), what="pod delete")
         await eventually(lambda: len(repairs(api)) == 2, what="the restart's Event (posted after acting)")
-        assert repairs(api) == ["resync gc-follower-0", "restart gc-follower-0"]
-        assert member(api, f"{NAME}-follower-0")["lastRepair"]["action"] == "restart"
+        assert repairs(api) == ["resync gc-1", "restart gc-1"]
+        assert member(api, f"{NAME}-1")["lastRepair"]["action"] == "restart"
         # the StatefulSet controller's part: a fresh pod following the real leader
-        members.stop(f"{NAME}-follower-0")
-        await asyncio.to_thread(members.start, f"{NAME}-follower-0", ip(3), f"{LEADER_IP}:9851", fresh=True)
-        await add_pod(api, f"{NAME}-follower-0", ip(3), "follower")
-        await eventually(lambda: member(api, f"{NAME}-follower-0")["lastRepair"]["result"] == "ok", what="ok")
+        members.stop(f"{NAME}-1")
+        await start_member(api, members, f"{NAME}-1", fresh=True)
+        await eventually(lambda: member(api, f"{NAME}-1")["lastRepair"]["result"] == "ok", what="ok")
         assert len(gc_status(api)["repairHistory"]) == 2
         assert condition(api, "Degraded")["status"] == "False"
     finally:
@@ -152,15 +161,15 @@ async def test_operator_restart_mid_repair_does_not_repeat_it(api, members):
     op = await Operator().start()
     await start_cluster(api, members, spec)
     await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
-    await make_diverge(members, f"{NAME}-follower-0", ip(3))
-    await eventually(lambda: member(api, f"{NAME}-follower-0")["repairs"] == 1, what="repair 1")
+    await make_diverge(members, f"{NAME}-1", ip(3))
+    await eventually(lambda: member(api, f"{NAME}-1")["repairs"] == 1, what="repair 1")
     await eventually(lambda: repairs(api), what="the resync's Event")
     await op.stop()  # mid-repair: the resync was started and recorded, its outcome not yet seen
     op = await Operator().start()
     try:
-        await eventually(lambda: requests(api, "DELETE", f"/pods/{NAME}-follower-0"), what="del")
+        await eventually(lambda: requests(api, "DELETE", f"/pods/{NAME}-1"), what="del")
         await eventually(lambda: len(repairs(api)) == 2, what="the restart's Event")
-        assert repairs(api) == ["resync gc-follower-0", "restart gc-follower-0"]  # no 2nd resync
-        assert member(api, f"{NAME}-follower-0")["repairs"] == 2
+        assert repairs(api) == ["resync gc-1", "restart gc-1"]  # no 2nd resync
+        assert member(api, f"{NAME}-1")["repairs"] == 2
     finally:
         await op.stop()

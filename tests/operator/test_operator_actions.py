@@ -38,7 +38,7 @@ from opharness import (
 pytestmark = [pytest.mark.kmock(cls=KopfEmulator), pytest.mark.timeout(60)]
 
 SHRINK, RESYNC, PAUSE = "geo.geocluster.io/shrink-now", "geo.geocluster.io/resync", "geo.geocluster.io/paused"
-F0, F1 = f"{NAME}-follower-0", f"{NAME}-follower-1"
+F0, F1 = f"{NAME}-1", f"{NAME}-2"
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ password the pod template's secretKeyRef env would give it (read from the emulat
 
 from __future__ import annotations
 
-import asyncio
 import base64
 
 import pytest
@@ -23,13 +22,12 @@ from opharness import (
     SPEC,
     KopfEmulator,
     Operator,
-    add_pod,
     condition,
     events,
     eventually,
     gc_status,
-    ip,
     requests,
+    start_member,
 )
 
 pytestmark = [pytest.mark.kmock(cls=KopfEmulator), pytest.mark.timeout(60)]
@@ -65,15 +63,10 @@ async def create_gc(api, spec: dict) -> None:
     await api.post(GC_URL, json=body)
 
 
-async def start_members(api, members, password: str, followers: int = 2) -> None:
-    """Pods as the StatefulSets describe them: the password in their environment."""
-    await asyncio.to_thread(members.start, f"{NAME}-leader-0", LEADER_IP, password=password)
-    await add_pod(api, f"{NAME}-leader-0", LEADER_IP, "leader")
-    for i in range(followers):
-        await asyncio.to_thread(
-            members.start, f"{NAME}-follower-{i}", ip(3 + i), f"{LEADER_IP}:9851", password=password
-        )
-        await add_pod(api, f"{NAME}-follower-{i}", ip(3 + i), "follower")
+async def start_members(api, members, password: str, followers: int = 2, spec=None) -> None:
+    """Pods as the StatefulSet describes them: the password in their environment."""
+    for k in range(followers + 1):
+        await start_member(api, members, f"{NAME}-{k}", password=password, spec=spec or AUTH_SPEC)
 
 
 def env_of(api, sts: str) -> dict:
@@ -92,12 +85,13 @@ async def test_generated_password_is_created_once_and_used(api, members, operato
     assert len(password) >= 32 and password.isascii()
 
     # the pods take it from the Secret, never as a literal or an argument
-    await eventually(lambda: exists(api, (STS, NS, f"{NAME}-follower")), what="StatefulSets")
+    await eventually(lambda: exists(api, (STS, NS, NAME)), what="StatefulSet")
     ref = {"secretKeyRef": {"name": f"{NAME}-auth", "key": "password"}}
-    assert env_of(api, f"{NAME}-leader") == {"GEOSERVER_REQUIREPASS": {"name": "GEOSERVER_REQUIREPASS",
-                                                                       "valueFrom": ref}}  # fmt: skip
-    assert env_of(api, f"{NAME}-follower")["GEOSERVER_LEADERAUTH"]["valueFrom"] == ref
-    for sts in (f"{NAME}-leader", f"{NAME}-follower"):
+    env = env_of(api, NAME)
+    assert env["GEOSERVER_REQUIREPASS"] == {"name": "GEOSERVER_REQUIREPASS", "valueFrom": ref}
+    assert env["GEOSERVER_LEADERAUTH"]["valueFrom"] == ref
+    assert set(env) == {"GEOSERVER_REQUIREPASS", "GEOSERVER_LEADERAUTH", "GEOCLUSTER_LEADER"}
+    for sts in (NAME,):
         template = api.objects[STS, NS, sts]["spec"]["template"]["spec"]
         assert template["automountServiceAccountToken"] is False
         assert password not in str(template)
@@ -116,7 +110,7 @@ async def test_generated_password_is_created_once_and_used(api, members, operato
 
     # later reconciles (a spec change) neither create nor rewrite it: no rotation
     await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"followers": 1}})
-    await eventually(lambda: api.objects[STS, NS, f"{NAME}-follower"]["spec"]["replicas"] == 1)
+    await eventually(lambda: api.objects[STS, NS, NAME]["spec"]["replicas"] == 2)
     assert password_of(api) == password
     # reconcile and the first tick may both have tried to create it (one got a 409): one
     # version ever stored, and nothing after the first reconcile tried again
@@ -141,8 +135,8 @@ async def test_existing_secret_is_used_as_it_is(api, members, operator):
 
 async def test_opt_out_runs_without_a_secret(api, members, operator):
     await create_gc(api, SPEC)  # server.generatePassword: false
-    await eventually(lambda: exists(api, (STS, NS, f"{NAME}-leader")), what="StatefulSets")
-    assert env_of(api, f"{NAME}-leader")["GEOSERVER_REQUIREPASS"] == {"name": "GEOSERVER_REQUIREPASS",
+    await eventually(lambda: exists(api, (STS, NS, NAME)), what="StatefulSets")
+    assert env_of(api, NAME)["GEOSERVER_REQUIREPASS"] == {"name": "GEOSERVER_REQUIREPASS",
                                                                       "value": ""}  # fmt: skip
     assert not requests(api, "POST", "/secrets") and not exists(api, SECRET)
 
@@ -153,11 +147,12 @@ async def test_network_policy_is_created_and_removed_when_turned_off(api, member
     policy = api.objects[NETPOL]
     assert policy["metadata"]["ownerReferences"][0]["uid"] == api.objects[GC_KEY]["metadata"]["uid"]
     selected = policy["spec"]["podSelector"]["matchLabels"]
-    pods = api.objects[STS, NS, f"{NAME}-leader"]["spec"]["template"]["metadata"]["labels"]
+    await eventually(lambda: exists(api, (STS, NS, NAME)), what="StatefulSet")
+    pods = api.objects[STS, NS, NAME]["spec"]["template"]["metadata"]["labels"]
     assert selected.items() <= pods.items()
     await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"networkPolicy": {"enabled": False}}})
     await eventually(lambda: not exists(api, NETPOL), what="NetworkPolicy deleted")
-    assert exists(api, (STS, NS, f"{NAME}-leader"))
+    assert exists(api, (STS, NS, NAME))
 
 
 @pytest.mark.parametrize("arg", ["--follow=10.0.0.9:9851", "--requirepass", "-p1", "--dir=/tmp"])

@@ -17,21 +17,19 @@ from opharness import (
     GC_KEY,
     GC_URL,
     GROUP,
-    LEADER_IP,
     NAME,
     NS,
     SPEC,
     VERSION,
     KopfEmulator,
     Operator,
-    add_pod,
     condition,
     events,
     eventually,
     gc_status,
-    ip,
     requests,
     start_cluster,
+    start_member,
 )
 
 pytestmark = [pytest.mark.kmock(cls=KopfEmulator), pytest.mark.timeout(60)]
@@ -42,8 +40,7 @@ CHILDREN = [
     ("v1/services", NAME),
     ("v1/services", f"{NAME}-readonly"),
     ("v1/services", f"{NAME}-members"),
-    (STS, f"{NAME}-leader"),
-    (STS, f"{NAME}-follower"),
+    (STS, NAME),
     ("policy/v1/poddisruptionbudgets", NAME),
 ]
 
@@ -64,29 +61,28 @@ async def test_scale_followers_2_3_1(api, members, operator):
     await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
 
     await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"followers": 3}})
-    await eventually(lambda: api.objects[STS, NS, f"{NAME}-follower"]["spec"]["replicas"] == 3, what="3")
+    await eventually(lambda: api.objects[STS, NS, NAME]["spec"]["replicas"] == 4, what="4")
     # the new pod does not exist yet: listed, not reachable, waited for (not repaired)
     await eventually(lambda: len(followers_in_status(api)) == 3, what="3 followers in status")
     await eventually(lambda: condition(api, "Progressing")["reason"] == "Scaling", what="Scaling")
     assert condition(api, "Ready")["status"] == "False"
-    await asyncio.to_thread(members.start, f"{NAME}-follower-2", ip(5), f"{LEADER_IP}:9851")
-    await add_pod(api, f"{NAME}-follower-2", ip(5), "follower")
+    await start_member(api, members, f"{NAME}-3")
     await eventually(lambda: gc_status(api)["readyFollowers"] == 3, what="3 ready followers")
     await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready at 3")
     assert gc_status(api)["observedGeneration"] == 2
 
     await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"followers": 1}})
-    await eventually(lambda: api.objects[STS, NS, f"{NAME}-follower"]["spec"]["replicas"] == 1, what="1")
-    for i in (1, 2):  # the StatefulSet controller removes the highest ordinals
-        members.stop(f"{NAME}-follower-{i}")
-        await api.delete(f"/api/v1/namespaces/{NS}/pods/{NAME}-follower-{i}")
-    await eventually(lambda: followers_in_status(api) == [f"{NAME}-follower-0"], what="1 follower")
+    await eventually(lambda: api.objects[STS, NS, NAME]["spec"]["replicas"] == 2, what="2")
+    for i in (2, 3):  # the StatefulSet controller removes the highest ordinals
+        members.stop(f"{NAME}-{i}")
+        await api.delete(f"/api/v1/namespaces/{NS}/pods/{NAME}-{i}")
+    await eventually(lambda: followers_in_status(api) == [f"{NAME}-1"], what="1 follower")
     await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready at 1")
     assert gc_status(api)["readyFollowers"] == 1 and gc_status(api)["observedGeneration"] == 3
     assert not events(api, "RepairStarted")
     assert [r.url.path.rsplit("/", 1)[-1] for r in requests(api, "DELETE", "/pods/")] == [
-        f"{NAME}-follower-1",
-        f"{NAME}-follower-2",
+        f"{NAME}-2",
+        f"{NAME}-3",
     ]  # only the test's (the controller's) deletes; the operator deleted no pod
 
 
@@ -172,7 +168,7 @@ async def test_turning_the_pdb_off_deletes_it(api, members, operator):
                     json={"spec": {"scheduling": {"podDisruptionBudget": {"enabled": False}}}})
     await eventually(lambda: not exists(pdb), what="PDB deleted")
     assert requests(api, "DELETE", f"/poddisruptionbudgets/{NAME}")
-    assert exists((STS, NS, f"{NAME}-leader"))  # nothing else removed
+    assert exists((STS, NS, NAME))  # nothing else removed
 
 
 async def test_storage_change_is_reported_not_patched_forever(api, members, operator):
@@ -185,7 +181,7 @@ async def test_storage_change_is_reported_not_patched_forever(api, members, oper
     await eventually(lambda: events(api, "ImmutableFieldChanged"), what="Warning")
     (warning, *_) = events(api, "ImmutableFieldChanged")
     assert "volumeClaimTemplates" in warning["message"]
-    template = api.objects[STS, NS, f"{NAME}-leader"]["spec"]["volumeClaimTemplates"][0]
+    template = api.objects[STS, NS, NAME]["spec"]["volumeClaimTemplates"][0]
     assert template["spec"]["resources"]["requests"]["storage"] != "5Gi"
     assert len(requests(api, "PATCH", "/statefulsets/")) == patches_before  # nothing else changed
 
@@ -205,7 +201,7 @@ async def test_scheduling_taken_back_leaves_the_statefulsets(api, members, opera
     def pod_spec(name: str) -> dict:
         return api.objects[STS, NS, name]["spec"]["template"]["spec"]
 
-    for name in (f"{NAME}-leader", f"{NAME}-follower"):
+    for name in (NAME,):
         pod = pod_spec(name)
         assert pod["nodeSelector"] == {"disk": "ssd"}
         assert pod["tolerations"] and pod["topologySpreadConstraints"]
@@ -219,7 +215,7 @@ async def test_scheduling_taken_back_leaves_the_statefulsets(api, members, opera
         anti = list(pod["affinity"]["podAntiAffinity"])
         return not kept and anti == ["preferredDuringSchedulingIgnoredDuringExecution"]
 
-    for name in (f"{NAME}-leader", f"{NAME}-follower"):
+    for name in (NAME,):
         await eventually(lambda name=name: taken_back(name), what=f"{name} without the old scheduling")
         assert "supplementalGroups" not in pod_spec(name)["securityContext"]
         assert pod_spec(name)["securityContext"]["runAsNonRoot"] is True  # the defaults stay

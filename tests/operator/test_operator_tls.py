@@ -10,7 +10,6 @@ Secret it would issue; without cert-manager's API the operator must warn, not cr
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from pathlib import Path
 
@@ -26,13 +25,13 @@ from opharness import (
     SPEC,
     KopfEmulator,
     Operator,
-    add_pod,
     condition,
     events,
     eventually,
     gc_status,
     ip,
     requests,
+    start_member,
 )
 from tlscerts import CA
 
@@ -96,16 +95,11 @@ def tls_flags(api, sts: str, tls: Path) -> tuple[str, ...]:
 
 
 async def play_statefulsets(api, members, tls: Path) -> None:
-    """Start the members as their StatefulSets describe them (TLS flags and files)."""
-    await eventually(lambda: exists(api, (STS, NS, f"{NAME}-follower")), what="StatefulSets")
-    leader_flags = tls_flags(api, f"{NAME}-leader", tls)
-    await asyncio.to_thread(members.start, f"{NAME}-leader-0", LEADER_IP, args=leader_flags)
-    await add_pod(api, f"{NAME}-leader-0", LEADER_IP, "leader")
-    follower_flags = tls_flags(api, f"{NAME}-follower", tls)
-    for i in range(SPEC["followers"]):
-        await asyncio.to_thread(members.start, f"{NAME}-follower-{i}", ip(3 + i), f"{LEADER_IP}:9851",
-                                args=follower_flags)  # fmt: skip
-        await add_pod(api, f"{NAME}-follower-{i}", ip(3 + i), "follower")
+    """Start the members as their StatefulSet describes them (TLS flags and files)."""
+    await eventually(lambda: exists(api, (STS, NS, NAME)), what="StatefulSet")
+    flags = tls_flags(api, NAME, tls)
+    for k in range(SPEC["followers"] + 1):
+        await start_member(api, members, f"{NAME}-{k}", args=flags)
 
 
 @pytest.mark.parametrize("client_auth", ["none", "required"])
@@ -117,10 +111,10 @@ async def test_secret_name_members_run_tls_and_the_operator_probes_them_to_ready
     await create_gc(api, {"secretName": "gc-certs", "clientAuth": client_auth})
     await play_statefulsets(api, members, tls)
     want = {"none": "no", "required": "yes"}[client_auth]
-    pairs = tls_flags(api, f"{NAME}-follower", tls)
+    pairs = tls_flags(api, NAME, tls)
     flags = dict(zip(pairs[::2], pairs[1::2], strict=True))
     assert flags["--tls-replication"] == "yes" and flags["--tls-auth-clients"] == want
-    volumes = api.objects[STS, NS, f"{NAME}-leader"]["spec"]["template"]["spec"]["volumes"]
+    volumes = api.objects[STS, NS, NAME]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "tls", "secret": {"secretName": "gc-certs", "defaultMode": 0o440}} in volumes
 
     await eventually(lambda: condition(api, "Ready")["status"] == "True", timeout=30, what="Ready")
@@ -146,7 +140,8 @@ async def test_issuer_ref_creates_the_certificate_and_its_secret_is_used(api, me
     assert f"*.{PODS}" in spec["dnsNames"] and "localhost" in spec["dnsNames"]
     for service in (NAME, f"{NAME}-readonly", f"{NAME}-members"):
         assert f"{service}.{NS}.svc.cluster.local" in spec["dnsNames"]
-    volumes = api.objects[STS, NS, f"{NAME}-leader"]["spec"]["template"]["spec"]["volumes"]
+    await eventually(lambda: exists(api, (STS, NS, NAME)), what="StatefulSet")
+    volumes = api.objects[STS, NS, NAME]["spec"]["template"]["spec"]["volumes"]
     assert {"name": "tls", "secret": {"secretName": f"{NAME}-tls", "defaultMode": 0o440}} in volumes
 
     # not issued yet: Degraded, saying which Secret; nobody is probed in plaintext
@@ -163,7 +158,7 @@ async def test_issuer_ref_creates_the_certificate_and_its_secret_is_used(api, me
     # spec.tls removed: the Certificate goes (its Secret is cert-manager's) and so do the flags
     await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"tls": None}})
     await eventually(lambda: not exists(api, key), what="the Certificate deleted")
-    await eventually(lambda: not tls_flags(api, f"{NAME}-leader", tls), what="plaintext pod template")
+    await eventually(lambda: not tls_flags(api, NAME, tls), what="plaintext pod template")
 
 
 async def test_without_cert_manager_issuer_ref_warns_and_applies_the_rest(
@@ -174,6 +169,6 @@ async def test_without_cert_manager_issuer_ref_warns_and_applies_the_rest(
     await eventually(lambda: events(api, "CertManagerMissing", "Warning"), what="CertManagerMissing")
     (event,) = events(api, "CertManagerMissing")  # once: the retry waits minutes, no crash loop
     assert "cert-manager" in event["message"] and "secretName" in event["message"]
-    await eventually(lambda: exists(api, (STS, NS, f"{NAME}-follower")), what="StatefulSets")
+    await eventually(lambda: exists(api, (STS, NS, NAME)), what="StatefulSets")
     await eventually(lambda: condition(api, "Degraded")["reason"] == "TLSSecretUnavailable", what="Degraded")
     assert gc_status(api)["phase"] == "Degraded"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import pathlib
 
@@ -51,21 +52,48 @@ def test_owner_reference_and_labels_everywhere():
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "geocluster-operator"
 
 
-def test_leader_and_follower_commands():
+def test_one_statefulset_every_member_follows_the_configmaps_leader():
     c = cluster(followers=3, server={"appendfsync": "always"})
-    leader, follower = r.build_leader_statefulset(c), r.build_follower_statefulset(c)
-    assert leader["spec"]["replicas"] == 1 and follower["spec"]["replicas"] == 3
-    args = follower["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args == [
+    sts = r.build_statefulset(c)
+    assert sts["metadata"]["name"] == "fleet" and sts["spec"]["replicas"] == 4
+    assert sts["spec"]["updateStrategy"] == {"type": "OnDelete"}  # the operator orders updates
+    container = sts["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == [
         "geoserver", "--host", "0.0.0.0", "--port", "9851", "--dir", "/data",
         "--appendfsync", "always", "--metrics-addr", "0.0.0.0:9852",
-        "--follow", "fleet-leader-0.fleet-members.geo.svc.cluster.local:9851",
+        "--follow", "$(GEOCLUSTER_LEADER)",
     ]  # fmt: skip
-    assert "--follow" not in leader["spec"]["template"]["spec"]["containers"][0]["args"]
-    selector = follower["spec"]["selector"]["matchLabels"]
-    template_labels = follower["spec"]["template"]["metadata"]["labels"]
-    assert selector.items() <= template_labels.items()
-    assert selector["geo.geocluster.io/role"] == "follower"
+    leader_env = next(e for e in container["env"] if e["name"] == "GEOCLUSTER_LEADER")
+    assert leader_env["valueFrom"] == {"configMapKeyRef": {"name": "fleet-config", "key": "leader"}}
+    assert r.build_configmap(c)["data"]["leader"] == "fleet-0.fleet-members.geo.svc.cluster.local:9851"
+    # the role is on the pods (the operator's), never in the selector or template
+    selector = sts["spec"]["selector"]["matchLabels"]
+    template = sts["spec"]["template"]["metadata"]
+    assert selector.items() <= template["labels"].items()
+    assert "geo.geocluster.io/role" not in selector and "geo.geocluster.io/role" not in template["labels"]
+    assert template["annotations"] == {"geo.geocluster.io/template-hash": r.template_hash(c)}
+    assert r.build_leader_service(c)["spec"]["selector"]["geo.geocluster.io/role"] == "leader"
+    assert r.build_follower_service(c)["spec"]["selector"]["geo.geocluster.io/role"] == "follower"
+    kubernetes_validate.validate(sts, "1.33", strict=True)
+
+
+def test_the_leader_is_whoever_status_names():
+    c = cluster(followers=2)
+    assert (r.leader_pod(c), r.follower_pods(c)) == ("fleet-0", ["fleet-1", "fleet-2"])
+    moved = dataclasses.replace(c, leader="fleet-2")
+    assert (r.leader_pod(moved), r.follower_pods(moved)) == ("fleet-2", ["fleet-0", "fleet-1"])
+    cm = r.build_configmap(moved)["data"]
+    assert cm["leaderMember"] == "fleet-2" and cm["leader"].startswith("fleet-2.fleet-members.")
+    # the template does not name the leader: a switchover changes no pod
+    assert r.template_hash(moved) == r.template_hash(c)
+    assert r.template_hash(cluster(followers=2, image="geo:2")) != r.template_hash(c)
+    # scaling down past the leader keeps its pod (the StatefulSet removes the highest first)
+    high = dataclasses.replace(cluster(followers=0), leader="fleet-2")
+    assert r.build_statefulset(high)["spec"]["replicas"] == 3
+    # a v1alpha1 cluster's leader: every new pod follows it until the migration's switchover
+    legacy = dataclasses.replace(c, leader="fleet-leader-0")
+    assert r.follower_pods(legacy) == ["fleet-0", "fleet-1", "fleet-2"]
+    assert r.build_configmap(legacy)["data"]["leader"].startswith("fleet-leader-0.fleet-members.")
 
 
 def test_generated_password_by_default():
@@ -73,8 +101,8 @@ def test_generated_password_by_default():
     it is given (the handler draws it); the opt-out gives an explicitly empty password."""
     c = cluster()
     ref = {"secretKeyRef": {"name": "fleet-auth", "key": "password"}}
-    container = r.build_follower_statefulset(c)["spec"]["template"]["spec"]["containers"][0]
-    assert [e["valueFrom"] for e in container["env"]] == [ref, ref]
+    container = r.build_statefulset(c)["spec"]["template"]["spec"]["containers"][0]
+    assert [e["valueFrom"] for e in container["env"]][:2] == [ref, ref]
     secret = r.build_auth_secret(c, "s3cret")
     assert secret["metadata"]["name"] == "fleet-auth" and secret["type"] == "Opaque"
     assert secret["data"] == {"password": "czNjcmV0"}  # base64
@@ -84,12 +112,13 @@ def test_generated_password_by_default():
     assert r.build_auth_secret(named, "x") is None and r.auth_ref(named).name == "s"
     off = cluster(server={"generatePassword": False})
     assert r.build_auth_secret(off, "x") is None and r.auth_ref(off) is None
-    env = r.build_leader_statefulset(off)["spec"]["template"]["spec"]["containers"][0]["env"]
-    assert env == [{"name": "GEOSERVER_REQUIREPASS", "value": ""}]
+    env = r.build_statefulset(off)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert env[:2] == [{"name": "GEOSERVER_REQUIREPASS", "value": ""},
+                       {"name": "GEOSERVER_LEADERAUTH", "value": ""}]  # fmt: skip
 
 
 def test_pods_mount_no_service_account_token():
-    for sts in (r.build_leader_statefulset(FULL), r.build_follower_statefulset(cluster())):
+    for sts in (r.build_statefulset(FULL), r.build_statefulset(cluster())):
         assert sts["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
@@ -138,19 +167,17 @@ def test_network_policy_peers_from_the_spec():
 
 def test_auth_from_secret_without_leaking_it():
     c = cluster(server={"authSecretRef": {"name": "s", "key": "pw"}})
-    container = r.build_follower_statefulset(c)["spec"]["template"]["spec"]["containers"][0]
+    container = r.build_statefulset(c)["spec"]["template"]["spec"]["containers"][0]
     ref = {"secretKeyRef": {"name": "s", "key": "pw"}}
-    assert container["env"] == [
+    assert container["env"][:2] == [
         {"name": "GEOSERVER_REQUIREPASS", "valueFrom": ref},
         {"name": "GEOSERVER_LEADERAUTH", "valueFrom": ref},
     ]
     assert not any("pass" in a or "auth" in a for a in container["args"])  # not in `ps`
-    leader = r.build_leader_statefulset(c)["spec"]["template"]["spec"]["containers"][0]
-    assert [e["name"] for e in leader["env"]] == ["GEOSERVER_REQUIREPASS"]
 
 
 def test_probes_and_security():
-    pod = r.build_leader_statefulset(cluster())["spec"]["template"]["spec"]
+    pod = r.build_statefulset(cluster())["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "geoserver"}
     assert "tcpSocket" in container["livenessProbe"]
@@ -168,13 +195,13 @@ def test_services_select_roles():
 
 
 def test_scheduling_presets():
-    pod = r.build_leader_statefulset(FULL)["spec"]["template"]["spec"]
+    pod = r.build_statefulset(FULL)["spec"]["template"]["spec"]
     assert "requiredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
     assert pod["nodeSelector"] == {"disk": "ssd"}
     assert pod["tolerations"][0]["key"] == "dedicated"
     assert pod["topologySpreadConstraints"][0]["whenUnsatisfiable"] == "ScheduleAnyway"
     assert pod["securityContext"]["fsGroup"] == 2000
-    none = r.build_leader_statefulset(cluster(scheduling={"antiAffinity": "none"}))
+    none = r.build_statefulset(cluster(scheduling={"antiAffinity": "none"}))
     assert "affinity" not in none["spec"]["template"]["spec"]
 
 
@@ -209,7 +236,7 @@ def test_quantities_compare_by_value_as_the_api_server_stores_them():
 
 # --- spec.tls ---------------------------------------------------------------------------------
 
-POD_DNS = "fleet-leader-0.fleet-members.geo.svc.cluster.local"
+POD_DNS = "fleet-0.fleet-members.geo.svc.cluster.local"
 
 
 def _container(sts: dict) -> dict:
@@ -225,7 +252,7 @@ def _flags(args: list[str]) -> dict[str, str]:
                                                      ("required", "yes")])  # fmt: skip
 def test_tls_members_run_with_the_mounted_secret(client_auth, value):
     c = cluster(tls={"secretName": "fleet-certs", "clientAuth": client_auth})
-    for sts in (r.build_leader_statefulset(c), r.build_follower_statefulset(c)):
+    for sts in (r.build_statefulset(c),):
         kubernetes_validate.validate(sts, "1.33", strict=True)
         pod, container = sts["spec"]["template"]["spec"], _container(sts)
         volume = {"name": "tls", "secret": {"secretName": "fleet-certs", "defaultMode": 0o440}}
@@ -240,14 +267,13 @@ def test_tls_members_run_with_the_mounted_secret(client_auth, value):
             "--tls-replication": "yes",
         }
         assert container["livenessProbe"]["tcpSocket"] == {"port": "geoserver"}
-    follower = _container(r.build_follower_statefulset(c))["args"]
     # followers dial (and verify) the leader by its pod DNS name, which the certificate names
-    assert follower[follower.index("--follow") + 1] == f"{POD_DNS}:9851"
+    assert r.build_configmap(c)["data"]["leader"] == f"{POD_DNS}:9851"
     assert r.pod_dns(c, r.leader_pod(c)) == POD_DNS
 
 
 def test_no_tls_no_volume_no_flags():
-    sts = r.build_leader_statefulset(cluster())
+    sts = r.build_statefulset(cluster())
     assert [v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]] == ["tmp"]
     assert not _flags(_container(sts)["args"]) and r.build_certificate(cluster()) is None
     assert _container(sts)["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "geoserver"}
@@ -289,7 +315,7 @@ def test_certificate_for_issuer_ref():
     assert spec["ipAddresses"] == ["127.0.0.1"]
     assert {"server auth", "client auth"} <= set(spec["usages"])  # members are clients too
     # the pods mount the Secret cert-manager writes, and it is never a thing to remove
-    pod = r.build_leader_statefulset(c)["spec"]["template"]["spec"]
+    pod = r.build_statefulset(c)["spec"]["template"]["spec"]
     assert {"name": "tls", "secret": {"secretName": "fleet-tls", "defaultMode": 0o440}} in pod["volumes"]
     assert ("Certificate", "fleet-tls") not in r.unwanted(c)
     assert r.build_certificate(cluster(tls={"secretName": "x"})) is None

@@ -303,7 +303,8 @@ NAMESPACED_RULES: dict[tuple[str, str], set[str]] = {
     ("", "services"): ALL_WRITE,
     ("", "configmaps"): ALL_WRITE,
     ("policy", "poddisruptionbudgets"): ALL_WRITE,
-    ("", "pods"): {"get", "list", "watch", "delete"},
+    # patch: the role label the Services select by; delete: repairs, updates, fencing
+    ("", "pods"): {"get", "list", "watch", "patch", "delete"},
     ("", "events"): {"create", "patch"},
     ("networking.k8s.io", "networkpolicies"): ALL_WRITE,
     # probes AUTH with the password of authSecretRef or the generated <name>-auth, which the

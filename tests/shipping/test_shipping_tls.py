@@ -35,7 +35,7 @@ def _objects(spec: dict) -> list[dict]:
 def test_operator_objects_for_tls_validate(tls, metrics):
     objs = _objects({"tls": tls, "metrics": {"enabled": metrics}})
     kinds = [o["kind"] for o in objs]
-    assert kinds.count("StatefulSet") == 2 and kinds.count("Certificate") == ("issuerRef" in tls)
+    assert kinds.count("StatefulSet") == 1 and kinds.count("Certificate") == ("issuerRef" in tls)
     for obj in objs:
         validate_object(obj)
 

@@ -107,9 +107,10 @@ RBAC rules on namespaced resources, shared by the ClusterRole (scope=cluster) an
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["get", "list", "watch", "create", "patch", "update", "delete"]
+# patch: the role label (leader/follower) the Services select by; delete: repairs, updates
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]

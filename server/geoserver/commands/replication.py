@@ -20,7 +20,8 @@ A = Flag.ADMIN
 
 @command("follow", min_args=3, max_args=3, flags=A, aliases=("slaveof", "replicaof"))
 def cmd_follow(ctx: Ctx, argv: list[bytes]) -> Any:
-    """FOLLOW host port | FOLLOW no one -- persisted, so a restart resumes following."""
+    """FOLLOW host port | FOLLOW no one -- persisted, so a restart resumes following. FOLLOW of
+    the leader a follower already waits for retries at once (its back-off is cut short)."""
     host = argv[1].decode("utf-8", "replace")
     if host.lower() == "no" and argv[2].lower() == b"one":
         ctx.server.stop_following()
@@ -56,6 +57,11 @@ async def _follow(ctx: Ctx, host: str, port: int) -> Any:
     if same and current is not None and current.trusted != trusted:  # same leader: no restart
         current.trusted = trusted
         cfg.write_file()
+    if same and current is not None and not current.connected:
+        # it answered as a leader just now: the follower waiting out its back-off (it started
+        # before its leader led, as every member does on Kubernetes) connects now
+        current.backoff.reset()
+        current._retry_now.set()
     server.start_following(host, port)
     return {} if ctx.json else OK
 
