@@ -25,6 +25,7 @@ from opharness import (
     NS,
     KopfEmulator,
     Operator,
+    add_pod,
     annotations,
     condition,
     eventually,
@@ -139,7 +140,7 @@ async def test_status_json_and_yaml(api, kubeconfig):
 )
 async def test_requests_set_the_operators_annotations(api, kubeconfig, args, key, value):
     await seed(api, seeded(), events=0)
-    code, out, err = await plugin(kubeconfig, *args)
+    code, _, err = await plugin(kubeconfig, *args)
     assert code == 0, err
     assert annotations(api)[key] == value
 
@@ -159,14 +160,15 @@ async def test_backup_and_resume(api, kubeconfig):
     "args, message",
     [
         (["status", "nope"], "no GeoCluster 'nope' in namespace ns1"),
-        (["resync", "gc-leader-0"], "'gc-leader-0' is not a follower of gc; followers: gc-follower-0, gc-follower-1"),
+        (["resync", "gc-leader-0"],
+         "'gc-leader-0' is not a follower of gc; followers: gc-follower-0, gc-follower-1"),
         (["promote", "gc-follower-9"], "'gc-follower-9' is not a follower"),
         (["-n", "empty", "status"], "0 GeoClusters in namespace empty"),
     ],
 )
 async def test_bad_requests_are_one_line_errors(api, kubeconfig, args, message):
     await seed(api, seeded(), events=0)
-    code, out, err = await plugin(kubeconfig, *args)
+    code, _, err = await plugin(kubeconfig, *args)
     assert code == 1 and message in err and "Traceback" not in err, err
     assert not any(k.startswith("geo.geocluster.io/") for k in annotations(api))
 
@@ -194,9 +196,10 @@ async def test_report_bundle_redacts_secrets(api, kubeconfig, tmp_path):
     await api.post(f"/api/v1/namespaces/{NS}/secrets", json={
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "not-ours"}, "data": {"k": "dg=="}})
     await api.post(f"/api/v1/namespaces/{NS}/configmaps", json={
-        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{NAME}-config", "ownerReferences": owner},
-        "data": {"a": "b"}})  # fmt: skip
-    code, out, err = await plugin(kubeconfig, "report", "-f", str(tmp_path / "r.tar.gz"))
+        "apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"},
+        "metadata": {"name": f"{NAME}-config", "ownerReferences": owner}})  # fmt: skip
+    await add_pod(api, f"{NAME}-leader-0", "127.0.0.1", "leader")  # by its instance label
+    code, _, err = await plugin(kubeconfig, "report", "-f", str(tmp_path / "r.tar.gz"))
     assert code == 0, err
     with tarfile.open(tmp_path / "r.tar.gz") as tar:
         files = {m.name: tar.extractfile(m).read().decode() for m in tar.getmembers()}
@@ -206,7 +209,11 @@ async def test_report_bundle_redacts_secrets(api, kubeconfig, tmp_path):
     assert not any("not-ours" in f for f in files)
     everything = "".join(files.values())
     assert "c2VjcmV0LXBhc3N3b3Jk" not in everything and "<redacted: 20 chars>" in everything
-    assert "operator logs: no operator pod in geocluster-system" in files[f"{NAME}/skipped.txt"]
+    skipped = files[f"{NAME}/skipped.txt"]
+    assert "operator logs: no operator pod in geocluster-system" in skipped
+    assert f"{NAME}/objects/pods/{NAME}-leader-0.yaml" in files
+    assert f"{NAME}-leader-0 metrics: 404" in skipped  # the emulated API has no pod proxy
+    assert "members' SERVER/INFO: not collected" in skipped
     assert yaml.safe_load(files[f"{NAME}/geocluster.yaml"])["status"]["leader"] == f"{NAME}-leader-0"
 
 
