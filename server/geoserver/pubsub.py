@@ -35,11 +35,14 @@ def is_json(data: bytes) -> bool:
     return True
 
 
-def message_frame(json: bool, channel: bytes, payload: bytes, pattern: bytes | None = None) -> bytes:
+def message_frame(json: bool, channel: bytes, payload: bytes, pattern: bytes | None = None,
+                  known_json: bool = False) -> bytes:
     """One published message as a subscriber receives it (JSON: the document, which the
     connection frames as a bulk string or an HTTP chunk)."""
     if json:
-        return payload if is_json(payload) else orjson.dumps(payload.decode("utf-8", "replace"))
+        if known_json or is_json(payload):
+            return payload
+        return orjson.dumps(payload.decode("utf-8", "replace"))
     if pattern is None:
         return encode_value([b"message", channel, payload])
     return encode_value([b"pmessage", pattern, channel, payload])
@@ -99,19 +102,20 @@ class Hub:
         for pattern in list(sub.patterns):
             self.unsubscribe(sub, pattern, True)
 
-    def publish(self, channel: str | bytes, payload: bytes) -> int:
+    def publish(self, channel: str | bytes, payload: bytes, known_json: bool = False) -> int:
+        """`known_json`: the payload is a JSON document already (a fence event)."""
         if isinstance(channel, str):
             channel = channel.encode("utf-8", "surrogateescape")
         sent = 0
         for sub in list(self.channels.get(channel, ())):
-            sub.send(message_frame(sub.json, channel, payload))
+            sub.send(message_frame(sub.json, channel, payload, None, known_json))
             sent += 1
         if self.patterns:
             name = channel.decode("utf-8", "surrogateescape")
             for pattern, subs in list(self.patterns.items()):
                 if matcher(pattern.decode("utf-8", "surrogateescape"))(name):
                     for sub in list(subs):
-                        sub.send(message_frame(sub.json, channel, payload, pattern))
+                        sub.send(message_frame(sub.json, channel, payload, pattern, known_json))
                         sent += 1
         self.published += sent
         return sent

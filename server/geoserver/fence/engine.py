@@ -311,6 +311,6 @@ class FenceEngine:
             self.events += 1
             payload = encode(msg)
             if hook.channel:
-                pubsub.publish(hook.name, payload)
+                pubsub.publish(hook.name, payload, known_json=True)
             else:
                 sink.enqueue(hook.name, hook.endpoints, payload)

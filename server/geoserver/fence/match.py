@@ -19,7 +19,7 @@ from geoserver.commands.replies import bounds_json, field_out, object_json, poin
 from geoserver.fence.model import Change, Fence
 from geoserver.protocol.output import dumps_json
 from geoserver.store.collection import Item
-from geoserver.store.geometry import EARTH_RADIUS_M, GeoObject, encode_geohash
+from geoserver.store.geometry import EARTH_RADIUS_M, GeoObject, encode_geohash, num
 from geoserver.store.glob import matcher
 from geoserver.store.query import Area
 
@@ -222,7 +222,7 @@ def _fence_match(hook: str, metas: tuple[tuple[str, str], ...], fence: Fence, ch
     if tail is None:
         return []
     if fence.search.distance and fence.area is not None:
-        tail["distance"] = _distance(fence, item.obj)
+        tail["distance"] = num(_distance(fence, item.obj))
     if detect == "enter":
         group = groups.connect(hook, ch.key, ch.oid)
     elif detect == "cross":
@@ -281,7 +281,7 @@ def _roam_part(fence: Fence, ch: Change, oid: str, obj: GeoObject, meters: float
     roam = fence.roam
     assert roam is not None
     part: Message = {"key": roam.key, "id": oid, "object": object_json(obj),
-                     "meters": math.floor(meters * 1000) / 1000}
+                     "meters": num(math.floor(meters * 1000) / 1000)}
     if roam.scan:
         part["scan"] = [{"id": oid, "self": True, "object": object_json(obj)}] + [
             {"id": other, "object": object_json(o)}
@@ -291,18 +291,9 @@ def _roam_part(fence: Fence, ch: Change, oid: str, obj: GeoObject, meters: float
 
 
 def encode(msg: Message) -> bytes:
-    """The exact JSON bytes of a message (floats as Go prints them: `33`, not `33.0`)."""
-    return dumps_json(_go_floats(msg))
-
-
-def _go_floats(value: Any) -> Any:
-    if isinstance(value, float):
-        return int(value) if value.is_integer() and abs(value) < 1e16 else value
-    if isinstance(value, dict):
-        return {k: _go_floats(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_go_floats(v) for v in value]
-    return value
+    """The exact JSON bytes of a message. Every float in it went through `num` (Go prints
+    `33`, not `33.0`): objects, points and fields by the reply helpers, distances here."""
+    return dumps_json(msg)
 
 
 def sort_key(msg: Message) -> tuple[int, str]:
