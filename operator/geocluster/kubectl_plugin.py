@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 import tarfile
 import textwrap
@@ -289,9 +290,11 @@ def _events(api: Api, gc: dict[str, Any]) -> list[dict[str, Any]]:
     """Events of the GeoCluster and its pods (filtered here: not every API filters fields)."""
     name = gc["metadata"]["name"]
 
+    member = re.compile(rf"^{re.escape(name)}-((leader|follower)-)?\d+$")  # <name>-k, or older layouts
+
     def ours(e: dict[str, Any]) -> bool:
         obj = (e.get("involvedObject") or {}).get("name") or ""
-        return obj == name or obj.startswith((f"{name}-leader-", f"{name}-follower-"))
+        return obj == name or bool(member.match(obj))
 
     return [e for e in _items(api, f"/api/v1/namespaces/{api.namespace}/events") if ours(e)]
 

@@ -89,6 +89,7 @@ def seeded(name: str = NAME) -> dict:
 
 
 async def seed(api, gc: dict, events: int = 3) -> None:
+    name = gc["metadata"]["name"]
     await api.post(GC_URL, json=gc)
     for i in range(events):
         await api.post(f"/api/v1/namespaces/{NS}/events", json={
@@ -97,6 +98,11 @@ async def seed(api, gc: dict, events: int = 3) -> None:
             "message": f"shrink {i} of the leader {gc['metadata']['name']}-leader-0 done",
             "involvedObject": {"kind": "GeoCluster", "name": gc["metadata"]["name"], "namespace": NS},
         })  # fmt: skip
+    await api.post(f"/api/v1/namespaces/{NS}/events", json={  # a member pod's (<name>-k): shown
+        "apiVersion": "v1", "kind": "Event", "metadata": {"name": "pod", "namespace": NS},
+        "type": "Warning", "reason": "BackOff", "lastTimestamp": "2026-12-01T02:59:00Z",
+        "message": "restarting failed container", "involvedObject": {"kind": "Pod", "name": f"{name}-1"},
+    })  # fmt: skip
     await api.post(f"/api/v1/namespaces/{NS}/events", json={  # someone else's: not shown
         "apiVersion": "v1", "kind": "Event", "metadata": {"name": "other", "namespace": NS},
         "type": "Warning", "reason": "Unrelated", "message": "not ours",
@@ -125,7 +131,7 @@ async def test_status_json_and_yaml(api, kubeconfig):
     f0 = next(m for m in s["members"] if m["name"] == f"{NAME}-follower-0")
     assert (f0["lagBytes"], f0["caughtUp"], f0["state"], f0["repairs"]) == (30000, False, "not caught up", 1)
     assert s["lastShrink"]["sizeAfter"] == 40000 and s["lastBackup"] is None
-    assert [e["reason"] for e in s["events"]] == ["ShrinkSucceeded"] * 3
+    assert [e["reason"] for e in s["events"]] == ["BackOff"] + ["ShrinkSucceeded"] * 3
     code, out, _ = await plugin(kubeconfig, "-n", NS, "status", NAME, "-o", "yaml")
     assert code == 0 and yaml.safe_load(out) == s
 
