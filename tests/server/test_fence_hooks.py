@@ -197,3 +197,27 @@ def test_hook_posts_events_to_http(make_server, receiver) -> None:
     wait_until(lambda: len(got) >= 2, message="two events delivered")
     assert [(e["detect"], e["hook"], e["meta"], e["id"]) for e in got] == [
         ("enter", "wh", {"k": "v"}, "t"), ("exit", "wh", {"k": "v"}, "t")]
+
+
+def _metric(server: GeoServer, name: str) -> float:
+    import urllib.request
+
+    body = urllib.request.urlopen(f"http://{server.host}:{server.port}/metrics", timeout=10).read().decode()
+    values = [float(line.split()[-1]) for line in body.splitlines() if line.startswith(name + " ")]
+    return values[0] if values else 0.0
+
+
+def test_a_follower_never_fires_a_hook(make_server, receiver) -> None:
+    """Both members hold the hook and apply the same writes; only the leader produces events."""
+    url, got = receiver
+    leader = make_server("leader")
+    follower = make_server("follower")
+    assert follower.json("FOLLOW", leader.host, leader.port)["ok"]
+    leader.client().execute_command("SETHOOK", "wh", url, "WITHIN", "fleet", "FENCE", "DETECT", "enter",
+                                    "BOUNDS", 0, 0, 1, 1)
+    leader.client().execute_command("SET", "fleet", "t", "POINT", 0.5, 0.5)
+    wait_until(lambda: follower.json("GET", "fleet", "t").get("ok"), message="write replicated")
+    wait_until(lambda: len(got) == 1, message="the leader's event delivered")
+    assert _metric(leader, "geoserver_fence_events_total") == 1
+    assert _metric(follower, "geoserver_fence_events_total") == 0
+    assert hooks(follower)["wh"]["endpoints"] == [url]
