@@ -1,13 +1,17 @@
 """Memory per point object and AOF replay time, geoserver (per point index) beside redis-server.
 
-    python bench/core_memory_replay.py [--points 1000000] [--cores cpp,python]
+    python bench/core_memory_replay.py [--points 1000000] [--cores cpp,python] [--baseline-src DIR]
 
 For each geoserver point index (GEOSERVER_CORE=cpp / python) and for redis-server: start it with
 an AOF (appendonly, fsync everysec) in a fresh directory, note its RSS, load N points
 (`SET fleet truckN POINT lat lon` / `GEOADD fleet lon lat truckN`, pipelined; ids of ~10 bytes,
 no fields), note the RSS again and the difference per object; then stop it and start it again on
 the same AOF, timing from the start of the process until it answers a data command (geoserver
-`GET`, redis `GEOPOS`; both refuse those with LOADING while replaying). Servers pinned to CPU 0.
+`GET`, redis `GEOPOS`; both refuse those with LOADING while replaying), and the server's CPU time
+(user + system) by then, the figure that survives a loaded machine. Servers pinned to CPU 0.
+`--cores` takes `label@/path/to/_core.so` too (another build of the core), and `--baseline-src DIR`
+adds a geoserver run from another checkout (e.g. `git archive` of an older commit, with its
+`_core` built), labelled `baseline`.
 Prints one table (Markdown). A benchmark, not a test.
 """
 
@@ -25,10 +29,12 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from geo_vs_redis import dataset, encode, free_port, load, machine, pin
+from baseline import baseline_env
+from geo_vs_redis import core_env, dataset, encode, free_port, label, load, machine, pin
 
 
-def start(name: str, port: int, workdir: Path) -> subprocess.Popen:
+def start(spec: str, port: int, workdir: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    name = label(spec)
     data = workdir / name
     data.mkdir(exist_ok=True)
     log = open(workdir / f"{name}.log", "ab")  # noqa: SIM115
@@ -39,7 +45,7 @@ def start(name: str, port: int, workdir: Path) -> subprocess.Popen:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     cmd = [*pin(0), sys.executable, "-m", "geoserver", "--host", "127.0.0.1", "--port", str(port),
            "--dir", str(data), "-q", "--appendonly", "yes", "--appendfsync", "everysec"]
-    env = {**os.environ, "GEOSERVER_CORE": name}
+    env = {**os.environ, **core_env("cpp" if name == "baseline" else spec), **(extra_env or {})}
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
 
 
@@ -74,14 +80,19 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--points", type=int, default=1_000_000)
     p.add_argument("--cores", default="cpp,python")
+    p.add_argument("--baseline-src", type=Path, default=None, help="another checkout, run as `baseline`")
     args = p.parse_args()
+    extra = baseline_env(p, args.baseline_src) if args.baseline_src else {}
+    specs = ["redis", *args.cores.split(",")] + (["baseline"] if args.baseline_src else [])
     points = dataset(args.points)
     rows = []
     with tempfile.TemporaryDirectory(prefix="core_memory_replay-") as tmp:
         workdir = Path(tmp)
-        for name in ["redis", *args.cores.split(",")]:
+        for spec in specs:
+            name = label(spec)
+            env = extra if name == "baseline" else None
             port = free_port()
-            proc = start(name, port, workdir)
+            proc = start(spec, port, workdir, env)
             ready(name, port, proc)
             time.sleep(0.5)
             base = psutil.Process(proc.pid).memory_info().rss
@@ -95,27 +106,29 @@ def main() -> None:
             rss = psutil.Process(proc.pid).memory_info().rss
             stop(proc)
             port = free_port()
-            proc = start(name, port, workdir)
+            proc = start(spec, port, workdir, env)
             replay = ready(name, port, proc)
-            replay_rss = psutil.Process(proc.pid).memory_info().rss
+            server = psutil.Process(proc.pid)
+            replay_rss = server.memory_info().rss
+            replay_cpu = sum(server.cpu_times()[:2])  # user + system until ready
             stop(proc)
             aof = sum(f.stat().st_size for f in (workdir / name).rglob("*") if f.is_file())
             per, per_replay = (rss - base) / args.points, (replay_rss - base) / args.points
-            rows.append((name, took, per, replay, per_replay, aof))
+            rows.append((name, took, per, replay, replay_cpu, per_replay, aof))
             print(f"{name}: load {took:.1f} s, {per:.0f} B/object (RSS {rss / 2**20:.0f} MiB), "
-                  f"replay {replay:.1f} s ({per_replay:.0f} B/object after replay), "
+                  f"replay {replay:.1f} s, {replay_cpu:.1f} s CPU ({per_replay:.0f} B/object after replay), "
                   f"AOF {aof / 2**20:.0f} MiB", flush=True)
     print()
     print(f"Run: `python bench/core_memory_replay.py --points {args.points}` ({time.strftime('%Y-%m-%d')}); "
           f"machine: {machine()}.")
     print()
-    print("| server | load (pipelined) | RSS per object after load | AOF replay "
+    print("| server | load (pipelined) | RSS per object after load | AOF replay (server CPU) "
           "| RSS per object after replay | AOF size |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, took, per, replay, per_replay, aof in rows:
-        label = "redis-server" if name == "redis" else f"geoserver {name}"
-        print(f"| {label} | {took:.1f} s | {per:.0f} B | {replay:.1f} s | {per_replay:.0f} B "
-              f"| {aof / 2**20:.0f} MiB |")
+    for name, took, per, replay, replay_cpu, per_replay, aof in rows:
+        server = "redis-server" if name == "redis" else f"geoserver {name}"
+        print(f"| {server} | {took:.1f} s | {per:.0f} B | {replay:.1f} s ({replay_cpu:.1f} s) "
+              f"| {per_replay:.0f} B | {aof / 2**20:.0f} MiB |")
 
 
 if __name__ == "__main__":

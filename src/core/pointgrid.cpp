@@ -138,6 +138,15 @@ public:
         return found ? static_cast<int64_t>(table_[pos]) : -1;
     }
 
+    // (lat, lon) of an id, or None.
+    py::object point(py::str oid) {
+        bool found = false;
+        const size_t pos = find(oid.ptr(), hash(oid), found);
+        if (!found) return py::none();
+        const uint32_t s = table_[pos];
+        return py::make_tuple(lats_[s], lons_[s]);
+    }
+
     py::list ids_of(const Slots& slots) const {
         const auto n = slots.size();
         const int64_t* s = slots.data();
@@ -424,6 +433,7 @@ PYBIND11_MODULE(_core, m) {
         .def("insert", &PointGrid::insert, py::arg("oid"), py::arg("lat"), py::arg("lon"))
         .def("remove", &PointGrid::remove, py::arg("oid"))
         .def("slot", &PointGrid::slot, py::arg("oid"))
+        .def("point", &PointGrid::point, py::arg("oid"))
         .def("capacity", &PointGrid::capacity)
         .def("num_cells", &PointGrid::num_cells)
         .def("ids_of", &PointGrid::ids_of, py::arg("slots"))

@@ -58,6 +58,7 @@ def compare_state(c, p, ids: list[str]) -> None:
     assert c.num_cells() == p.num_cells()
     assert c.names() == p.names()
     assert [c.slot(oid) for oid in ids] == [p.slot(oid) for oid in ids]
+    assert [c.point(oid) for oid in ids] == [p.point(oid) for oid in ids]
     assert c.bounds() == p.bounds()
     live = np.array([s for s, oid in enumerate(p.names()) if oid is not None], dtype=np.int64)
     assert c.ids_of(live) == p.ids_of(live)

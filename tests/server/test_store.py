@@ -106,3 +106,117 @@ def test_expiry_schedule_stays_bounded_when_the_same_ids_are_rewritten():
         due.append(oid)
         col.delete(oid)
     assert sorted(due) == [f"t{i}" for i in range(10)]
+
+
+# ---- compact plain points (store/collection.py: Items, PLAIN, PointItem) ----------------------
+
+from geoserver.store import reclaim  # noqa: E402
+from geoserver.store.collection import PLAIN, Collection, Item  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_IDS = ["a", "b", "c", "truck1", "", "é", b"\xff".decode("utf-8", "surrogateescape")]
+_coord = st.floats(-80, 80)
+_ops = st.lists(st.one_of(
+    st.tuples(st.just("point"), st.sampled_from(_IDS), _coord, _coord),
+    st.tuples(st.just("point"), st.sampled_from(_IDS), _coord, _coord),
+    st.tuples(st.just("z"), st.sampled_from(_IDS), _coord, _coord),
+    st.tuples(st.just("fields"), st.sampled_from(_IDS), _coord, st.sampled_from([0.0, 1.5, "x"])),
+    st.tuples(st.just("ex"), st.sampled_from(_IDS), _coord, st.floats(1, 100)),
+    st.tuples(st.just("fset"), st.sampled_from(_IDS), st.sampled_from(["speed", "age"]),
+              st.sampled_from([0.0, 2.0, "y"])),
+    st.tuples(st.just("expire"), st.sampled_from(_IDS), st.floats(1, 100)),
+    st.tuples(st.just("persist"), st.sampled_from(_IDS)),
+    st.tuples(st.just("del"), st.sampled_from(_IDS)),
+), max_size=40)
+
+
+def _view(item: Item | None) -> tuple | None:
+    if item is None:
+        return None
+    o = item.obj
+    return (o.kind, o.lat, o.lon, o.z, o.bbox, item.fields, item.expires_at)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_ops)
+def test_collection_with_compact_points_matches_a_plain_model(ops: list[tuple]) -> None:
+    """Random SET (plain point, with z, with fields, with EX), FSET, EXPIRE, PERSIST and DEL:
+    every read (get, items(), values(), pop, the returned old item) equals a model that keeps a
+    full Item per object, and plain points are the ones kept as PLAIN."""
+    col, model = Collection(), {}
+    for op in ops:
+        kind, oid = op[0], op[1]
+        if kind in ("point", "z", "fields", "ex"):
+            obj = make_point(op[2], op[3] if kind != "fields" and kind != "ex" else 1.0,
+                             7.0 if kind == "z" else None)
+            fields = {"speed": op[3]} if kind == "fields" else None
+            expires = op[3] if kind == "ex" else None
+            old = col.set(oid, obj, fields, expires, now=0.0)
+            assert _view(old) == _view(model.get(oid))
+            merged = dict((model[oid].fields or {}) if oid in model else {})
+            merged.update(fields or {})
+            merged = {k: v for k, v in merged.items() if v != 0.0} or None
+            model[oid] = Item(obj, merged, expires)
+        elif kind == "fset":
+            item = col.get(oid)
+            if item is not None:
+                col.set_field(item, op[2], op[3])
+                m = model[oid]
+                f = dict(m.fields or {})
+                if op[3] == 0.0:
+                    f.pop(op[2], None)
+                else:
+                    f[op[2]] = op[3]
+                m.fields = f or None
+        elif kind == "expire":
+            item = col.get(oid)
+            if item is not None:
+                item.expires_at = op[2]
+                model[oid].expires_at = op[2]
+        elif kind == "persist":
+            item = col.get(oid)
+            if item is not None:
+                item.expires_at = None
+                model[oid].expires_at = None
+        else:
+            assert _view(col.delete(oid)) == _view(model.pop(oid, None))
+        assert len(col) == len(model) == col.num_points
+        for key in _IDS:
+            assert _view(col.get(key)) == _view(model.get(key))
+            item = model.get(key)
+            plain = item is not None and item.obj.z is None and not item.fields and item.expires_at is None
+            assert (col.items.raw(key) is PLAIN) <= plain  # plain ones may stay Items after EXPIRE/FSET
+        assert [(k, _view(v)) for k, v in col.items.items()] == [(k, _view(model[k])) for k in sorted(model)]
+        assert [_view(v) for v in col.items.values()] == [_view(model[k]) for k in sorted(model)]
+
+
+def test_plain_points_are_compact_and_others_are_items() -> None:
+    col = Collection()
+    col.set("p", make_point(33.5, -115.25), None, None)
+    col.set("z", make_point(33.5, -115.25, 10.0), None, None)
+    col.set("f", make_point(33.5, -115.25), {"speed": 1.0}, None)
+    col.set("e", make_point(33.5, -115.25), None, 100.0)
+    assert col.items.raw("p") is PLAIN
+    assert all(type(col.items.raw(k)) is Item for k in "zfe")
+    item = col.get("p")
+    assert (item.obj.lat, item.obj.lon, item.obj.bbox) == (33.5, -115.25, (-115.25, 33.5, -115.25, 33.5))
+    assert col.get("p") is not item  # built on every read
+    item.expires_at = 5.0  # EXPIRE through the item it read: stored in place of the marker
+    assert col.items.raw("p") is item and col.get("p").expires_at == 5.0
+    col.set("p", make_point(1.0, 2.0), None, None)  # a plain SET makes it compact again
+    assert col.items.raw("p") is PLAIN and col.get("p").expires_at is None
+    assert col.weight == 4 * (16 + 1) + len("speed") + 8 + 8  # z: 24
+
+
+def test_reclaim_frees_compact_points_without_building_items() -> None:
+    """A dropped collection is freed by SortedDict's own popitem: no Item is built for a
+    compact point (here building one would fail: its index is gone)."""
+    from geoserver.store.index import PointIndex
+
+    col = Collection()
+    for i in range(3000):
+        col.set(f"t{i}", make_point(1.0, float(i % 90)), None, None)
+    col.items.points = PointIndex()  # empty: reading a PLAIN value would raise
+    sizes = [len(col.items) for _ in reclaim._free(col)]
+    assert len(col.items) == 0 and sizes[0] < 3000

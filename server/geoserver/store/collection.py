@@ -1,5 +1,13 @@
 """A collection (Tile38 "key"): objects by id in id order, their fields and expiry, and the
-spatial index that search commands query."""
+spatial index that search commands query.
+
+Plain points (no z, no fields, no expiry: most objects of a fleet) are stored compactly: the
+id maps to the PLAIN marker and the coordinates live only in the point index, ~280 bytes less
+per object than an `Item`, its `GeoObject`, its bbox tuple and two floats. `Items`, the id-ordered
+mapping, hands out an `Item` built from the index on every read (`get`, `[]`, `items()`,
+`values()`, `pop`), equal to the one stored before; writing `fields` or `expires_at` of such
+an item (FSET, EXPIRE) stores it in place of the marker, so the change sticks.
+"""
 
 from __future__ import annotations
 
@@ -41,10 +49,94 @@ class Item:
         return sorted(self.fields.items()) if self.fields else []
 
 
+class _Plain:
+    """The marker of a compact plain point (its coordinates are in the point index)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PLAIN"
+
+
+PLAIN = _Plain()
+
+
+class PointItem(Item):
+    """An `Item` built from a compact plain point. Setting an attribute first stores the item
+    in its collection in place of the marker (once), so EXPIRE / FSET through it persist."""
+
+    __slots__ = ("_items", "_oid")
+
+    def __setattr__(self, name: str, value: object) -> None:
+        items = self._items
+        if items is not None:
+            object.__setattr__(self, "_items", None)
+            if dict.get(items, self._oid) is PLAIN:
+                dict.__setitem__(items, self._oid, self)
+        object.__setattr__(self, name, value)
+
+
+_new_item = PointItem.__new__
+_put = object.__setattr__  # slot stores that bypass PointItem.__setattr__
+
+
+def _point_item(items: Items, oid: str) -> PointItem:
+    lat, lon = items.points.point(oid)
+    item = _new_item(PointItem)
+    _put(item, "obj", GeoObject("point", lat, lon, None, (lon, lat, lon, lat)))
+    _put(item, "fields", None)
+    _put(item, "expires_at", None)
+    _put(item, "_items", items)
+    _put(item, "_oid", oid)
+    return item
+
+
+_MISSING = object()
+
+
+class Items(SortedDict):
+    """The objects of a collection by id, in id order (sortedcontainers' SortedDict: islice,
+    irange, bisect for SCAN, CURSOR and MATCH ranges), where a compact plain point's value is
+    PLAIN; every read that returns values returns Items (see the module docstring)."""
+
+    def __init__(self, points: object) -> None:
+        super().__init__()
+        self.points = points
+
+    def __getitem__(self, oid: str) -> Item:
+        value = dict.__getitem__(self, oid)
+        return _point_item(self, oid) if value is PLAIN else value
+
+    def get(self, oid: str, default: object = None) -> object:  # type: ignore[override]
+        value = dict.get(self, oid, default)
+        return _point_item(self, oid) if value is PLAIN else value
+
+    def pop(self, oid: str, default: object = _MISSING) -> object:  # type: ignore[override]
+        value = dict.get(self, oid, _MISSING)
+        if value is _MISSING:
+            if default is _MISSING:
+                raise KeyError(oid)
+            return default
+        item = _point_item(self, oid) if value is PLAIN else value
+        SortedDict.pop(self, oid)
+        return item
+
+    def popitem(self, index: int = -1) -> tuple[str, Item]:
+        oid = self.keys()[index]
+        return oid, self.pop(oid)
+
+    def setdefault(self, oid: str, default: object = None) -> object:
+        raise NotImplementedError("Items.setdefault")
+
+    def raw(self, oid: str) -> object:
+        """The stored value: an Item, PLAIN, or None."""
+        return dict.get(self, oid)
+
+
 class Collection:
     def __init__(self) -> None:
-        self.items: SortedDict[str, Item] = SortedDict()
         self.points = PointIndex()  # the compiled core or its Python twin (store/index.py)
+        self.items = Items(self.points)
         self.shapes = ShapeBoxes()
         self.num_strings = 0
         self.weight = 0  # approximate in-memory bytes
@@ -53,13 +145,14 @@ class Collection:
         return len(self.items)
 
     def get(self, oid: str) -> Item | None:
-        return self.items.get(oid)
+        return self.items.get(oid)  # type: ignore[return-value]
 
     def set(self, oid: str, obj: GeoObject, fields: dict[str, FieldValue] | None,
             expires_at: float | None, now: float | None = None) -> Item | None:
         """Insert or replace; returns the previous item. Fields given are merged into the old
         ones, unless the old item had expired by `now` (gone for readers: nothing to keep)."""
-        old = self.items.get(oid)
+        items = self.items
+        old = items.get(oid)
         if old is not None:
             # point -> point: the point index's insert moves it (in place when it stays in its cell)
             self._unindex(oid, old, keep_point=obj.kind == "point")
@@ -70,16 +163,17 @@ class Collection:
                 fields = merged
         if fields:
             fields = {k: v for k, v in fields.items() if not is_zero(v)} or None
-        item = Item(obj, fields, expires_at)
-        self.items[oid] = item
-        self._index(oid, item)
+        plain = (obj.kind == "point" and obj.z is None and not fields and expires_at is None
+                 and type(obj.lat) is float and type(obj.lon) is float)  # as the index gives them back
+        items[oid] = PLAIN if plain else Item(obj, fields, expires_at)
+        self._index(oid, obj, fields)
         return old
 
     def delete(self, oid: str) -> Item | None:
         item = self.items.pop(oid, None)
         if item is not None:
-            self._unindex(oid, item)
-        return item
+            self._unindex(oid, item)  # type: ignore[arg-type]
+        return item  # type: ignore[return-value]
 
     def set_field(self, item: Item, name: str, value: FieldValue) -> bool:
         """Set one field on an item in place; returns whether it changed anything."""
@@ -134,8 +228,7 @@ class Collection:
         return (float(min(b[0] for b in boxes)), float(min(b[1] for b in boxes)),
                 float(max(b[2] for b in boxes)), float(max(b[3] for b in boxes)))
 
-    def _index(self, oid: str, item: Item) -> None:
-        obj = item.obj
+    def _index(self, oid: str, obj: GeoObject, fields: dict[str, FieldValue] | None) -> None:
         if obj.kind == "point":
             self.points.insert(oid, obj.lat, obj.lon)
         elif obj.kind == "geojson":
@@ -144,8 +237,8 @@ class Collection:
         else:
             self.num_strings += 1
         self.weight += obj.weight() + len(oid)
-        if item.fields:
-            self.weight += sum(len(k) + 8 for k in item.fields)
+        if fields:
+            self.weight += sum(len(k) + 8 for k in fields)
 
     def _unindex(self, oid: str, item: Item, keep_point: bool = False) -> None:
         obj = item.obj

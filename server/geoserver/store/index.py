@@ -73,7 +73,8 @@ def hav_terms(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.
 # What collections, queries and commands may call on a point index (both implementations):
 POINT_INDEX_API = (
     "__len__", "insert", "remove",  # by id
-    "slot", "capacity", "num_cells",  # slot of an id (-1: none), slots ever used, occupied cells
+    "slot", "point", "capacity", "num_cells",  # slot (-1: none) and (lat, lon) (None) of an id,
+    # slots ever used, occupied cells
     "ids_of", "names", "coords",  # ids / (lats, lons) of slots; a copy of the ids by slot
     "candidates_in_box", "slots_in_box", "ring", "bounds",  # searches
 )
@@ -226,6 +227,10 @@ class PointGrid:
 
     def slot(self, oid: str) -> int:
         return self.slot_of.get(oid, -1)
+
+    def point(self, oid: str) -> tuple[float, float] | None:
+        slot = self.slot_of.get(oid)
+        return None if slot is None else (float(self.lats[slot]), float(self.lons[slot]))
 
     def capacity(self) -> int:
         """Slots ever used: every slot is below it."""

@@ -15,6 +15,8 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
+from sortedcontainers import SortedDict
+
 log = logging.getLogger(__name__)
 
 BUDGET = 0.004  # seconds of freeing per loop turn
@@ -71,9 +73,12 @@ def _free(obj: Any) -> Iterator[None]:
                 yield from _free(value)
         return
     if isinstance(obj, dict):  # a SortedDict too: its popitem takes the last key, O(1)
+        # SortedDict's own popitem: the stored value (a collection's Items would build an Item
+        # for each compact point first)
+        popitem = SortedDict.popitem if isinstance(obj, SortedDict) else dict.popitem
         while obj:
             for _ in range(min(STEP, len(obj))):
-                value = obj.popitem()[1]
+                value = popitem(obj)[1]
                 if _is_big(value):
                     yield from _free(value)
                 del value
