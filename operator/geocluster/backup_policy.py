@@ -215,3 +215,9 @@ def expired(complete: list[tuple[str, datetime]], incomplete: list[str], retenti
         if name != in_flight and when is not None and now - when > incomplete_after:
             out.append(name)
     return sorted(out)
+
+
+def members_from_status(status: dict[str, Any] | None) -> list[Member]:
+    """The members as the main timer last saw them (status.members), for :func:`pick_source`."""
+    return [Member(ms.name, ms.role, ms.address, reachable=ms.reachable, aof_size=ms.aof_size,
+                   caught_up=ms.caught_up) for ms in load_status(status).members]
