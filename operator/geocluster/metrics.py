@@ -20,6 +20,13 @@ DIVERGENCE = Gauge(
     [*_LABELS, "member"],
 )
 
+PROMOTIONS = Counter(
+    "geocluster_promotions_total", "Switchovers and failovers by result.", [*_LABELS, "kind", "result"]
+)
+POD_UPDATES = Counter(
+    "geocluster_pod_updates_total", "Member pods deleted to pick up a new pod template.", _LABELS
+)
+
 _EVENT_COUNTERS = {
     "ShrinkSucceeded": (SHRINKS, {"result": "ok"}),
     "ShrinkFailed": (SHRINKS, {"result": "error"}),
@@ -61,6 +68,16 @@ def action_failed(namespace: str, cluster: str, action: Action) -> None:
         SHRINKS.labels(namespace, cluster, "error").inc()
     else:
         RESYNCS.labels(namespace, cluster, "error").inc()
+
+
+def promotion(namespace: str, cluster: str, kind: str, result: str) -> None:
+    """A switchover or failover finished (result ok or error)."""
+    PROMOTIONS.labels(namespace, cluster, kind, result).inc()
+
+
+def pod_updated(namespace: str, cluster: str) -> None:
+    """A member pod was deleted so that its StatefulSet recreates it from the new template."""
+    POD_UPDATES.labels(namespace, cluster).inc()
 
 
 BACKUPS = Counter("geocluster_backups_total", "Backups by result.", [*_LABELS, "result"])
