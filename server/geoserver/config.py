@@ -188,6 +188,8 @@ PROPERTIES: dict[str, Property] = {
     # hook delivery (docs/geofencing-endpoints.md): read at each use, CONFIG SET applies at once
     "hook-queue-max": Property(parse_count, "most events queued per hook; beyond, that hook's "
                                "oldest events are dropped, counted and logged (0: no limit)"),
+    "hook-queue-max-total": Property(parse_count, "most events queued in all; beyond, the oldest "
+                                     "events of the hooks holding most are dropped (0: no limit)"),
     "hook-queue-max-age": Property(parse_count, "seconds after which a queued hook event is "
                                    "dropped instead of sent (0: kept until delivered)"),
     "hook-timeout": Property(parse_timeout, "seconds one send to one hook endpoint may take "
@@ -251,6 +253,7 @@ class ServerConfig:
     tls_replication: str = "no"
     tls_reload_interval: int = 5
     hook_queue_max: int = 100_000
+    hook_queue_max_total: int = 1_000_000
     hook_queue_max_age: int = 0
     hook_timeout: float = 5.0  # Tile38's HTTP request timeout
     # settings given by flag or environment (even empty): the file must not override them, so

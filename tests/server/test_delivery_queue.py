@@ -139,3 +139,19 @@ def test_expired_and_timeout_parsing() -> None:
     for bad in ("0", "-1", "x", "4000"):
         with pytest.raises(ValueError):
             parse_timeout(bad)
+
+
+def test_total_bound_trims_the_largest_hooks_first(tmp_path: Path) -> None:
+    stats = DeliveryStats()
+    q = HookQueue(tmp_path / "queue.db", lambda: 0, on_drop=stats.dropped, max_total=lambda: 100)
+    for i in range(60):
+        q.enqueue("big", ["http://127.0.0.1:1/b"], b"b%d" % i)
+    for i in range(30):
+        q.enqueue("mid", ["http://127.0.0.1:1/m"], b"m%d" % i)
+    for i in range(11):
+        q.enqueue("small", ["http://127.0.0.1:1/s"], b"s%d" % i)
+    q.commit()  # 101 queued: down to 99, taken from "big"'s oldest
+    assert q.depth() == 99 and q.counts == {"big": 58, "mid": 30, "small": 11}
+    assert payloads(q, "big")[0] == b"b2" and stats.hooks["big"].dropped["overflow"] == 2
+    q.close()
+    assert open_queue(tmp_path).depth() == 99

@@ -15,15 +15,13 @@ from typing import Any
 from geoserver.binary import text
 from geoserver.commands import search
 from geoserver.commands.base import TABLE, Args, Ctx, Flag, command
+from geoserver.delivery.endpoints.urls import EndpointError, parse_endpoint
 from geoserver.errors import CommandError, duplicate_argument, invalid_argument
 from geoserver.fence.model import COMMAND_NAMES, DETECTS, Fence, Hook, Roam
 from geoserver.protocol.resp import Raw
 from geoserver.store import query
 
 FENCE_CMDS = ("NEARBY", "WITHIN", "INTERSECTS")
-# Endpoint schemes Tile38 accepts (internal/endpoint); delivery decides which it can reach.
-SCHEMES = ("http", "https", "grpc", "redis", "rediss", "kafka", "mqtt", "mqtts", "amqp", "amqps",
-           "nats", "sqs", "disque", "pubsub", "eventhub", "local")
 
 
 # ---- parsing -------------------------------------------------------------------------------
@@ -180,13 +178,20 @@ for _name in ("nearby", "within", "intersects"):
 # ---- hooks and channels --------------------------------------------------------------------
 
 
-def _endpoints(token: bytes) -> tuple[str, ...]:
+def _endpoints(ctx: Ctx, token: bytes) -> tuple[str, ...]:
+    """The endpoint list. A client's URLs must be ones delivery can use (its parse_endpoint
+    says why not); a replayed or replicated one loads as acknowledged (a Tile38 AOF may name
+    kinds geoserver does not deliver to: they stay defined, and their sends fail)."""
     out = []
     for part in text(token).split(","):
         url = part.strip()
-        scheme, sep, rest = url.partition("://")
-        if not sep or not rest or scheme.lower() not in SCHEMES:
-            raise invalid_argument(url)
+        if not url:
+            raise invalid_argument(token)
+        if ctx.client is not None:
+            try:
+                parse_endpoint(url)
+            except EndpointError as exc:
+                raise CommandError(f"invalid argument '{url}': {exc}") from None
         out.append(url)
     return tuple(out)
 
@@ -196,7 +201,7 @@ def _set_hook(ctx: Ctx, argv: list[bytes], channel: bool) -> Any:
     name = args.next_str()
     if not name:
         raise CommandError("invalid number of arguments")
-    endpoints = ("local://" + name,) if channel else _endpoints(args.next())
+    endpoints = ("local://" + name,) if channel else _endpoints(ctx, args.next())
     metas: dict[str, str] = {}
     expires_at: float | None = None
     while True:

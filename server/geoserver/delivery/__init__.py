@@ -4,8 +4,9 @@ the delivery layer, which queues them durably and sends them to endpoints.
 The fence engine (geoserver.fence) only ever calls a `HookSink`; it never sees a queue, a socket
 or a broker. A started server runs the durable sink (geoserver.delivery.sink.DurableSink:
 queue.py, worker.py, endpoints/), which delivers only while the server leads; a Server that was
-never started, and tests of the fence engine, run `MemorySink`, the in-memory twin. Keeping the circle this small is what lets a slow
-endpoint never slow a write: `enqueue` must return without waiting on the network.
+never started, and tests of the fence engine, run `MemorySink`, the in-memory twin. Keeping the
+circle this small is what lets a slow endpoint never slow a write: `enqueue` must return
+without waiting on the network.
 """
 
 from __future__ import annotations

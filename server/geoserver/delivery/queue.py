@@ -12,7 +12,8 @@ With appendfsync always, `synchronous=FULL` fsyncs each commit.
 
 Bounds: at most `hook-queue-max` events per hook; beyond, that hook's oldest events are
 dropped (counted, and logged at most once a second), so one hook whose endpoints are down
-cannot push out the events of the others. `forget` drops a hook's events.
+cannot push out the events of the others. At most `hook-queue-max-total` events in all;
+beyond, the oldest events of the hooks holding most go first. `forget` drops a hook's events.
 """
 
 from __future__ import annotations
@@ -61,9 +62,11 @@ class HookQueue:
     """FIFO per hook, persisted in sqlite. All methods run on the server's loop thread."""
 
     def __init__(self, path: Path, max_per_hook: Callable[[], int], fsync: str = "everysec",
-                 on_drop: Callable[[str, str, int], None] | None = None) -> None:
+                 on_drop: Callable[[str, str, int], None] | None = None,
+                 max_total: Callable[[], int] = lambda: 0) -> None:
         self.path = path
         self.max_per_hook = max_per_hook  # read at each commit: CONFIG SET applies at once
+        self.max_total = max_total
         self.on_drop = on_drop or (lambda hook, reason, n: None)
         self.on_enqueue: Callable[[str], None] = lambda hook: None  # the worker's wake-up
         self.counts: dict[str, int] = {}  # events queued per hook (pending ones included)
@@ -78,6 +81,7 @@ class HookQueue:
         self.db = self._open(fsync)
         self._next_seq = (self.db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0) + 1
         self.counts = dict(self.db.execute("SELECT hook, COUNT(*) FROM events GROUP BY hook").fetchall())
+        self._total = sum(self.counts.values())
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoints, name="queue-checkpoint", daemon=True)
         self._checkpointer.start()
@@ -113,6 +117,7 @@ class HookQueue:
         self._next_seq += 1
         self._pending.append(event)
         self.counts[hook] = self.counts.get(hook, 0) + 1
+        self._total += 1
         self._schedule_commit()
         self.on_enqueue(hook)
         return event
@@ -120,6 +125,7 @@ class HookQueue:
     def forget(self, hook: str) -> int:
         """Drop every event queued for `hook`; how many there were."""
         n = self.counts.pop(hook, 0)
+        self._total -= n
         self._dead_upto[hook] = self._next_seq - 1
         self._pending = [e for e in self._pending if e.hook != hook]
         self._forgets.append((hook, self._next_seq - 1))
@@ -127,7 +133,7 @@ class HookQueue:
         return n
 
     def depth(self) -> int:
-        return sum(self.counts.values())
+        return self._total
 
     # --- the worker side ----------------------------------------------------------------
     def hooks_with_events(self) -> list[str]:
@@ -150,6 +156,7 @@ class HookQueue:
     def ack(self, event: Event) -> None:
         """The event was delivered (or expired): remove it."""
         if self.is_live(event):
+            self._total -= 1
             left = self.counts.get(event.hook, 0) - 1
             if left > 0:
                 self.counts[event.hook] = left
@@ -198,6 +205,9 @@ class HookQueue:
                 for hook in {e.hook for e in pending}:
                     if self.counts.get(hook, 0) > limit:
                         self._trim(hook, self.counts[hook] - limit)
+            total = self.max_total()
+            if total and self._total > total:
+                self._trim_total(total)
             db.execute("COMMIT")
         except sqlite3.Error as exc:  # disk full, I/O error: keep everything, retry in a second
             db.execute("ROLLBACK")
@@ -206,22 +216,36 @@ class HookQueue:
             with contextlib.suppress(RuntimeError):
                 asyncio.get_running_loop().call_later(RETRY_COMMIT, self._schedule_commit)
 
-    def _trim(self, hook: str, n: int) -> None:
+    def _trim_total(self, total: int) -> None:
+        """Over `hook-queue-max-total`: the oldest events of the hooks holding most go, down to
+        99% of the bound (so the search for the largest hook does not run at every commit)."""
+        target = total - total // 100
+        while self._total > target and self.counts:
+            hook = max(self.counts, key=self.counts.__getitem__)
+            if not self._trim(hook, min(self._total - target, self.counts[hook])):
+                break
+
+    def _trim(self, hook: str, n: int) -> int:
         rows = self.db.execute("SELECT seq FROM events WHERE hook = ? ORDER BY seq LIMIT ?",
                                (hook, n)).fetchall()
         if not rows:
-            return
+            return 0
         upto = rows[-1][0]
         self.db.execute("DELETE FROM events WHERE hook = ? AND seq <= ?", (hook, upto))
         self._dead_upto[hook] = max(self._dead_upto.get(hook, 0), upto)
         self.counts[hook] -= len(rows)
+        if not self.counts[hook]:
+            del self.counts[hook]
+        self._total -= len(rows)
         self.on_drop(hook, "overflow", len(rows))
         self._drops_unlogged[hook] = self._drops_unlogged.get(hook, 0) + len(rows)
         now = time.monotonic()
         if now - self._drop_logged_at >= DROP_LOG_INTERVAL:
             log.warning("hook queue full: oldest events dropped", extra={
-                "dropped": dict(self._drops_unlogged), "hook_queue_max": self.max_per_hook()})
+                "dropped": dict(self._drops_unlogged), "hook_queue_max": self.max_per_hook(),
+                "hook_queue_max_total": self.max_total()})
             self._drops_unlogged, self._drop_logged_at = {}, now
+        return len(rows)
 
     def _checkpoints(self) -> None:
         """Copy the WAL into the database file now and then, in this thread: a checkpoint

@@ -24,7 +24,7 @@ class DurableSink:
         # --queuefilename (tile38-server's flag) where the CLI sets it, else <dir>/queue.db
         path = Path(getattr(config, "queue_path", "") or config.dir / QUEUE_FILE)
         self.queue = HookQueue(path, lambda: config.hook_queue_max, config.appendfsync,
-                               on_drop=self.stats.dropped)
+                               on_drop=self.stats.dropped, max_total=lambda: config.hook_queue_max_total)
         self.worker = DeliveryWorker(self.queue, self.stats, lambda: config.hook_timeout,
                                      lambda: config.hook_queue_max_age)
 
