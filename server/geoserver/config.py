@@ -140,6 +140,9 @@ PROPERTIES: dict[str, Property] = {
                                  "INFO replication (unset: not reported)"),
     "replica_announce_ip": Property(str, "the address a follower tells its leader (REPLCONF "
                                     "ip-address), when it differs from the one the leader sees"),
+    "script-time-limit": Property(parse_count, "seconds a Lua script (EVAL ...) may run before "
+                                  "it is stopped with an error (0: no limit; TIMEOUT sets a "
+                                  "shorter one per call)"),
     "replica_announce_port": Property(parse_count, "the port a follower tells its leader "
                                       "(REPLCONF listening-port), 0: its own port"),
     "appendfsync": Property(parse_fsync, "when the AOF is fsynced: always | everysec | no", flag=False),
@@ -188,8 +191,6 @@ PROPERTIES: dict[str, Property] = {
     # hook delivery (docs/geofencing-endpoints.md): read at each use, CONFIG SET applies at once
     "hook-queue-max": Property(parse_count, "most events queued per hook; beyond, that hook's "
                                "oldest events are dropped, counted and logged (0: no limit)"),
-    "hook-queue-max-total": Property(parse_count, "most events queued in all; beyond, the oldest "
-                                     "events of the hooks holding most are dropped (0: no limit)"),
     "hook-queue-max-age": Property(parse_count, "seconds after which a queued hook event is "
                                    "dropped instead of sent (0: kept until delivered)"),
     "hook-timeout": Property(parse_timeout, "seconds one send to one hook endpoint may take "
@@ -229,6 +230,7 @@ class ServerConfig:
     replica_priority: int = -1
     replica_announce_ip: str = ""
     replica_announce_port: int = 0
+    script_time_limit: int = 5
     # limits (docs/security.md): defaults a public-facing server can keep
     max_request_args: int = 1024 * 1024
     max_inline_size: int = 64 * 1024
@@ -253,7 +255,6 @@ class ServerConfig:
     tls_replication: str = "no"
     tls_reload_interval: int = 5
     hook_queue_max: int = 100_000
-    hook_queue_max_total: int = 1_000_000
     hook_queue_max_age: int = 0
     hook_timeout: float = 5.0  # Tile38's HTTP request timeout
     # settings given by flag or environment (even empty): the file must not override them, so
