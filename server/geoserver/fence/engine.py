@@ -89,6 +89,7 @@ class Registry:
         self.hooks: SortedDict[str, Hook] = SortedDict()
         self.keys: dict[str, KeyFences] = {}
         self.expiring = 0  # hooks with an EX
+        self.soonest = float("inf")  # no EX runs out before this (a lower bound)
 
     def __len__(self) -> int:
         return len(self.hooks)
@@ -110,6 +111,7 @@ class Registry:
                 kf.cross.insert(hook.name, box)
         if hook.expires_at is not None:
             self.expiring += 1
+            self.soonest = min(self.soonest, hook.expires_at)
 
     def remove(self, name: str) -> Hook | None:
         hook = self.hooks.pop(name, None)
@@ -132,15 +134,20 @@ class Registry:
         return [h for name, h in self.hooks.items() if h.channel == channel and match(name)]
 
     def expired(self, now: float) -> list[Hook]:
-        if not self.expiring:
+        """Hooks whose EX has passed; a walk over the hooks only once one may have."""
+        if not self.expiring or now < self.soonest:
             return []
-        return [h for h in self.hooks.values() if h.expired(now)]
+        gone = [h for h in self.hooks.values() if h.expired(now)]
+        left = [h.expires_at for h in self.hooks.values() if h.expires_at is not None and not h.expired(now)]
+        self.soonest = min(left, default=float("inf"))
+        return gone
 
     def clear(self) -> list[Hook]:
         gone = list(self.hooks.values())
         self.hooks.clear()
         self.keys.clear()
         self.expiring = 0
+        self.soonest = float("inf")
         return gone
 
 
