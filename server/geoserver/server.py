@@ -446,6 +446,7 @@ class Client(asyncio.Protocol):
         if not clients.peer_is_loopback(self.peer) and clients.protected(server):
             transport.write(clients.DENIED)  # Tile38's protected mode
             self.close()
+        clients.set_keepalive(transport, server.config.keepalive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.clients.discard(self)

@@ -248,3 +248,28 @@ def test_pyle38_config_and_quit(shared: GeoServer) -> None:
             await t38.quit()
 
     asyncio.run(run())
+
+
+def _keepalive_timer(server_port: int, client_port: int) -> bool:
+    """Whether the server's end of a connection runs a keep-alive timer (/proc/net/tcp `tr` 2)."""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, timer = fields[1], fields[2], fields[5]
+        if int(local.split(":")[1], 16) == server_port and int(remote.split(":")[1], 16) == client_port:
+            return timer.split(":")[0] == "02"
+    raise AssertionError("connection not found in /proc/net/tcp")
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux /proc/net/tcp")
+def test_keepalive_applies_to_new_connections(make_server) -> None:
+    s = make_server("ka")
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as first:
+        first.sendall(b"PING\r\n")
+        assert first.recv(10) == b"+PONG\r\n"
+        assert _keepalive_timer(s.port, first.getsockname()[1])  # default 300 s
+        first.sendall(b"CONFIG SET keepalive 0\r\n")
+        assert first.recv(10) == b"+OK\r\n"
+        with socket.create_connection(("127.0.0.1", s.port), timeout=5) as second:
+            second.sendall(b"PING\r\n")
+            assert second.recv(10) == b"+PONG\r\n"
+            assert not _keepalive_timer(s.port, second.getsockname()[1])

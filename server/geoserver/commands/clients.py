@@ -9,7 +9,9 @@ Lua scripts check it every few thousand instructions). Writes refuse TIMEOUT.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import socket
 import time
 import unicodedata
 from typing import TYPE_CHECKING, Any
@@ -88,6 +90,18 @@ def protected(server: Server) -> bool:
     if cfg.host not in ("", "127.0.0.1", "::1", "localhost"):
         return False
     return cfg.protected_mode != "no" and not cfg.requirepass
+
+
+def set_keepalive(transport: Any, seconds: int) -> None:
+    """Tile38's `keepalive`: TCP keep-alive probes after `seconds` idle (0: off)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6) or seconds <= 0:
+        return
+    with contextlib.suppress(OSError):  # a socket already closed by the peer
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, seconds)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, seconds)
 
 
 def client_line(client: Client, now: float) -> str:
