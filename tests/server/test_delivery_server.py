@@ -1,17 +1,31 @@
-"""Hook delivery through real geoserver processes: SETHOOK to an HTTP receiver end to end,
+"""Hook delivery through real geoserver processes: SETHOOK end to end to each kind of endpoint,
 events queued while the endpoint is down surviving kill -9 of the leader, a follower that never
 delivers (and delivers its own queue once promoted), and writes that a hanging endpoint does
 not slow down."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+import aio_pika
+import aiomqtt
+import nats
 import orjson
-from brokers import Receiver, receiver_fixture  # noqa: F401 - the receiver fixture
+import pytest
+import redis.asyncio as aioredis
+from brokers import (  # noqa: F401 - fixtures
+    Broker,
+    Receiver,
+    amqp_broker_fixture,
+    mqtt_broker_fixture,
+    nats_broker_fixture,
+    receiver_fixture,
+    redis_broker_fixture,
+)
 from geoserver.delivery.queue import HookQueue
 from helpers import GeoServer, free_port, wait_until
 
@@ -145,3 +159,75 @@ def test_metrics_per_hook(make_server: Make, receiver: Receiver) -> None:
                  'geoserver_hook_events_queued{hook="nowhere"} 3.0',
                  "geoserver_hook_queue_events 3.0", "geoserver_hook_delivering 1.0"):
         assert line in text, line
+
+
+async def _read_redis(broker: Broker, topic: str, run: Callable[[], None]) -> bytes:
+    client = aioredis.Redis(port=broker.port)
+    pubsub = client.pubsub()
+    await pubsub.subscribe(topic)
+    await pubsub.get_message(timeout=5)
+    run()
+    message = None
+    async with asyncio.timeout(10):
+        while message is None:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
+    await pubsub.aclose()
+    await client.aclose()
+    return message["data"]
+
+
+async def _read_nats(broker: Broker, topic: str, run: Callable[[], None]) -> bytes:
+    conn = await nats.connect(f"nats://127.0.0.1:{broker.port}")
+    sub = await conn.subscribe(topic)
+    await conn.flush()
+    run()
+    message = await sub.next_msg(timeout=10)
+    await conn.close()
+    return message.data
+
+
+async def _read_mqtt(broker: Broker, topic: str, run: Callable[[], None]) -> bytes:
+    async with aiomqtt.Client("127.0.0.1", broker.port) as client:
+        await client.subscribe(topic, qos=1)
+        run()
+        async with asyncio.timeout(10):
+            message = await anext(aiter(client.messages))
+    return bytes(message.payload)
+
+
+async def _read_amqp(broker: Broker, topic: str, run: Callable[[], None]) -> bytes:
+    run()
+    conn = await aio_pika.connect(str(broker.extra["url"]))
+    channel = await conn.channel()
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                queue = await channel.declare_queue(topic, durable=True, passive=True)
+                message = await queue.get(fail=False)
+            except aio_pika.exceptions.ChannelClosed:  # not declared yet: the first send is on its way
+                channel, message = await conn.channel(), None
+            if message is not None:
+                break
+            await asyncio.sleep(0.05)
+    await conn.close()
+    return message.body
+
+
+KINDS = {
+    "redis": ("redis_broker", lambda b, t: f"redis://127.0.0.1:{b.port}/{t}", _read_redis),
+    "nats": ("nats_broker", lambda b, t: f"nats://127.0.0.1:{b.port}/{t}", _read_nats),
+    "mqtt": ("mqtt_broker", lambda b, t: f"mqtt://127.0.0.1:{b.port}/fleet/{t}?qos=1", _read_mqtt),
+    "amqp": ("amqp_broker", lambda b, t: f"{b.extra['url']}/{t}?route=fleet", _read_amqp),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+async def test_each_kind_end_to_end(kind: str, make_server: Make, request: pytest.FixtureRequest) -> None:
+    fixture, url_of, read = KINDS[kind]
+    broker: Broker = request.getfixturevalue(fixture)
+    topic = f"e2e_{kind}_{free_port()}"
+    server = make_server("s")
+    server.client().execute_command("SETHOOK", "h", url_of(broker, topic), *FENCE)
+    body = await read(broker, topic if kind != "mqtt" else f"fleet/{topic}", lambda: enter(server, 1))
+    event = orjson.loads(body)
+    assert (event["hook"], event["id"], event["detect"]) == ("h", "truck0", "enter")
