@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import logging
 import random
+import sys
 
 import click
 import yaml
@@ -98,5 +99,8 @@ def _load_plugins(group: click.Group) -> None:
 
 def main() -> None:
     """Console-script entry point."""
-    _load_plugins(cli)
-    cli()
+    try:
+        _load_plugins(cli)
+        cli()
+    except KeyboardInterrupt:  # Ctrl-C while the subcommands' modules import (first ~0.5 s of `up`)
+        sys.exit(130)
