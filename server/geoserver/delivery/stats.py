@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0)
 MAX_HOOK_SERIES = 1000
-DROP_REASONS = ("overflow", "expired", "forgotten")
+DROP_REASONS = ("overflow", "expired", "unusable", "forgotten")
 
 
 class HookStats:
@@ -108,7 +108,7 @@ class DeliveryCollector:
         for hook, s in top:
             for name, family in families.items():
                 family.add_metric([hook], getattr(s, name))
-            for reason in ("overflow", "expired"):
+            for reason in ("overflow", "expired", "unusable"):
                 dropped.add_metric([hook, reason], s.dropped[reason])
             queued.add_metric([hook], counts.get(hook, 0))
             latency.add_metric([hook], _cumulative(s.buckets), s.latency_sum)

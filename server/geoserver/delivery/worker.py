@@ -52,6 +52,7 @@ class DeliveryWorker:
         self._failures: dict[str, int] = {}
         self._senders: dict[str, tuple[Sender, float]] = {}  # url -> (sender, last used)
         self._down: dict[str, tuple[int, float]] = {}  # url -> (failures in a row, skip until)
+        self._unusable: set[str] = set()  # URLs parse_endpoint refuses (kinds not built, ...)
         queue.on_enqueue = self._enqueued
 
     # --- role ---------------------------------------------------------------------------
@@ -169,7 +170,12 @@ class DeliveryWorker:
                     self.queue.ack(event)
                     self.stats.dropped(hook, "expired")
                     continue
-                if not await self._send(event):
+                sent = await self._send(event)
+                if not sent and all(url in self._unusable for url in event.endpoints):
+                    self.queue.ack(event)  # can never be sent: retrying would only fill the queue
+                    self.stats.dropped(hook, "unusable")
+                    continue
+                if not sent:
                     self.stats.failed(hook)
                     delay = self._schedule_retry(hook)
                     log.debug("hook delivery retry", extra={"hook": hook, "seq": event.seq,
@@ -187,7 +193,7 @@ class DeliveryWorker:
         last = len(event.endpoints) - 1
         for i, url in enumerate(event.endpoints):
             down = self._down.get(url)
-            if down is not None and i < last and time.monotonic() < down[1]:
+            if url in self._unusable or (down is not None and i < last and time.monotonic() < down[1]):
                 continue
             try:
                 sender = self._sender(url)
@@ -195,6 +201,8 @@ class DeliveryWorker:
                     await sender.send(event.payload)
             except asyncio.CancelledError:
                 raise
+            except EndpointError:
+                continue  # unusable: logged once by _sender
             except Exception as exc:  # any failure of any client library: try the next endpoint
                 failures = (down[0] if down else 0) + 1
                 skip = retry_delay(failures, 0.5 + 0.5 * self.rand())
@@ -215,8 +223,11 @@ class DeliveryWorker:
         if entry is None:
             try:
                 sender = open_sender(parse_endpoint(url), self.timeout())
-            except EndpointError as exc:  # queued under an older version's rules, say
-                raise ConnectionError(f"unusable endpoint: {exc}") from None
+            except EndpointError as exc:  # e.g. a Tile38 AOF's kafka:// hook: never retried
+                self._unusable.add(url)
+                log.warning("hook endpoint unusable: its events are dropped",
+                            extra={"endpoint": redact(url), "error": str(exc)})
+                raise
         else:
             sender = entry[0]
         self._senders[url] = (sender, time.monotonic())
