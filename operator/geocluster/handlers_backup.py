@@ -55,6 +55,8 @@ async def backups(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         return  # reported by reconcile
     status, annotations = dict(fresh.get("status") or {}), fresh["metadata"].get("annotations") or {}
     manual = BACKUP_ANNOTATION in annotations
+    if last_ok := parse_time(status.get("lastSuccessfulBackup")):  # also after an operator restart
+        metrics.backup_taken_at(ns, name, last_ok.timestamp())
     paused = spec.paused or annotations.get(PAUSE_ANNOTATION, "").strip().lower() in ("true", "1", "yes")
     decision = backup_policy.decide(spec.backup, status, backup_policy.members_from_status(status), now,
                                     created=parse_time(meta.get("creationTimestamp")) or now,
@@ -77,7 +79,7 @@ async def backups(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
                                                   size=out.size, aof_size=out.aof_size,
                                                   duration=out.duration, location=out.location,
                                                   backups=out.backups)
-        metrics.backup_done(ns, name, out.size, out.duration, datetime.now(UTC).timestamp())
+        metrics.backup_done(ns, name, out.size, out.duration, now.timestamp())
         if out.deleted:
             logger.info("retention deleted backups %s", ", ".join(out.deleted))
     except Exception as exc:  # every failure is a failed attempt: recorded, retried by the policy

@@ -83,7 +83,7 @@ def pod_updated(namespace: str, cluster: str) -> None:
 BACKUPS = Counter("geocluster_backups_total", "Backups by result.", [*_LABELS, "result"])
 BACKUP_LAST_SUCCESS = Gauge(
     "geocluster_backup_last_success_timestamp_seconds",
-    "Unix time the last successful backup finished (alert when too old: docs/runbook.md).", _LABELS,
+    "Unix time the last successful backup was taken (alert when too old: docs/runbook.md).", _LABELS,
 )
 BACKUP_DURATION = Gauge(
     "geocluster_backup_duration_seconds", "Duration of the last successful backup.", _LABELS
@@ -102,3 +102,8 @@ def backup_done(namespace: str, cluster: str, size: int, duration: float, finish
 def backup_failed(namespace: str, cluster: str) -> None:
     """A backup attempt failed (it is retried by the policy)."""
     BACKUPS.labels(namespace, cluster, "error").inc()
+
+
+def backup_taken_at(namespace: str, cluster: str, when: float) -> None:
+    """The last successful backup's time, from status (kept across operator restarts)."""
+    BACKUP_LAST_SUCCESS.labels(namespace, cluster).set(when)

@@ -122,7 +122,7 @@ async def test_a_failed_backup_is_recorded_and_without_spec_backup_the_request_w
         await annotate(api, {ANNOTATION: "1"})
         rec = await backed_up(api)
         assert rec["result"].startswith("error: ") and gc_status(api)["backupFailures"] == 1
-        assert events(api, "BackupFailed", "Warning")
+        await eventually(lambda: events(api, "BackupFailed", "Warning"), 10, what="a BackupFailed Warning")
         await api.patch(f"/apis/geo.geocluster.io/v1alpha1/namespaces/{NS}/geoclusters/{NAME}",
                         json={"spec": {"backup": None}})
         await annotate(api, {ANNOTATION: "1"})
