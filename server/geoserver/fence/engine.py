@@ -65,12 +65,22 @@ class KeyFences:
         if ch.command == "drop":
             return list(self.everywhere.values())
         near: list = []
-        new = _box(ch.obj.obj) if ch.obj is not None and ch.obj.obj.is_spatial else None
-        old = _box(ch.old.obj) if ch.old is not None and ch.old.obj.is_spatial else None
-        if len(self.grid):
+        new_obj = ch.obj.obj if ch.obj is not None else None
+        old_obj = ch.old.obj if ch.old is not None else None
+        grid = self.grid
+        if len(grid) and not len(self.cross):  # the hot path: points, no crossings wanted
+            if new_obj is not None and new_obj.kind == "point":
+                near = grid.at_point(new_obj.lon, new_obj.lat)
+                new_obj = None
+            if old_obj is not None and old_obj.kind == "point":
+                near = near + grid.at_point(old_obj.lon, old_obj.lat)
+                old_obj = None
+        new = _box(new_obj) if new_obj is not None and new_obj.is_spatial else None
+        old = _box(old_obj) if old_obj is not None and old_obj.is_spatial else None
+        if len(grid):
             for box in (new, old):
                 if box is not None:
-                    near += self.grid.overlapping(box)
+                    near += grid.overlapping(box)
             if len(self.cross) and new is not None and old is not None:
                 both = (min(new[0], old[0]), min(new[1], old[1]), max(new[2], old[2]), max(new[3], old[3]))
                 near += self.cross.overlapping(both)

@@ -80,7 +80,7 @@ class FenceGrid:
         """Names whose box overlaps `box` (edges included)."""
         minx, miny, maxx, maxy = box
         if minx == maxx and miny == maxy:
-            return self._at_point(minx, miny)
+            return self.at_point(minx, miny)
         found: list[Hashable] = []
         seen: set[Hashable] = set()
         cells, boxes = self._cells, self._boxes
@@ -102,7 +102,7 @@ class FenceGrid:
                         found.append(name)
         return found
 
-    def _at_point(self, x: float, y: float) -> list[Hashable]:
+    def at_point(self, x: float, y: float) -> list[Hashable]:
         """`overlapping` for a point (the write of a point: the hot path), one cell a level."""
         found: list[Hashable] = []
         cells, boxes, floor = self._cells, self._boxes, math.floor
