@@ -155,3 +155,13 @@ def test_total_bound_trims_the_largest_hooks_first(tmp_path: Path) -> None:
     assert payloads(q, "big")[0] == b"b2" and stats.hooks["big"].dropped["overflow"] == 2
     q.close()
     assert open_queue(tmp_path).depth() == 99
+
+
+def test_unwritable_queue_file_falls_back_to_memory(tmp_path: Path) -> None:
+    (tmp_path / "queue.db").mkdir()  # cannot be opened as a file
+    q = open_queue(tmp_path)
+    assert not q.durable
+    q.enqueue("h", ["http://127.0.0.1:1/h"], b"x")
+    assert payloads(q, "h") == [b"x"]
+    q.close()
+    assert (tmp_path / "queue.db").is_dir()  # left as it was

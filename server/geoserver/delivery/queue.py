@@ -78,29 +78,42 @@ class HookQueue:
         self._ack_timer: asyncio.TimerHandle | None = None
         self._drops_unlogged: dict[str, int] = {}
         self._drop_logged_at = 0.0
+        self.durable = True  # False when queue.db could not be opened (then kept in memory)
         self.db = self._open(fsync)
         self._next_seq = (self.db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0) + 1
         self.counts = dict(self.db.execute("SELECT hook, COUNT(*) FROM events GROUP BY hook").fetchall())
         self._total = sum(self.counts.values())
         self._closing = threading.Event()
         self._checkpointer = threading.Thread(target=self._checkpoints, name="queue-checkpoint", daemon=True)
-        self._checkpointer.start()
+        if self.durable:
+            self._checkpointer.start()
         if self.counts:
             log.info("hook queue loaded", extra={"path": str(path), "events": self.depth(),
                                                  "hooks": len(self.counts)})
 
     def _open(self, fsync: str) -> sqlite3.Connection:
+        """queue.db; a file that is not sqlite (Tile38's buntdb queue.db) is set aside; a queue
+        that cannot be written at all (full disk, read-only dir) is kept in memory for this
+        run, so the server still starts and serves (its events then do not survive a restart)."""
         try:
-            return self._connect(fsync)
-        except sqlite3.DatabaseError as exc:  # e.g. Tile38's queue.db (buntdb): set it aside
-            aside = self.path.with_name(self.path.name + f".unreadable-{int(time.time())}")
-            os.replace(self.path, aside)
-            log.warning("hook queue file is not an sqlite database: moved aside, starting empty",
-                        extra={"path": str(self.path), "moved_to": str(aside), "error": str(exc)})
-            return self._connect(fsync)
+            try:
+                return self._connect(str(self.path), fsync)
+            except sqlite3.DatabaseError as exc:
+                if getattr(exc, "sqlite_errorname", "") != "SQLITE_NOTADB":
+                    raise
+                aside = self.path.with_name(self.path.name + f".unreadable-{int(time.time())}")
+                os.replace(self.path, aside)
+                log.warning("hook queue file is not an sqlite database: moved aside, starting empty",
+                            extra={"path": str(self.path), "moved_to": str(aside), "error": str(exc)})
+                return self._connect(str(self.path), fsync)
+        except (sqlite3.Error, OSError) as exc:
+            log.error("hook queue file unusable: hook events are kept in memory, not across a restart",
+                      extra={"path": str(self.path), "error": str(exc)})
+            self.durable = False
+            return self._connect(":memory:", fsync)
 
-    def _connect(self, fsync: str) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def _connect(self, path: str, fsync: str) -> sqlite3.Connection:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={'FULL' if fsync == 'always' else 'NORMAL'}")
@@ -263,5 +276,6 @@ class HookQueue:
     def close(self) -> None:
         self.commit()
         self._closing.set()
-        self._checkpointer.join()
+        if self._checkpointer.is_alive():
+            self._checkpointer.join()
         self.db.close()  # the last connection: sqlite checkpoints and removes the WAL
