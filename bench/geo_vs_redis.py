@@ -1,6 +1,7 @@
 """geoserver vs redis-server, side by side, with the same client (redis-benchmark).
 
     python bench/geo_vs_redis.py [--quick] [--aof] [--no-docs] [--cores cpp,python] [--repeats 3]
+                                 [--baseline-src DIR]
 
 Starts geoserver and a real redis-server (Debian package `redis-server`, installed with
 apt-get when missing) on free 127.0.0.1 ports, without persistence (or both with AOF
@@ -50,6 +51,9 @@ from pathlib import Path
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from baseline import baseline_env
+
 REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "benchmarks.md"
 BEGIN, END = "<!-- geo_vs_redis:begin -->", "<!-- geo_vs_redis:end -->"
@@ -70,7 +74,12 @@ WORKLOADS = {
         ["SET", "fleet", "__rand_int__", "POINT", COORD, COORD],
         ["GEOADD", "fleet", COORD, COORD, "__rand_int__"],
     ),
+    "GET": (  # ids g000000000000..g000000099999 of a second key (GET_RANGE): every GET hits
+        ["GET", "gfleet", "g__rand_int__", "POINT"],
+        ["GEOPOS", "gfleet", "g__rand_int__"],
+    ),
 }
+GET_RANGE = str(POINTS)
 
 
 def free_port() -> int:
@@ -116,7 +125,8 @@ def core_env(core: str) -> dict[str, str]:
     """The environment selecting a point index: `cpp`, `python`, or `label@/path/to/_core.so`
     (another build of the core, e.g. one of an older commit, through GEOSERVER_CORE_LIB)."""
     if "@" in core:
-        return {"GEOSERVER_CORE": "cpp", "GEOSERVER_CORE_LIB": core.split("@", 1)[1]}
+        lib = core.split("@", 1)[1]
+        return {"GEOSERVER_CORE": "cpp", "GEOSERVER_CORE_LIB": lib} if lib else {"GEOSERVER_CORE": "auto"}
     return {"GEOSERVER_CORE": core}
 
 
@@ -124,12 +134,13 @@ def label(core: str) -> str:
     return core.split("@", 1)[0]
 
 
-def start_geoserver(port: int, workdir: Path, aof: bool, core: str = "cpp") -> subprocess.Popen:
+def start_geoserver(port: int, workdir: Path, aof: bool, core: str = "cpp",
+                    extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
     name = label(core)
     cmd = [*pin(0), sys.executable, "-m", "geoserver", "--host", "127.0.0.1", "--port", str(port),
            "--dir", str(workdir / f"geo-{name}"), "-q", *persistence]
-    env = {**os.environ, **core_env(core)}
+    env = {**os.environ, **core_env(core), **(extra_env or {})}
     log = open(workdir / f"geo-{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
     wait_port(port, proc, "geoserver")
@@ -314,11 +325,17 @@ def main() -> None:
     p.add_argument("--cores", default="cpp,python",
                    help="geoserver point indexes to run: cpp, python, label@/path/to/_core.so")
     p.add_argument("--repeats", type=int, default=3, help="alternating repeats per measurement")
+    p.add_argument("--baseline-src", type=Path, default=None,
+                   help="also run the geoserver of another checkout (its server/ first on PYTHONPATH)")
     args = p.parse_args()
     args.requests = args.requests or (20_000 if args.quick else 200_000)
     args.nearby_requests = args.nearby_requests or (10_000 if args.quick else 60_000)
     specs = args.cores.split(",")
+    baseline = baseline_env(p, args.baseline_src) if args.baseline_src else None
+    if baseline:
+        specs.append("baseline@")  # the default core of that checkout
     cores = [label(c) for c in specs]
+    args.cores = ",".join(cores)
 
     ensure_redis()
     env = machine()
@@ -333,27 +350,34 @@ def main() -> None:
             procs["redis"] = (port, start_redis(port, workdir, args.aof))
             for core in specs:
                 port = free_port()
-                procs[label(core)] = (port, start_geoserver(port, workdir, args.aof, core))
+                if core == "baseline@":
+                    procs["baseline"] = (port, start_geoserver(port, workdir, args.aof, core, baseline))
+                else:
+                    procs[label(core)] = (port, start_geoserver(port, workdir, args.aof, core))
             geoadds = [["GEOADD", "fleet", repr(lo), repr(la), i] for i, la, lo in points]
             sets = [["SET", "fleet", i, "POINT", repr(la), repr(lo)] for i, la, lo in points]
             redis_probe = ["GEOSEARCH", "fleet", "FROMLONLAT", "0.36", "0.36", "BYRADIUS", "1", "km"]
             geo_probe = ["NEARBY", "fleet", "COUNT", "POINT", "0.36", "0.36", "1000"]
+            gets = [["GEOADD", "gfleet", c[2], c[3], f"g{n:012d}"] for n, c in enumerate(geoadds)]
+            gsets = [["SET", "gfleet", f"g{n:012d}", *c[3:]] for n, c in enumerate(sets)]
             for name, (port, _proc) in procs.items():
+                load(port, gets if name == "redis" else gsets)
                 took = load(port, geoadds if name == "redis" else sets)
                 hits = call(port, redis_probe if name == "redis" else geo_probe).split(b"\r\n", 1)[0]
                 print(f"loaded {POINTS} points into {name}: {took:.2f}s; "
                       f"hits within 1 km of the box center: {hits.decode().strip()}")
             order = list(procs)
-            for workload in ("NEARBY", "SET"):
+            for workload in ("NEARBY", "SET", "GET"):
                 geo_cmd, redis_cmd = WORKLOADS[workload]
                 n = args.nearby_requests if workload == "NEARBY" else args.requests
+                rand_range = GET_RANGE if workload == "GET" else RAND_RANGE
                 for pipeline in (1, 16):
                     res = Result(workload, pipeline)
                     for repeat in range(args.repeats):
                         for name in order if repeat % 2 == 0 else order[::-1]:
                             port, proc = procs[name]
                             ops, cpu = benchmark(port, proc.pid, redis_cmd if name == "redis" else geo_cmd,
-                                                 pipeline, n)
+                                                 pipeline, n, rand_range)
                             res.add(name, ops, cpu)
                     results.append(res)
                     each = [f"{c} {res.med_ops(c):>9,.0f}/s {res.med_cpu(c):5.1f} µs "
