@@ -61,11 +61,18 @@ def raw_exchange(port: int, data: bytes) -> tuple[bytes, bool]:
 
 
 def test_client_output(shared: GeoServer) -> None:
-    """client_OUTPUT_test."""
+    """client_OUTPUT_test, case by case."""
     c = Conn(shared.port)
     assert c.do("OUTPUT", "json", "yaml") == "ERR wrong number of arguments for 'output' command"
+    json_ok = c.do("OUTPUT", "json")
+    assert orjson.loads(json_ok)["ok"] is True and set(orjson.loads(json_ok)) == {"ok", "elapsed"}
+    assert {k: v for k, v in orjson.loads(c.do("OUTPUT")).items() if k != "elapsed"} == {
+        "ok": True, "output": "json"}
+    assert c.do("OUTPUT", "resp") == "OK"
+    assert c.do("OUTPUT") == b"resp"
     assert c.do("OUTPUT", "yaml") == "ERR invalid argument 'yaml'"
     assert c.do("OUTPUT") == b"resp"
+    assert c.json("OUTPUT") == {"ok": True, "output": "json"}
     listed = c.json("CLIENT", "list")
     assert listed["ok"] and isinstance(listed["list"], list)
 
@@ -163,6 +170,12 @@ def test_timeout_spatial_and_search(make_server) -> None:
         assert c.do(*cmd) == 1000
         assert c.do("TIMEOUT", "0.000001", *cmd) == "ERR timeout"
     assert c.do("TIMEOUT", "10", "SCAN", "mykey", "COUNT") == 1000
+    pipe = c.r.pipeline(transaction=False)
+    for i in range(1000):
+        pipe.execute_command("SET", "strkey", f"val:{i}", "FIELD", "foo", i / 1000, "STRING", f"val:{i}")
+    pipe.execute()
+    assert c.do("SEARCH", "strkey", "MATCH", "val:*", "COUNT") == 1000
+    assert c.do("TIMEOUT", "0.000001", "SEARCH", "strkey", "MATCH", "val:*", "COUNT") == "ERR timeout"
 
 
 def test_monitor(shared: GeoServer) -> None:
@@ -171,11 +184,11 @@ def test_monitor(shared: GeoServer) -> None:
         mon.sendall(b"MONITOR\r\n")
         assert mon.recv(5) == b"+OK\r\n"
         c = Conn(shared.port)
-        for i in range(200):
+        for i in range(1000):
             assert c.do("SET", "mykey", i, "POINT", 10, 10) == "OK"
         c.do("AUTH", "secret")  # never shown
         c.do("SET", "q", 'a"b', "STRING", "x\ny")
-        want = [f'"mykey" "{i}"' for i in range(200)] + ['"q" "a\\"b" "STRING" "x\\ny"']
+        want = [f'"mykey" "{i}"' for i in range(1000)] + ['"q" "a\\"b" "STRING" "x\\ny"']
         buf = b""
         while buf.count(b"\r\n") < len(want):
             buf += mon.recv(65536)

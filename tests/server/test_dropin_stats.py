@@ -72,6 +72,13 @@ def test_info_every_section_and_several(shared: GeoServer) -> None:
     assert isinstance(info["used_cpu_user"], float)  # `%.2f` text, as Tile38
 
 
+def test_info_valid_json(shared: GeoServer) -> None:
+    """stats_test.go info_valid_json_test: OUTPUT json, INFO is valid JSON with an `info` object."""
+    with Wire(shared.port) as w:
+        doc = w.json("INFO")
+    assert doc["ok"] is True and isinstance(doc["info"], dict) and doc["info"]
+
+
 def test_pyle38_server_extended_and_info(shared: GeoServer) -> None:
     async def run() -> None:
         t38 = Tile38(f"redis://127.0.0.1:{shared.port}")
