@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import textwrap
@@ -36,6 +37,8 @@ def test_fifo_per_hook_and_reopen(tmp_path: Path) -> None:
     assert first.endpoints == ("redis://127.0.0.1/b", "http://127.0.0.1:1/b")
     q.ack(q.head("a", limit=1)[0])
     assert q.depth() == 9 and sorted(q.hooks_with_events()) == ["a", "b"]
+    for name in ("queue.db", "queue.db-wal", "queue.db-shm"):  # owner-only, like the AOF
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
     q.close()
     q = open_queue(tmp_path)  # acks and events are in the file
     assert q.depth() == 9 and q.counts == {"a": 4, "b": 5}

@@ -113,6 +113,9 @@ class HookQueue:
             return self._connect(":memory:", fsync)
 
     def _connect(self, path: str, fsync: str) -> sqlite3.Connection:
+        if path != ":memory:" and not os.path.exists(path):
+            # owner-only like the AOF (events carry the objects); sqlite gives -wal/-shm this mode
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
