@@ -1,7 +1,8 @@
 """The backup library against real geoservers: a directory and a real S3 API on 127.0.0.1 (moto
 in server mode). Backups from a follower and from the leader, every compression, restore into
-an empty data dir and compare SCAN and AOFMD5; corrupt, truncated and incomplete backups are
-refused with a clear error; retention deletes whole backups; bad destinations are named."""
+an empty data dir and compare SCAN (fields, TTLs, GeoJSON, strings), HOOKS and AOFMD5; corrupt,
+truncated and incomplete backups are refused with a clear error; retention deletes whole
+backups; bad destinations are named."""
 
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GeoServer, 
     leader = GeoServer(d / "leader").start()
     follower = GeoServer(d / "follower", args=["--follow", f"127.0.0.1:{leader.port}"]).start()
     c = leader.client()
+    # a hook (an endpoint nobody listens on: delivery retries quietly) is part of the dataset
+    c.execute_command("SETHOOK", "h1", "http://127.0.0.1:9/hook", "NEARBY", "fleet", "FENCE",
+                      "POINT", 33, -115, 500)
     pipe = c.pipeline(transaction=False)
     for i in range(3000):
         pipe.execute_command("SET", "fleet", f"truck{i}", "FIELD", "speed", i % 90, "FIELD", "fuel", i % 7,
@@ -70,6 +74,7 @@ def scan_all(server: GeoServer) -> dict[str, list]:
         reply = server.json("SCAN", key, "LIMIT", 100000)
         out[key] = sorted((o["id"], str(o["object"]), o.get("fields")) for o in reply["objects"])
     out["ttl1"] = [server.json("TTL", "fleet", "ttl1")["ttl"] > 0]
+    out["hooks"] = [(h["name"], h["command"], h["endpoints"]) for h in server.json("HOOKS", "*")["hooks"]]
     return out
 
 
