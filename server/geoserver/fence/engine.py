@@ -302,12 +302,15 @@ class FenceEngine:
         now = time.time()
         for ch in changes:
             ns = time.time_ns()
-            if reg is not None and (kf := reg.keys.get(ch.key)) is not None:
-                self._hooks(kf.candidates(ch), ch, ns, now, leader)
-            for lf in list(self.live.get(ch.key, ())):
-                for msg in fence_match("", (), lf.fence, ch, ns, self.groups, self.nearby):
-                    self.events += 1
-                    lf.client.send_event(encode(msg))
+            try:
+                if reg is not None and (kf := reg.keys.get(ch.key)) is not None:
+                    self._hooks(kf.candidates(ch), ch, ns, now, leader)
+                for lf in list(self.live.get(ch.key, ())):
+                    for msg in fence_match("", (), lf.fence, ch, ns, self.groups, self.nearby):
+                        self.events += 1
+                        lf.client.send_event(encode(msg))
+            except Exception:  # the write is done and logged: a fence bug must not fail it
+                log.exception("fence evaluation failed", extra={"key": ch.key, "id": ch.oid})
             if ch.command == "del":
                 self.groups.drop_object(ch.key, ch.oid)
             elif ch.command == "drop":
