@@ -108,6 +108,11 @@ CASES = {
         ("DEL {k} a", [{"command": "del", "id": "a", "detect": None, "group": None}]),
         ("PDEL {k} b*", [{"command": "del", "id": "b"}]),
     ]),
+    "expiry reports del": ("WITHIN {k} FENCE DETECT enter BOUNDS 33 -112 34 -111", [
+        ("SET {k} far POINT 40 -100", []),
+        ("SET {k} brief EX 0.2 POINT 33.5 -111.5",
+         [{"detect": "enter", "id": "brief"}, {"command": "del", "id": "brief"}]),  # the expiry's DEL
+    ]),
     "COMMANDS": ("WITHIN {k} FENCE COMMANDS del,drop BOUNDS 33 -112 34 -111", [
         ("SET {k} far POINT 40 -100", []),
         ("SET {k} a POINT 33.5 -111.5", []),
