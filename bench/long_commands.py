@@ -1,6 +1,7 @@
 """Long commands against a canary (issue 9: "long commands must not freeze everyone").
 
-    python bench/long_commands.py [--objects 1000000] [--keys 100000]
+    python bench/long_commands.py [--objects 1000000] [--keys 100000] [--only LABEL ...]
+                                  [--baseline-src DIR]
 
 Writes an AOF of `--objects` points across `--keys` keys (RESP records from
 protocol/resp.encode_command), starts a real geoserver on it, then runs each long command on
@@ -12,6 +13,8 @@ background, such as freeing a dropped collection).
 The data: key `big` holds 40% of the objects, `big2` 10%, and the other keys ~5 each, so the
 single-key commands (SCAN, WITHIN, NEARBY, PDEL, DROP) meet a large collection and the
 cross-key ones (KEYS, STATS, SERVER, /metrics, FLUSHDB) meet many keys.
+`--baseline-src DIR` (a `git worktree` of another commit) runs the same commands against that
+checkout's server on the same AOF, and the table puts both side by side.
 Not a test: prints figures, never fails CI.
 """
 
@@ -32,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "server"))
 
+sys.path.insert(0, str(ROOT / "bench"))
+
+from baseline import baseline_env  # noqa: E402
 from geoserver.protocol.resp import encode_command  # noqa: E402
 from helpers import GeoServer, _encode  # noqa: E402
 
@@ -146,61 +152,86 @@ def commands(keys: int) -> list[tuple[str, list[str | bytes] | str]]:
     ]
 
 
+Span = tuple[str, float, float, int]
+Row = tuple[str, float, int, float, float]
+
+
+def run(data: Path, keys: int, only: list[str], env: dict[str, str], label: str) -> list[Row]:
+    """Start a server on the AOF, run the commands against a canary; (label, command ms, reply
+    bytes, canary worst, canary p99) per command."""
+    server = GeoServer(data, env=env)
+    t = time.monotonic()
+    server.start(wait=False)
+    try:
+        server.wait_ready(timeout=600)
+        c = server.client()
+        while True:
+            try:
+                c.execute_command("GET", "big", "id0")
+                break
+            except redis.exceptions.BusyLoadingError:
+                time.sleep(0.2)
+        print(f"[{label}] server loaded in {time.monotonic() - t:.1f}s; "
+              f"rss {server.stats()['mem_alloc'] >> 20} MiB", flush=True)
+        stop, (recv, send) = mp.Event(), mp.Pipe(duplex=False)
+        proc = mp.Process(target=canary, args=(server.port, stop, send), daemon=True)
+        proc.start()
+        time.sleep(1.0)
+        spans: list[Span] = []
+        for name, cmd in commands(keys):
+            if only and not any(o in name for o in only):
+                continue
+            sent, done, size = run_http(server.port, cmd) if isinstance(cmd, str) else \
+                run_resp(server.port, cmd)
+            spans.append((name, sent, done, size))
+            time.sleep(AFTER + 0.2)
+        stop.set()
+        samples = recv.recv()
+        proc.join(5)
+    finally:
+        server.stop()
+    idle = [rtt for t0, rtt in samples if t0 < spans[0][1]]
+    print(f"[{label}] canary idle: p99 {pct(idle, 99) * 1e3:.2f} ms, worst {max(idle) * 1e3:.2f} ms "
+          f"({len(idle)} pings)", flush=True)
+    rows: list[Row] = []
+    for name, sent, done, size in spans:
+        # a ping sent just before the command may wait for it too
+        window = [rtt for t0, rtt in samples if sent - 0.01 <= t0 <= done + AFTER]
+        rows.append((name, (done - sent) * 1e3, size, max(window, default=float("nan")) * 1e3,
+                     pct(window, 99) * 1e3))
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--objects", type=int, default=1_000_000)
     ap.add_argument("--keys", type=int, default=100_000)
-    ap.add_argument("--only", default="", help="run only commands whose label contains this")
+    ap.add_argument("--only", nargs="*", default=[],
+                    help="run only commands whose label contains one of these")
+    ap.add_argument("--baseline-src", type=Path, help="another checkout to run side by side")
     opts = ap.parse_args()
+    baseline = baseline_env(ap, opts.baseline_src) if opts.baseline_src else None
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
         t = time.monotonic()
         sizes = write_aof(data / "appendonly.aof", opts.objects, opts.keys)
+        aof = (data / "appendonly.aof").read_bytes()
         print(f"AOF written: {opts.objects} objects, {opts.keys} keys, {sizes}, "
-              f"{(data / 'appendonly.aof').stat().st_size >> 20} MiB in {time.monotonic() - t:.1f}s")
-        server = GeoServer(data)
-        t = time.monotonic()
-        server.start(wait=False)
-        try:
-            server.wait_ready(timeout=600)
-            c = server.client()
-            while True:
-                try:
-                    c.execute_command("GET", "big", "id0")
-                    break
-                except redis.exceptions.BusyLoadingError:
-                    time.sleep(0.2)
-            print(f"server loaded in {time.monotonic() - t:.1f}s; "
-                  f"rss {server.stats()['mem_alloc'] >> 20} MiB")
-            stop, (recv, send) = mp.Event(), mp.Pipe(duplex=False)
-            proc = mp.Process(target=canary, args=(server.port, stop, send), daemon=True)
-            proc.start()
-            time.sleep(1.0)
-            spans: list[tuple[str, float, float, int]] = []
-            for label, cmd in commands(opts.keys):
-                if opts.only and opts.only not in label:
-                    continue
-                sent, done, size = run_http(server.port, cmd) if isinstance(cmd, str) else \
-                    run_resp(server.port, cmd)
-                spans.append((label, sent, done, size))
-                time.sleep(AFTER + 0.2)
-            stop.set()
-            samples = recv.recv()
-            proc.join(5)
-            idle = [rtt for t0, rtt in samples if t0 < spans[0][1]]
-            print(f"canary idle: p99 {pct(idle, 99) * 1e3:.2f} ms, worst {max(idle) * 1e3:.2f} ms "
-                  f"({len(idle)} pings)\n")
-            print(f"| {'command':36} | {'command ms':>10} | {'reply':>9} | {'canary worst ms':>15} "
-                  f"| {'canary p99 ms':>13} |")
-            print(f"|{'-' * 38}|{'-' * 12}:|{'-' * 10}:|{'-' * 16}:|{'-' * 14}:|")
-            for label, sent, done, size in spans:
-                # a ping sent just before the command may wait for it too
-                window = [rtt for t0, rtt in samples if sent - 0.01 <= t0 <= done + AFTER]
-                print(f"| {label:36} | {(done - sent) * 1e3:10.0f} | {_size(size):>9} "
-                      f"| {max(window, default=float('nan')) * 1e3:15.1f} | {pct(window, 99) * 1e3:13.1f} |")
-        finally:
-            server.stop()
+              f"{len(aof) >> 20} MiB in {time.monotonic() - t:.1f}s")
+        builds = [("now", {})] + ([("baseline", baseline)] if baseline is not None else [])
+        results = {}
+        for label, env in builds:
+            (data / "appendonly.aof").write_bytes(aof)  # PDEL/DROP/FLUSHDB changed the last one
+            results[label] = run(data, opts.keys, opts.only, env, label)
+    head = "| command | reply |" + "".join(
+        f" {label}: command ms | {label}: canary worst / p99 ms |" for label, _ in builds)
+    print("\n" + head)
+    print("|---|---:|" + "---:|---:|" * len(builds))
+    for i, (name, _ms, size, _w, _p) in enumerate(results["now"]):
+        cells = "".join(f" {results[label][i][1]:.0f} | {results[label][i][3]:.1f} / "
+                        f"{results[label][i][4]:.1f} |" for label, _ in builds)
+        print(f"| `{name}` | {_size(size)} |{cells}")
 
 
 def _size(n: int) -> str:

@@ -162,6 +162,11 @@ PROPERTIES: dict[str, Property] = {
     "timeout": Property(parse_count, "seconds an idle client may stay connected (0: forever)"),
     "auth-timeout": Property(parse_count, "seconds a client may stay connected without AUTH "
                              "when requirepass is set (0: forever)"),
+    "request-timeout": Property(parse_count, "seconds a RESP or inline request may take to "
+                                "arrive once its first byte is in (a slow trickle is "
+                                "disconnected; 0: no limit)"),
+    "http-request-timeout": Property(parse_count, "seconds an HTTP request (line, headers and "
+                                     "body) may take to arrive (0: no limit)"),
     "maxclients": Property(parse_count, "most client connections; more are refused with an error"),
     "geojson-max-vertices": Property(parse_count, "most coordinates in one GeoJSON object"),
     "geojson-max-parts": Property(parse_count, "most rings, lines, polygons and members in one "
@@ -186,11 +191,15 @@ PROPERTIES: dict[str, Property] = {
                                  "optional (verified when sent), no (not asked for)"),
     "tls-replication": Property(parse_yes_no, "yes: follow the leader over TLS, verifying its "
                                 "certificate and host name with tls-ca-cert-file"),
+    "tls-metrics": Property(parse_yes_no, "yes: the --metrics-addr listener is TLS too (same "
+                            "certificate, client-certificate rule and reloads); read at start"),
     "tls-reload-interval": Property(parse_count, "seconds between checks of the TLS files for "
                                     "changes, reloaded when changed (0: only on SIGHUP)"),
     # hook delivery (docs/geofencing-endpoints.md): read at each use, CONFIG SET applies at once
     "hook-queue-max": Property(parse_count, "most events queued per hook; beyond, that hook's "
                                "oldest events are dropped, counted and logged (0: no limit)"),
+    "hook-queue-max-total": Property(parse_count, "most events queued in all; beyond, the oldest "
+                                     "events of the hooks holding most are dropped (0: no limit)"),
     "hook-queue-max-age": Property(parse_count, "seconds after which a queued hook event is "
                                    "dropped instead of sent (0: kept until delivered)"),
     "hook-timeout": Property(parse_timeout, "seconds one send to one hook endpoint may take "
@@ -239,6 +248,8 @@ class ServerConfig:
     client_output_buffer_limit: str = "normal 256mb 64mb 60 replica 0 0 0 pubsub 32mb 8mb 60"
     timeout: int = 0
     auth_timeout: int = 10
+    request_timeout: int = 60  # Redis has none; a 64 MB request needs ~1 MB/s to make it
+    http_request_timeout: int = 30
     maxclients: int = 10000
     geojson_max_vertices: int = 1_000_000
     geojson_max_parts: int = 100_000
@@ -254,7 +265,9 @@ class ServerConfig:
     tls_auth_clients: str = "no"
     tls_replication: str = "no"
     tls_reload_interval: int = 5
+    tls_metrics: str = "no"  # the operator's kubelet probes and scrapes read it in plaintext
     hook_queue_max: int = 100_000
+    hook_queue_max_total: int = 1_000_000
     hook_queue_max_age: int = 0
     hook_timeout: float = 5.0  # Tile38's HTTP request timeout
     # settings given by flag or environment (even empty): the file must not override them, so

@@ -58,6 +58,15 @@ def idle_reason(config: ServerConfig, authed: bool, connected_at: float, last_ac
     return ""
 
 
+def request_reason(config: ServerConfig, http: bool, since: float, now: float) -> str:
+    """Why a connection whose request began arriving at `since` and is still incomplete should
+    be closed now (a slow trickle, slow-loris), or "". HTTP counts from the connection's start."""
+    limit = config.http_request_timeout if http else config.request_timeout
+    if limit and now - since >= limit:
+        return f"{'HTTP ' if http else ''}request not complete within {limit} s"
+    return ""
+
+
 def client_budget(maxclients: int) -> tuple[int, str]:
     """Clients the descriptor limit allows (raising the soft limit toward the hard one first,
     as Redis does), and a warning when `maxclients` had to be reduced."""

@@ -25,7 +25,7 @@ from geoserver.aof.loader import load_aof, migrate_legacy
 from geoserver.aof.log import AofLog
 from geoserver.aof.shrink import ShrinkState
 from geoserver.binary import raw
-from geoserver.commands import clients
+from geoserver.commands import clients, slices
 from geoserver.commands.pubsub import subscribed
 from geoserver.config import ServerConfig
 from geoserver.delivery import HookSink, MemorySink
@@ -33,11 +33,11 @@ from geoserver.delivery.sink import DurableSink
 from geoserver.errors import GeoServerError, ProtocolError
 from geoserver.fence.engine import FenceEngine, LiveFence
 from geoserver.fence.model import Fence
-from geoserver.limits import OutputGuard, client_budget, frame_limits, idle_reason
+from geoserver.limits import OutputGuard, client_budget, frame_limits, idle_reason, request_reason
 from geoserver.metrics import ServerMetrics
 from geoserver.protocol import http
 from geoserver.protocol.framing import RequestReader
-from geoserver.protocol.output import render_error
+from geoserver.protocol.output import Chunks, render_error
 from geoserver.protocol.resp import encode_command
 from geoserver.pubsub import Hub, Subscriber
 from geoserver.security import password_matches
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 EXPIRE_INTERVAL = 0.1
 HIGH_WATER = 4 << 20  # pause reading (and a pipelined batch) while unsent replies exceed this
 SWEEP_INTERVAL = 1.0  # how often output-buffer soft limits and timeouts are checked
-HTTP_REQUEST_TIMEOUT = 30.0  # seconds an HTTP request may take to arrive (slow-loris)
 LINGER = 1.0  # seconds a connection closed for a protocol error is drained before closing
 
 
@@ -407,11 +406,14 @@ class Client(asyncio.Protocol):
         self._waiting = False  # a command is awaiting I/O; later ones wait their turn
         self._aof_mark = 0  # AOF size when the current batch started
         self._write_paused = False  # the transport's buffer is above the high-water mark
+        self._drained: asyncio.Future[None] | None = None  # awaited by slices.send
+        self.pending_output = 0  # bytes of a reply slices.send has not handed to the transport
         self.stream: AofStream | None = None  # set while this connection streams the AOF
         self.closing = False
         self.peer = ""
         self._sniffed = False
         self.connected_at = self.last_active = time.monotonic()
+        self.request_since = self.connected_at  # when the request being received began arriving
         self.output = OutputGuard(server.config.output_limit("normal"))
         self._batch_held = False  # a pipelined batch stopped at the high-water mark
         self.lingering = False  # close after a protocol error: FIN first, then a short drain
@@ -450,6 +452,8 @@ class Client(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.clients.discard(self)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)  # a reply being sent in pieces stops (slices.send)
         if self.subscriber is not None:
             self.server.pubsub.drop(self.subscriber)
         if self.live is not None:
@@ -470,10 +474,22 @@ class Client(asyncio.Protocol):
             self.stream.resume_writing()
         else:
             self._write_paused = False
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
             self._update_reading()
             if self._batch_held:  # the batch that stopped at the high-water mark goes on
                 self._batch_held = False
                 self._continue()
+
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    def drained(self) -> asyncio.Future[None]:
+        """Done once the transport's buffer is back under its low-water mark (or it closes)."""
+        if self._drained is None or self._drained.done():
+            self._drained = asyncio.get_running_loop().create_future()
+        return self._drained
 
     def _update_reading(self) -> None:
         """Read only while the peer takes our replies and no command awaits I/O."""
@@ -501,14 +517,16 @@ class Client(asyncio.Protocol):
         """The periodic sweep: output buffer held over the soft limit, idle and auth timeouts."""
         if self.closing or self.transport is None:
             return
-        reason = self.output.check(self.transport.get_write_buffer_size(), now)
+        reason = self.output.check(self.transport.get_write_buffer_size() + self.pending_output, now)
         if reason or self._waiting or self.stream is not None or self.events_only:  # never idle
             pass
         elif self.http is not None:  # closing is set once its request is complete
-            if now - self.connected_at >= HTTP_REQUEST_TIMEOUT:
-                reason = f"HTTP request not complete within {HTTP_REQUEST_TIMEOUT:g} s"
+            reason = request_reason(self.server.config, True, self.connected_at, now)
         else:
-            reason = idle_reason(self.server.config, self._authed, self.connected_at, self.last_active, now)
+            config = self.server.config
+            reason = idle_reason(config, self._authed, self.connected_at, self.last_active, now)
+            if not reason and self.reader.buffered and not self._batch_held:  # a request half in
+                reason = request_reason(config, False, self.request_since, now)
         if reason:
             self.disconnect(reason)
 
@@ -518,7 +536,9 @@ class Client(asyncio.Protocol):
             return
         if self.closing:
             return
-        self.last_active = time.monotonic()
+        self.last_active = now = time.monotonic()
+        if not self.reader.buffered:
+            self.request_since = now
         if self.stream is not None:
             self.stream.close("follower sent data on the stream")  # Tile38: input ends a stream
             return
@@ -553,6 +573,7 @@ class Client(asyncio.Protocol):
         hard = self.output.limit.hard
         try:
             while (argv := self.reader.next()) is not None:
+                self.request_since = self.last_active  # what is left began in the latest read
                 if self.live is not None:  # a live fence takes no commands: input ends it
                     self.closing = True
                     break
@@ -587,6 +608,9 @@ class Client(asyncio.Protocol):
 
         async def finish() -> None:
             data = await reply
+            if isinstance(data, Chunks):  # a big reply: written in pieces, later commands wait
+                await slices.send(self, data)
+                data = b""
             self._waiting = False
             if self.transport is None or self.transport.is_closing():
                 return
@@ -757,10 +781,13 @@ def run(config: ServerConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
         await server.start()
-        if config.metrics_addr:
+        if config.metrics_addr:  # with tls-metrics yes: TLS, the client port's live context
             host, _, port = config.metrics_addr.rpartition(":")
-            await loop.create_server(lambda: http.MetricsClient(server), host or "0.0.0.0", int(port))
-            log.info("metrics listening", extra={"addr": config.metrics_addr})
+            tls = {"ssl": server.tls.context, "ssl_handshake_timeout": HANDSHAKE_TIMEOUT} \
+                if server.tls is not None and config.tls_metrics == "yes" else {}
+            await loop.create_server(lambda: http.MetricsClient(server), host or "0.0.0.0", int(port),
+                                     **tls)
+            log.info("metrics listening", extra={"addr": config.metrics_addr, "tls": bool(tls)})
         serving = asyncio.create_task(server.serve_forever())
         await stop.wait()
         serving.cancel()

@@ -574,21 +574,41 @@ def _json_row(s: Search, dist: bool, names: list[str]) -> Callable[[Row], Any]:
     return row
 
 
-async def _sliced(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search) -> Any:
-    """Collect and encode a big result in slices; other clients run between them."""
+async def _sliced(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search,
+                  center: tuple[float, float] | None = None) -> Any:
+    """Collect and encode a big result in slices; other clients run between them. `center`:
+    NEARBY's point, whose shown distances are Tile38's (as `_tile38_distances`), row by row."""
     rows, count, cursor = await slices.run_sliced(_collect_steps(ctx, col, batches, s, True))
     if s.output == "COUNT":
         return _reply(ctx, s, rows, count, cursor)
     dist = s.distance and s.cmd == "NEARBY"
     if not ctx.json:
-        steps = slices.reply(ctx, rows, "", resp_head=(cursor,), resp_value=_resp_row(s, dist))
+        steps = slices.reply(ctx, rows, "", resp_head=(cursor,),
+                             resp_value=_shown(_resp_row(s, dist), col, center if dist else None))
         return await slices.run_sliced(steps)
     names = _field_names(s, rows)
     key = "ids" if s.output == "IDS" else JSON_KEYS[s.output]
     steps = slices.reply(ctx, rows, key, json_head={"fields": names} if names else None,
                          json_tail={"count": len(rows), "cursor": cursor},
-                         json_value=_json_row(s, dist, names))
+                         json_value=_shown(_json_row(s, dist, names), col, center if dist else None))
     return await slices.run_sliced(steps)
+
+
+def _shown(row: Callable[[Row], Any], col: Collection,
+           center: tuple[float, float] | None) -> Callable[[Row], Any]:
+    """`row`, with a point's distance recomputed as Tile38 prints it when `center` is given."""
+    if center is None:
+        return row
+    lat, lon = center
+
+    def shown(r: Row) -> Any:
+        oid, item, d = r
+        obj = (item or col.items[oid]).obj
+        if obj.kind == "point":
+            d = tile38_point_distance(lat, lon, obj.lat, obj.lon)
+        return row((oid, item, d))
+
+    return shown
 
 
 def _big(ctx: Ctx, s: Search, candidates: int) -> bool:
@@ -657,7 +677,7 @@ def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
                             query.HALF_EARTH_M * 1.01 if meters is None else meters)
         if ring.slots is not None:
             ring.names = col.points.names()
-        return _sliced(ctx, col, [ring], s)
+        return _sliced(ctx, col, [ring], s, (lat, lon))
     want = len(col) if s.output == "COUNT" else s.cursor + (s.limit or 100)
     if meters is not None and want >= len(col):  # the whole circle anyway: one pass
         batches: Iterable[Any] = [query.nearby(col.points, col.shapes, lat, lon, meters)]

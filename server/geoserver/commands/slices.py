@@ -19,18 +19,19 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from contextlib import asynccontextmanager
-from itertools import islice
+from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from geoserver.protocol.output import bulk, dumps_json, elapsed_text, encode_resp
+from geoserver.protocol.output import Chunks, dumps_json, elapsed_text, encode_resp
 from geoserver.protocol.resp import Raw
 
 if TYPE_CHECKING:
     from sortedcontainers import SortedDict
 
     from geoserver.commands.base import Ctx
+    from geoserver.server import Client
     from geoserver.store.database import Database
 
 BUDGET = 0.005  # seconds of work between loop turns
@@ -134,39 +135,95 @@ def reply(ctx: Ctx, values: list[Any], json_key: str, *, resp_head: tuple[Any, .
           json_head: dict[str, Any] | None = None, json_tail: dict[str, Any] | None = None,
           resp_value: Callable[[Any], Any] | None = None,
           json_value: Callable[[Any], Any] | None = None) -> Steps:
-    """Encode a reply holding a long list, STEP values a step; returns it as Raw bytes.
+    """Encode a reply holding a long list, STEP values a step; returns it as Chunks (a RESP
+    connection: sent piece by piece, never joined) or Raw bytes (HTTP), the same bytes the
+    one-go encoding gives.
 
     RESP: `[*resp_head, values]` (just `values` without a head). JSON: dispatch's envelope
     around `{**json_head, json_key: values, **json_tail}`. `resp_value` / `json_value` turn each
-    value into what is encoded (rows are built as they are encoded, never all at once)."""
-    parts: list[bytes] = []
+    value into what is encoded (rows are built as they are encoded, never all at once).
+    `values` is consumed: each step drops the values it encoded, so they are freed a step at
+    a time instead of all at once when the reply is done."""
+    parts = Chunks()
     if not ctx.json:
         if resp_head:
-            parts.append(b"*%d\r\n" % (len(resp_head) + 1))
-            parts.extend(encode_resp(h) for h in resp_head)
+            parts.append(b"*%d\r\n" % (len(resp_head) + 1) + b"".join(encode_resp(h) for h in resp_head))
         parts.append(b"*%d\r\n" % len(values))
         for a in range(0, len(values), STEP):
             chunk = values[a : a + STEP]
+            values[a : a + STEP] = repeat(None, len(chunk))
             if resp_value is not None:
                 chunk = [resp_value(v) for v in chunk]
             parts.append(b"".join([encode_resp(v) for v in chunk]))
+            del chunk
             yield
-        return Raw(b"".join(parts))
+        return _whole(ctx, parts)
+    head = b'{"ok":true,'
     if json_head:
-        parts.append(dumps_json(json_head)[1:-1] + b",")
-    parts.append(orjson.dumps(json_key) + b":[")
+        head += dumps_json(json_head)[1:-1] + b","
+    parts.append(head + orjson.dumps(json_key) + b":[")
     for a in range(0, len(values), STEP):
         chunk = values[a : a + STEP]
+        values[a : a + STEP] = repeat(None, len(chunk))
         if json_value is not None:
             chunk = [json_value(v) for v in chunk]
-        if a:
-            parts.append(b",")
-        parts.append(dumps_json(chunk)[1:-1])
+        parts.append((b"," if a else b"") + dumps_json(chunk)[1:-1])
+        del chunk
         yield
-    parts.append(b"]")
+    tail = b"]"
     if json_tail:
-        parts.append(b"," + dumps_json(json_tail)[1:-1])
+        tail += b"," + dumps_json(json_tail)[1:-1]
     elapsed = int((time.time() - ctx.now) * 1e9)
-    data = b"".join([b'{"ok":true,', *parts, b',"elapsed":"', elapsed_text(elapsed).encode(), b'"}'])
+    parts.append(tail + b',"elapsed":"' + elapsed_text(elapsed).encode() + b'"}')
     resp_conn = ctx.client.resp_conn if ctx.client is not None else True
-    return Raw(bulk(data) if resp_conn else data)
+    if resp_conn:  # JSON over RESP travels as a bulk string
+        parts.insert(0, b"$%d\r\n" % parts.nbytes)
+        parts.append(b"\r\n")
+    return _whole(ctx, parts)
+
+
+def _whole(ctx: Ctx, parts: Chunks) -> Chunks | Raw:
+    """Chunks for a RESP connection; joined for HTTP (its response is built in one piece) and
+    for callers without a connection."""
+    client = ctx.client
+    if client is not None and client.resp_conn:
+        return parts
+    return Raw(b"".join(parts))
+
+
+# ---- sending a reply in pieces ----------------------------------------------------------------
+
+
+async def send(client: Client, chunks: Chunks) -> None:
+    """Hand a big reply to the client's transport piece by piece: a loop turn every BUDGET
+    seconds, and while the transport holds more than its high-water mark (the 4 MB batch
+    pause) the next piece waits for it to drain. Over the client's hard output limit the
+    client is disconnected, as for a reply sent in one piece. Pieces are dropped once written."""
+    transport = client.transport
+    if transport is None or transport.is_closing():
+        return
+    size = chunks.nbytes
+    hard = client.output.limit.hard
+    held = transport.get_write_buffer_size() + size
+    if hard and held > hard:
+        client.disconnect(f"output buffer {held} bytes over the hard limit {hard}")
+        return
+    client.pending_output = size
+    chunks.reverse()  # pop() from the end: each piece freed as it goes
+    deadline = time.perf_counter() + BUDGET
+    try:
+        while chunks:
+            if transport.is_closing():
+                return
+            piece = chunks.pop()
+            client.pending_output -= len(piece)
+            transport.write(piece)
+            del piece
+            if client.write_paused:
+                await client.drained()
+                deadline = time.perf_counter() + BUDGET
+            elif time.perf_counter() >= deadline:
+                await asyncio.sleep(0)
+                deadline = time.perf_counter() + BUDGET
+    finally:
+        client.pending_output = 0

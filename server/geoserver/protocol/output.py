@@ -81,8 +81,21 @@ def bulk(data: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
+class Chunks(list[bytes]):
+    """A big reply kept as the pieces it was encoded in (commands/slices.py), never joined:
+    the connection hands them to the transport one by one, yielding to the loop between
+    (slices.send). Their concatenation is the reply's bytes."""
+
+    @property
+    def nbytes(self) -> int:
+        return sum(map(len, self))
+
+
 def render(result: Any, json: bool, elapsed_ns: int, resp_conn: bool) -> bytes:
-    """A successful result in the connection's mode. JSON over RESP travels as a bulk string."""
+    """A successful result in the connection's mode. JSON over RESP travels as a bulk string.
+    A Chunks reply passes as it is (typed as bytes: only Client and slices.send look inside)."""
+    if isinstance(result, Chunks):
+        return result  # type: ignore[return-value]
     if isinstance(result, Raw):
         return bytes(result)
     if json:
