@@ -1,8 +1,21 @@
-"""Command families. Importing this package fills the one command table (`TABLE`)."""
+"""Command families. Importing this package fills the one command table (`TABLE`).
 
-from geoserver.commands import json, keys, replication, search, server, testcmd  # noqa: F401  (registration)
-from geoserver.commands import clients, scripts  # noqa: F401  (CLIENT MONITOR TIMEOUT, EVAL)
-from geoserver.commands import fence, pubsub  # noqa: F401  (registration; after search: FENCE)
+fence.py gives NEARBY/WITHIN/INTERSECTS their FENCE form by wrapping search.py's entries; it
+imports search itself, so the order of the imports below does not matter.
+"""
+
+from geoserver.commands import (  # noqa: F401  (registration)
+    clients,
+    fence,
+    json,
+    keys,
+    pubsub,
+    replication,
+    scripts,
+    search,
+    server,
+    testcmd,
+)
 from geoserver.commands.base import TABLE, Command, Flag
 
 __all__ = ["TABLE", "Command", "Flag"]
