@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis
+from geocluster import probe
 from geocluster.backupstore import Catalog, open_store
 from geocluster.local import LocalCluster
 from geocluster.localstate import StateDir, load_manifest
@@ -263,3 +264,29 @@ async def test_live_migration_from_a_standalone_geoserver(clock, tmp_path):
             writer.done.set()
         await cluster.stop()
         old.stop()
+
+
+async def test_backup_over_tls_with_a_password(clock, tmp_path):
+    """Members TLS-only with a password: the backup dials TLS (verified with the cluster's CA)
+    and AUTHs, like the probes."""
+    (tmp_path / "tls").mkdir()
+    path = write_manifest(tmp_path / "tls" / "geocluster.yaml", merged(
+        FAST, followers=1, server={"appendfsync": "always", "authSecretRef": {"name": "pw"}},
+        backup={"destination": f"file://{tmp_path}/bk"}), name="tls")
+    path.write_text(path.read_text() + "---\napiVersion: v1\nkind: Secret\nmetadata: {name: pw}\n"
+                    "stringData: {password: s3cret}\n")
+    cluster = LocalCluster(load_manifest(path), StateDir(tmp_path / "tls" / "state"), clock, tls=True)
+    await cluster.start()
+    try:
+        for i in range(50):
+            await probe.send(cluster.sup.leader.address, "SET", "fleet", f"t{i}", "POINT", "1", "2",
+                             password="s3cret", ca_file=cluster.sup.ca_file)
+        await caught_up(cluster, clock)
+        cluster.state.request("backup")
+        await tick_until(cluster, lambda: (cluster.status.get("lastBackup") or {}).get("result")
+                         not in (None, "started"), clock, what="the backup")
+        assert cluster.status["lastBackup"]["result"] == "ok", cluster.status["lastBackup"]
+        m = Catalog(open_store(f"file://{tmp_path}/bk"), "tls").get("latest")
+        assert m.source == "follower-1" and m.aof_size > 0
+    finally:
+        await cluster.stop()
