@@ -151,11 +151,17 @@ def detach_command(force: bool, state_dir: Path | None, name: str | None, timeou
 @click.option("--backup", "name", default="latest", show_default=True, help="Backup name, or latest.")
 @click.option("--to", "to", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Empty data dir to restore appendonly.aof into.")
+@click.option("--if-empty", is_flag=True, help="Do nothing (exit 0) when the data dir has an AOF "
+              "already: an init container that runs again after a pod restart keeps the data.")
 @_endpoint_opt
 @_region_opt
-def restore_command(from_: str, cluster: str, name: str, to: Path, endpoint_url: str | None,
-                    region: str | None) -> None:
+def restore_command(from_: str, cluster: str, name: str, to: Path, if_empty: bool,
+                    endpoint_url: str | None, region: str | None) -> None:
     """Restore a backup into an empty data dir, verified (size, md5) before it is placed."""
+    aof = to / backup.AOF_FILE
+    if if_empty and aof.exists() and aof.stat().st_size > 0:
+        click.echo(f"{aof} exists: not restored (--if-empty)")
+        return
     try:
         catalog = Catalog(open_store(from_, _s3_flags(endpoint_url, region)), cluster)
         m = backup.restore(catalog, name, to)

@@ -174,3 +174,6 @@ def test_restore_command(tmp_path):
     again = geocluster("restore", "--from", f"file://{tmp_path}/bk", "--cluster", "c", "--to",
                        str(tmp_path / "d"), check=False)
     assert again.returncode == 1 and "not empty" in again.stderr
+    kept = geocluster("restore", "--from", f"file://{tmp_path}/bk", "--cluster", "c", "--to",
+                      str(tmp_path / "d"), "--if-empty")
+    assert "not restored (--if-empty)" in kept.stdout
