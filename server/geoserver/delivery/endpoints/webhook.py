@@ -20,8 +20,10 @@ class Sender:
     async def send(self, payload: bytes) -> None:
         if self._session is None or self._session.closed:
             # keep-alive connections to the endpoint, one pool per URL (Tile38: 20 idle per host)
+            # no cookie jar (as Go's http.Client in Tile38: an endpoint's cookies are not sent back)
             self._session = aiohttp.ClientSession(
-                timeout=self.timeout, connector=aiohttp.TCPConnector(limit_per_host=20))
+                timeout=self.timeout, connector=aiohttp.TCPConnector(limit_per_host=20),
+                cookie_jar=aiohttp.DummyCookieJar(), auto_decompress=False)
         async with self._session.post(self.url, data=payload, headers=HEADERS) as resp:
             await resp.read()
             if resp.status not in ACCEPTED:
