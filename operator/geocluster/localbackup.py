@@ -64,7 +64,7 @@ class LocalBackups:
     def __init__(self, cluster: LocalCluster):
         self.c = cluster
         self.task: asyncio.Task[backup.Outcome] | None = None
-        self.override: str | None = None  # destination of the backup in flight, if not the spec's
+        self.override: str | None = None  # `backup --to URL`: its destination, kept for its retries
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -166,7 +166,8 @@ class LocalBackups:
                 return
             self._settle()
         requested = "backup" in raw
-        self.override = (raw.get("backup") or "").strip() or None if requested else None
+        if requested:
+            self.override = (raw.get("backup") or "").strip() or None
         spec = self.backup_spec(self.override)
         created = parse_time(self.c.info.get("created")) or self.c.clock.now()
         paused = self.c.manifest.spec.paused or self.migrating or "paused" in raw
@@ -180,6 +181,9 @@ class LocalBackups:
         _log_events(d.events)
         if d.start is None or spec is None:
             return
+        if d.start.reason == "schedule" and self.override:  # a new chain: the spec's destination
+            self.override, spec = None, self.backup_spec(None)
+            assert spec is not None
         member = self.c.sup.procs[d.start.source]
         source = self._source(member.name, d.start.source_role, member.address)
         self.task = asyncio.create_task(asyncio.to_thread(
@@ -191,6 +195,7 @@ class LocalBackups:
         now = self.c.clock.now()
         try:
             out = task.result()
+            self.override = None
             patch, event = backup_policy.settle_patch(self.c.status, now=now, size=out.size,
                                                       aof_size=out.aof_size, duration=out.duration,
                                                       location=out.location, backups=out.backups)

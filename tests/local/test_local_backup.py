@@ -83,16 +83,17 @@ async def test_scheduled_backups_from_a_follower_with_retention(make_cluster, cl
 async def test_a_failing_destination_is_retried_and_recorded(make_cluster, clock, tmp_path):
     blocked = tmp_path / "file-not-dir"
     blocked.write_text("x")  # the destination path is a file: every put fails
-    spec = merged(FAST, followers=0, backup={"destination": f"file://{blocked}", "maxRetries": 1})
+    spec = merged(FAST, followers=0, backup={"destination": f"file://{tmp_path}/good", "maxRetries": 1})
     cluster = await make_cluster(spec)
-    cluster.state.request("backup")
+    cluster.state.request("backup", f"file://{blocked}")  # `geocluster backup --to ...`
     await tick_until(cluster, lambda: (cluster.status.get("lastBackup") or {}).get("result", "").startswith(
         "error"), clock, what="a failed backup")
     assert cluster.status["backupFailures"] == 1
     await tick_until(cluster, lambda: cluster.status["lastBackup"]["attempt"] == 2
                      and cluster.status["lastBackup"]["result"] != "started", clock, step=30, what="a retry")
     assert cluster.status["backupFailures"] == 2 and cluster.status["lastBackup"]["reason"] == "retry"
-    assert "backup" not in cluster.state.triggers()
+    assert str(blocked) in cluster.status["lastBackup"]["result"]  # the retry went to --to's URL too
+    assert "backup" not in cluster.state.triggers() and not (tmp_path / "good").exists()
 
 
 async def start(tmp_path: Path, name: str, spec: dict[str, Any], clock: FakeClock) -> LocalCluster:
