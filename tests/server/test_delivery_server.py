@@ -231,3 +231,27 @@ async def test_each_kind_end_to_end(kind: str, make_server: Make, request: pytes
     body = await read(broker, topic if kind != "mqtt" else f"fleet/{topic}", lambda: enter(server, 1))
     event = orjson.loads(body)
     assert (event["hook"], event["id"], event["detect"]) == ("h", "truck0", "enter")
+
+
+def test_queue_stays_with_a_leader_that_becomes_a_follower(make_server: Make) -> None:
+    """A switchover while the endpoint is down: the old leader keeps its queued events and sends
+    none while it follows; the new leader has none of them; they go out when the old one leads
+    again (docs/geofencing-endpoints.md#restarts-and-failover)."""
+    port = free_port()
+    a = make_server("a")
+    b = make_server("b", args=["--follow", f"127.0.0.1:{a.port}"])
+    a.client().execute_command("SETHOOK", "h", f"http://127.0.0.1:{port}/hook", *FENCE)
+    enter(a, 5)
+    wait_until(lambda: "hook endpoint failed" in a.log(), message="a failed delivery")
+    wait_until(lambda: b.json("GET", "fleet", "truck4").get("ok"), message="b caught up")
+    assert b.json("FOLLOW", "no", "one")["ok"]  # b leads
+    assert a.json("FOLLOW", "127.0.0.1", b.port)["ok"]  # a follows it
+    up = Receiver(port).start()
+    try:
+        time.sleep(1.5)  # longer than a's first retry delays: it would have sent by now
+        assert up.requests == 0
+        assert a.json("FOLLOW", "no", "one")["ok"]
+        wait_until(lambda: len(up.bodies) >= 5, message="a's queue once it leads again")
+        assert ids(up.bodies) == [f"truck{i}" for i in range(5)]
+    finally:
+        up.stop()
