@@ -183,12 +183,20 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     ):
         return
     _last_probe[uid] = time.monotonic()
-    # status read fresh: right after a promotion this body may still name the old leader, and
-    # acting on that would make it lead again
-    status = await asyncio.to_thread(kube.read_status, meta["namespace"], meta["name"])
-    legacy = await asyncio.to_thread(_legacy, body)
-    cluster = res.Cluster.from_body(body, spec, OPERATOR_NAMESPACE,
-                                    leader=_leader_of(body, status, legacy))  # fmt: skip
+    # the object read fresh, whole: right after a promotion this body may still name the old
+    # leader (acting on that would make it lead again), and triggers, generation and status
+    # must be of one moment (a trigger used once, Ready judged against its own generation)
+    live = await asyncio.to_thread(kube.read_geocluster, meta["namespace"], meta["name"])
+    try:
+        spec = parse_spec(dict(live.get("spec") or {}))
+    except SpecError:
+        return
+    meta = {**meta, **(live.get("metadata") or {})}
+    status = dict(live.get("status") or {})
+    view = {**body, "metadata": meta, "spec": live.get("spec") or {}, "status": status}
+    legacy = await asyncio.to_thread(_legacy, view)
+    cluster = res.Cluster.from_body(view, spec, OPERATOR_NAMESPACE,
+                                    leader=_leader_of(view, status, legacy))  # fmt: skip
     password, auth_error = await asyncio.to_thread(_password, cluster)
     tls, tls_error = await asyncio.to_thread(_tls, cluster)
     ctx = _Ctx(cluster, password, tls, body, logger, legacy)
@@ -209,8 +217,8 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         if lead.promotion:
             status, ctx, members = await _promote(ctx, members, pods, lead.promotion, status)
         else:
-            status, ctx, members = await _step(ctx, members, pods, status)
-        await _converge(ctx, members, pods, status)
+            status, ctx, members = await _step(ctx, members, pods, status, triggers.paused)
+        members = await _converge(ctx, members, pods, status)
     decision = decide(
         spec,
         status,
@@ -374,7 +382,7 @@ async def _promote(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[
     members = [replace(m, role="leader" if m.name == pr.new else "follower")
                if m.name in (pr.new, pr.old) else m for m in members]  # fmt: skip
     await _label(ctx, _views(pods), members)
-    members = [replace(m, following=None) if m.name != pr.new else m for m in members]
+    members = [replace(m, following=None) for m in members]  # everyone follows the new one now
     await _repoint(ctx, members, last=pr.old)
     message = (f"{pr.old} -> {pr.new} ({pr.reason}): writes paused {pause_ms} ms, the new leader "
                f"lacked at most {behind} bytes of the old one's AOF")  # fmt: skip
@@ -470,7 +478,7 @@ async def _repoint(ctx: _Ctx, members: list[probe.Member], last: str | None = No
 
 
 async def _converge(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[str, Any]],
-                    status: dict[str, Any]) -> None:
+                    status: dict[str, Any]) -> list[probe.Member]:
     """Keep the view true every tick: the ConfigMap names the leader, role labels match, the
     named leader leads (it starts following itself, like every member: FOLLOW no one once it
     is not failing, so an empty one is never made a leader over followers holding data) and
@@ -486,10 +494,21 @@ async def _converge(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict
             await ctx.send(leader, "READONLY", "no")
             kopf.event(ctx.body, type="Normal", reason="LeaderStarted",
                        message=f"{leader.name} leads (was following {leader.following})")
-            members = [replace(leader, following=None) if m is leader else m for m in members]
+            # its followers tried it while it refused them: FOLLOW again, so they connect now
+            # rather than after their back-off (geoserver retries at once on that)
+            waiting = {m.name for m in followers if m.reachable and not m.caught_up}
+            await _repoint(ctx, [replace(m, following=None) if m.name in waiting or m is leader else m
+                                 for m in members])  # fmt: skip
+            # to the repair policy it still does not lead this tick: its followers connect now
+            return [replace(m, reachable=False, error="starting to lead") if m is leader else m
+                    for m in members]  # fmt: skip
         except probe.ProbeError as exc:
             ctx.logger.warning("FOLLOW no one on %s: %s", leader.name, exc)
     await _repoint(ctx, members)
+    # a named leader that does not lead (yet) takes no writes: unavailable to the repair policy,
+    # whose followers cannot be caught up meanwhile (no repair clock runs for them)
+    return [replace(m, reachable=False, error=f"not leading yet: follows {m.following}")
+            if m.role == "leader" and m.reachable and m.following else m for m in members]  # fmt: skip
 
 
 def _busy(status: dict[str, Any]) -> str | None:
@@ -507,14 +526,13 @@ def _busy(status: dict[str, Any]) -> str | None:
 
 
 async def _step(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[str, Any]],
-                status: dict[str, Any]):
+                status: dict[str, Any], paused: bool = False):
     """At most one migration or update step (roles.plan_migration, roles.plan_update)."""
     cluster, spec = ctx.cluster, ctx.cluster.spec
     views = _views(pods)
     leader = res.leader_pod(cluster)
     step = roles.plan_migration(bool(ctx.legacy), leader, res.member_pods(cluster), members, views)
-    paused = spec.paused or _triggers(ctx.body["metadata"].get("annotations") or {}).paused
-    if step.kind == "none" and not paused:
+    if step.kind == "none" and not (paused or spec.paused):
         step = roles.plan_update(spec, views, members, leader, res.template_hash(cluster), _busy(status))
     uid = ctx.body["metadata"].get("uid", cluster.name)
     announce = _last_step.get(uid) != f"{step.kind} {step.member} {step.reason}"

@@ -245,9 +245,14 @@ def patch_status(namespace: str, name: str, status: dict[str, Any]) -> None:
     )
 
 
+def read_geocluster(namespace: str, name: str) -> dict[str, Any]:
+    """The GeoCluster as the API has it now (annotations and status from one read)."""
+    objs = client.CustomObjectsApi(api())
+    return dict(objs.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name))
+
+
 def read_status(namespace: str, name: str) -> dict[str, Any]:
-    obj = client.CustomObjectsApi(api()).get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-    return dict(obj.get("status") or {})
+    return dict(read_geocluster(namespace, name).get("status") or {})
 
 
 def patch_annotations(namespace: str, name: str, annotations: dict[str, str | None]) -> None:

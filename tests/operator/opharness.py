@@ -258,8 +258,10 @@ def pod(k: int) -> str:
 
 
 def pod_ip(name: str) -> str:
-    """The stand-in address of a member pod (``<name>-k`` -> ip(2 + k))."""
-    return ip(2 + int(name.rpartition("-")[2]))
+    """The stand-in address of a member pod (``<name>-k`` -> ip(2 + k); the v1alpha1
+    ``<name>-leader-k`` -> ip(20 + k), ``<name>-follower-k`` -> ip(30 + k))."""
+    base = 20 if "-leader-" in name else 30 if "-follower-" in name else 2
+    return ip(base + int(name.rpartition("-")[2]))
 
 
 async def add_pod(api, name: str, ip: str, role: str | None = None,

@@ -26,6 +26,8 @@ class Recorder:
         self.calls: list[tuple[str, Any]] = []
         self.tls: list[tuple[str, Any, Any]] = []  # (call, ssl context, server name(s))
         self.status: dict[str, Any] = {}
+        self.meta: dict[str, Any] = {}  # what the API has (the tests' bodies say the same)
+        self.spec: dict[str, Any] = {}
         self.fail = fail
 
         def rec(name: str, result: Any = None):
@@ -45,6 +47,8 @@ class Recorder:
         monkeypatch.setattr(handlers.res, "template_hash", lambda cluster: "current")
         monkeypatch.setattr(kube, "list_pods", rec("list_pods", pods))
         monkeypatch.setattr(kube, "read_status", lambda ns, name: dict(self.status))
+        monkeypatch.setattr(kube, "read_geocluster", lambda ns, name: {
+            "metadata": dict(self.meta), "spec": self.spec, "status": dict(self.status)})
         monkeypatch.setattr(kube, "read", rec("read"))  # no v1alpha1 StatefulSets, no ConfigMap yet
         monkeypatch.setattr(kube, "apply", rec("apply", "created"))
         monkeypatch.setattr(kube, "patch_pod_labels", rec("patch_pod_labels"))
@@ -97,10 +101,16 @@ def body(annotations: dict[str, str] | None = None, spec: dict[str, Any] | None 
 LOG = logging.getLogger("test")
 
 
+async def tick(rec: Recorder, b: dict[str, Any]) -> None:
+    """One timer tick on ``b``; the API's copy says the same (the timer reads it fresh)."""
+    rec.meta, rec.spec = dict(b["metadata"]), b["spec"]
+    await handlers.tick(b, LOG)
+
+
 async def test_trigger_is_removed_after_the_intent_and_before_acting(monkeypatch):
     """An operator that dies while acting must not find the trigger again once the action settled."""
     rec = Recorder(monkeypatch)
-    await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}), LOG)
+    await tick(rec, body({handlers.SHRINK_ANNOTATION: "1"}))
     names = rec.names()
     assert names.index("patch_status") < names.index("patch_annotations") < names.index("send")
     assert ("send", ("127.0.0.2:9851", "AOFSHRINK")) in rec.calls
@@ -112,7 +122,7 @@ async def test_trigger_is_removed_after_the_intent_and_before_acting(monkeypatch
 async def test_trigger_that_cannot_be_removed_is_not_acted_on(monkeypatch, trigger):
     """If the annotation cannot be removed, acting would repeat the action later: record it failed."""
     rec = Recorder(monkeypatch, fail=("patch_annotations",))
-    await handlers.tick(body(trigger), LOG)
+    await tick(rec, body(trigger))
     assert "send" not in rec.names()
     rec_key = "lastShrink" if handlers.SHRINK_ANNOTATION in trigger else "lastResync"
     assert rec.status[rec_key]["result"].startswith("error: could not remove the trigger")
@@ -124,7 +134,7 @@ AUTH = {"server": {"authSecretRef": {"name": "gc-auth"}}}
 
 async def test_missing_auth_secret_is_reported_in_status_not_raised(monkeypatch):
     rec = Recorder(monkeypatch, fail=("read_secret_key",))
-    await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}, spec=AUTH), LOG)  # must not raise
+    await tick(rec, body({handlers.SHRINK_ANNOTATION: "1"}, spec=AUTH))  # must not raise
     degraded = next(c for c in rec.status["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "True" and degraded["reason"] == "AuthSecretUnavailable"
     assert "gc-auth" in degraded["message"]
@@ -135,7 +145,7 @@ async def test_missing_auth_secret_is_reported_in_status_not_raised(monkeypatch)
 
 async def test_password_is_read_once_per_tick_and_used_for_probes_and_actions(monkeypatch):
     rec = Recorder(monkeypatch)
-    await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}, spec=AUTH), LOG)
+    await tick(rec, body({handlers.SHRINK_ANNOTATION: "1"}, spec=AUTH))
     assert rec.names().count("read_secret_key") == 1
     assert ("observe_all", ("pw",)) in rec.calls and "send" in rec.names()
 
@@ -146,7 +156,7 @@ async def test_timer_never_writes_observed_generation(monkeypatch):
     rec = Recorder(monkeypatch)
     b = body({handlers.SHRINK_ANNOTATION: "1"}, status={"observedGeneration": 1})
     b["metadata"]["generation"] = 2
-    await handlers.tick(b, LOG)
+    await tick(rec, b)
     writes = [args[0] for name, args in rec.calls if name == "patch_status"]
     assert writes and all("observedGeneration" not in w for w in writes)
 
@@ -174,7 +184,7 @@ def tls_secret(monkeypatch, tmp_path, rec: Recorder, keys=("ca.crt",)) -> None:
 async def test_tls_probes_and_actions_verify_the_pod_dns_names(monkeypatch, tmp_path):
     rec = Recorder(monkeypatch)
     tls_secret(monkeypatch, tmp_path, rec)
-    await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}, spec=TLS), LOG)
+    await tick(rec, body({handlers.SHRINK_ANNOTATION: "1"}, spec=TLS))
     assert ("read_secret_keys", ("gc-certs", ("ca.crt",))) in rec.calls  # no key without clientAuth
     (_, context, names), (_, send_context, send_name) = rec.tls
     assert isinstance(context, ssl.SSLContext) and context.check_hostname
@@ -187,7 +197,7 @@ async def test_tls_required_client_auth_presents_the_secret_certificate(monkeypa
     rec = Recorder(monkeypatch)
     tls_secret(monkeypatch, tmp_path, rec, keys=("ca.crt", "tls.crt", "tls.key"))
     spec = {"tls": {"secretName": "gc-certs", "clientAuth": "required"}}
-    await handlers.tick(body(spec=spec), LOG)
+    await tick(rec, body(spec=spec))
     assert ("read_secret_keys", ("gc-certs", ("ca.crt", "tls.crt", "tls.key"))) in rec.calls
     assert isinstance(rec.tls[0][1], ssl.SSLContext)
 
@@ -197,7 +207,7 @@ async def test_unreadable_tls_secret_is_degraded_and_nobody_is_probed(monkeypatc
     rec = Recorder(monkeypatch)
     tls_secret(monkeypatch, tmp_path, rec, keys=keys)
     spec = {"tls": {"issuerRef": {"name": "ca"}}}  # the Secret is cert-manager's gc-tls
-    await handlers.tick(body({handlers.SHRINK_ANNOTATION: "1"}, spec=spec), LOG)
+    await tick(rec, body({handlers.SHRINK_ANNOTATION: "1"}, spec=spec))
     degraded = next(c for c in rec.status["conditions"] if c["type"] == "Degraded")
     assert degraded["status"] == "True" and degraded["reason"] == "TLSSecretUnavailable"
     assert "'gc-tls'" in degraded["message"] and "Certificate gc-tls" in degraded["message"]
