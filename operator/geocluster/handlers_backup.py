@@ -29,6 +29,7 @@ from .spec import GROUP, PLURAL, VERSION, SpecError, parse_spec, parse_time
 
 BACKUP_ANNOTATION = f"{GROUP}/backup-now"
 PAUSE_ANNOTATION = f"{GROUP}/paused"
+_bootstrap_warned: set[str] = set()  # uid/generation warned about spec.bootstrap
 BACKUP_TICK_SECONDS = float(os.environ.get("GEOCLUSTER_BACKUP_TICK_SECONDS", TICK_SECONDS))
 
 
@@ -43,6 +44,7 @@ def _secret(namespace: str):
 async def backups(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     """Due? Intent first, then the backup (in a worker thread), then its outcome."""
     meta = body["metadata"]
+    _warn_bootstrap(body)
     requested = BACKUP_ANNOTATION in (meta.get("annotations") or {})
     if not (body.get("spec") or {}).get("backup") and not requested:
         return  # nothing to do (the usual case): no API read
@@ -89,6 +91,18 @@ async def backups(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         metrics.backup_failed(ns, name)
     await asyncio.to_thread(kube.patch_status, ns, name, patch)
     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _warn_bootstrap(body: kopf.Body) -> None:
+    """spec.bootstrap is honoured by `geocluster up` only (docs/backup.md#not-done-yet): say so
+    once per GeoCluster and generation instead of ignoring it silently."""
+    meta = body["metadata"]
+    key = f"{meta.get('uid', meta['name'])}/{meta.get('generation')}"
+    if (body.get("spec") or {}).get("bootstrap") and key not in _bootstrap_warned:
+        _bootstrap_warned.add(key)
+        kopf.warn(body, reason="BootstrapNotApplied",
+                  message="spec.bootstrap is not applied by the operator yet: restore into the "
+                  "members' volumes with `geocluster restore` (docs/backup.md)")
 
 
 def _read(namespace: str, name: str) -> dict[str, Any]:
