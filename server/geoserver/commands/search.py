@@ -11,6 +11,7 @@ of candidates iterated when LIMIT was reached, else 0 (Tile38's scanWriter).
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -777,7 +778,28 @@ def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
     col = ctx.db.get(text(argv[1]))
     if col is None or area is None:
         return _empty(ctx, s)
-    points = query.points_in(col.points, area)
+    if area.kind == "shape" and ctx.client is not None:  # a complex area may take seconds
+        done, points = slices.start(slices.points_in_steps(col.points, area))
+        if not done:  # the slots' ids copied now, before any other client runs
+            return _located_later(ctx, s, col, area, within, points, col.points.names())
+    else:
+        points = query.points_in(col.points, area)
+    return _hits(ctx, s, col, area, within, points, None)
+
+
+async def _located_later(ctx: Ctx, s: Search, col: Collection, area: query.Area, within: bool,
+                         pending: Any, names: list[str | None]) -> Any:
+    """The search of an area whose points are being located in slices (others run between
+    them): a hit counts for the id its slot held when the search began, if it still exists."""
+    points = await pending
+    result = _hits(ctx, s, col, area, within, points, names)
+    return await result if asyncio.iscoroutine(result) else result
+
+
+def _hits(ctx: Ctx, s: Search, col: Collection, area: query.Area, within: bool, points: Any,
+          names: list[str | None] | None) -> Any:
+    """WITHIN/INTERSECTS once its points are located (`points`: slots). `names`: a copy of the
+    slots' ids taken with them, when writes may have interleaved (then every row is checked)."""
     shape_ids: list[str] = []
     if len(col.shapes):
         items = col.items
@@ -787,28 +809,33 @@ def _within_or_intersects(ctx: Ctx, argv: list[bytes], within: bool) -> Any:
             return item.obj if item is not None else None
 
         shape_ids = query.shapes_in(col.shapes, area, within, obj_of)
+
+    def point_ids() -> list[Any]:
+        return [names[i] for i in points.tolist()] if names is not None else col.points.ids_of(points)
+
     if s.sparse:
         rect = (area.minlon, area.minlat, area.maxlon, area.maxlat)
-        return _sparse(ctx, col, s, col.points.ids_of(points) + shape_ids, rect, None)
+        return _sparse(ctx, col, s, [i for i in point_ids() if i is not None] + shape_ids, rect, None)
     hits = len(points) + len(shape_ids)
     if _big(ctx, s, hits):  # walk the live ids in order; hits judged on a copy of the slots' ids
         walk = query.IdOrderHits(lambda: query.walk_ids(col.items, s.id_prefix), col.points, points,
-                                 shape_ids, col.points.names())
+                                 shape_ids, names if names is not None else col.points.names())
         return _sliced(ctx, col, [walk], s)
     ordered = s.output != "COUNT" or s.cursor or s.filtered  # CURSOR positions count in id order
     wanted = None if s.filtered else s.cursor + (s.limit or 100)
     lo, hi = col.prefix_bounds(s.id_prefix)  # only ids a MATCH can admit are candidates
     batches: list[Any]
-    if not ordered:  # a plain COUNT: no names needed unless expiry must be checked
+    if not ordered and names is None:  # a plain COUNT: no names needed unless expiry must be checked
         batches = [query.Batch(col.points, points), query.Batch(shape_ids)]
     elif query.walk_is_cheaper(hits, hi - lo, wanted):
-        batches = [query.IdOrderHits(lambda: col.ids_between(lo, hi), col.points, points, shape_ids)]
+        batches = [query.IdOrderHits(lambda: col.ids_between(lo, hi), col.points, points, shape_ids,
+                                     names)]
     else:
-        ids = col.points.ids_of(points) + shape_ids
+        ids = [i for i in point_ids() if i is not None] + shape_ids
         if s.id_prefix:
             ids = [oid for oid in ids if oid.startswith(s.id_prefix)]
         batches = [query.Batch(sorted(ids))]
-    rows, count, cursor = _collect(ctx, col, batches, s)
+    rows, count, cursor = slices.run(_collect_steps(ctx, col, batches, s, names is not None))
     if s.clip:
         rows = _clip_rows(rows, area)
     return _reply(ctx, s, rows, count, cursor)
