@@ -137,7 +137,7 @@ async def run(args: argparse.Namespace) -> list[str]:
         receiver = Receiver()
         await receiver.start()
         await client.execute_command("SETHOOK", "bench", f"http://127.0.0.1:{receiver.port}/hook", *FENCE)
-        cpu = CpuMeter(proc.pid)
+        cpu, own = CpuMeter(proc.pid), time.process_time()
         sent, rtts = await paced_sets(client, "hooked", args.rate, args.seconds)
         deadline = time.monotonic() + 30
         while len(receiver.arrived) < len(sent) and time.monotonic() < deadline:
@@ -146,7 +146,9 @@ async def run(args: argparse.Namespace) -> list[str]:
         latencies = [receiver.arrived[oid] - t for oid, t in sent.items() if oid in receiver.arrived]
         lost = len(sent) - len(latencies)
         lines.append(row("SET, hook to a live receiver", rtts, hooked_cpu))
-        lines.append(row("event: SET sent -> POST received", latencies, extra=f"{lost} not delivered"))
+        own_us = (time.process_time() - own) / len(sent) * 1e6  # this process: client and receiver
+        lines.append(row("event: SET sent -> POST received", latencies,
+                         extra=f"{lost} not delivered; bench process {own_us:.0f} µs CPU per SET+event"))
         await receiver.stop()
 
         hanging = Receiver(hang=True)
