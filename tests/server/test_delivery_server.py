@@ -255,3 +255,20 @@ def test_queue_stays_with_a_leader_that_becomes_a_follower(make_server: Make) ->
         assert ids(up.bodies) == [f"truck{i}" for i in range(5)]
     finally:
         up.stop()
+
+
+def test_config_set_queue_bound_drops_the_oldest(make_server: Make) -> None:
+    port = free_port()
+    server = make_server("s")
+    client = server.client()
+    assert client.execute_command("CONFIG", "SET", "hook-queue-max", "3") == b"OK"
+    client.execute_command("SETHOOK", "h", f"http://127.0.0.1:{port}/hook", *FENCE)
+    enter(server, 10)
+    assert server.stats()["pending_events"] == 3  # SERVER: Tile38's pending_events
+    assert "hook queue full: oldest events dropped" in server.log()
+    up = Receiver(port).start()
+    try:
+        wait_until(lambda: server.stats()["pending_events"] == 0, timeout=20, message="an empty queue")
+        assert ids(up.bodies)[-3:] == ["truck7", "truck8", "truck9"]
+    finally:
+        up.stop()
