@@ -130,11 +130,13 @@ def detach_command(force: bool, state_dir: Path | None, name: str | None, timeou
     boot = (state.read_cluster() or {}).get("bootstrap") or {}
     if boot.get("kind") != "fromLeader" or boot.get("result") != "following":
         raise click.ClickException("not migrating: detach ends a bootstrap.fromLeader that is following")
+    before = ((state.read_status() or {}).get("bootstrap") or {}).get("message", "")
     lc._trigger(state, "detach", "force" if force else "", timeout)
     deadline = time.monotonic() + timeout + 30
     while True:
         rec = (state.read_status() or {}).get("bootstrap") or {}
-        if rec.get("result") == "ok" or rec.get("message", "").startswith("detach failed"):
+        message = rec.get("message", "")
+        if rec.get("result") == "ok" or (message != before and message.startswith("detach failed")):
             break
         if time.monotonic() > deadline:
             raise click.ClickException("detach not finished in time (see the log)")

@@ -223,9 +223,11 @@ class LocalBackups:
         address, password = up
         leader = self.c.sup.leader
         pw, ca = self.c.manifest.password, self.c.sup.ca_file
+        fenced = False
         try:
             try:
                 await probe.send(address, "READONLY", "yes", password=password)
+                fenced = True
             except probe.ProbeError as exc:
                 if not force:
                     raise probe.ProbeError(f"cannot make the old leader read-only ({exc}); "
@@ -243,9 +245,14 @@ class LocalBackups:
                 await asyncio.sleep(0.02)
             await probe.send(leader.address, "FOLLOW", "no", "one", password=pw, ca_file=ca)
             await probe.send(leader.address, "READONLY", "no", password=pw, ca_file=ca)
-        except probe.ProbeError as exc:
+        except probe.ProbeError as exc:  # not detached: the old leader takes writes again
             log.warning("detach failed: %s", exc)
-            self._record(message=f"detach failed: {exc}")
+            if fenced:
+                try:
+                    await probe.send(address, "READONLY", "no", password=password)
+                except probe.ProbeError as again:
+                    log.warning("detach: READONLY no on the old leader failed: %s", again)
+            self._record(message=f"detach failed at {rfc3339(self.c.clock.now())}: {exc}")
             return
         self._record(result="ok", detached=rfc3339(self.c.clock.now()), aof_size=new.aof_size,
                      message=f"detached from {address}")

@@ -291,3 +291,27 @@ async def test_backup_over_tls_with_a_password(clock, tmp_path):
         assert m.source == "follower-1" and m.aof_size > 0
     finally:
         await cluster.stop()
+
+
+async def test_detach_refuses_an_old_leader_it_cannot_fence_unless_forced(clock, tmp_path):
+    old = GeoServer(tmp_path / "old").start()
+    redis.Redis(port=old.port, protocol=2).execute_command("SET", "fleet", "a", "POINT", 1, 1)
+    spec = merged(FAST, followers=0, bootstrap={"fromLeader": {"address": f"127.0.0.1:{old.port}"}})
+    cluster = await start(tmp_path, "gone", spec, clock)
+    try:
+        leader = GeoServer(Path("/x"), port=cluster.sup.leader.port)
+        wait_until(lambda: leader.stats().get("caught_up"), 20, message="following the old leader")
+        old.stop()  # the old leader is gone: it cannot be made read-only
+        cluster.state.request("detach")
+        await cluster.tick()
+        boot = cluster.status["bootstrap"]
+        assert boot["result"] == "following" and "cannot make the old leader read-only" in boot["message"]
+        assert not leader.json("SET", "fleet", "b", "POINT", 1, 1)["ok"]  # still a follower
+        cluster.state.request("detach", "force")
+        await cluster.tick()
+        assert cluster.status["bootstrap"]["result"] == "ok"
+        assert leader.json("SET", "fleet", "b", "POINT", 1, 1)["ok"]
+        assert leader.json("GET", "fleet", "a")["ok"]
+    finally:
+        await cluster.stop()
+        old.stop()
