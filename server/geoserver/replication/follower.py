@@ -9,6 +9,13 @@ RESYNC was requested, do a *full resync*: build a fresh dataset and a fresh AOF 
 follower's `aof_size` equals the leader's and the old dataset is freed -- never the Tile38
 1.30 behaviour of replaying the leader's file on top of stale memory and a stale size counter.
 
+The stream's records are RESP arrays or inline command lines (a Tile38 leader streams its AOF
+verbatim, and old Tile38 versions wrote inline lines), decided per record by the request framer
+as the AOF loader does; each is applied through the command table and its original bytes are
+appended, so `aof_size` and AOFMD5 stay equal to the leader's. A record that does not parse or
+apply ends the session with its leader offset in `replication_error`; the follower keeps what
+it applied before it (a full resync in progress is discarded) and retries with backoff.
+
 Safety (docs/replication.md):
 - A full resync that would throw away a dataset the leader does not have is refused
   (`resync_refusal`): the dataset and AOF stay untouched and keep serving reads, the state is
@@ -42,7 +49,7 @@ import orjson
 
 from geoserver import dispatch
 from geoserver.aof.log import private_file
-from geoserver.errors import CommandError, ProtocolError
+from geoserver.errors import CommandError, GeoServerError, ProtocolError
 from geoserver.protocol.framing import FrameLimits, RequestReader
 from geoserver.protocol.resp import encode_command
 from geoserver.store.database import Database
@@ -229,8 +236,11 @@ class FullResync:
 
     def apply(self, argv: list[bytes], record: bytes) -> None:
         dispatch.apply_record(self.server, argv, self.db)
-        self.file.write(record)
-        self.size += len(record)
+        self.write(record)
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.size += len(data)
 
     async def finish(self) -> None:
         self.file.flush()
@@ -462,31 +472,36 @@ class Follower:
         server = self.server
         cfg = server.config
         # The stream is framed like client requests, against the same limits: a hostile
-        # leader's `*3000000000` is refused, not allocated. Records are canonical RESP (the
-        # framer refuses anything else), so re-encoding gives the leader's exact bytes.
+        # leader's `*3000000000` is refused, not allocated. The framer decides per record
+        # between RESP and an inline line (a Tile38 AOF written by old versions holds both,
+        # streamed verbatim); an inline line may be as long as a whole request. Each record's
+        # exact bytes are sliced from `fed` (the bytes given to the framer and not yet
+        # consumed), so the local AOF stays a byte-exact prefix of the leader's.
         framer = RequestReader(FrameLimits(cfg.max_request_args, cfg.max_request_size,
-                                           cfg.max_inline_size, cfg.max_request_size))
+                                           cfg.max_request_size, cfg.max_request_size))
+        fed = bytearray()
         while True:
             applied = 0
             while True:
+                before = framer.buffered
+                offset = self._stream_end - before  # leader AOF offset of the next record
                 try:
                     item = framer.next()
                 except ProtocolError as exc:
-                    raise ReplicationError(f"invalid multibulk: {exc.message}") from None
+                    raise ReplicationError(
+                        f"invalid record at leader AOF offset {offset}: {exc.message}") from None
+                taken = before - framer.buffered
+                raw = bytes(fed[:taken])
+                del fed[:taken]
                 if item is None:
+                    if taken:  # blank lines or `*0`: no command, but the leader's bytes
+                        resync = await self._keep_bytes(resync, raw, started)
                     break
-                if framer.inline:
-                    raise ReplicationError("invalid multibulk")  # Tile38 follower's rule
-                record = encode_command(item)
-                if resync is not None:
-                    resync.apply(item, record)
-                    if resync.size >= self.leader_aof_size:
-                        await self._finish_resync(resync, started)
-                        resync = None
-                else:
-                    dispatch.apply_record(server, item)
-                    assert server.aof is not None
-                    server.aof.append(record)
+                try:
+                    resync = await self._apply(resync, item, raw, started)
+                except GeoServerError as exc:
+                    raise ReplicationError(
+                        f"record at leader AOF offset {offset} does not apply: {exc.message}") from None
                 applied += 1
                 if applied % 256 == 0:
                     await asyncio.sleep(0)  # a big backlog must not starve clients
@@ -498,7 +513,36 @@ class Follower:
                 raise ReplicationError("leader closed the stream")
             self._stream_end += len(data)  # every byte of the stream is the leader's AOF
             self.leader_size_seen = max(self.leader_size_seen, self._stream_end)
+            fed += data
             framer.feed(data)
+
+    async def _apply(self, resync: FullResync | None, argv: list[bytes], raw: bytes,
+                     started: float) -> FullResync | None:
+        """Apply one record through the command table and log its original bytes; returns
+        the resync still in progress (None once it was swapped in, or when incremental)."""
+        if resync is None:
+            dispatch.apply_record(self.server, argv)
+            assert self.server.aof is not None
+            self.server.aof.append(raw)
+            return None
+        resync.apply(argv, raw)
+        return await self._resync_progress(resync, started)
+
+    async def _keep_bytes(self, resync: FullResync | None, raw: bytes,
+                          started: float) -> FullResync | None:
+        """Bytes of the leader's AOF that are no command (blank lines between inline records)."""
+        if resync is None:
+            assert self.server.aof is not None
+            self.server.aof.append(raw)
+            return None
+        resync.write(raw)
+        return await self._resync_progress(resync, started)
+
+    async def _resync_progress(self, resync: FullResync, started: float) -> FullResync | None:
+        if resync.size >= self.leader_aof_size:
+            await self._finish_resync(resync, started)
+            return None
+        return resync
 
     async def _read(self, conn: LeaderConnection, resync: FullResync | None) -> bytes:
         """The next bytes of the stream; after `repl-timeout` s of silence, a side-check
