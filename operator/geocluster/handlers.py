@@ -418,16 +418,24 @@ async def _fence(ctx: _Ctx, name: str, pods: dict[str, dict[str, Any]]) -> None:
 async def _wait_caught_up(ctx: _Ctx, old: probe.Member, new: probe.Member) -> None:
     """Until the target has applied all of the (read-only) old leader's AOF."""
     deadline = time.monotonic() + CATCH_UP_TIMEOUT
-    while True:
-        sizes = []
-        for m in (new, old):
-            sizes.append((await ctx.send(m, "SERVER"))["stats"].get("aof_size"))
-        if sizes[1] is not None and sizes[0] == sizes[1]:
-            return
-        if time.monotonic() > deadline:
-            raise probe.ProbeError(f"{new.name} at aof_size {sizes[0]}, leader at {sizes[1]} "
-                                   f"after {CATCH_UP_TIMEOUT:.0f}s")  # fmt: skip
-        await asyncio.sleep(0.02)
+    if new.address is None or old.address is None:
+        raise probe.ProbeError("no address")
+
+    def client(m: probe.Member) -> probe.Client:  # one connection each: writes wait meanwhile
+        assert m.address is not None
+        return probe.Client(m.address, ctx.password, PROBE_TIMEOUT, tls=ctx.tls,
+                            server_name=ctx.server_name(m.name))  # fmt: skip
+
+    async with client(new) as target, client(old) as leader:
+        while True:
+            want = (await leader.command("SERVER"))["stats"].get("aof_size")
+            have = (await target.command("SERVER"))["stats"].get("aof_size")
+            if want is not None and have == want:
+                return
+            if time.monotonic() > deadline:
+                raise probe.ProbeError(f"{new.name} at aof_size {have}, leader at {want} "
+                                       f"after {CATCH_UP_TIMEOUT:.0f}s")  # fmt: skip
+            await asyncio.sleep(0.005)
 
 
 def _set_config_leader(cluster: res.Cluster) -> None:

@@ -59,6 +59,11 @@ def role(api, name: str) -> str | None:
     return None if obj.deleted else obj["metadata"]["labels"].get(ROLE)
 
 
+def in_step(api) -> bool:
+    st = gc_status(api)
+    return st["readyFollowers"] == 2 and all(m.get("aofSize") == st["leaderAofSize"] for m in st["members"])
+
+
 def roles(api, count: int = 3) -> dict[str, str | None]:
     return {pod(k): role(api, pod(k)) for k in range(count)}
 
@@ -66,6 +71,11 @@ def roles(api, count: int = 3) -> dict[str, str | None]:
 async def write(address: str, key: str) -> None:
     async with probe.Client(f"{address}:9851") as c:
         await c.command("SET", "fleet", key, "POINT", "33", "-115")
+
+
+async def following(name: str, leader: str) -> bool:
+    s = await stats(pod_ip(name))
+    return s.get("following") == f"{pod_ip(leader)}:9851" and s["caught_up"]
 
 
 async def refuses_writes(address: str) -> bool:
@@ -131,10 +141,8 @@ async def test_switchover_by_annotation_moves_labels_services_and_status(api, me
     await leading(pod_ip(pod(2)))
     await write(pod_ip(pod(2)), "after")
     assert await refuses_writes(pod_ip(pod(0)))  # the old leader is a follower now
-    await eventually(lambda: gc_status(api)["readyFollowers"] == 2, what="both followers of the new one")
-    for k in (0, 1):
-        s = await stats(pod_ip(pod(k)))
-        assert s["following"] == f"{pod_ip(pod(2))}:9851" and s["caught_up"]
+    for k in (0, 1):  # re-pointed after the new view was recorded: the old leader last
+        await eventually_async(lambda k=k: following(pod(k), pod(2)))
     async with probe.Client(f"{pod_ip(pod(0))}:9851") as c:  # zero acknowledged writes lost
         for key in [*acknowledged, "after"]:
             assert (await c.command("GET", "fleet", key))["ok"]
@@ -154,8 +162,7 @@ async def test_leader_gone_fails_over_after_the_delay_and_returns_as_follower(ap
     await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
     for i in range(30):
         await write(pod_ip(pod(0)), f"t{i}")
-    await eventually(lambda: all(m.get("aofSize") == gc_status(api)["leaderAofSize"]
-                                 for m in gc_status(api)["members"]), what="all in step")  # fmt: skip
+    await eventually(lambda: in_step(api), what="all in step")
 
     await remove_pod(api, members, pod(0))  # its node is gone: no process, no Pod object
     await eventually(lambda: gc_status(api)["leaderWatch"].get("failingSince"), what="failing")
@@ -180,12 +187,34 @@ async def test_leader_gone_fails_over_after_the_delay_and_returns_as_follower(ap
     other = ({pod(1), pod(2)} - {new}).pop()
     await eventually(lambda: gc_status(api)["readyFollowers"] == 2, timeout=20, what="back in step")
     for name in (pod(0), other):
-        s = await stats(pod_ip(name))
-        assert s["following"] == f"{pod_ip(new)}:9851" and s["caught_up"]
+        await eventually_async(lambda name=name: following(name, new))
     assert await refuses_writes(pod_ip(pod(0)))
     async with probe.Client(f"{pod_ip(pod(0))}:9851") as c:
         assert (await c.command("GET", "fleet", "after-failover"))["ok"]
     assert gc_status(api)["leader"] == new and len(events(api, "FailoverStarted")) == 1
+
+
+async def test_leader_back_empty_is_failed_over_not_followed(api, members, operator):
+    """The leader's pod returns at once but on an empty volume (a lost PVC): it is not made the
+    leader (its followers hold data it lacks), and after the delay the best follower is
+    promoted; the empty one then follows it and gets the data."""
+    await start_cluster(api, members, HA_SPEC)
+    await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
+    for i in range(30):
+        await write(pod_ip(pod(0)), f"t{i}")
+    await eventually(lambda: in_step(api), what="all in step")
+    await remove_pod(api, members, pod(0))
+    await start_member(api, members, pod(0), fresh=True)  # same name, empty data dir
+    await eventually(lambda: gc_status(api).get("lastFailover", {}).get("result") == "ok",
+                     timeout=20, what="failover away from the empty leader")  # fmt: skip
+    rec = gc_status(api)["lastFailover"]
+    assert rec["kind"] == "failover" and rec["old"] == pod(0) and rec["new"] in (pod(1), pod(2))
+    assert not events(api, "LeaderStarted")[1:]  # only at creation: the empty one never led
+    new = rec["new"]
+    async with probe.Client(f"{pod_ip(pod(0))}:9851") as c:
+        await eventually_async(lambda: c.command("GET", "fleet", "t29"), timeout=20)
+    assert (await stats(pod_ip(pod(0))))["following"] == f"{pod_ip(new)}:9851"
+    assert await refuses_writes(pod_ip(pod(0)))
 
 
 async def test_failover_disabled_waits_for_the_leader(api, members, operator):
