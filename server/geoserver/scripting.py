@@ -68,6 +68,7 @@ _SETUP = r"""
 local sethook, gethook = debug.sethook, debug.gethook
 local setfenv, loadstring, pcall = setfenv, loadstring, pcall
 local tostring, select, error, type = tostring, select, error, type
+local rawset, next = rawset, next
 local function copy(t) local c = {} for k, v in pairs(t) do c[k] = v end return c end
 local base = {
   tonumber = tonumber, tostring = tostring, type = type, pairs = pairs, ipairs = ipairs,
@@ -145,6 +146,28 @@ function engine.run(fn, keys, argv)
   return ok, res
 end
 
+-- WHEREEVAL: one environment per query (ARGV); ID, FIELDS and PROPERTIES set per object.
+-- Returns 1, match (Tile38's truthiness) / 0, the Lua error / 2, an unsupported type.
+function engine.where(fn, argv)
+  local env = locked_env({}, argv)
+  return function(id, fields, props)
+    rawset(env, "ID", id); rawset(env, "FIELDS", fields); rawset(env, "PROPERTIES", props)
+    setfenv(fn, env)  -- the compiled function is shared (cache by sha): set its env each time
+    sethook(hook, "", HOOK_EVERY)
+    local ok, res = pcall(fn)
+    sethook()
+    rawset(env, "ID", nil); rawset(env, "FIELDS", nil); rawset(env, "PROPERTIES", nil)
+    if not ok then return 0, res end
+    local t = type(res)
+    if t == "nil" then return 1, false end
+    if t == "boolean" then return 1, res end
+    if t == "number" then return 1, res ~= 0 end
+    if t == "string" then return 1, res ~= "" end
+    if t == "table" then return 1, next(res) ~= nil end
+    return 2, t
+  end
+end
+
 return engine
 """.replace("HOOK_EVERY", str(HOOK_EVERY))
 
@@ -196,15 +219,7 @@ class ScriptEngine:
     def run(self, script: bytes, is_sha: bool, keys: list[bytes], argv: list[bytes],
             call: Callable[[list[bytes]], CallResult], deadline: float | None) -> Any:
         """Run a script; returns its Lua result (see to_resp / to_json)."""
-        if is_sha:
-            fn = self._scripts.get(_text(script).lower())
-            if fn is None:
-                raise ScriptError(SHA_NOT_FOUND)
-        else:
-            sha = sha1hex(script)
-            fn = self._scripts.get(sha)
-            if fn is None:
-                fn = self._scripts[sha] = self._compile(script, sha)
+        fn = self._function(script, is_sha)
         now = time.monotonic()
         self._deadline = deadline if deadline is not None else math.inf
         self._limit_at = now + self.time_limit if self.time_limit > 0 else math.inf
@@ -225,6 +240,27 @@ class ScriptEngine:
         if "not enough memory" in message:
             raise ScriptError("script used more than its memory limit")
         raise ScriptError(message.replace("\n", "\\n"))
+
+    # --- WHEREEVAL ------------------------------------------------------------------------
+    def where(self, script: bytes, is_sha: bool, argv: list[bytes],
+              call: Callable[[list[bytes]], CallResult], deadline: float | None) -> WherePredicate:
+        """A per-object predicate for WHEREEVAL / WHEREEVALSHA, compiled once (the EVAL cache)."""
+        if self._call is not None:  # the hook is one per runtime: no script inside a script
+            raise ScriptError("WHEREEVAL is not allowed inside a script")
+        fn = self._function(script, is_sha)
+        return WherePredicate(self, self._engine[b"where"](fn, self.lua.table(*argv)), call, deadline)
+
+    def _function(self, script: bytes, is_sha: bool) -> Any:
+        if is_sha:
+            fn = self._scripts.get(_text(script).lower())
+            if fn is None:
+                raise ScriptError(SHA_NOT_FOUND)
+            return fn
+        sha = sha1hex(script)
+        fn = self._scripts.get(sha)
+        if fn is None:
+            fn = self._scripts[sha] = self._compile(script, sha)
+        return fn
 
     def _expired(self) -> bool:
         now = time.monotonic()
@@ -281,6 +317,53 @@ class ScriptEngine:
         if isinstance(doc, str):
             return doc.encode()
         return doc
+
+
+class WherePredicate:
+    """One WHEREEVAL of one query (or fence): `match(id, fields, properties)` runs the script
+    for an object with ID, FIELDS (name -> number, string or boolean) and PROPERTIES (the
+    GeoJSON properties) set, within script-time-limit per object and the command's TIMEOUT.
+    Its tile38.call goes to `call` (read-only commands). Tile38's rules: a Lua error fails
+    the search, except indexing a non-table (a missing nested field), which is no match."""
+
+    __slots__ = ("_call", "_deadline", "_engine", "_fn")
+
+    def __init__(self, engine: ScriptEngine, fn: Any, call: Callable[[list[bytes]], CallResult],
+                 deadline: float | None) -> None:
+        self._engine = engine
+        self._fn = fn
+        self._call = call
+        self._deadline = deadline if deadline is not None else math.inf
+
+    def match(self, oid: str, fields: dict[bytes, Any], properties: Any) -> bool:
+        eng = self._engine
+        if eng._call is not None:
+            raise ScriptError("WHEREEVAL is not allowed inside a script")
+        lua = eng.lua
+        eng._deadline = self._deadline
+        eng._limit_at = time.monotonic() + eng.time_limit if eng.time_limit > 0 else math.inf
+        eng._call = self._call
+        try:
+            status, value = self._fn(oid.encode("utf-8", "surrogateescape"), lua.table_from(fields),
+                                     eng._from_json(properties) if properties else lua.table())
+        except lua51.LuaMemoryError:
+            raise ScriptError("script used more than its memory limit") from None
+        finally:
+            eng._call = None
+        if status == 1:
+            return bool(value)
+        if status == 2:
+            raise ScriptError(f"script returned value of type {_text(value)}")
+        if time.monotonic() > eng._deadline:
+            raise ScriptError(TIMEOUT)
+        message = _text(value)
+        if "__geoserver_deadline__" in message:
+            raise ScriptError(f"script ran longer than its time limit ({eng.time_limit:g} s)")
+        if "not enough memory" in message:
+            raise ScriptError("script used more than its memory limit")
+        if "attempt to index" in message:
+            return False
+        raise ScriptError(message.replace("\n", "\\n"))
 
 
 def _bytes(value: Any) -> bytes:

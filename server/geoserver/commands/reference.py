@@ -56,7 +56,12 @@ Differences from Tile38 1.30, on purpose:
   sample can differ; a shape spanning more than 1024 quads is placed by its center.
 - BUFFER of a polygon or line is computed in a local equirectangular frame (exact for points and
   circles, within a fraction of a percent for city-sized shapes); CLIP and CLIPBY cut with GEOS.
-- Not implemented: scripting (`EVAL`), `SET/FSET ... RETURN`, `MVT`.
+- Scripting (EVAL and its variants, SCRIPT, WHEREEVAL/WHEREEVALSHA) runs on Lua 5.1 (lupa, the
+  dialect of Tile38's gopher-lua), sandboxed (docs/migration.md): `script-time-limit` bounds
+  each run, for WHEREEVAL each object's evaluation (TIMEOUT bounds the whole search); a
+  WHEREEVAL's `tile38.call` runs read-only commands, and WHEREEVAL inside a script is refused
+  (`WHEREEVAL is not allowed inside a script`).
+- Not implemented: `SET/FSET ... RETURN`, `MVT`.
 
 WHERE takes Tile38's three forms: `WHERE name min max` (`(` before a bound excludes it,
 `-inf`/`+inf`), `WHERE name op value` (`<`, `<=`, `>`, `>=`, `==`, `!=`), and `WHERE "expression"`

@@ -1,12 +1,14 @@
 """Search commands: SCAN NEARBY WITHIN INTERSECTS. Syntax follows Tile38 1.30:
 
     CMD key [CURSOR n] [LIMIT n] [MATCH glob ...] [WHERE field min max ...]
-            [WHEREIN field n v1 .. vn ...] [NOFIELDS] [DISTANCE] [ASC|DESC]
+            [WHEREIN field n v1 .. vn ...] [WHEREEVAL script n arg ... | WHEREEVALSHA sha1 n arg ...]
+            [NOFIELDS] [DISTANCE] [ASC|DESC]
             [COUNT | IDS | OBJECTS | POINTS | BOUNDS | HASHES precision] <area>
 
 Candidates come from store/query.py as ordered batches; `_collect` walks them applying
-CURSOR, expiry, MATCH/WHERE/WHEREIN and LIMIT. The returned cursor is CURSOR plus the number
-of candidates iterated when LIMIT was reached, else 0 (Tile38's scanWriter).
+CURSOR, expiry, MATCH/WHERE/WHEREIN/WHEREEVAL (commands/whereeval.py) and LIMIT. The returned
+cursor is CURSOR plus the number of candidates iterated when LIMIT was reached, else 0
+(Tile38's scanWriter).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import mercantile
 import shapely
 
 from geoserver.binary import raw, text
-from geoserver.commands import slices
+from geoserver.commands import slices, whereeval
 from geoserver.commands.base import Args, Ctx, Flag, command, geojson_limits, pattern_arg
 from geoserver.commands.replies import (
     bounds_json,
@@ -268,6 +270,9 @@ def parse_options(args: Args, cmd: str, ctx: Ctx | None = None) -> Search:
             name = args.next_str()
             n = args.next_int(0)
             s.whereins.append((name, [parse_field_value(args.next()) for _ in range(n)]))
+        elif word in ("WHEREEVAL", "WHEREEVALSHA"):
+            args.next()
+            s.wheres.append(whereeval.parse(ctx, args, word == "WHEREEVALSHA"))  # type: ignore[arg-type]
         elif word == "BUFFER":
             args.once(word)
             args.next()
@@ -633,8 +638,8 @@ def _empty(ctx: Ctx, s: Search) -> Any:
 
 @command("scan", min_args=2, flags=Flag.READ)
 def cmd_scan(ctx: Ctx, argv: list[bytes]) -> Any:
-    """SCAN key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [NOFIELDS] [ASC|DESC]
-    [COUNT|IDS|OBJECTS|POINTS|BOUNDS|HASHES precision]"""
+    """SCAN key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [WHEREEVAL[SHA] ...]
+    [NOFIELDS] [ASC|DESC] [COUNT|IDS|OBJECTS|POINTS|BOUNDS|HASHES precision]"""
     args = Args(argv, 2)
     s = parse_options(args, "SCAN", ctx)
     args.done()
@@ -650,8 +655,8 @@ def cmd_scan(ctx: Ctx, argv: list[bytes]) -> Any:
 
 @command("nearby", min_args=5, flags=Flag.READ)
 def cmd_nearby(ctx: Ctx, argv: list[bytes]) -> Any:
-    """NEARBY key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [NOFIELDS] [DISTANCE]
-    [COUNT|IDS|OBJECTS|POINTS|BOUNDS|HASHES precision] POINT lat lon [meters]"""
+    """NEARBY key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [WHEREEVAL[SHA] ...]
+    [NOFIELDS] [DISTANCE] [COUNT|IDS|OBJECTS|POINTS|BOUNDS|HASHES precision] POINT lat lon [meters]"""
     args = Args(argv, 2)
     s = parse_options(args, "NEARBY", ctx)
     if not args.more():
@@ -858,9 +863,9 @@ def cmd_intersects(ctx: Ctx, argv: list[bytes]) -> Any:
 
 @command("search", min_args=2, flags=Flag.READ)
 def cmd_search(ctx: Ctx, argv: list[bytes]) -> Any:
-    """SEARCH key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [NOFIELDS] [ASC|DESC]
-    [COUNT|IDS|OBJECTS] -- the STRING objects, ordered by value (then id); MATCH applies to
-    the value."""
+    """SEARCH key [CURSOR n] [LIMIT n] [MATCH glob] [WHERE ...] [WHEREIN ...] [WHEREEVAL[SHA] ...]
+    [NOFIELDS] [ASC|DESC] [COUNT|IDS|OBJECTS] -- the STRING objects, ordered by value (then id);
+    MATCH applies to the value."""
     args = Args(argv, 2)
     s = parse_options(args, "SEARCH", ctx)
     args.done()
