@@ -366,13 +366,27 @@ def _pod_spec(c: Cluster) -> dict[str, Any]:
         pod["nodeSelector"] = dict(s.scheduling.node_selector)
     if s.scheduling.tolerations:
         pod["tolerations"] = list(s.scheduling.tolerations)
+    if s.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": n} for n in s.image_pull_secrets]
+    if s.priority_class_name:
+        pod["priorityClassName"] = s.priority_class_name
+    if s.service_account_name:  # its token stays unmounted (automountServiceAccountToken above)
+        pod["serviceAccountName"] = s.service_account_name
     return pod
+
+
+def _template_meta(c: Cluster) -> dict[str, Any]:
+    """Pod template metadata: spec.podLabels under the operator's labels, spec.podAnnotations
+    under the template hash (neither can replace the operator's: the spec refuses them)."""
+    annotations = {**c.spec.pod_annotations, TEMPLATE_HASH: template_hash(c)}
+    return {"labels": {**c.spec.pod_labels, **labels(c)}, "annotations": annotations}
 
 
 def template_hash(c: Cluster) -> str:
     """A digest of the pod template (labels and spec): the same spec, the same hash. The
     leader is not in it (members read it from the ConfigMap), so a switchover changes none."""
-    template = {"labels": labels(c), "spec": _pod_spec(c)}
+    template = {"labels": {**c.spec.pod_labels, **labels(c)}, "annotations": c.spec.pod_annotations,
+                "spec": _pod_spec(c)}
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -397,7 +411,7 @@ def build_statefulset(c: Cluster) -> dict[str, Any]:
             "updateStrategy": {"type": "OnDelete"},
             "selector": {"matchLabels": selector(c)},
             "template": {
-                "metadata": {"labels": labels(c), "annotations": {TEMPLATE_HASH: template_hash(c)}},
+                "metadata": _template_meta(c),
                 "spec": _pod_spec(c),
             },
             "volumeClaimTemplates": [
@@ -418,10 +432,18 @@ def _service(c: Cluster, name: str, role: str | None, headless: bool) -> dict[st
     if c.spec.metrics.enabled:
         ports.append({"name": "metrics", "port": c.spec.metrics.port, "targetPort": "metrics"})
     spec: dict[str, Any] = {"selector": selector(c, role), "ports": ports}
+    meta = _meta(c, name, role)
     if headless:
         spec["clusterIP"] = "None"
         spec["publishNotReadyAddresses"] = True  # followers must find a not-yet-ready leader
-    return {"apiVersion": "v1", "kind": "Service", "metadata": _meta(c, name, role), "spec": spec}
+    else:  # the client Services: spec.service
+        svc = c.spec.service
+        spec["type"] = svc.type
+        if svc.load_balancer_source_ranges:
+            spec["loadBalancerSourceRanges"] = list(svc.load_balancer_source_ranges)
+        if svc.annotations:
+            meta["annotations"] = dict(svc.annotations)
+    return {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": spec}
 
 
 def build_headless_service(c: Cluster) -> dict[str, Any]:

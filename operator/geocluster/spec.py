@@ -429,6 +429,25 @@ class FailoverSpec(_Model):
     )
 
 
+RESERVED_LABEL_PREFIXES = ("app.kubernetes.io/", f"{GROUP}/")
+
+
+class ServiceSpec(_Model):
+    """The client Services `<name>` (read-write) and `<name>-readonly` (not the headless one)."""
+
+    type: Literal["ClusterIP", "NodePort", "LoadBalancer"] = Field(
+        default="ClusterIP", description="Service type of the client Services."
+    )
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations on the client Services (e.g. a cloud load "
+        "balancer's settings).",
+    )
+    load_balancer_source_ranges: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="CIDRs allowed to reach a LoadBalancer Service (type LoadBalancer only).",
+    )
+
+
 TLS_SECRET_KEYS = ("tls.crt", "tls.key", "ca.crt")
 
 
@@ -648,11 +667,41 @@ class GeoClusterSpec(_Model):
         description="TLS for clients, replication and the operator's probes (from a Secret or a "
         "cert-manager issuer); unset = plaintext.",
     )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, max_length=16, description="Names of Secrets to pull the image with."
+    )
+    priority_class_name: str | None = Field(
+        default=None, min_length=1, max_length=253, description="PriorityClass of the member pods."
+    )
+    pod_labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels on the member pods (not app.kubernetes.io/* "
+        "or geo.geocluster.io/*: the operator's).",
+    )
+    pod_annotations: dict[str, str] = Field(
+        default_factory=dict, description="Extra annotations on the member pods."
+    )
+    service_account_name: str | None = Field(
+        default=None, min_length=1, max_length=253,
+        description="ServiceAccount of the member pods (its token is still not mounted: "
+        "geoserver never calls the Kubernetes API).",
+    )
+    service: ServiceSpec = Field(default_factory=ServiceSpec, description="The client Services.")
     cluster_domain: str = Field(default="cluster.local", description="DNS domain of the Kubernetes cluster.")
     paused: bool = Field(
         default=False,
         description="Stop all actions (shrinks, resyncs, repairs); status stays fresh.",
     )
+
+    @model_validator(mode="after")
+    def _own_labels(self) -> GeoClusterSpec:
+        taken = [k for k in self.pod_labels if k.startswith(RESERVED_LABEL_PREFIXES)]
+        if taken:
+            raise ValueError(f"podLabels: {', '.join(taken)} are the operator's")
+        if self.service.load_balancer_source_ranges and self.service.type != "LoadBalancer":
+            raise ValueError("service.loadBalancerSourceRanges needs service.type LoadBalancer")
+        if self.pod_annotations.get(f"{GROUP}/template-hash"):
+            raise ValueError(f"podAnnotations: {GROUP}/template-hash is the operator's")
+        return self
     backup: BackupSpec | None = Field(
         default=None, description="Scheduled and on-demand backups to object storage or a directory."
     )

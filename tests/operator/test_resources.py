@@ -336,3 +336,49 @@ def test_certificate_names_cover_every_member_and_service():
     for svc in services:
         assert covered(f"{svc['metadata']['name']}.geo.svc.example.internal")
     assert covered(r.leader_dns(c)) and covered("localhost")
+
+
+def test_pod_and_service_fields_of_the_spec():
+    """imagePullSecrets, priorityClassName, podLabels/podAnnotations and serviceAccountName on
+    the pods (the token still unmounted); type, annotations and source ranges on the two client
+    Services, never on the headless one."""
+    c = cluster(imagePullSecrets=["regcred"], priorityClassName="geo-high", serviceAccountName="geo",
+                podLabels={"team": "fleet"}, podAnnotations={"sidecar.istio.io/inject": "false"},
+                service={"type": "LoadBalancer", "annotations": {"lb/internal": "true"},
+                         "loadBalancerSourceRanges": ["10.0.0.0/8"]})  # fmt: skip
+    sts = r.build_statefulset(c)
+    kubernetes_validate.validate(sts, "1.33", strict=True)
+    pod = sts["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}] and pod["priorityClassName"] == "geo-high"
+    assert pod["serviceAccountName"] == "geo" and pod["automountServiceAccountToken"] is False
+    meta = sts["spec"]["template"]["metadata"]
+    assert meta["labels"]["team"] == "fleet" and meta["labels"].items() >= r.selector(c).items()
+    assert meta["annotations"]["sidecar.istio.io/inject"] == "false"
+    assert meta["annotations"][r.TEMPLATE_HASH] == r.template_hash(c) != r.template_hash(cluster())
+    for svc in (r.build_leader_service(c), r.build_follower_service(c)):
+        kubernetes_validate.validate(svc, "1.33", strict=True)
+        assert svc["spec"]["type"] == "LoadBalancer"
+        assert svc["spec"]["loadBalancerSourceRanges"] == ["10.0.0.0/8"]
+        assert svc["metadata"]["annotations"] == {"lb/internal": "true"}
+    headless = r.build_headless_service(c)
+    assert "type" not in headless["spec"] and "annotations" not in headless["metadata"]
+    plain = r.build_statefulset(cluster())["spec"]["template"]["spec"]
+    assert not {"imagePullSecrets", "priorityClassName", "serviceAccountName"} & set(plain)
+    assert r.build_leader_service(cluster())["spec"]["type"] == "ClusterIP"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"podLabels": {"app.kubernetes.io/instance": "x"}}, "are the operator's"),
+        ({"podLabels": {"geo.geocluster.io/role": "leader"}}, "are the operator's"),
+        ({"podAnnotations": {"geo.geocluster.io/template-hash": "x"}}, "is the operator's"),
+        ({"service": {"loadBalancerSourceRanges": ["10.0.0.0/8"]}}, "needs service.type LoadBalancer"),
+        ({"service": {"type": "ExternalName"}}, "spec.service.type"),
+    ],
+)
+def test_pod_and_service_fields_refused(fields, message):
+    from geocluster.spec import SpecError
+
+    with pytest.raises(SpecError, match=message):
+        parse_spec(fields)
