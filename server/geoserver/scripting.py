@@ -32,6 +32,7 @@ import orjson
 from geoserver.protocol.resp import Simple, format_float
 
 HOOK_EVERY = 1000  # instructions between deadline checks
+MAX_FLAT_FIELDS = 1000  # WHEREEVAL FIELDS passed as arguments up to this many names and values
 DEFAULT_MEMORY = 64 << 20  # bytes one runtime may allocate
 SHA_NOT_FOUND = "sha not found"
 TIMEOUT = "timeout"
@@ -148,10 +149,17 @@ end
 
 -- WHEREEVAL: one environment per query (ARGV); ID, FIELDS and PROPERTIES set per object.
 -- Returns 1, match (Tile38's truthiness) / 0, the Lua error / 2, an unsupported type.
+-- FIELDS come as name, value, name, value ... (cheaper than a table made from Python), or
+-- as one table when there are too many for the Lua stack.
 function engine.where(fn, argv)
   local env = locked_env({}, argv)
-  return function(id, fields, props)
-    rawset(env, "ID", id); rawset(env, "FIELDS", fields); rawset(env, "PROPERTIES", props)
+  return function(id, props, ...)
+    local fields, flat = ..., {...}
+    if type(fields) ~= "table" then
+      fields = {}
+      for i = 1, #flat, 2 do fields[flat[i]] = flat[i + 1] end
+    end
+    rawset(env, "ID", id); rawset(env, "FIELDS", fields); rawset(env, "PROPERTIES", props or {})
     setfenv(fn, env)  -- the compiled function is shared (cache by sha): set its env each time
     sethook(hook, "", HOOK_EVERY)
     local ok, res = pcall(fn)
@@ -321,8 +329,9 @@ class ScriptEngine:
 
 class WherePredicate:
     """One WHEREEVAL of one query (or fence): `match(id, fields, properties)` runs the script
-    for an object with ID, FIELDS (name -> number, string or boolean) and PROPERTIES (the
-    GeoJSON properties) set, within script-time-limit per object and the command's TIMEOUT.
+    for an object with ID, FIELDS (`fields`: name, value, name, value ... with numbers, strings
+    or booleans) and PROPERTIES (the GeoJSON properties, or None) set, within script-time-limit
+    per object and the command's TIMEOUT.
     Its tile38.call goes to `call` (read-only commands). Tile38's rules: a Lua error fails
     the search, except indexing a non-table (a missing nested field), which is no match."""
 
@@ -335,17 +344,18 @@ class WherePredicate:
         self._call = call
         self._deadline = deadline if deadline is not None else math.inf
 
-    def match(self, oid: str, fields: dict[bytes, Any], properties: Any) -> bool:
+    def match(self, oid: str, fields: list[Any], properties: dict[str, Any] | None) -> bool:
         eng = self._engine
         if eng._call is not None:
             raise ScriptError("WHEREEVAL is not allowed inside a script")
-        lua = eng.lua
         eng._deadline = self._deadline
         eng._limit_at = time.monotonic() + eng.time_limit if eng.time_limit > 0 else math.inf
         eng._call = self._call
         try:
-            status, value = self._fn(oid.encode("utf-8", "surrogateescape"), lua.table_from(fields),
-                                     eng._from_json(properties) if properties else lua.table())
+            props = eng._from_json(properties) if properties else None
+            if len(fields) > MAX_FLAT_FIELDS:
+                fields = [eng.lua.table_from(dict(zip(fields[::2], fields[1::2], strict=True)))]
+            status, value = self._fn(oid.encode("utf-8", "surrogateescape"), props, *fields)
         except lua51.LuaMemoryError:
             raise ScriptError("script used more than its memory limit") from None
         finally:

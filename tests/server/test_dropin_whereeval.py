@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from fencewire import EventStream, matches
 from helpers import GeoServer
 from tile38_port import UNORDERED, Case, run
 
@@ -202,3 +203,24 @@ def test_a_filter_that_loops_forever_is_stopped_and_the_server_keeps_serving(r, 
         assert srv.json("SCAN", "fleet", "WHEREEVAL", "return ID == 't1'", 0, "IDS")["ids"] == ["t1"]
     finally:
         r.execute_command("CONFIG", "SET", "script-time-limit", "5")
+
+
+def test_an_object_with_many_fields(r):
+    """More fields than go to Lua as arguments: FIELDS is then passed as one table."""
+    args = [x for i in range(1, 801) for x in ("FIELD", f"f{i}", i)]
+    r.execute_command("SET", "wide", "w1", *args, "POINT", 1, 2)
+    script = "return FIELDS.f800 == 800 and FIELDS.f1 == 1 and FIELDS.z == 0"
+    assert ids(r, "SCAN", "wide", "WHEREEVAL", script, 0, "IDS") == ["w1"]
+
+
+def test_a_live_fence_with_whereeval(srv, r):
+    """Tile38 parses a fence's options like a search's: the filter runs for each write."""
+    stream = EventStream(srv, "WITHIN", "fleet", "WHEREEVAL", "return FIELDS.speed > tonumber(ARGV[1])",
+                         1, 20, "FENCE", "DETECT", "enter", "BOUNDS", 33, -112, 34, -111)
+    try:
+        assert stream.read_line() == b"+OK"
+        r.execute_command("SET", "fleet", "slow", "FIELD", "speed", 5, "POINT", 33.5, -111.5)
+        r.execute_command("SET", "fleet", "fast", "FIELD", "speed", 50, "POINT", 33.5, -111.5)
+        assert matches(stream.event(), {"detect": "enter", "id": "fast"})  # not `slow` before it
+    finally:
+        stream.close()

@@ -45,20 +45,19 @@ class WhereEval:
             raise CommandError(exc.message) from None
 
 
-def lua_fields(item: Item) -> dict[bytes, Any]:
-    """FIELDS as Tile38's luaSetField makes them: numbers, booleans, other values as their
-    text; null fields absent; `z` (0 without one) for every spatial object."""
-    out: dict[bytes, Any] = {}
-    if item.obj.kind != "string":
-        out[b"z"] = item.obj.z or 0.0
+def lua_fields(item: Item) -> list[Any]:
+    """FIELDS as Tile38's luaSetField makes them, as name, value, name, value ...: numbers,
+    booleans, other values as their text; null fields absent; `z` (0 without one) for every
+    spatial object."""
+    out: list[Any] = [b"z", item.obj.z or 0.0] if item.obj.kind != "string" else []
     for name, value in (item.fields or {}).items():
         if value.__class__ is float:
-            out[name.encode()] = value
+            out += (name.encode(), value)
         elif isinstance(value, JSONValue) and value.kind in (NULL, FALSE, TRUE):
             if value.kind != NULL:
-                out[name.encode()] = value.kind == TRUE
+                out += (name.encode(), value.kind == TRUE)
         else:
-            out[name.encode()] = value.encode()
+            out += (name.encode(), value.encode())
     return out
 
 
