@@ -24,7 +24,7 @@ import random
 import time
 from collections.abc import Callable
 
-from geoserver.delivery.endpoints import EndpointError, Sender, open_sender, parse_endpoint
+from geoserver.delivery.endpoints import EndpointError, Sender, load_kind, open_sender, parse_endpoint
 from geoserver.delivery.endpoints.urls import redact
 from geoserver.delivery.policy import IDLE_CLOSE, expired, retry_delay
 from geoserver.delivery.queue import Event, HookQueue
@@ -44,6 +44,7 @@ class DeliveryWorker:
         self.timeout, self.max_age, self.rand = timeout, max_age, rand
         self.running = False
         self._task: asyncio.Task | None = None
+        self._preload: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
         self._ready: set[str] = set()  # hooks that may have events to send now
         self._active: dict[str, asyncio.Task] = {}
@@ -63,7 +64,9 @@ class DeliveryWorker:
         self.running = True
         self._wake = asyncio.Event()
         self._ready = set(self.queue.hooks_with_events())
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="hook-delivery")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="hook-delivery")
+        self._preload = loop.create_task(load_kind("http"), name="hook-preload")  # the common kind
         log.info("hook delivery started", extra={"queued": self.queue.depth(), "hooks": len(self._ready)})
 
     def pause(self) -> None:
@@ -196,7 +199,7 @@ class DeliveryWorker:
             if url in self._unusable or (down is not None and i < last and time.monotonic() < down[1]):
                 continue
             try:
-                sender = self._sender(url)
+                sender = await self._sender(url)
                 async with asyncio.timeout(self.timeout()):
                     await sender.send(event.payload)
             except asyncio.CancelledError:
@@ -218,11 +221,14 @@ class DeliveryWorker:
             return True
         return False
 
-    def _sender(self, url: str) -> Sender:
+    async def _sender(self, url: str) -> Sender:
         entry = self._senders.get(url)
         if entry is None:
             try:
-                sender = open_sender(parse_endpoint(url), self.timeout())
+                endpoint = parse_endpoint(url)
+                await load_kind(endpoint.kind)  # the client library, imported off the loop
+                entry = self._senders.get(url)  # another hook may have opened it meanwhile
+                sender = entry[0] if entry is not None else open_sender(endpoint, self.timeout())
             except EndpointError as exc:  # e.g. a Tile38 AOF's kafka:// hook: never retried
                 self._unusable.add(url)
                 log.warning("hook endpoint unusable: its events are dropped",

@@ -9,12 +9,15 @@ kind (kafka, sqs, ...) is one module with a `Sender` class plus one line in `SEN
 
 from __future__ import annotations
 
+import asyncio
 import importlib
+import sys
 from typing import Protocol
 
 from geoserver.delivery.endpoints.urls import NOT_BUILT, Endpoint, EndpointError, parse_endpoint
 
-__all__ = ["NOT_BUILT", "SENDERS", "Endpoint", "EndpointError", "Sender", "open_sender", "parse_endpoint"]
+__all__ = ["NOT_BUILT", "SENDERS", "Endpoint", "EndpointError", "Sender", "load_kind", "open_sender",
+           "parse_endpoint"]
 
 
 class Sender(Protocol):
@@ -42,3 +45,11 @@ def open_sender(endpoint: Endpoint, timeout: float) -> Sender:
     """A sender for `endpoint`; `timeout` bounds each connect and each send, in seconds."""
     module = importlib.import_module(SENDERS[endpoint.kind])
     return module.Sender(endpoint, timeout)
+
+
+async def load_kind(kind: str) -> None:
+    """Import a kind's module (and its client library) in a thread: importing aiohttp or
+    nats-py takes 0.1-0.8 s, which would hold the loop, and every write with it."""
+    name = SENDERS[kind]
+    if name not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, name)
