@@ -56,6 +56,30 @@ def unread_pipeline(port: int) -> bytes:
     return b"(not read)"
 
 
+def trickle(port: int, head: bytes, limit: float = 10.0) -> bytes:
+    """A request sent a byte every 0.2 s after `head`, with `request-timeout 2` (CONFIG SET; a
+    build without the property keeps trickling): how long the server kept the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as admin:
+        admin.sendall(_encode(["CONFIG", "SET", "request-timeout", "2"]) +
+                      _encode(["CONFIG", "SET", "http-request-timeout", "2"]))
+        admin.recv(1 << 10)
+    started = time.monotonic()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as sock:
+            sock.sendall(head)
+            sock.settimeout(0.2)
+            while time.monotonic() - started < limit:
+                try:
+                    if sock.recv(1 << 16) == b"":
+                        return b"<closed after %.1f s>" % (time.monotonic() - started)
+                except TimeoutError:
+                    pass
+                sock.sendall(b"x")
+    except OSError:
+        return b"<closed after %.1f s>" % (time.monotonic() - started)
+    return b"<still open after %.0f s>" % limit
+
+
 def post(body: bytes) -> bytes:
     return b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
 
@@ -76,6 +100,8 @@ ATTACKS: dict[str, Callable[[int], bytes]] = {
     "1 MB HTTP POST body": lambda p: send_and_read(p, post(b"SET k b STRING " + b"b" * (1 << 20))),
     "3000 unread 100 KB replies": unread_pipeline,
     "GeometryCollection depth 300": lambda p: send_and_read(p, deep_geojson(300)),
+    "RESP request trickled": lambda p: trickle(p, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n"),
+    "HTTP headers trickled": lambda p: trickle(p, b"GET /PING HTTP/1.1\r\nHost: x\r\n"),
 }
 
 
