@@ -474,6 +474,7 @@ class Client(asyncio.Protocol):
             self.stream.resume_writing()
         else:
             self._write_paused = False
+            self.request_since = time.monotonic()  # its reading was paused by us, not by it
             if self._drained is not None and not self._drained.done():
                 self._drained.set_result(None)
             self._update_reading()
@@ -525,8 +526,8 @@ class Client(asyncio.Protocol):
         else:
             config = self.server.config
             reason = idle_reason(config, self._authed, self.connected_at, self.last_active, now)
-            if not reason and self.reader.buffered and not self._batch_held:  # a request half in
-                reason = request_reason(config, False, self.request_since, now)
+            if not reason and self.reader.buffered and not (self._batch_held or self._write_paused):
+                reason = request_reason(config, False, self.request_since, now)  # a request half in
         if reason:
             self.disconnect(reason)
 
