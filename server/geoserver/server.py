@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import gc
 import itertools
 import logging
@@ -155,6 +156,7 @@ class Server:
         self.spawn(self._expire_loop(), "expiry")
         self.spawn(self._fsync_loop(), "fsync")
         self.spawn(self._sweep_clients(), "client-limits")
+        self.spawn(self._autogc_loop(), "autogc")
         if cfg.follow_host:
             self.start_following(cfg.follow_host, cfg.follow_port)
         else:
@@ -364,6 +366,23 @@ class Server:
                     self.flush_aof()
             except Exception:  # one bad pass must not end expiry for good
                 log.exception("expiry pass failed")
+
+    async def _autogc_loop(self) -> None:
+        """Tile38's autogc (watchAutoGC): with `autogc` N > 0, checked once a second, a full
+        collection every N seconds, then the freed heap handed back to the OS (glibc's
+        malloc_trim, for Go's debug.FreeOSMemory). SERVER EXT's last_gc_time_seconds shows it."""
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(1.0)
+            every = self.config.autogc
+            if every <= 0 or time.monotonic() - last < every:
+                continue
+            before = self.rss_bytes()
+            gc.collect()
+            with contextlib.suppress(OSError, AttributeError):
+                await asyncio.to_thread(ctypes.CDLL("libc.so.6").malloc_trim, 0)
+            last = time.monotonic()
+            log.debug("autogc", extra={"rss_before": before, "rss_after": self.rss_bytes()})
 
     async def _fsync_loop(self) -> None:
         """Once a second: retry a failed AOF write, and fsync for `everysec`."""
