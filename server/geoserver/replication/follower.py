@@ -477,12 +477,22 @@ class Follower:
         # streamed verbatim); an inline line may be as long as a whole request. Each record's
         # exact bytes are sliced from `fed` (the bytes given to the framer and not yet
         # consumed), so the local AOF stays a byte-exact prefix of the leader's.
-        framer = RequestReader(FrameLimits(cfg.max_request_args, cfg.max_request_size,
-                                           cfg.max_request_size, cfg.max_request_size))
+        limits = FrameLimits(cfg.max_request_args, cfg.max_request_size, cfg.max_request_size,
+                             cfg.max_request_size)
+        framer = RequestReader(limits)
         fed = bytearray()
         while True:
             applied = 0
             while True:
+                if fed[:1] == b"\0":
+                    # NUL bytes between records (blocks pre-allocated before a crash, Tile38
+                    # issue #230; the AOF loader skips them too): kept, and framing restarts
+                    # after them at a record boundary.
+                    nuls = len(fed) - len(fed.lstrip(b"\0"))
+                    resync = await self._keep_bytes(resync, bytes(fed[:nuls]), started)
+                    del fed[:nuls]
+                    framer = RequestReader(limits)
+                    framer.feed(bytes(fed))
                 before = framer.buffered
                 offset = self._stream_end - before  # leader AOF offset of the next record
                 try:
