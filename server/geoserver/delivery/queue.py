@@ -79,6 +79,7 @@ class HookQueue:
         self._drops_unlogged: dict[str, int] = {}
         self._drop_logged_at = 0.0
         self.durable = True  # False when queue.db could not be opened (then kept in memory)
+        self._closed = False
         self.db = self._open(fsync)
         self._next_seq = (self.db.execute("SELECT MAX(seq) FROM events").fetchone()[0] or 0) + 1
         self.counts = dict(self.db.execute("SELECT hook, COUNT(*) FROM events GROUP BY hook").fetchall())
@@ -199,6 +200,8 @@ class HookQueue:
     def commit(self) -> None:
         """One transaction: new events, trims over the per-hook bound, acks and forgets."""
         self._commit_scheduled = False
+        if self._closed:
+            return  # a late timer or enqueue after shutdown: nothing to write to
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
@@ -277,7 +280,10 @@ class HookQueue:
             db.close()
 
     def close(self) -> None:
+        if self._closed:
+            return
         self.commit()
+        self._closed = True
         self._closing.set()
         if self._checkpointer.is_alive():
             self._checkpointer.join()
