@@ -274,3 +274,16 @@ def test_config_set_queue_bound_drops_the_oldest(make_server: Make) -> None:
         assert ids(up.bodies)[-3:] == ["truck7", "truck8", "truck9"]
     finally:
         up.stop()
+
+
+def test_sethook_refuses_malformed_endpoints_with_the_reason(server: GeoServer, receiver: Receiver) -> None:
+    for url, reason in [("kafka://127.0.0.1:9092/fleet", "not built in geoserver"),
+                        ("redis://127.0.0.1", "missing redis channel name"),
+                        ("mqtt://127.0.0.1/t?qos=3", "invalid MQTT qos value"),
+                        (f"{receiver.url()},nats://127.0.0.1/s?jetstream=maybe", "invalid jetstream value")]:
+        reply = server.json("SETHOOK", "h", url, *FENCE)
+        assert not reply["ok"] and reason in reply["err"], (url, reply)
+    assert server.json("HOOKS", "*")["hooks"] == []
+    assert server.client().execute_command("SETHOOK", "h", receiver.url(), *FENCE) == 1  # still serving
+    enter(server, 1)
+    wait_until(lambda: receiver.bodies, message="an event")
