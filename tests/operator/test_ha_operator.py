@@ -38,6 +38,7 @@ from opharness import (
     start_cluster,
     start_member,
     stats,
+    status_refreshes,
 )  # fmt: skip
 
 pytestmark = [pytest.mark.kmock(cls=KopfEmulator), pytest.mark.timeout(90)]
@@ -265,3 +266,21 @@ async def eventually_async(call, timeout: float = 10.0):
                 if await call():
                     return
             await asyncio.sleep(0.1)
+
+
+async def test_supervised_update_waits_for_a_persons_switchover(api, members, operator):
+    spec = {**HA_SPEC, "failover": {**HA_SPEC["failover"], "primaryUpdateStrategy": "supervised"}}
+    await start_cluster(api, members, spec)
+    await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
+    with Controller(api, members, 3) as controller:
+        await api.patch(f"{GC_URL}/{NAME}", json={"spec": {"image": "geoserver:next"}})
+        await eventually(lambda: events(api, "LeaderUpdatePending"), timeout=40, what="waiting for a person")
+        assert sorted(controller.recreated) == [pod(1), pod(2)]  # the followers only
+        await status_refreshes(api, 3)
+        assert gc_status(api)["leader"] == pod(0) and not events(api, "SwitchoverStarted")
+        await annotate(api, {PROMOTE: pod(1)})
+        await eventually(lambda: len(controller.recreated) == 3 and gc_status(api)["leader"] == pod(1),
+                         timeout=40, what="switched over, then the old leader updated")  # fmt: skip
+    deleted = [r.url.path.rsplit("/", 1)[-1] for r in requests(api, "DELETE", "/pods/")]
+    assert deleted == [pod(2), pod(1), pod(0)]
+
