@@ -283,4 +283,3 @@ async def test_supervised_update_waits_for_a_persons_switchover(api, members, op
                          timeout=40, what="switched over, then the old leader updated")  # fmt: skip
     deleted = [r.url.path.rsplit("/", 1)[-1] for r in requests(api, "DELETE", "/pods/")]
     assert deleted == [pod(2), pod(1), pod(0)]
-
