@@ -47,7 +47,10 @@ MIXED = b"".join([
     rec("DROP", "tmp"),
     b"\r\n\r\n",
 ])
+COORDS = b",".join(b"[%d.5,1.25]" % (i % 170) for i in range(12000))
+LINE = b'{"type":"LineString","coordinates":[' + COORDS + b"]}"
 LIVE = b"".join([
+    b"SET roads long OBJECT " + LINE + b"\r\n",  # ~150 KB: longer than a client's inline limit
     b"SET fleet truck5 POINT 7 8\r\n",
     rec("SET", "fleet", "truck6", "POINT", 9, 10),
     b"DEL fleet truck4\r\n",
@@ -147,6 +150,7 @@ def test_follower_applies_inline_and_resp_records_and_keeps_the_leaders_bytes(ma
     assert f.aof_path.read_bytes() == MIXED + LIVE
     assert aof_md5(f, total) == hashlib.md5(MIXED + LIVE).hexdigest()
     assert get(f, "fleet", "truck5", "POINT")["point"] == {"lat": 7, "lon": 8}
+    assert len(get(f, "roads", "long")["object"]["coordinates"]) == 12000
     assert not get(f, "fleet", "truck4")["ok"]
 
     # restarted, the follower's file is a prefix of the leader's: an incremental handshake
