@@ -189,3 +189,21 @@ def test_big_reply_over_hard_limit_disconnects(tmp_path: Path, live: GeoServer) 
         assert "over the hard limit" in live.log()
     finally:
         c.execute_command("CONFIG", "SET", "client-output-buffer-limit", old)
+
+
+def test_unread_big_reply_over_soft_limit_disconnects(live: GeoServer) -> None:
+    """The soft limit counts the pieces not yet handed to the transport: a reader that never
+    reads a reply far above it is disconnected by the sweep, and the server keeps serving."""
+    c = live.client()
+    old = c.execute_command("CONFIG", "GET", "client-output-buffer-limit")[1]
+    c.execute_command("CONFIG", "SET", "client-output-buffer-limit", "normal 0 6mb 1")
+    try:
+        slow = socket.socket()
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        slow.connect(("127.0.0.1", live.port))
+        with slow:
+            slow.sendall(encode("SCAN", "big", "LIMIT", 1_000_000))
+            wait_until(lambda: "over the soft limit" in live.log(), 30, message="soft-limit disconnect")
+        assert live.json("PING")["ok"]
+    finally:
+        c.execute_command("CONFIG", "SET", "client-output-buffer-limit", old)
