@@ -226,8 +226,12 @@ def _snapshot_chunks(server: Server, slice_bytes: int = FLUSH_BYTES):
     now = time.time()
     buf = bytearray()
     for key, col in list(server.db.collections.items()):
-        for oid, item in list(col.items.items()):
-            if item.expires_at is None or item.expires_at > now:
+        items = col.items
+        # Ids only, then one Item at a time: a compact plain point has no Item until it is read,
+        # and materialising them all at once cost ~300 MB at 1M points.
+        for oid in list(items.keys()):
+            item = items.get(oid)  # None: deleted behind the in-loop walk
+            if item is not None and (item.expires_at is None or item.expires_at > now):
                 buf += object_record(key, oid, item, now)
                 if len(buf) >= slice_bytes:
                     yield bytes(buf)
