@@ -210,3 +210,13 @@ async def test_unusable_endpoints_are_skipped_and_their_events_dropped(sink: Dur
     await until(lambda: sink.depth() == 0, what="an empty queue")
     assert sink.stats.hooks["kafka"].dropped["unusable"] == 5 and sink.stats.hooks["kafka"].failed == 0
     assert seen(receiver.bodies, "mixed") == list(range(5))
+
+
+async def test_many_hooks_more_than_the_concurrency(sink: DurableSink, receiver: Receiver) -> None:
+    hooks = [f"zone{n}" for n in range(300)]  # CONCURRENCY is 64
+    for i in range(3):
+        for hook in hooks:
+            sink.enqueue(hook, [receiver.url(hook)], event(hook, i))
+    await until(lambda: sink.depth() == 0, timeout=30, what="an empty queue")
+    for hook in hooks:
+        assert seen(receiver.bodies, hook) == [0, 1, 2], hook
