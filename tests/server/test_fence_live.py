@@ -244,6 +244,10 @@ BAD = [
     (["NEARBY", "k", "CURSOR", 5, "FENCE", "POINT", 1, 1, 10],
      "CURSOR is not allowed when FENCE is specified"),
     (["NEARBY", "k", "FENCE", "POINT", 1, 1, -5], "invalid argument '-5'"),
+    (["WITHIN", "k", "BUFFER", 10, "FENCE", "CIRCLE", 1, 1, 10],
+     "BUFFER is not supported when FENCE is specified"),
+    (["NEARBY", "k", "SPARSE", 2, "FENCE", "POINT", 1, 1, 10],
+     "SPARSE is not supported when FENCE is specified"),
     (["NEARBY", "k", "FENCE", "BOUNDS", 1, 1, 2, 2], "invalid argument 'BOUNDS'"),
     (["WITHIN", "k", "FENCE", "CIRCLE", 1, 1], None),  # too short
     (["NEARBY", "k", "FENCE", "ROAM", "k", "*"], None),

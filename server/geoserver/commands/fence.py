@@ -41,6 +41,10 @@ def _word_list(args: Args, allowed: frozenset[str] | tuple[str, ...], name: str)
 
 
 def _merge(into: Any, s: Any, output_set: bool) -> None:
+    # Options a fence does not apply are refused, never silently dropped (docs/geofencing.md).
+    for given, word in ((s.buffer, "BUFFER"), (s.clip, "CLIP"), (s.sparse, "SPARSE")):
+        if given:
+            raise CommandError(f"{word} is not supported when FENCE is specified")
     into.matches += s.matches
     into.wheres += s.wheres
     into.whereins += s.whereins
