@@ -120,6 +120,7 @@ LAG = 'geoserver_replication_lag_bytes{namespace="geo", pod="gc-follower-0"}'
 F0 = {"namespace": "geo", "pod": "gc-follower-0"}
 REPAIR = {"namespace": "geo", "cluster": "gc", "action": "giveUp", "result": "gaveUp"}
 SHRINK = {"namespace": "geo", "pod": "gc-leader-0", "result": "error"}
+CLUSTER = {"namespace": "geo", "cluster": "gc"}
 
 
 def series(name: str, labels: dict[str, str]) -> str:
@@ -131,6 +132,9 @@ FIRING = {  # alert -> (input series, minute it must fire at, labels it fires wi
     "GeoClusterFollowerNotCaughtUp": ([(series("tile38_caught_up", F0), "0x20")], "15m", F0),
     "GeoClusterRepairGaveUp": ([(series("geocluster_repairs_total", REPAIR), "0 0 0 1 1 1")], "4m", REPAIR),
     "GeoClusterShrinkFailed": ([(series("geoserver_aof_shrinks_total", SHRINK), "0 0 1 1 1")], "3m", SHRINK),
+    # the last good backup taken at t=0 and none since: stale after 49 h (+15 m of `for`)
+    "GeoClusterBackupStale": ([(series("geocluster_backup_last_success_timestamp_seconds", CLUSTER),
+                                "0x3100")], "50h", CLUSTER),
 }
 
 
