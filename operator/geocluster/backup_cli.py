@@ -148,22 +148,34 @@ def detach_command(force: bool, state_dir: Path | None, name: str | None, timeou
 
 
 @click.command("restore")
-@click.option("--from", "from_", required=True, help="Destination URL the backup is in.")
-@click.option("--cluster", required=True, help="Cluster name the backups are kept under.")
+@click.option("--from", "from_", help="Destination URL the backup is in.")
+@click.option("--cluster", help="Cluster name the backups are kept under.")
 @click.option("--backup", "name", default="latest", show_default=True, help="Backup name, or latest.")
+@click.option("--aof", "aof_url", help="Copy an existing Tile38/geoserver AOF (a path, file:///path or "
+              "s3://bucket/key) instead of a backup (bootstrap.fromAOF: no manifest to verify against).")
 @click.option("--to", "to", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Empty data dir to restore appendonly.aof into.")
 @click.option("--if-empty", is_flag=True, help="Do nothing (exit 0) when the data dir has an AOF "
               "already: an init container that runs again after a pod restart keeps the data.")
 @_endpoint_opt
 @_region_opt
-def restore_command(from_: str, cluster: str, name: str, to: Path, if_empty: bool,
-                    endpoint_url: str | None, region: str | None) -> None:
+def restore_command(from_: str | None, cluster: str | None, name: str, aof_url: str | None, to: Path,
+                    if_empty: bool, endpoint_url: str | None, region: str | None) -> None:
     """Restore a backup into an empty data dir, verified (size, md5) before it is placed."""
+    if bool(aof_url) == bool(from_ and cluster):
+        raise click.UsageError("give --from and --cluster (a backup), or --aof (an existing AOF)")
     aof = to / backup.AOF_FILE
     if if_empty and aof.exists() and aof.stat().st_size > 0:
         click.echo(f"{aof} exists: not restored (--if-empty)")
         return
+    if aof_url:
+        try:
+            count = backup.restore_aof(aof_url, to, _s3_flags(endpoint_url, region))
+        except BackupError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"copied {aof_url} ({count} bytes) into {aof}")
+        return
+    assert from_ is not None and cluster is not None
     try:
         catalog = Catalog(open_store(from_, _s3_flags(endpoint_url, region)), cluster)
         m = backup.restore(catalog, name, to)

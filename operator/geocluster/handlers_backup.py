@@ -94,15 +94,30 @@ async def backups(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 
 
 def _warn_bootstrap(body: kopf.Body) -> None:
-    """spec.bootstrap is honoured by `geocluster up` only (docs/backup.md#not-done-yet): say so
-    once per GeoCluster and generation instead of ignoring it silently."""
+    """fromBackup/fromAOF are applied by the members' init container (resources.restore_args);
+    say once per GeoCluster and generation what cannot be: fromLeader (`geocluster up` only), and
+    a file:// or path source outside the data volume (the init container mounts only that)."""
     meta = body["metadata"]
     key = f"{meta.get('uid', meta['name'])}/{meta.get('generation')}"
-    if (body.get("spec") or {}).get("bootstrap") and key not in _bootstrap_warned:
+    if key in _bootstrap_warned:
+        return
+    warning = bootstrap_warning((body.get("spec") or {}).get("bootstrap") or {})
+    if warning is not None:
         _bootstrap_warned.add(key)
-        kopf.warn(body, reason="BootstrapNotApplied",
-                  message="spec.bootstrap is not applied by the operator yet: restore into the "
-                  "members' volumes with `geocluster restore` (docs/backup.md)")
+        kopf.warn(body, reason=warning[0], message=warning[1])
+
+
+def bootstrap_warning(boot: dict[str, Any]) -> tuple[str, str] | None:
+    """(reason, message) for a spec.bootstrap the operator cannot apply as asked, else None."""
+    if boot.get("fromLeader"):
+        return ("BootstrapNotApplied", "spec.bootstrap.fromLeader is applied by `geocluster up` only: "
+                "on Kubernetes restore a backup (fromBackup) instead (docs/backup.md)")
+    source = (boot.get("fromBackup") or {}).get("source") or boot.get("fromAOF") or ""
+    path = source.removeprefix("file://") if source.startswith(("file://", "/")) else None
+    if path is not None and not path.startswith(f"{res.DATA_DIR}/"):
+        return ("BootstrapSourceNotMounted", f"spec.bootstrap source {source} is not visible to the "
+                f"members' init container (it mounts only {res.DATA_DIR}): use s3:// (docs/backup.md)")
+    return None
 
 
 def _read(namespace: str, name: str) -> dict[str, Any]:

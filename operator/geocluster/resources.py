@@ -316,6 +316,62 @@ def _container(c: Cluster) -> dict[str, Any]:
     return container
 
 
+# --- bootstrap (spec.bootstrap.fromBackup / fromAOF: docs/backup.md#kubernetes) ---------------
+
+BOOTSTRAP_CONTAINER = "bootstrap"
+# boto3's own variables: `geocluster restore` takes credentials from its default chain
+S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def restore_args(c: Cluster) -> list[str] | None:
+    """The init container's command line: `geocluster restore --if-empty` into the data volume
+    (a pod whose volume has an AOF, e.g. after a restart, keeps it), or None when the spec asks
+    no restore (no bootstrap, or fromLeader: the local runtime's only)."""
+    boot = c.spec.bootstrap
+    if boot is None or (boot.from_backup is None and boot.from_aof is None):
+        return None
+    args = ["geocluster", "restore", "--to", DATA_DIR, "--if-empty"]
+    if boot.from_aof is not None:
+        return [*args, "--aof", boot.from_aof]
+    b = boot.from_backup
+    assert b is not None
+    args += ["--from", b.destination, "--cluster", b.cluster or c.name, "--backup", b.name]
+    if b.endpoint_url:
+        args += ["--endpoint-url", b.endpoint_url]
+    if b.region:
+        args += ["--region", b.region]
+    return args
+
+
+def bootstrap_init_container(c: Cluster) -> dict[str, Any] | None:
+    """Every member restores the same verified backup before geoserver starts: the leader
+    serves it, followers then catch up from the leader by prefix (AOFMD5) instead of a full
+    stream. A corrupt or truncated backup fails the container, so the pod never serves it."""
+    args = restore_args(c)
+    if args is None:
+        return None
+    main = _container(c)
+    container: dict[str, Any] = {
+        "name": BOOTSTRAP_CONTAINER,
+        "image": c.spec.image,
+        "imagePullPolicy": c.spec.image_pull_policy,
+        "command": args,
+        "volumeMounts": [m for m in main["volumeMounts"] if m["name"] in ("data", "tmp")],
+        "securityContext": main["securityContext"],
+    }
+    if c.spec.resources:
+        container["resources"] = c.spec.resources
+    b = c.spec.bootstrap.from_backup if c.spec.bootstrap else None
+    if b is not None and b.s3_credentials is not None:
+        creds = b.s3_credentials
+        keys = (creds.access_key_id_key, creds.secret_access_key_key, creds.session_token_key)
+        container["env"] = [
+            {"name": env, "valueFrom": {"secretKeyRef": {"name": creds.secret_name, "key": key}}}
+            for env, key in zip(S3_ENV, keys, strict=True) if key
+        ]
+    return container
+
+
 def _affinity(c: Cluster) -> dict[str, Any] | None:
     term = {
         "labelSelector": {"matchLabels": selector(c)},
@@ -348,6 +404,8 @@ def _pod_spec(c: Cluster) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "terminationGracePeriodSeconds": 30,
     }
+    if (init := bootstrap_init_container(c)) is not None:
+        pod["initContainers"] = [init]
     if (secret := tls_secret_name(c)) is not None:
         # 0440 + fsGroup: readable by geoserver (uid/gid 10001), the key by nobody else
         pod["volumes"].append({"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440}})

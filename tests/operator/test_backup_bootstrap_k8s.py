@@ -1,0 +1,193 @@
+"""spec.bootstrap on Kubernetes: the members' init container (pure builder tests), and the exact
+command line it gets run as a real `geocluster` subprocess against real backups taken from a
+real geoserver, into a tmp dir standing in for the pod's data volume (the only emulation: the
+volume mount, by swapping /data for that dir, and secretKeyRef env, by reading a dict).
+
+- a directory backup restores into an empty dir (size and md5 as the manifest says, and a
+  geoserver started on it serves the data); into a dir with an AOF it is a no-op (a restarted pod);
+  a truncated backup fails with one clear line and leaves nothing behind;
+- an S3 backup (moto's server on 127.0.0.1) restores with the credentials the builder's env names;
+- fromAOF copies an existing AOF; fromLeader and no bootstrap build no init container.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import kubernetes_validate
+import pytest
+from geocluster import backup
+from geocluster import resources as r
+from geocluster.backupstore import Catalog, open_store
+from geocluster.handlers_backup import bootstrap_warning
+from geocluster.spec import parse_spec
+from helpers import GeoServer, free_port
+
+BIN = Path(sys.executable).parent  # where `geocluster` is installed, as /opt/geocluster/bin in the image
+SECRET = {"ACCESS_KEY_ID": "test", "ACCESS_SECRET_KEY": "test"}
+
+
+def cluster(**spec: Any) -> r.Cluster:
+    return r.Cluster("fleet", "geo", "uid-1", parse_spec(spec))
+
+
+def pod(c: r.Cluster) -> dict[str, Any]:
+    return r.build_statefulset(c)["spec"]["template"]["spec"]
+
+
+def run_init(c: r.Cluster, data: Path, secret: dict[str, str] | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+    """Run the init container's command as built, with /data mounted at ``data`` and its
+    secretKeyRef env resolved from ``secret``."""
+    init = pod(c)["initContainers"][0]
+    argv = [str(data) if a == r.DATA_DIR else a for a in init["command"]]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    for var in init.get("env", []):
+        ref = var["valueFrom"]["secretKeyRef"]
+        env[var["name"]] = (secret or {})[ref["key"]]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
+
+
+@pytest.fixture(scope="module")
+def leader(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GeoServer]:
+    server = GeoServer(tmp_path_factory.mktemp("src")).start()
+    c = server.client()
+    for i in range(200):
+        c.execute_command("SET", "fleet", f"t{i}", "FIELD", "speed", i, "POINT", 33 + i / 1e3, -115)
+    c.execute_command("SET", "fleet", "ttl", "EX", 3600, "POINT", 1, 2)
+    yield server
+    server.stop()
+
+
+def take(server: GeoServer, url: str, s3: backup.S3Options | None = None) -> backup.BackupManifest:
+    catalog = Catalog(open_store(url, s3), "old")
+    return backup.take(catalog, backup.Source("old-1", "follower", f"127.0.0.1:{server.port}"))
+
+
+# --- builders ---------------------------------------------------------------------------------
+
+
+def test_no_init_container_without_a_restore():
+    for c in (cluster(), cluster(bootstrap={"fromLeader": {"address": "old:9851"}})):
+        assert "initContainers" not in pod(c) and r.restore_args(c) is None
+    assert r.template_hash(cluster()) == r.template_hash(cluster())
+
+
+def test_from_backup_init_container():
+    c = cluster(image="geo:1", bootstrap={"fromBackup": {
+        "source": "s3://bkp/prod", "name": "20300101T000000Z", "cluster": "old",
+        "endpointURL": "http://minio:9000", "region": "eu-1",
+        "s3Credentials": {"secretName": "s3", "sessionTokenKey": "TOKEN"}}})
+    spec = pod(c)
+    [init] = spec["initContainers"]
+    assert init["name"] == r.BOOTSTRAP_CONTAINER and init["image"] == "geo:1"
+    assert init["command"] == [
+        "geocluster", "restore", "--to", "/data", "--if-empty", "--from", "s3://bkp/prod",
+        "--cluster", "old", "--backup", "20300101T000000Z", "--endpoint-url", "http://minio:9000",
+        "--region", "eu-1"]  # fmt: skip
+    assert init["env"] == [
+        {"name": "AWS_ACCESS_KEY_ID", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "ACCESS_KEY_ID"}}},
+        {"name": "AWS_SECRET_ACCESS_KEY",
+         "valueFrom": {"secretKeyRef": {"name": "s3", "key": "ACCESS_SECRET_KEY"}}},
+        {"name": "AWS_SESSION_TOKEN", "valueFrom": {"secretKeyRef": {"name": "s3", "key": "TOKEN"}}},
+    ]
+    # the pod's data volume (the PVC) and scratch, as hardened as geoserver's container
+    assert init["volumeMounts"] == [{"name": "data", "mountPath": "/data"},
+                                    {"name": "tmp", "mountPath": "/tmp"}]
+    assert init["securityContext"] == spec["containers"][0]["securityContext"]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    kubernetes_validate.validate(r.build_statefulset(c), "1.33", strict=True)
+    assert r.template_hash(c) != r.template_hash(cluster(image="geo:1"))
+
+
+def test_defaults_and_from_aof():
+    c = cluster(bootstrap={"fromBackup": {"source": "file:///data/bk"}})
+    [init] = pod(c)["initContainers"]
+    assert init["command"][-6:] == ["--from", "file:///data/bk", "--cluster", "fleet", "--backup", "latest"]
+    assert "env" not in init  # no s3Credentials: boto3's default chain (IRSA, instance role)
+    aof = cluster(bootstrap={"fromAOF": "s3://old/appendonly.aof"})
+    assert pod(aof)["initContainers"][0]["command"] == [
+        "geocluster", "restore", "--to", "/data", "--if-empty", "--aof", "s3://old/appendonly.aof"]
+
+
+def test_warnings_only_for_what_is_not_applied():
+    assert bootstrap_warning({"fromLeader": {"address": "old:9851"}})[0] == "BootstrapNotApplied"
+    assert bootstrap_warning({"fromBackup": {"source": "s3://bkp/p"}}) is None
+    assert bootstrap_warning({"fromAOF": "s3://old/a.aof"}) is None
+    assert bootstrap_warning({"fromBackup": {"source": "file:///data/bk"}}) is None
+    for source in ({"fromBackup": {"source": "file:///backups"}}, {"fromAOF": "/mnt/old.aof"}):
+        assert bootstrap_warning(source)[0] == "BootstrapSourceNotMounted"
+    assert bootstrap_warning({}) is None
+
+
+# --- the command line, run ----------------------------------------------------------------------
+
+
+def test_init_command_restores_once_and_refuses_a_truncated_backup(leader, tmp_path):
+    root = tmp_path / "bk"
+    m = take(leader, f"file://{root}")
+    c = cluster(bootstrap={"fromBackup": {"source": f"file://{root}", "cluster": "old"}})
+    data = tmp_path / "pvc"
+    out = run_init(c, data)
+    assert out.returncode == 0, out.stderr
+    assert f"restored {m.name}" in out.stdout
+    aof = data / backup.AOF_FILE
+    assert aof.stat().st_size == m.aof_size
+    server = GeoServer(data).start()
+    try:
+        assert server.json("AOFMD5", 0, m.aof_size)["md5"] == m.md5
+        assert server.json("SCAN", "fleet", "COUNT")["count"] == 201
+    finally:
+        server.stop()
+    before = aof.read_bytes()
+    again = run_init(c, data)  # the pod restarted: its volume is kept, not restored over
+    assert again.returncode == 0 and "not restored (--if-empty)" in again.stdout
+    assert aof.read_bytes() == before
+
+    obj = root / "old" / m.name / m.object
+    obj.write_bytes(obj.read_bytes()[: obj.stat().st_size // 2])
+    empty = tmp_path / "pvc2"
+    bad = run_init(c, empty)
+    assert bad.returncode == 1
+    [line] = bad.stderr.strip().splitlines()
+    assert f"backup {m.name} refused" in line and "truncated" in line
+    assert not empty.exists() or list(empty.iterdir()) == []  # nothing a geoserver could serve
+
+
+def test_init_command_restores_from_s3_with_the_secret_env(leader, tmp_path):
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
+                     aws_secret_access_key="test").create_bucket(Bucket="backups")
+        s3 = backup.S3Options(endpoint_url=url, region="us-east-1", access_key_id="test",
+                              secret_access_key="test")
+        m = take(leader, "s3://backups/prod", s3)
+        c = cluster(bootstrap={"fromBackup": {"source": "s3://backups/prod", "cluster": "old",
+                                              "endpointURL": url, "region": "us-east-1",
+                                              "s3Credentials": {"secretName": "s3"}}})
+        out = run_init(c, tmp_path / "pvc", SECRET)
+        assert out.returncode == 0, out.stderr
+        assert (tmp_path / "pvc" / backup.AOF_FILE).stat().st_size == m.aof_size
+    finally:
+        moto.stop()
+
+
+def test_init_command_copies_an_aof(leader, tmp_path):
+    c = cluster(bootstrap={"fromAOF": str(leader.aof_path)})  # as an existing Tile38's AOF
+    out = run_init(c, tmp_path / "pvc")
+    assert out.returncode == 0, out.stderr
+    copied = (tmp_path / "pvc" / backup.AOF_FILE).read_bytes()
+    assert len(copied) == leader.stats()["aof_size"] and copied == leader.aof_path.read_bytes()
+    assert run_init(c, tmp_path / "pvc").stdout.endswith("not restored (--if-empty)\n")
