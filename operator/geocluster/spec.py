@@ -511,7 +511,9 @@ class S3CredentialsSpec(_Model):
     operator uses boto3's default chain (IRSA web identity, instance profile, environment)."""
 
     secret_name: str = Field(description="Name of the Secret.", min_length=1, max_length=253)
-    access_key_id_key: str = Field(default="ACCESS_KEY_ID", min_length=1, description="Key of the access key id.")
+    access_key_id_key: str = Field(
+        default="ACCESS_KEY_ID", min_length=1, description="Key of the access key id."
+    )
     secret_access_key_key: str = Field(
         default="ACCESS_SECRET_KEY", min_length=1, description="Key of the secret access key."
     )
@@ -868,7 +870,9 @@ class GeoClusterStatus(_Model):
     )
     leader_watch: LeaderWatch | None = Field(default=None, description="Failover policy memory.")
     last_backup: BackupRecord | None = Field(default=None, description="Latest backup attempt.")
-    last_successful_backup: str | None = Field(default=None, description="When the latest good backup was taken.")
+    last_successful_backup: str | None = Field(
+        default=None, description="When the latest good backup was taken."
+    )
     backups: int | None = Field(default=None, ge=0, description="Complete backups in the destination.")
     backup_failures: int = Field(default=0, ge=0, description="Consecutive failed backups.")
     bootstrap: BootstrapRecord | None = Field(default=None, description="How the data was bootstrapped.")

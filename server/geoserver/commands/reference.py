@@ -12,7 +12,8 @@ HEADER = """# geoserver command reference
 
 Generated from the command table by `python -m geoserver.commands.reference > docs/commands.md`
 (a test fails when this file is out of date). Every command works over RESP (redis-cli, redis-py;
-pyle38 for the commands it wraps), inline text (telnet), and HTTP (`GET /CMD+arg+arg`, `POST /` with the command line as the
+pyle38 for the commands it wraps), inline text (telnet), and HTTP (`GET /CMD+arg+arg`, `POST /`
+with the command line as the
 body); replies are JSON (`{"ok":true,...,"elapsed":"..."}` / `{"ok":false,"err":"..."}`) over HTTP
 and after `OUTPUT json`, RESP otherwise. Shapes and error texts follow Tile38 1.30.
 
