@@ -11,7 +11,6 @@ import asyncio
 import importlib
 import logging
 import random
-import sys
 
 import click
 import yaml
@@ -98,9 +97,6 @@ def _load_plugins(group: click.Group) -> None:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    try:
-        _load_plugins(cli)
-        cli()
-    except KeyboardInterrupt:  # Ctrl-C while the subcommands' modules import (first ~0.5 s of `up`)
-        sys.exit(130)
+    """Entry point (the console script is geocluster.entry, which guards Ctrl-C around this)."""
+    _load_plugins(cli)
+    cli()

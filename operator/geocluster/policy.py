@@ -64,6 +64,8 @@ class Member:
     caught_up_once: bool | None = None  # follower: caught up at least once in this process
     num_objects: int | None = None
     replication_state: str | None = None  # follower: connecting, resyncing, streaming, refused ...
+    num_hooks: int | None = None  # hooks and channels defined (SERVER num_hooks, as Tile38 counts)
+    pending_events: int | None = None  # hook events queued, not yet delivered (leader delivers)
 
 
 @dataclass(frozen=True)
@@ -285,6 +287,8 @@ def _refresh_members(t: _Tick) -> None:
     t.st.members = fresh
     t.st.leader = t.leader.name if t.leader else None
     t.st.leader_aof_size = t.leader.aof_size if t.leader else None
+    t.st.hooks = t.leader.num_hooks if t.leader else None
+    t.st.pending_events = t.leader.pending_events if t.leader else None
 
 
 def _track_health(t: _Tick, ms: MemberStatus) -> None:

@@ -188,6 +188,8 @@ async def observe(
         caught_up_once=stats.get("caught_up_once") if role == "follower" else None,
         num_objects=_int(stats.get("num_objects")),
         replication_state=stats.get("replication_state"),
+        num_hooks=_int(stats.get("num_hooks")),
+        pending_events=_int(stats.get("pending_events")),
     )
 
 

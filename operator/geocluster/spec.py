@@ -864,6 +864,12 @@ class GeoClusterStatus(_Model):
         default_factory=list, description="Repair start times in the last hour (rate budget)."
     )
     leader_aof_size: int | None = Field(default=None, description="Leader aof_size (for AOF).")
+    hooks: int | None = Field(
+        default=None, ge=0, description="Hooks and channels defined on the leader (SERVER num_hooks)."
+    )
+    pending_events: int | None = Field(
+        default=None, ge=0, description="Hook events queued on the leader, not yet delivered."
+    )
     last_failover: FailoverRecord | None = Field(default=None, description="Latest switchover or failover.")
     failover_history: list[str] = Field(
         default_factory=list, description="Automatic failover times in the last hour (rate budget)."

@@ -23,7 +23,7 @@ from geocluster.spec import MAX_NAME_LENGTH
 from local_lib import FAST, merged, pid_alive, write_manifest
 
 pytestmark = pytest.mark.timeout(120)
-GEOCLUSTER = [sys.executable, "-c", "from geocluster.cli import main; main()"]
+GEOCLUSTER = [sys.executable, "-c", "from geocluster.entry import main; main()"]  # the console script
 
 
 def geocluster(*args: str, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -221,9 +221,6 @@ def test_the_operators_name_rules_hold_locally(tmp_path):
     assert f"metadata.name: at most {MAX_NAME_LENGTH} characters (is {len(long)})" in out.stderr
 
 
-@pytest.mark.xfail(reason="cli.main catches Ctrl-C once geocluster.cli has imported; a Ctrl-C while the "
-                   "console script is still importing geocluster.cli itself (its click/yaml imports, the "
-                   "first ~0.4 s) still prints Python's traceback", strict=False)
 @pytest.mark.parametrize("after", [0.2, 0.4, 0.6, 0.9])
 def test_ctrl_c_in_the_first_second_is_one_line(tmp_path, after):
     up = start("--state-dir", str(tmp_path / "s"), "--port", "0",

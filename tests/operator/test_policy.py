@@ -93,6 +93,14 @@ def test_healthy_cluster_is_ready_and_quiet():
     assert sim.events == ["Ready"]  # announced once, not every tick
 
 
+def test_status_shows_the_leaders_hooks_and_queue_depth():
+    sim = Sim()
+    sim.tick([leader(num_hooks=3, pending_events=7), follower(0, num_hooks=3, pending_events=0)])
+    assert sim.status["hooks"] == 3 and sim.status["pendingEvents"] == 7  # the leader's, not a sum
+    sim.tick([Member("gc-leader-0", "leader"), follower(0)])  # the leader did not answer
+    assert sim.status.get("hooks") is None and sim.status.get("pendingEvents") is None  # unknown
+
+
 def test_seed_2x_after_shrink_is_repaired_after_grace_then_restarted():
     """Follower reports 2x the leader's aof_size with caught_up true (Tile38 1.30 seed)."""
     sim = Sim()

@@ -58,3 +58,17 @@ async def test_connection_is_closed_when_auth_or_output_fails(monkeypatch):
         async with client:
             pass
     assert closed == [True]
+
+
+async def test_observe_reports_hooks_and_the_queue(members):
+    """A hook whose endpoint is down keeps its event queued: the probe reports the hook and
+    channel count and the queue depth that status.hooks / status.pendingEvents show."""
+    members.start("l", ip(22))
+    addr = f"{ip(22)}:9851"
+    await probe.send(addr, "SETHOOK", "h1", "http://127.0.0.1:1/down", "NEARBY", "fleet", "FENCE",
+                     "POINT", "33", "-115", "5000")
+    await probe.send(addr, "SETCHAN", "c1", "NEARBY", "fleet", "FENCE", "POINT", "33", "-115", "5000")
+    await probe.send(addr, "SET", "fleet", "truck", "POINT", "33", "-115")
+    leader = await probe.observe("l", "leader", addr)
+    assert leader.num_hooks == 2
+    assert leader.pending_events is not None and leader.pending_events >= 1
