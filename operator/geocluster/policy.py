@@ -13,6 +13,11 @@ Rules (see docs/operator.md):
   counted in ``repairHistory`` against ``maxRepairsPerHour``.
 - Intent is written to status before the action is taken, so a restarted operator sees the
   action in flight and does not repeat it (at most once).
+- A follower that refuses a full resync (``replication_state: refused``: its leader is new
+  and much smaller, or empty) keeps the only copy of data the leader lacks: it is never
+  repaired or resynced (a RESYNC is refused again, a restart changes nothing, forcing would
+  wipe it). It is reported instead: Event ``ResyncRefused`` once, Degraded ``ResyncRefused``
+  until it clears; a person decides (``RESYNC FORCE`` on it, or promote it).
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class Member:
     replication_state: str | None = None  # follower: connecting, resyncing, streaming, refused ...
     num_hooks: int | None = None  # hooks and channels defined (SERVER num_hooks, as Tile38 counts)
     pending_events: int | None = None  # hook events queued, not yet delivered (leader delivers)
+    replication_error: str | None = None  # follower: why replication stops (a refusal: why refused)
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,8 @@ def finding(
     besides the leader's probed one that mean the leader (in a cluster, its DNS name)."""
     if not m.reachable:
         return f"unreachable: {m.error or 'no reply'}"
+    if refused(m):
+        return refusal(m)
     if not m.caught_up:
         return "not caught up"
     if m.aof_size is not None and leader.aof_size is not None:
@@ -175,6 +183,24 @@ def finding(
     if m.following and leader.address and m.following not in {leader.address, *leader_aliases}:
         return f"following {m.following}, not the leader"
     return None
+
+
+REFUSED = "full resync refused"  # how geoserver's refusal starts; a member's divergence too
+
+
+def refused(m: Member) -> bool:
+    """A follower refusing a full resync from its leader (not broken: see the module rules)."""
+    return m.role == "follower" and m.reachable and m.replication_state == "refused"
+
+
+def refusal(m: Member) -> str:
+    """The follower's own words for its refusal, as its divergence."""
+    why = (m.replication_error or "").strip() or REFUSED
+    return why if why.startswith(REFUSED) else f"{REFUSED}: {why}"
+
+
+def _refused_status(ms: MemberStatus | None) -> bool:
+    return bool(ms and ms.divergence and ms.divergence.startswith(REFUSED))
 
 
 def _ago(record_time: str | None, now: datetime) -> timedelta:
@@ -281,6 +307,9 @@ def _refresh_members(t: _Tick) -> None:
             ms.healthy_since = prev.healthy_since
         if m.role == "follower" and t.leader:
             ms.divergence = finding(m, t.leader, t.spec, t.leader_aliases)
+        if _refused_status(ms) and not _refused_status(prev):  # once per refusal, not every tick
+            t.event("Warning", "ResyncRefused", f"{m.name}: {refusal(m)}; no repair is tried "
+                    f"(RESYNC FORCE on {m.name} accepts the leader's data, a promote keeps its)")
         if m.role == "follower":
             _track_health(t, ms)
         fresh.append(ms)
@@ -349,6 +378,9 @@ def _settle_resync(t: _Tick) -> None:
     if m is not None and m.reachable and m.caught_up and progressed:
         rec.result = "ok"
         t.event("Normal", "ResyncSucceeded", f"{rec.member} caught up (aof_size {m.aof_size})")
+    elif m is not None and refused(m):  # waiting out the timeout would not change that
+        rec.result = f"error: {refusal(m)}"
+        t.event("Warning", "ResyncFailed", f"{rec.member}: {rec.result}")
     elif m is None or _ago(rec.time, t.now).total_seconds() > t.spec.follower_resync.timeout_seconds:
         rec.result = "error: timed out" if m else "error: member gone"
         t.event("Warning", "ResyncFailed", f"{rec.member}: {rec.result}")
@@ -421,8 +453,8 @@ def _judge(t: _Tick) -> None:
     for ms in t.st.members:
         if ms.role != "follower":
             continue
-        if ms.divergence is None:
-            ms.diverged_since = None
+        if ms.divergence is None or _refused_status(ms):
+            ms.diverged_since = None  # a refusal is reported, never repaired (module rules)
             continue
         if ms.address is None or (_restarting(ms) and not ms.reachable):
             # no pod (IP) yet, or a restarted pod not answering yet: waited for; the grace
@@ -542,6 +574,9 @@ def _start_resync(t: _Tick, name: str, reason: str) -> None:
     if m is None or not m.reachable:
         t.event("Warning", "ResyncSkipped", f"{name} is not reachable")
         return
+    if refused(m):  # a plain RESYNC is refused again; RESYNC FORCE is a person's decision
+        t.event("Warning", "ResyncSkipped", f"{name} refuses a full resync: RESYNC FORCE on it to accept")
+        return
     t.st.last_resync = ResyncRecord(
         time=t.stamp, member=name, result=STARTED, resyncs_before=m.resyncs, reason=reason
     )
@@ -557,6 +592,7 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
     leader_ok = bool(t.leader and t.leader.reachable)
     leader_waiting = bool(t.leader and t.leader.address is None)  # created or rolled: no IP yet
     gave_up = [ms.name for ms in st.members if ms.gave_up]
+    refusing = [ms.name for ms in st.members if ms.role == "follower" and _refused_status(ms)]
     paused = t.triggers.paused or spec.paused
     flight = _in_flight(t)
     busy = "Resyncing" if flight == "Queued" else flight
@@ -578,12 +614,12 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
         cond.Verdict(cond.READY, ready, reason, message),
         cond.Verdict(cond.PROGRESSING, bool(busy), busy or ("Paused" if paused else "Idle")),
         _degraded(leader_ok or leader_waiting, gave_up, _budget_blocked(t, previous), t.auth_error,
-                  t.failover_blocked, t.tls_error),
+                  t.failover_blocked, t.tls_error, refusing),
     ]
     st.conditions = cond.merge(st.conditions, verdicts, t.stamp, generation)
     for c in cond.changed(previous, st.conditions):
-        if c.type == cond.DEGRADED and c.status == "True":
-            t.event("Warning", c.reason, c.message)
+        if c.type == cond.DEGRADED and c.status == "True" and c.reason != "ResyncRefused":
+            t.event("Warning", c.reason, c.message)  # each refusing member had its own Event
         elif c.type == cond.READY and c.status == "True":
             t.event("Normal", "Ready", c.message)
     degraded = any(c.type == cond.DEGRADED and c.status == "True" for c in st.conditions)
@@ -605,13 +641,21 @@ def _budget_blocked(t: _Tick, previous: list) -> str | None:
 
 
 def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None, auth: str | None,
-              failover: tuple[str, str] | None = None, tls: str | None = None) -> cond.Verdict:
+              failover: tuple[str, str] | None = None, tls: str | None = None,
+              refusing: list[str] | None = None) -> cond.Verdict:
     if auth:
         return cond.Verdict(cond.DEGRADED, True, "AuthSecretUnavailable", auth)
     if tls:
         return cond.Verdict(cond.DEGRADED, True, "TLSSecretUnavailable", tls)
     if failover:
         return cond.Verdict(cond.DEGRADED, True, *failover)
+    if refusing:
+        who = ", ".join(refusing) + (" refuses" if len(refusing) == 1 else " refuse")
+        msg = (f"{who} a full resync from a leader holding far fewer objects (new or emptied?); "
+               "no repair is tried. Check the leader's data (restore it if lost). To accept the "
+               "leader's data: RESYNC FORCE on the member; to keep the member's: promote it "
+               "(fail over to it). See docs/runbook.md#resyncrefused")
+        return cond.Verdict(cond.DEGRADED, True, "ResyncRefused", msg)
     if gave_up:
         msg = f"gave up repairing {', '.join(gave_up)}: needs a person"
         return cond.Verdict(cond.DEGRADED, True, "RepairsExhausted", msg)

@@ -189,6 +189,8 @@ async def observe(
         num_objects=_int(stats.get("num_objects")),
         replication_state=stats.get("replication_state"),
         num_hooks=_int(stats.get("num_hooks")),
+        # a refusing follower's replication_error may meanwhile be a failed reconnect
+        replication_error=stats.get("resync_refusal") or stats.get("replication_error") or None,
         pending_events=_int(stats.get("pending_events")),
     )
 
