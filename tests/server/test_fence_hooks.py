@@ -50,8 +50,6 @@ def test_hooks_output_json_and_resp(make_server) -> None:
 
 
 BAD = [
-    (["SETHOOK", "h", "http://x/y", "NEARBY", "fleet", "POINT", 1, 1, 10], "missing FENCE argument"),
-    (["SETCHAN", "c", "WITHIN", "fleet", "BOUNDS", 0, 0, 1, 1], "missing FENCE argument"),
     (["SETHOOK", "h", "notaurl", "NEARBY", "fleet", "FENCE", "POINT", 1, 1, 10],
      "invalid argument 'notaurl': 'notaurl': unknown scheme (want http, https, redis, nats, mqtt or amqp)"),
     (["SETHOOK", "h", "kafka://10.0.0.1:9092/t", "NEARBY", "fleet", "FENCE", "POINT", 1, 1, 10], None),
@@ -80,6 +78,27 @@ def test_bad_definitions_are_refused(make_server, argv: list, err: str | None) -
         "hooks and channels cannot share the same name"
     assert srv.stats()["num_hooks"] == 1
     assert srv.aof_path.read_bytes().count(b"SETCHAN") == 1  # refused definitions are not logged
+
+
+def test_fence_word_is_implied_in_sethook_and_setchan(make_server) -> None:
+    """Tile38 parses SETHOOK/SETCHAN's search with FENCE already set (token.go `fromFence`):
+    FENCE may be left out, or given, even twice; a live fence (NEARBY ... FENCE) still refuses two."""
+    srv = make_server()
+    assert srv.json("SETCHAN", "c1", "WITHIN", "fleet", "BOUNDS", 0, 0, 1, 1)["ok"]
+    assert srv.json("SETHOOK", "h1", "http://x/y", "NEARBY", "fleet", "DETECT", "enter",
+                    "POINT", 1, 1, 10)["ok"]
+    assert srv.json("SETCHAN", "c2", "WITHIN", "fleet", "FENCE", "FENCE", "BOUNDS", 0, 0, 1, 1)["ok"]
+    assert [c["name"] for c in srv.json("CHANS", "*")["chans"]] == ["c1", "c2"]
+    live = srv.json("NEARBY", "fleet", "FENCE", "FENCE", "POINT", 1, 1, 10)
+    assert live["err"] == "duplicate argument 'FENCE'"
+    srv.json("SET", "fleet", "t1", "POINT", 0.5, 0.5)
+    srv.json("SET", "other", "t1", "POINT", 0.5, 0.5)
+    for cmd in ("RENAME", "RENAMENX"):  # a fenced key, as source or target, keeps its name (Tile38)
+        assert srv.json(cmd, "fleet", "fleet2")["err"] == "key has hooks set"
+        assert srv.json(cmd, "other", "fleet")["err"] == "key has hooks set"
+    srv.json("DELHOOK", "h1")
+    assert srv.json("RENAME", "fleet", "fleet2")["err"] == "key has channels set"
+    assert srv.json("RENAME", "other", "other2")["ok"]
 
 
 def test_tile38_aof_with_hooks_and_channels_loads(make_server) -> None:

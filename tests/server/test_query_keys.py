@@ -541,7 +541,6 @@ CASES: dict[str, list[Case]] = {
 }
 
 NOT_BUILT = "SET/FSET ... RETURN (Tile38 1.33 reply option) is not built"
-CHANNELS = "SETCHAN is the fence engine's (tests/server/test_fence*.py)"
 OOM = "maxmemory is sampled every 100 ms here (a timing case), tested in test_hardening.py"
 ORDER = "results in id order, not R-tree order (docs/commands.md, Differences from Tile38)"
 SKIP: dict[str, dict[int, str]] = {
@@ -550,7 +549,6 @@ SKIP: dict[str, dict[int, str]] = {
                       **{i: OOM for i in (69, *range(92, 100))}},
     "keys_FSET_test": {**{i: NOT_BUILT for i in (13, 14, 15, 16)}, 31: OOM},
     "keys_WHEREIN_test": {8: ORDER, 10: ORDER},
-    "keys_RENAME_test": {13: CHANNELS, 14: CHANNELS, 15: CHANNELS},
 }
 
 

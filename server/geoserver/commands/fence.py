@@ -60,9 +60,11 @@ def _output_given(args: Args, before: int, s: Any) -> bool:
     return args.pos > before and args.argv[args.pos - 1].upper() == b"OBJECTS"
 
 
-def parse_fence(ctx: Ctx, argv: list[bytes], start: int, require_fence: bool) -> Fence:
+def parse_fence(ctx: Ctx, argv: list[bytes], start: int, require_fence: bool,
+                implied: bool = False) -> Fence:
     """`NEARBY|WITHIN|INTERSECTS key [options] FENCE [DETECT ...] [COMMANDS ...] [NODWELL]
-    [output] area` from argv[start]."""
+    [output] area` from argv[start]. `implied`: SETHOOK/SETCHAN, where FENCE may be left out
+    (Tile38 starts their parse with fence set, token.go `fromFence`)."""
     cmd = argv[start].decode("utf-8", "replace").upper()
     if cmd not in FENCE_CMDS:
         raise invalid_argument(argv[start])
@@ -71,7 +73,7 @@ def parse_fence(ctx: Ctx, argv: list[bytes], start: int, require_fence: bool) ->
     key = text(argv[start + 1])
     args = Args(argv, start + 2)
     s = search.Search(cmd)
-    fence = False
+    fence = implied
     detect: frozenset[str] | None = None
     accept: frozenset[str] | None = None
     nodwell = False
@@ -79,7 +81,7 @@ def parse_fence(ctx: Ctx, argv: list[bytes], start: int, require_fence: bool) ->
         word = args.peek_upper()
         if word == "FENCE":
             args.next()
-            if fence:
+            if fence and not implied:
                 raise duplicate_argument("FENCE")
             fence = True
             continue
@@ -227,7 +229,7 @@ def _set_hook(ctx: Ctx, argv: list[bytes], channel: bool) -> Any:
         else:
             raise invalid_argument(args.argv[args.pos])
     fence_at = args.pos
-    fence = parse_fence(ctx, argv, fence_at, True)
+    fence = parse_fence(ctx, argv, fence_at, True, implied=True)
     hook = Hook(name, channel, endpoints, tuple(sorted(metas.items())), fence, argv[fence_at:],
                 expires_at, list(argv))
     reg = ctx.server.fences.registry(ctx.db)

@@ -322,6 +322,13 @@ def _rename(ctx: Ctx, argv: list[bytes], nx: bool) -> Any:
     col = ctx.db.get(src)
     if col is None:
         raise CommandError(KEY_NOT_FOUND)
+    # a fence names its key: renaming either side would leave it watching nothing (Tile38)
+    fenced = ctx.server.fences.registry(ctx.db).keys
+    hooks = [h for k in (src, dst) if k in fenced for h in fenced[k].by_name.values()]
+    if any(not h.channel for h in hooks):
+        raise CommandError("key has hooks set")
+    if hooks:
+        raise CommandError("key has channels set")
     if nx and ctx.db.get(dst) is not None:
         return {} if ctx.json else 0
     del ctx.db.collections[src]
