@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -168,13 +169,34 @@ def _main(argv: list[str] | None) -> None:
         log.warning("--queuefilename is accepted; hook events are not queued in a file yet",
                     extra={"path": args.queuefilename})
     cfg = config_from_args(args)
-    if args.pidfile:
-        Path(args.pidfile).write_text(f"{os.getpid()}\n")
+    pidfile = _write_pidfile(args.pidfile) if args.pidfile else None
+    signal.signal(signal.SIGQUIT, lambda signum, frame: _quit_now(pidfile))
     try:
         serve(cfg, "tile38-server")
     finally:
-        if args.pidfile:
-            Path(args.pidfile).unlink(missing_ok=True)
+        if pidfile is not None:
+            pidfile.unlink(missing_ok=True)
+
+
+def _write_pidfile(path: str) -> Path | None:
+    """Tile38 writes "<pid>" and a newline, and goes on serving when it cannot (a warning)."""
+    pidfile = Path(path)
+    try:
+        pidfile.write_text(f"{os.getpid()}\n")
+    except OSError as exc:
+        log.warning("pidfile: cannot write it", extra={"path": path, "error": exc.strerror or str(exc)})
+        return None
+    return pidfile
+
+
+def _quit_now(pidfile: Path | None) -> None:
+    """SIGQUIT: Tile38 removes the pid file and exits 3 at once (SIGTERM and SIGINT shut down
+    cleanly). Python's default would die by the signal and leave the pid file behind."""
+    if pidfile is not None:
+        pidfile.unlink(missing_ok=True)
+    log.warning("signal: quit")
+    logging.shutdown()
+    os._exit(3)
 
 
 if __name__ == "__main__":
