@@ -2,8 +2,10 @@
 
 ``status`` reads the GeoCluster, its ``.status`` and its Events; ``shrink``, ``resync``,
 ``promote``, ``backup``, ``pause`` and ``resume`` only set or remove the annotations the operator
-consumes (the operator acts and removes the one-shot ones; this plugin never talks to members);
-``report`` writes a support bundle (a tarball of YAML, Secrets' values redacted).
+consumes (the operator acts and removes the one-shot ones; none of these talks to members);
+``report`` writes a support bundle (a tarball of YAML, Secrets' values redacted; each member's
+SERVER and INFO through the API server's pod proxy when the members have no password: the
+proxy drops the Authorization header that would carry it, so then they are listed as skipped).
 
 It uses the user's kubeconfig (``--kubeconfig``, ``--context``, ``-n``; kubectl passes none of
 its own flags to a plugin), through the kubernetes client's ApiClient with plain JSON dicts, so
@@ -26,7 +28,8 @@ from typing import Any
 import click
 import yaml
 
-from .spec import GROUP, PLURAL, VERSION
+from . import resources as res
+from .spec import GEOSERVER_PORT, GROUP, PLURAL, VERSION, MetricsSpec, parse_spec
 
 SHRINK = f"{GROUP}/shrink-now"
 RESYNC = f"{GROUP}/resync"
@@ -47,6 +50,8 @@ OWNED_KINDS = (
     ("/api/v1", "pods"),
 )
 OPERATOR_SELECTOR = "app.kubernetes.io/part-of=geocluster,app.kubernetes.io/component=operator"
+MEMBER_COMMANDS = ("SERVER", "INFO")  # read-only, GET-able over HTTP; never CONFIG (secret values)
+SECRET_KEY = re.compile(r"pass|auth|secret|token|(^|_)key$", re.IGNORECASE)  # not expired_keys
 
 
 class Api:
@@ -137,6 +142,8 @@ def summarize(gc: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any
         "requested": pending,
         "members": members,
         **{k: st.get(k) for k in LAST_RECORDS},
+        "hooks": st.get("hooks"),
+        "pendingEvents": st.get("pendingEvents"),
         "conditions": [{k: c.get(k) for k in ("type", "status", "reason", "message")}
                        for c in st.get("conditions") or []],
         "events": [_event(e) for e in sorted(events, key=_event_time)][-EVENTS_SHOWN:],
@@ -228,6 +235,9 @@ def render(s: dict[str, Any], width: int = WIDTH) -> str:
         out += _wrap(f"{labels[key] + ':':<15}{_record_line(key, s.get(key))}", width)
     schedule = f"{s['schedule']} ({s['timeZone']})" if s["schedule"] else "none"
     out += _wrap(f"{'shrink cron:':<15}{schedule}", width)
+    hooks, pending = ("-" if s.get(k) is None else s[k] for k in ("hooks", "pendingEvents"))
+    out += _wrap(f"{'hooks:':<15}{hooks} on the leader (hooks and channels), "
+                 f"{pending} events not yet delivered", width)
     if s["requested"]:
         out += _wrap("requested (not yet taken): "
                      + ", ".join(f"{k}={v}" for k, v in s["requested"].items()), width)
@@ -261,6 +271,38 @@ def owned_by(obj: dict[str, Any], gc: dict[str, Any]) -> bool:
         labels.get("app.kubernetes.io/instance") == gmeta.get("name")
         and labels.get("app.kubernetes.io/name") == "geoserver"
     )
+
+
+def member_access(gc: dict[str, Any]) -> tuple[str, str | None]:
+    """(pod proxy scheme prefix, why SERVER/INFO cannot be read through the proxy, or None).
+
+    A member with a password answers "authentication required" without it, and the API server
+    removes the caller's Authorization header once it has authenticated them, so the password
+    cannot get through (and putting it there would hand it to the API server as a credential)."""
+    try:
+        spec = parse_spec(gc.get("spec"))
+    except Exception:  # an invalid spec (the operator reports it): try; an auth error is kept
+        return "", None
+    scheme = "https:" if spec.tls is not None else ""
+    if res.auth_ref(res.Cluster.from_body(gc, spec)) is not None:
+        return scheme, ("the members require a password and the API server's pod proxy drops the "
+                        "Authorization header that would carry it; read them with `kubectl port-"
+                        f"forward pod/<member> {GEOSERVER_PORT}` and `redis-cli -a` instead")
+    return scheme, None
+
+
+def redact_reply(text: str) -> str:
+    """A member's JSON reply, pretty-printed, any field named like a credential replaced."""
+
+    def scrub(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: "<redacted>" if SECRET_KEY.search(str(k)) else scrub(x) for k, x in v.items()}
+        return [scrub(x) for x in v] if isinstance(v, list) else v
+
+    try:
+        return json.dumps(scrub(json.loads(text)), indent=2) + "\n"
+    except ValueError:
+        return "<not JSON: not kept>\n"  # whatever answered is not geoserver; its text could be anything
 
 
 # --- I/O ---------------------------------------------------------------------------------------
@@ -416,7 +458,8 @@ def resume(api_factory: Any, name: str | None) -> None:
 def report(api_factory: Any, name: str | None, path: str | None, operator_namespace: str,
            log_lines: int) -> None:
     """Write a support bundle: the GeoCluster, its objects, Events, operator logs and each
-    member's metrics (through the API server's pod proxy), Secrets' values redacted."""
+    member's metrics, SERVER and INFO (through the API server's pod proxy), Secrets' values
+    and credential-named fields redacted; what could not be collected is in skipped.txt."""
     api = api_factory()
     gc = _get_cluster(api, name)
     cname = gc["metadata"]["name"]
@@ -440,16 +483,7 @@ def report(api_factory: Any, name: str | None, path: str | None, operator_namesp
             text = yaml.safe_dump(redact(o), sort_keys=False)
             files[f"objects/{plural}/{o['metadata']['name']}.yaml"] = text
     _operator_logs(api, operator_namespace, log_lines, files, skipped)
-    for pod in pods:  # the metrics listener has no password: the API server's pod proxy reaches it
-        pname = pod["metadata"]["name"]
-        port = (gc.get("spec") or {}).get("metrics", {}).get("port", 9090)
-        try:
-            files[f"members/{pname}.metrics.txt"] = api.call(
-                "GET", f"/api/v1/namespaces/{api.namespace}/pods/{pname}:{port}/proxy/metrics", raw=True)
-        except ApiError as exc:
-            skipped.append(f"{pname} metrics: {exc.message}")
-    skipped.append("members' SERVER/INFO: not collected (needs the members' password and a port-"
-                   "forward; the bundle has their status.members entries and /metrics instead)")
+    _members(api, gc, pods, files, skipped)
     files["skipped.txt"] = "".join(f"{s}\n" for s in skipped)
     with tarfile.open(path, "w:gz") as tar:
         for rel, text in files.items():
@@ -458,6 +492,38 @@ def report(api_factory: Any, name: str | None, path: str | None, operator_namesp
             info.size, info.mtime = len(data), int(time.time())
             tar.addfile(info, io.BytesIO(data))
     click.echo(f"wrote {path} ({len(files)} files; skipped: {len(skipped)}, see skipped.txt)")
+
+
+def _members(api: Api, gc: dict[str, Any], pods: list[dict[str, Any]], files: dict[str, str],
+             skipped: list[str]) -> None:
+    """Each member's /metrics (its metrics listener has no password) and SERVER/INFO (on the
+    client port, as HTTP GETs), through the API server's pod proxy."""
+    try:
+        metrics = MetricsSpec.model_validate((gc.get("spec") or {}).get("metrics") or {})
+    except ValueError:  # pydantic's ValidationError: an invalid spec, the defaults then
+        metrics = MetricsSpec()
+    scheme, why_not = member_access(gc)
+    for pod in pods:
+        pname = pod["metadata"]["name"]
+        proxy = f"/api/v1/namespaces/{api.namespace}/pods"
+        try:
+            if not metrics.enabled:
+                skipped.append(f"{pname} metrics: spec.metrics.enabled is false")
+            else:
+                files[f"members/{pname}.metrics.txt"] = api.call(
+                    "GET", f"{proxy}/{pname}:{metrics.port}/proxy/metrics", raw=True)
+        except ApiError as exc:
+            skipped.append(f"{pname} metrics: {exc.message}")
+        if why_not:
+            skipped.append(f"{pname} SERVER/INFO: {why_not}")
+            continue
+        for command in MEMBER_COMMANDS:
+            try:
+                text = api.call("GET", f"{proxy}/{scheme}{pname}:{GEOSERVER_PORT}/proxy/{command}", raw=True)
+            except ApiError as exc:
+                skipped.append(f"{pname} {command}: {exc.message}")
+                continue
+            files[f"members/{pname}.{command.lower()}.json"] = redact_reply(text)
 
 
 def _operator_logs(api: Api, namespace: str, lines: int, files: dict[str, str], skipped: list[str]) -> None:

@@ -3,26 +3,33 @@
 The plugin runs as a real subprocess with a kubeconfig file pointing at kmock (the only thing
 mocked: no kube-apiserver runs here); the end-to-end test also runs the real kopf operator and
 real geoserver members (tests/operator/opharness.py), so the annotations the plugin sets are the
-ones the operator consumes.
+ones the operator consumes. ``report`` reads members through :class:`PodProxyEmulator`, kmock plus
+the API server's pod proxy, forwarding to a real geoserver.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import sys
 import tarfile
 from pathlib import Path
 
+import aiohttp
+import aiohttp.web
 import pytest
 import yaml
 from geocluster import kubectl_plugin as kp
+from kmock._internal import rendering
 from opharness import (
     GC_KEY,
     GC_URL,
     NAME,
     NS,
+    PORT,
+    SPEC,
     KopfEmulator,
     Operator,
     add_pod,
@@ -30,6 +37,9 @@ from opharness import (
     condition,
     eventually,
     gc_status,
+    pod,
+    pod_ip,
+    requests,
     start_cluster,
 )
 
@@ -84,6 +94,7 @@ def seeded(name: str = NAME) -> dict:
                            "sizeBefore": 90000, "sizeAfter": 40000},
             "lastResync": {"time": "2026-12-01T03:00:05Z", "member": f0, "result": "ok",
                            "reason": "afterShrink"},
+            "hooks": 3, "pendingEvents": 12,
         },
     }  # fmt: skip
 
@@ -121,6 +132,7 @@ async def test_status_fits_80_columns_without_cutting_names(api, kubeconfig):
     assert "0 3 * * * (Europe/Paris)" in out
     assert "ShrinkSucceeded" in out and "Unrelated" not in out
     assert "Ready=False NotReady" in out
+    assert "hooks:         3 on the leader (hooks and channels), 12 events not yet delivered" in out
 
 
 async def test_status_json_and_yaml(api, kubeconfig):
@@ -131,6 +143,7 @@ async def test_status_json_and_yaml(api, kubeconfig):
     f0 = next(m for m in s["members"] if m["name"] == f"{NAME}-follower-0")
     assert (f0["lagBytes"], f0["caughtUp"], f0["state"], f0["repairs"]) == (30000, False, "not caught up", 1)
     assert s["lastShrink"]["sizeAfter"] == 40000 and s["lastBackup"] is None
+    assert (s["hooks"], s["pendingEvents"]) == (3, 12)
     assert [e["reason"] for e in s["events"]] == ["BackOff"] + ["ShrinkSucceeded"] * 3
     code, out, _ = await plugin(kubeconfig, "-n", NS, "status", NAME, "-o", "yaml")
     assert code == 0 and yaml.safe_load(out) == s
@@ -219,7 +232,7 @@ async def test_report_bundle_redacts_secrets(api, kubeconfig, tmp_path):
     assert "operator logs: no operator pod in geocluster-system" in skipped
     assert f"{NAME}/objects/pods/{NAME}-leader-0.yaml" in files
     assert f"{NAME}-leader-0 metrics: 404" in skipped  # the emulated API has no pod proxy
-    assert "members' SERVER/INFO: not collected" in skipped
+    assert f"{NAME}-leader-0 SERVER/INFO: the members require a password" in skipped  # the default
     assert yaml.safe_load(files[f"{NAME}/geocluster.yaml"])["status"]["leader"] == f"{NAME}-leader-0"
 
 
@@ -254,3 +267,113 @@ def test_render_is_pure_and_wraps_long_messages():
     text = kp.render(s, 80)
     assert max(map(len, text.splitlines())) <= 80
     assert kp.render(s, 200).count("\n") < text.count("\n")  # wide: one row per member
+    assert "hooks:         - on the leader (hooks and channels), - events" in kp.render(
+        kp.summarize({"metadata": {"name": "x"}}, []))  # an older operator: no such fields
+
+
+PROXY = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?:(?P<scheme>https?):)?(?P<pod>[^/:]+)"
+                   r"(?::(?P<port>\d+))?/proxy(?P<path>/.*)?$")  # fmt: skip
+
+
+class PodProxyEmulator(KopfEmulator):
+    """KopfEmulator plus the API server's pod proxy (``pods/[scheme:]name[:port]/proxy/path``)
+    to the Pod's status.podIP, as kube-apiserver does it: the Authorization header it
+    authenticated the caller with is removed before the request goes on; a pod that does not
+    answer is a 503 Status."""
+
+    async def _handle(self, request: rendering.Request):
+        m = PROXY.match(request.url.path)
+        if m is None:
+            return await super()._handle(request)
+        try:
+            obj = self.objects[("v1/pods", m["ns"], m["pod"])]
+        except KeyError:
+            obj = None
+        if obj is None or obj.deleted:
+            return aiohttp.web.json_response({"kind": "Status", "code": 404,
+                                              "message": f'pods "{m["pod"]}" not found'}, status=404)
+        target = f"{m['scheme'] or 'http'}://{obj['status']['podIP']}:{m['port'] or 80}{m['path'] or '/'}"
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("accept", "user-agent")}
+        try:
+            async with aiohttp.ClientSession() as session, session.get(
+                    target, headers=headers, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+                body = await resp.read()
+                return aiohttp.web.Response(status=resp.status, body=body,
+                                            content_type=resp.content_type)
+        except aiohttp.ClientError as exc:
+            return aiohttp.web.json_response({"kind": "Status", "code": 503,
+                                              "message": f"error trying to reach service: {exc}"}, status=503)
+
+
+def bundle(path: Path) -> dict[str, str]:
+    with tarfile.open(path) as tar:
+        return {m.name.partition("/")[2]: tar.extractfile(m).read().decode() for m in tar.getmembers()}
+
+
+@pytest.mark.kmock(cls=PodProxyEmulator)
+async def test_report_has_members_server_and_info_through_the_pod_proxy(api, members, kubeconfig, tmp_path):
+    """A real geoserver behind the emulated proxy; a second pod with no process is skipped."""
+    await api.post(GC_URL, json={"apiVersion": "geo.geocluster.io/v1alpha1", "kind": "GeoCluster",
+                                 "metadata": {"name": NAME, "namespace": NS}, "spec": SPEC})  # fmt: skip
+    await asyncio.to_thread(members.start, pod(0), pod_ip(pod(0)))
+    await add_pod(api, pod(0), pod_ip(pod(0)))
+    await add_pod(api, pod(1), pod_ip(pod(1)))  # scheduled, its server not up
+    code, _, err = await plugin(kubeconfig, "report", "-f", str(tmp_path / "r.tar.gz"))
+    assert code == 0, err
+    files = bundle(tmp_path / "r.tar.gz")
+    assert f"members/{pod(0)}.server.json" in files, files["skipped.txt"]
+    server = json.loads(files[f"members/{pod(0)}.server.json"])
+    info = json.loads(files[f"members/{pod(0)}.info.json"])
+    assert server["ok"] and server["stats"]["aof_size"] == 0 and "num_hooks" in server["stats"]
+    assert info["ok"] and info["info"]["tile38_version"] and "expired_keys" in info["info"]
+    skipped = files["skipped.txt"]
+    for command in ("SERVER", "INFO"):
+        assert re.search(rf"^{pod(1)} {command}: 503 error trying to reach service", skipped, re.M), skipped
+    assert f"{pod(0)} metrics: 503" in skipped  # these members run without --metrics-addr
+    assert requests(api, "GET", f"{pod(0)}:{PORT}/proxy/SERVER")
+    assert not requests(api, "GET", "/proxy/CONFIG")
+
+
+@pytest.mark.kmock(cls=PodProxyEmulator)
+async def test_report_skips_members_that_need_a_password(api, members, kubeconfig, tmp_path):
+    """The default (a generated password): the proxy would strip it, so no member is asked."""
+    await api.post(GC_URL, json={"apiVersion": "geo.geocluster.io/v1alpha1", "kind": "GeoCluster",
+                                 "metadata": {"name": NAME, "namespace": NS}, "spec": {"followers": 0}})
+    await asyncio.to_thread(members.start, pod(0), pod_ip(pod(0)), password="s3cret-pw")
+    await add_pod(api, pod(0), pod_ip(pod(0)))
+    async with aiohttp.ClientSession() as session, session.get(  # what the plugin would get
+            f"{str(api.url).rstrip('/')}/api/v1/namespaces/{NS}/pods/{pod(0)}:{PORT}/proxy/SERVER",
+            headers={"Authorization": "s3cret-pw"}) as resp:
+        assert "auth" in (await resp.json(content_type=None))["err"]  # the header did not get through
+    code, _, err = await plugin(kubeconfig, "report", "-f", str(tmp_path / "r.tar.gz"))
+    assert code == 0, err
+    files = bundle(tmp_path / "r.tar.gz")
+    assert f"{pod(0)} SERVER/INFO: the members require a password" in files["skipped.txt"]
+    assert not any(name.endswith(".server.json") for name in files)
+    assert len(requests(api, "GET", f":{PORT}/proxy/")) == 1  # only the one above
+    assert "s3cret-pw" not in "".join(files.values())
+
+
+def test_redact_reply_scrubs_credential_fields_only():
+    stats = {"requirepass": "x", "leaderauth": "y", "tls_key": "z", "expired_keys": 4,
+             "nested": [{"token": "t"}]}
+    text = kp.redact_reply(json.dumps({"ok": True, "stats": stats}))
+    assert json.loads(text)["stats"] == {"requirepass": "<redacted>", "leaderauth": "<redacted>",
+                                         "tls_key": "<redacted>", "expired_keys": 4,
+                                         "nested": [{"token": "<redacted>"}]}  # fmt: skip
+    assert kp.redact_reply("<html>password=x</html>") == "<not JSON: not kept>\n"
+
+
+@pytest.mark.parametrize(
+    "spec, scheme, refused",
+    [
+        ({"server": {"generatePassword": False}}, "", False),
+        ({"server": {"generatePassword": False}, "tls": {"secretName": "t"}}, "https:", False),
+        ({}, "", True),  # the default: a generated password
+        ({"server": {"generatePassword": False, "authSecretRef": {"name": "s", "key": "k"}}}, "", True),
+        ({"bogus": 1}, "", False),  # invalid: tried, an auth error reply is kept as it is
+    ],
+)
+def test_member_access_is_pure(spec, scheme, refused):
+    got_scheme, why = kp.member_access({"metadata": {"name": NAME, "namespace": NS}, "spec": spec})
+    assert (got_scheme, why is not None) == (scheme, refused)
