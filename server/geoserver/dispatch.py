@@ -84,17 +84,14 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
         if server.monitors:
             clients.send_monitor(server, client.peer, argv)
         ctx = Ctx(server, client, json, time.time(), server.db)
-        if cmd.write and server.fences.active:
-            ctx.changes = []  # the fence engine gets them after the write
+        if cmd.write:
+            ctx.watch_changes()  # the fence engine gets them after the write
         if deadline is not None:
             return _execute_timed(server, client, cmd, ctx, argv, deadline, start)
         result = cmd.func(ctx, argv)
         if asyncio.iscoroutine(result):
             return _finish_later(server, client, name, start, json, result, ctx, argv)
-        if ctx.dirty:
-            server.record_write(ctx.record or argv)
-        if ctx.changes:
-            server.fences.notify(ctx.changes, ctx.db)
+        ctx.finish_write(argv)
         return _ok(server, client, name, start, json, result)
     except GeoServerError as exc:
         return _error(server, client, name if cmd else "unknown", start, json, exc)
@@ -160,10 +157,7 @@ async def _finish_later(server: Server, client: Client, name: str, start: int, j
         log.exception("command failed", extra={"command": name})
         return _error(server, client, name, start, json, CommandError(f"internal error: {exc}"))
     finally:
-        if ctx.dirty:  # a sliced write (PDEL) is logged when it ends, as one record
-            server.record_write(ctx.record or argv)
-        if ctx.changes:
-            server.fences.notify(ctx.changes, ctx.db)
+        ctx.finish_write(argv)  # a sliced write (PDEL) is logged when it ends, as one record
     return _ok(server, client, name, start, json, result)
 
 
@@ -194,5 +188,4 @@ def apply_record(server: Server, argv: list[bytes], db: Database | None = None) 
     except CommandError as exc:
         if exc.message not in _HARMLESS_REPLAY_ERRORS:
             raise
-    if ctx.changes:
-        server.fences.notify(ctx.changes, ctx.db)
+    ctx.finish_write(None)

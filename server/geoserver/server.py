@@ -349,15 +349,13 @@ class Server:
                     self.db.prune_expiry(now)  # the leader's DELs remove the objects
                     continue
                 ctx = Ctx(self, None, True, now, self.db)
-                if self.fences.active:
-                    ctx.changes = []
+                ctx.watch_changes()
                 expired = list(self.db.due_expirations(now))
                 for key, oid in expired:
                     if delete_object(ctx, key, oid):
                         self.metrics.expired_keys += 1
                         self.record_write([b"del", raw(key), raw(oid)])  # exact bytes (binary.py)
-                if ctx.changes:
-                    self.fences.notify(ctx.changes, self.db)
+                ctx.finish_write(None)  # each delete was logged above, as its own DEL
                 hooks = self.fences.expired_records(now)  # logged, as Tile38: followers drop them too
                 for record in hooks:
                     dispatch.apply_record(self, record)

@@ -90,6 +90,20 @@ class Ctx:
     # hands them to server.fences after the write. None: nobody watches, nothing to collect.
     changes: list[Change] | None = None
 
+    def watch_changes(self) -> None:
+        """A write is about to run: collect what it changes if any fence watches."""
+        if self.server.fences.active:
+            self.changes = []
+
+    def finish_write(self, argv: list[bytes] | None) -> None:
+        """The step every write path ends with (client, script, replay): its AOF record when
+        it changed data (argv None: a replay, already logged), then its changes to the fence
+        engine, so a hook, channel or live fence sees a write whichever way it came in."""
+        if argv is not None and self.dirty:
+            self.server.record_write(self.record or argv)
+        if self.changes:
+            self.server.fences.notify(self.changes, self.db)
+
 
 class Args:
     """A cursor over a command's arguments with Tile38-style errors."""

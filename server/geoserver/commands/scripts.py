@@ -82,8 +82,8 @@ def script_call(server: Server, mode: str, argv: list[bytes]) -> tuple[bool, Any
         if server.monitors:
             clients.send_monitor(server, "lua", argv)
         ctx = Ctx(server, None, False, time.time(), server.db)
-        if cmd.write and server.fences.active:
-            ctx.changes = []
+        if cmd.write:
+            ctx.watch_changes()
         token = clients.DEADLINE.set(deadline) if deadline is not None else None
         try:
             result = cmd.func(ctx, argv)
@@ -92,10 +92,7 @@ def script_call(server: Server, mode: str, argv: list[bytes]) -> tuple[bool, Any
         finally:
             if token is not None:
                 clients.DEADLINE.reset(token)
-        if ctx.dirty:
-            server.record_write(ctx.record or argv)  # its own AOF record, as in Tile38
-        if ctx.changes:
-            server.fences.notify(ctx.changes, ctx.db)
+        ctx.finish_write(argv)  # its own AOF record and fence events, as in Tile38
         return True, result
     except GeoServerError as exc:
         return False, exc.message
