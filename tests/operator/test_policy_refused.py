@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from geocluster import failover
 from geocluster.policy import Member, Triggers, decide, finding
 from geocluster.spec import parse_spec
 
@@ -138,3 +139,11 @@ def test_two_refusing_followers_get_one_event_each_and_one_condition():
     sim.run([LEADER, refusing(0), refusing(1)], 600)
     assert sim.reasons().count("ResyncRefused") == 2 and sim.actions == []
     assert sim.degraded()["message"].startswith("gc-follower-0, gc-follower-1 refuse ")
+
+
+def test_the_advised_promote_of_a_refusing_follower_is_a_failover_to_it():
+    """The Degraded message's "promote it": with the leader much smaller than the refusing
+    follower, a person's promote is a forced failover to that follower (its data kept)."""
+    d = failover.decide(SPEC, {}, [LEADER, refusing(0), refusing(1)], T0, promote="gc-follower-0")
+    assert d.promotion is not None
+    assert (d.promotion.kind, d.promotion.new) == ("failover", "gc-follower-0")
