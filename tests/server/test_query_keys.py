@@ -540,14 +540,11 @@ CASES: dict[str, list[Case]] = {
     ],
 }
 
-NOT_BUILT = "SET/FSET ... RETURN (Tile38 1.33 reply option) is not built"
 OOM = "maxmemory is sampled every 100 ms here (a timing case), tested in test_hardening.py"
 ORDER = "results in id order, not R-tree order (docs/commands.md, Differences from Tile38)"
 SKIP: dict[str, dict[int, str]] = {
-    "keys_SET_test": {**{i: NOT_BUILT for i in (*range(8, 14), *range(23, 29), *range(37, 43), 49, 50,
-                                                 *range(56, 61))},
-                      **{i: OOM for i in (69, *range(92, 100))}},
-    "keys_FSET_test": {**{i: NOT_BUILT for i in (13, 14, 15, 16)}, 31: OOM},
+    "keys_SET_test": {i: OOM for i in (69, *range(92, 100))},
+    "keys_FSET_test": {31: OOM},
     "keys_WHEREIN_test": {8: ORDER, 10: ORDER},
 }
 

@@ -114,10 +114,38 @@ def _optional_z(args: Args) -> float | None:
     return z
 
 
+Return = tuple[str, int, bool]  # output kind, geohash precision, WITHFIELDS
+
+
+def _return_option(args: Args, given: Return | None) -> Return:
+    """`RETURN [WITHFIELDS] [OBJECT|POINT|BOUNDS|HASH precision]` in SET/FSET (Tile38 after
+    1.37, crud.go): the write answers with the stored object, as GET with those words would."""
+    if given is not None:
+        raise invalid_argument(args.argv[args.pos])
+    args.next()
+    kind, precision, withfields = "OBJECT", 0, False
+    while (word := args.peek_upper()) in ("WITHFIELDS", "OBJECT", "POINT", "BOUNDS", "HASH"):
+        args.next()
+        if word == "WITHFIELDS":
+            withfields = True
+        else:
+            kind = word
+            if word == "HASH":
+                precision = args.next_int(1, 12)
+    return kind, precision, withfields
+
+
+def _check_return(ret: Return | None, obj: GeoObject) -> None:
+    """Refused before the write, not after it: GET's rule for non-spatial objects."""
+    if ret is not None and ret[0] != "OBJECT" and not obj.is_spatial:
+        raise CommandError("object is not spatial")
+
+
 @command("set", min_args=4, flags=W | Flag.GROWS)
 def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
     """SET key id [FIELD name value ...] [EX seconds] [NX|XX] (OBJECT geojson | POINT lat lon [z]
-    | BOUNDS minlat minlon maxlat maxlon | HASH geohash | STRING value)"""
+    | BOUNDS minlat minlon maxlat maxlon | HASH geohash | STRING value)
+    [RETURN [WITHFIELDS] [OBJECT|POINT|BOUNDS|HASH precision]]"""
     if len(argv) == 6 and argv[3].upper() == b"POINT":  # `SET key id POINT lat lon`: the hot path
         point = make_point(parse_float(argv[4]), parse_float(argv[5]))
         col = ctx.db.get_or_create(key := text(argv[1]))
@@ -132,9 +160,12 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
     cond = ""
     cond_at: list[int] = []
     obj: GeoObject | None = None
+    ret: Return | None = None
     while args.more():
         word = args.peek_upper()
-        if word == "FIELD":
+        if word == "RETURN":
+            ret = _return_option(args, ret)
+        elif word == "FIELD":
             args.next()
             name = check_field_name(args.next())
             if fields is None:
@@ -156,6 +187,7 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
             raise invalid_argument(argv[args.pos])
     if obj is None:
         raise ArityError("set")
+    _check_return(ret, obj)
     key, oid = text(argv[1]), text(argv[2])
     if cond:
         col = ctx.db.get(key)
@@ -177,6 +209,8 @@ def cmd_set(ctx: Ctx, argv: list[bytes]) -> Any:
     ctx.dirty = True
     if cond_at:  # logged as the write it was: a replay, where TTLs restart, must not re-judge it
         ctx.record = [a for i, a in enumerate(argv) if i not in cond_at]
+    if ret is not None:
+        return _object_reply(ctx, col.items[oid], *ret)
     return {} if ctx.json else OK
 
 
@@ -198,9 +232,14 @@ def cmd_get(ctx: Ctx, argv: list[bytes]) -> Any:
     item = _lookup(ctx, argv)
     if item is None:
         return None
-    obj = item.obj
-    if kind != "OBJECT" and not obj.is_spatial:
+    if kind != "OBJECT" and not item.obj.is_spatial:
         raise CommandError("object is not spatial")
+    return _object_reply(ctx, item, kind, precision, withfields)
+
+
+def _object_reply(ctx: Ctx, item: Item, kind: str, precision: int, withfields: bool) -> Any:
+    """An object as GET answers it; SET/FSET ... RETURN answer the same."""
+    obj = item.obj
     if ctx.json:
         body: dict[str, Any]
         if kind == "OBJECT":
@@ -421,11 +460,18 @@ def cmd_fexists(ctx: Ctx, argv: list[bytes]) -> Any:
 
 @command("fset", min_args=5, flags=W | Flag.GROWS)
 def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
-    """FSET key id [XX] field value [field value ...]"""
+    """FSET key id [XX] field value [field value ...]
+    [RETURN [WITHFIELDS] [OBJECT|POINT|BOUNDS|HASH precision]]"""
     args = Args(argv, 3)
     xx = args.flag("XX")
-    pairs = argv[args.pos :]
-    if not pairs or len(pairs) % 2:
+    pairs: list[bytes] = []
+    ret: Return | None = None
+    while args.more():  # RETURN may stand where a field name would
+        if args.peek_upper() == "RETURN":
+            ret = _return_option(args, ret)
+        else:
+            pairs += (args.next(), args.next())
+    if not pairs and ret is None:
         raise ArityError("fset")
     col = _collection(ctx, argv[1])
     item = _live_item(ctx, col, text(argv[2]))
@@ -436,10 +482,13 @@ def cmd_fset(ctx: Ctx, argv: list[bytes]) -> Any:
     # every pair is checked before any is applied: a bad one fails the whole command (nothing
     # half-applied and unlogged), as Tile38 does
     parsed = [(check_field_name(pairs[i]), parse_field_value(pairs[i + 1])) for i in range(0, len(pairs), 2)]
+    _check_return(ret, item.obj)
     changed = sum(1 for name, value in parsed if col.set_field(item, name, value))
     ctx.dirty = changed > 0
     if changed and ctx.changes is not None:
         ctx.changes.append(Change("fset", text(argv[1]), text(argv[2]), item))
+    if ret is not None:
+        return _object_reply(ctx, item, *ret)
     return {} if ctx.json else changed
 
 

@@ -62,7 +62,11 @@ Differences from Tile38 1.30, on purpose:
   each run, for WHEREEVAL each object's evaluation (TIMEOUT bounds the whole search); a
   WHEREEVAL's `tile38.call` runs read-only commands, and WHEREEVAL inside a script is refused
   (`WHEREEVAL is not allowed inside a script`).
-- Not implemented: `SET/FSET ... RETURN`, `MVT`.
+- Not implemented: `MVT`.
+
+`SET`/`FSET ... RETURN [WITHFIELDS] [OBJECT|POINT|BOUNDS|HASH precision]` (Tile38 after 1.37)
+answers the write with the stored object as `GET` with those words would; a bad RETURN word, or
+POINT/BOUNDS/HASH of a STRING object, is refused before anything is written.
 
 WHERE takes Tile38's three forms: `WHERE name min max` (`(` before a bound excludes it,
 `-inf`/`+inf`), `WHERE name op value` (`<`, `<=`, `>`, `>=`, `==`, `!=`), and `WHERE "expression"`
