@@ -4,7 +4,7 @@
 each Tile38 test function runs on a flushed database.
 
 Not ported: keys_EXPIRE/TTL/SET_EX (they sleep: timing stays out of tests; test_keys.py
-covers expiry), HEALTHZ/SERVER/INFO/FLUSHDB (server commands, tested elsewhere).
+covers expiry), HEALTHZ/SERVER/INFO (server commands, tested elsewhere).
 SKIP lists each case left out of a table, with why."""
 
 from __future__ import annotations
@@ -202,6 +202,21 @@ CASES: dict[str, list[Case]] = {
         (['SCAN', 'fleet', 'WHEREIN', 'teamId', '1', '1', 'WHERE', '!!!optionalId || optionalId == 999', 'count'], 'J', 'Str', '{"ok":true,"count":2,"cursor":0}'),
         (['SCAN', 'fleet', 'WHEREIN', 'teamId', '1', '1', 'WHERE', 'optionalId == 0 || optionalId == 999', 'count'], 'J', 'Str', '{"ok":true,"count":2,"cursor":0}'),
         (['SCAN', 'fleet', 'WHEREIN', 'teamId', '1', '1', 'WHERE', '1 == 1 || optionalId == 999', 'count'], 'J', 'Str', '{"ok":true,"count":2,"cursor":0}'),
+    ],
+    'keys_FLUSHDB_test': [
+        (['SET', 'mykey1', 'myid1', 'POINT', '33', '-115'], 'R', 'OK', None),
+        (['SET', 'mykey2', 'myid1', 'POINT', '33', '-115'], 'R', 'OK', None),
+        (['SETCHAN', 'mychan', 'INTERSECTS', 'mykey1', 'BOUNDS', '10', '10', '10', '10'], 'R', 'Str', '1'),
+        (['KEYS', '*'], 'R', 'Str', '[mykey1 mykey2]'),
+        (['CHANS', '*'], 'J', 'Func', 'chans.# == 1'),
+        (['FLUSHDB', 'arg2'], 'R', 'Err', "wrong number of arguments for 'flushdb' command"),
+        (['FLUSHDB'], 'R', 'OK', None),
+        (['KEYS', '*'], 'R', 'Str', '[]'),
+        (['CHANS', '*'], 'R', 'Str', '[]'),
+        (['SET', 'mykey1', 'myid1', 'POINT', '33', '-115'], 'R', 'OK', None),
+        (['SET', 'mykey2', 'myid1', 'POINT', '33', '-115'], 'R', 'OK', None),
+        (['SETCHAN', 'mychan', 'INTERSECTS', 'mykey1', 'BOUNDS', '10', '10', '10', '10'], 'R', 'Str', '1'),
+        (['FLUSHDB'], 'J', 'OK', None),
     ],
     'keys_FSET_test': [
         (['SET', 'mykey', 'myid', 'HASH', '9my5xp7'], 'R', 'OK', None),
@@ -542,7 +557,9 @@ CASES: dict[str, list[Case]] = {
 
 OOM = "maxmemory is sampled every 100 ms here (a timing case), tested in test_hardening.py"
 ORDER = "results in id order, not R-tree order (docs/commands.md, Differences from Tile38)"
+FUNC = "a Go function check in Tile38 (chans.# == 1): test_flushdb_chans_count below"
 SKIP: dict[str, dict[int, str]] = {
+    "keys_FLUSHDB_test": {4: FUNC},
     "keys_SET_test": {i: OOM for i in (69, *range(92, 100))},
     "keys_FSET_test": {31: OOM},
     "keys_WHEREIN_test": {8: ORDER, 10: ORDER},
@@ -573,3 +590,9 @@ CASES["keys_FIELDS_test"] = swap_lat_lon(CASES["keys_FIELDS_test"])
 def test_tile38_table(srv: GeoServer, name: str) -> None:
     _passed, failures = run(srv.port, CASES[name], SKIP.get(name))
     assert not failures, "\n".join(failures)
+
+
+def test_flushdb_chans_count(srv: GeoServer) -> None:
+    """keys_FLUSHDB_test's function check: CHANS * lists the one channel before FLUSHDB."""
+    run(srv.port, CASES["keys_FLUSHDB_test"][:3])
+    assert len(srv.json("CHANS", "*")["chans"]) == 1
