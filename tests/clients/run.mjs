@@ -67,11 +67,12 @@ const scenarios = {
     const ping = strip(await t.ping());
     await t.quit();
     await t.quit();
+    const status = t.client.redis.status;  // ioredis: 'end' once the server closed
     const f = tsClient();
     const ping2 = strip(await f.ping());
     await f.quit(true);
     await f.quit(true);
-    return { ping, ping2, quit: 'resolved' };
+    return { ping, ping2, quit: 'resolved', status };
   },
   // node-tile38: CONFIG GET/SET/REWRITE, sent as one token ("CONFIG GET").
   async 'nt-config'() {
@@ -89,9 +90,10 @@ const scenarios = {
   // node-tile38: SERVER (its `server()` returns the stats object) and PING.
   async 'nt-server'() {
     const c = ntClient();
-    try {
-      return { ping: await c.ping(), stats: await c.server() };
-    } finally { await c.quit(); }
+    const out = { ping: await c.ping(), stats: await c.server() };
+    out.quit = await c.quit();  // node-redis 3 resolves QUIT when the server closes
+    out.connected = c.client.connected;
+    return out;
   },
   // node-tile38: NEARBY with DISTANCE around a point, plus a COUNT.
   async 'nt-nearby'() {

@@ -85,7 +85,7 @@ def test_tile38_ts_quit_closes_and_server_keeps_serving(server: GeoServer) -> No
     """tile38-ts's quit test: QUIT (twice) and a forced quit (twice) both resolve."""
     out = run(server, "ts-quit")
     assert out == {"ping": {"ok": True, "ping": "pong"}, "ping2": {"ok": True, "ping": "pong"},
-                   "quit": "resolved"}
+                   "quit": "resolved", "status": "end"}
     assert server.client().ping()
 
 
@@ -103,6 +103,7 @@ def test_node_tile38_config_get_set_rewrite(server: GeoServer) -> None:
 def test_node_tile38_server_stats(server: GeoServer) -> None:
     out = run(server, "nt-server")
     assert out["ping"] == "pong"
+    assert out["quit"] == "OK" and out["connected"] is False  # QUIT in JSON: closed, no reply
     stats = reply(server, "SERVER")["stats"]
     assert out["stats"]["id"] == stats["id"]
     assert out["stats"]["version"] == stats["version"]
