@@ -57,8 +57,11 @@ const scenarios = {
         .whereExpr('maxSpeed >= 100 && maxSpeed <= 130 && maxWeight === 1000').asIds();
       const exprNone = await t.search('nodesearch').whereExpr('maxSpeed == 10').asCount();
       const count = await t.search('nodesearch').match('b*').asCount()  // SEARCH MATCH tests the string value;
+      let bad;  // a broken expression: a Tile38Error on the client, the connection keeps serving
+      try { await t.search('nodesearch').whereExpr('maxSpeed >').asCount(); } catch (e) { bad = `${e.name}: ${e.message}`; }
+      const after = strip(await t.ping());
       return { all: strip(all), range: strip(range), expr: strip(expr), exprNone: strip(exprNone),
-        count: strip(count) };
+        count: strip(count), bad, after };
     } finally { await t.quit(); }
   },
   // tile38-ts's quit test: quit twice, then force quit twice; QUIT in JSON mode may close unanswered.

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+import redis
 from helpers import REPO, GeoServer
 
 CLIENTS = REPO / "tests" / "clients"
@@ -79,6 +80,10 @@ def test_tile38_ts_search_where_and_where_expressions(server: GeoServer) -> None
                                 "maxSpeed >= 100 && maxSpeed <= 130 && maxWeight === 1000", "IDS")
     assert out["exprNone"]["count"] == 0
     assert out["count"]["count"] == 1  # SEARCH MATCH tests the string value ("b"), not the id
+    with pytest.raises(redis.ResponseError) as err:
+        server.client().execute_command("SEARCH", "nodesearch", "WHERE", "maxSpeed >", "COUNT")
+    assert out["bad"] == f"Error: {err.value}"
+    assert out["after"] == {"ok": True, "ping": "pong"}  # same connection, after the error
 
 
 def test_tile38_ts_quit_closes_and_server_keeps_serving(server: GeoServer) -> None:
