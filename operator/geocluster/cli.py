@@ -82,8 +82,9 @@ def run_command(
     )
 
 
-def _load_plugins(group: click.Group) -> None:
+def load_subcommands(group: click.Group | None = None) -> None:
     """Attach subcommands from ``geocluster.local_cli`` if that module exists."""
+    group = group or cli
     try:
         module = importlib.import_module(".local_cli", __package__)
     except ModuleNotFoundError as exc:
@@ -98,5 +99,5 @@ def _load_plugins(group: click.Group) -> None:
 
 def main() -> None:
     """Entry point (the console script is geocluster.entry, which guards Ctrl-C around this)."""
-    _load_plugins(cli)
+    load_subcommands()
     cli()

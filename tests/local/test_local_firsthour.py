@@ -221,7 +221,7 @@ def test_the_operators_name_rules_hold_locally(tmp_path):
     assert f"metadata.name: at most {MAX_NAME_LENGTH} characters (is {len(long)})" in out.stderr
 
 
-@pytest.mark.parametrize("after", [0.2, 0.4, 0.6, 0.9])
+@pytest.mark.parametrize("after", [0.1, 0.2, 0.3, 0.4, 0.6, 0.9])
 def test_ctrl_c_in_the_first_second_is_one_line(tmp_path, after):
     up = start("--state-dir", str(tmp_path / "s"), "--port", "0",
                env={"XDG_STATE_HOME": str(tmp_path / "xdg")})

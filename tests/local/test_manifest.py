@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from click.testing import CliRunner
-from geocluster.cli import _load_plugins, cli
+from geocluster.cli import cli, load_subcommands
 from geocluster.localstate import EXAMPLE, load_manifest
 from geocluster.spec import SpecError
 from local_lib import FAST, write_manifest
@@ -70,7 +70,7 @@ def test_invalid_document_names_the_field(tmp_path, doc, field):
 
 def test_up_with_an_invalid_manifest_exits_nonzero_naming_the_field(tmp_path):
     path = write_manifest(tmp_path / "bad.yaml", {**FAST, "followers": -2, "aofShrink": {"schedule": "x"}})
-    _load_plugins(cli)
+    load_subcommands(cli)
     result = CliRunner().invoke(cli, ["up", "-f", str(path), "--state-dir", str(tmp_path / "s")])
     assert result.exit_code == 1
     assert "invalid manifest" in result.output and "spec.followers" in result.output

@@ -79,6 +79,8 @@ async def test_v1alpha1_statefulsets_migrate_to_one_without_losing_a_write(api, 
         await eventually(lambda: len(requests(api, "DELETE", "/statefulsets/")) == 2, what="old ones deleted")
         assert sorted(r.url.path.rsplit("/", 1)[-1] for r in requests(api, "DELETE", "/statefulsets/")) == [
             f"{NAME}-follower", f"{NAME}-leader"]  # fmt: skip
+        # the Event is posted after the deletes it reports: wait for it, then exactly one
+        await eventually(lambda: events(api, "MigrationCompleted"), what="MigrationCompleted Event")
         (done,) = events(api, "MigrationCompleted")
         assert "PVCs are kept" in done["message"]
         for name in (OLD_LEADER, OLD_FOLLOWER):  # the garbage collector's part
