@@ -340,8 +340,7 @@ class Server:
         while True:
             await asyncio.sleep(EXPIRE_INTERVAL)
             try:
-                limit = self.config.maxmemory
-                self.over_maxmemory = bool(limit) and self.rss_bytes() > limit
+                self.sample_memory()
                 now = time.time()
                 if self.loading:
                     continue
@@ -364,6 +363,12 @@ class Server:
                     self.flush_aof()
             except Exception:  # one bad pass must not end expiry for good
                 log.exception("expiry pass failed")
+
+    def sample_memory(self) -> None:
+        """Compare RSS with `maxmemory`: every 100 ms, and at once when CONFIG SET changes it
+        (a client that lowers it expects the next write to see it, as Tile38's tests do)."""
+        limit = self.config.maxmemory
+        self.over_maxmemory = bool(limit) and self.rss_bytes() > limit
 
     async def _autogc_loop(self) -> None:
         """Tile38's autogc (watchAutoGC): with `autogc` N > 0, checked once a second, a full

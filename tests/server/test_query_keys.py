@@ -555,13 +555,10 @@ CASES: dict[str, list[Case]] = {
     ],
 }
 
-OOM = "maxmemory is sampled every 100 ms here (a timing case), tested in test_hardening.py"
 ORDER = "results in id order, not R-tree order (docs/commands.md, Differences from Tile38)"
 FUNC = "a Go function check in Tile38 (chans.# == 1): test_flushdb_chans_count below"
 SKIP: dict[str, dict[int, str]] = {
     "keys_FLUSHDB_test": {4: FUNC},
-    "keys_SET_test": {i: OOM for i in (69, *range(92, 100))},
-    "keys_FSET_test": {31: OOM},
     "keys_WHEREIN_test": {8: ORDER, 10: ORDER},
 }
 

@@ -249,6 +249,8 @@ def cmd_config(ctx: Ctx, argv: list[bytes]) -> Any:
             raise CommandError(f"Invalid argument '{value}' for CONFIG SET '{name}'") from None  # Tile38's
         if name == "appendfsync" and ctx.server.aof is not None:
             ctx.server.aof.fsync = value
+        if name == "maxmemory":
+            ctx.server.sample_memory()
         return {} if ctx.json else OK
     if sub == "REWRITE" and len(argv) == 2:
         cfg.write_file()
