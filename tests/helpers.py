@@ -10,7 +10,8 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,25 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def s3_server(bucket: str, key: str = "test", secret: str = "test") -> Iterator[str]:
+    """A real S3 API (moto's server) on a free port of 127.0.0.1 with `bucket` created; yields
+    its endpoint URL. For the backup tests: boto3 talks to it as to any S3-compatible store."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key,
+                     aws_secret_access_key=secret).create_bucket(Bucket=bucket)
+        yield url
+    finally:
+        server.stop()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,

@@ -16,11 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 import redis
 import yaml
-from helpers import GeoServer, free_port, wait_until
+from helpers import GeoServer, s3_server, wait_until
 from local_lib import FAST, merged
 
 GEOCLUSTER = [sys.executable, "-c", "from geocluster.cli import main; main()"]
@@ -30,16 +29,8 @@ SECRET = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s3"},
 
 @pytest.fixture(scope="module")
 def s3_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
-                 aws_secret_access_key="test").create_bucket(Bucket="backups")
-    yield url
-    server.stop()
+    with s3_server("backups") as url:
+        yield url
 
 
 def geocluster(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

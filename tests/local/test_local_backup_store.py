@@ -15,11 +15,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from geocluster import backup
 from geocluster.backupstore import BackupError, Catalog, S3Options, open_store
-from helpers import GeoServer, free_port, wait_until
+from helpers import GeoServer, free_port, s3_server, wait_until
 
 KEYS = ("fleet", "zones")
 
@@ -27,17 +26,9 @@ KEYS = ("fleet", "zones")
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Options]:
     """A real S3 endpoint (moto's server) on a free port, with the bucket `backups`."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    opts = S3Options(endpoint_url=f"http://127.0.0.1:{port}", region="us-east-1",
-                     access_key_id="test", secret_access_key="test")
-    boto3.client("s3", endpoint_url=opts.endpoint_url, region_name="us-east-1",
-                 aws_access_key_id="test", aws_secret_access_key="test").create_bucket(Bucket="backups")
-    yield opts
-    server.stop()
+    with s3_server("backups") as url:
+        yield S3Options(endpoint_url=url, region="us-east-1", access_key_id="test",
+                        secret_access_key="test")
 
 
 @pytest.fixture(scope="module")

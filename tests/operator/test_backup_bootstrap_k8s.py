@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import kubernetes_validate
 import pytest
 from geocluster import backup
@@ -27,7 +26,7 @@ from geocluster import resources as r
 from geocluster.backupstore import Catalog, open_store
 from geocluster.handlers_backup import bootstrap_warning
 from geocluster.spec import parse_spec
-from helpers import GeoServer, free_port
+from helpers import GeoServer, s3_server
 
 BIN = Path(sys.executable).parent  # where `geocluster` is installed, as /opt/geocluster/bin in the image
 SECRET = {"ACCESS_KEY_ID": "test", "ACCESS_SECRET_KEY": "test"}
@@ -162,15 +161,7 @@ def test_init_command_restores_once_and_refuses_a_truncated_backup(leader, tmp_p
 
 
 def test_init_command_restores_from_s3_with_the_secret_env(leader, tmp_path):
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    moto.start()
-    try:
-        url = f"http://127.0.0.1:{port}"
-        boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
-                     aws_secret_access_key="test").create_bucket(Bucket="backups")
+    with s3_server("backups") as url:
         s3 = backup.S3Options(endpoint_url=url, region="us-east-1", access_key_id="test",
                               secret_access_key="test")
         m = take(leader, "s3://backups/prod", s3)
@@ -180,8 +171,6 @@ def test_init_command_restores_from_s3_with_the_secret_env(leader, tmp_path):
         out = run_init(c, tmp_path / "pvc", SECRET)
         assert out.returncode == 0, out.stderr
         assert (tmp_path / "pvc" / backup.AOF_FILE).stat().st_size == m.aof_size
-    finally:
-        moto.stop()
 
 
 def test_init_command_copies_an_aof(leader, tmp_path):

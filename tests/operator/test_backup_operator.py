@@ -13,11 +13,10 @@ import base64
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
 from geocluster import backup, probe
 from geocluster.backupstore import Catalog, S3Options, open_store
-from helpers import free_port
+from helpers import s3_server
 from opharness import (
     LEADER_IP,
     NAME,
@@ -41,16 +40,8 @@ pytestmark = [pytest.mark.kmock(cls=KopfEmulator), pytest.mark.timeout(90)]
 
 @pytest.fixture(scope="module")
 def s3_url() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="k",
-                 aws_secret_access_key="s").create_bucket(Bucket="geo")
-    yield url
-    server.stop()
+    with s3_server("geo", key="k", secret="s") as url:
+        yield url
 
 
 async def write(count: int = 300) -> None:
