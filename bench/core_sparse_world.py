@@ -35,16 +35,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from geo_vs_redis import (
     Result,
-    benchmark,
     call,
     ensure_redis,
     free_port,
     label,
     load,
     machine,
+    measure,
     pin,
     start_geoserver,
     start_redis,
+    stop,
     write_docs,
 )
 
@@ -135,24 +136,14 @@ def main() -> None:
                 geo_cmd, redis_cmd = commands(meters)
                 for pipeline in (1, 16):
                     res = Result(f"{meters // 1000} km", pipeline)
-                    for repeat in range(args.repeats):
-                        for name in order if repeat % 2 == 0 else order[::-1]:
-                            port, proc = procs[name]
-                            cmd = redis_cmd if name == "redis" else geo_cmd
-                            ops, cpu = benchmark(port, proc.pid, cmd, pipeline, n, RAND_RANGE)
-                            res.add(name, ops, cpu)
+                    measure(res, procs, order, args.repeats, geo_cmd, redis_cmd, n, RAND_RANGE)
                     results.append(res)
                     each = [f"{c} {res.med_ops(c):>8,.0f}/s {res.med_cpu(c):6.1f} µs "
                             f"{res.ratio(c):.2f}x ({res.cpu_ratio(c):.2f}x cpu)" for c in cores]
                     print(f"{res.workload:>6s} -P {pipeline:<2d} redis {res.med_ops('redis'):>8,.0f}/s "
                           f"{res.med_cpu('redis'):6.1f} µs  " + "  ".join(each), flush=True)
         finally:
-            for _port, proc in procs.values():
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
     section = render(results, cores, args, env)
     print()
     print(section)

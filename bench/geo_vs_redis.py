@@ -271,6 +271,26 @@ class Result:
         return self.med_cpu("redis") / self.med_cpu(server)
 
 
+def measure(res: Result, procs: dict[str, tuple[int, subprocess.Popen]], order: list[str], repeats: int,
+            geo_cmd: list[str], redis_cmd: list[str], requests: int, rand_range: str = RAND_RANGE) -> None:
+    """`repeats` runs of every server, the order reversed on every other repeat so that no
+    server always runs first on a warming (or noisy) machine."""
+    for repeat in range(repeats):
+        for name in order if repeat % 2 == 0 else order[::-1]:
+            port, proc = procs[name]
+            cmd = redis_cmd if name == "redis" else geo_cmd
+            res.add(name, *benchmark(port, proc.pid, cmd, res.pipeline, requests, rand_range))
+
+
+def stop(procs: dict[str, tuple[int, subprocess.Popen]]) -> None:
+    for _port, proc in procs.values():
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def render(results: list[Result], args: argparse.Namespace, env: str) -> str:
     mode = "AOF everysec for both" if args.aof else "no persistence for both"
     cores = [label(c) for c in args.cores.split(",")]
@@ -373,24 +393,14 @@ def main() -> None:
                 rand_range = GET_RANGE if workload == "GET" else RAND_RANGE
                 for pipeline in (1, 16):
                     res = Result(workload, pipeline)
-                    for repeat in range(args.repeats):
-                        for name in order if repeat % 2 == 0 else order[::-1]:
-                            port, proc = procs[name]
-                            ops, cpu = benchmark(port, proc.pid, redis_cmd if name == "redis" else geo_cmd,
-                                                 pipeline, n, rand_range)
-                            res.add(name, ops, cpu)
+                    measure(res, procs, order, args.repeats, geo_cmd, redis_cmd, n, rand_range)
                     results.append(res)
                     each = [f"{c} {res.med_ops(c):>9,.0f}/s {res.med_cpu(c):5.1f} µs "
                             f"{res.ratio(c):.2f}x ({res.cpu_ratio(c):.2f}x cpu)" for c in cores]
                     print(f"{workload:7s} -P {pipeline:<2d} redis {res.med_ops('redis'):>9,.0f}/s "
                           f"{res.med_cpu('redis'):5.1f} µs  " + "  ".join(each), flush=True)
         finally:
-            for _port, proc in procs.values():
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
     section = render(results, args, env)
     print()
     print(section)
