@@ -68,14 +68,8 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
         if not cmd.check_arity(len(argv)):
             raise ArityError(name)
         if cmd.write:
-            if server.follower is not None:
-                raise NotLeaderError()
-            if server.read_only:
-                raise CommandError(READ_ONLY)
-            if server.aof_error:
-                raise CommandError(server.aof_error)
-            if server.over_maxmemory and cmd.grows:
-                raise CommandError(OOM)
+            if (refusal := write_refusal(server, cmd.grows)) is not None:
+                raise refusal
         elif cmd.read and server.follower is not None and not server.follower.caught_up_once:
             raise CatchingUpError()
         if cmd.write and (busy := slices.blocker(server.db, name, argv)) is not None:
@@ -98,6 +92,20 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
     except Exception as exc:  # a bug in one command must not take the server down
         log.exception("command failed", extra={"command": name})
         return _error(server, client, name, start, json, CommandError(f"internal error: {exc}"))
+
+
+def write_refusal(server: Server, grows: bool) -> GeoServerError | None:
+    """Why this server may not take a write now, or None: the one write gate, shared by the
+    command table and any fast path that applies writes without it."""
+    if server.follower is not None:
+        return NotLeaderError()
+    if server.read_only:
+        return CommandError(READ_ONLY)
+    if server.aof_error:
+        return CommandError(server.aof_error)
+    if server.over_maxmemory and grows:
+        return CommandError(OOM)
+    return None
 
 
 def _execute_timed(server: Server, client: Client, cmd: Command, ctx: Ctx, argv: list[bytes],
