@@ -142,6 +142,8 @@ def commands(keys: int) -> list[tuple[str, list[str | bytes] | str]]:
         ("WITHIN big COUNT world", ["WITHIN", "big", "COUNT", *world]),
         ("INTERSECTS big LIMIT 1e6 IDS world",
          ["INTERSECTS", "big", "LIMIT", "1000000", "IDS", *world]),
+        ("GET /SCAN big LIMIT 1e6 OBJECTS", "/SCAN+big+LIMIT+1000000"),
+        ("GET /WITHIN big LIMIT 1e6 IDS world", "/WITHIN+big+LIMIT+1000000+IDS+" + "+".join(world)),
         ("NEARBY big LIMIT 1e6 IDS", ["NEARBY", "big", "LIMIT", "1000000", "IDS", "POINT", "0", "0"]),
         ("NEARBY big DISTANCE LIMIT 1e6 IDS",
          ["NEARBY", "big", "DISTANCE", "LIMIT", "1000000", "IDS", "POINT", "0", "0"]),

@@ -81,8 +81,7 @@ def _run(server: Server, argv: list[str], json: bool, resp_conn: bool) -> tuple[
     sliced = not isinstance(reply, bytes)
     if sliced:
         reply = asyncio.run(reply)  # type: ignore[arg-type]
-    if isinstance(reply, Chunks):
-        assert resp_conn, "HTTP replies are joined: its response is built in one piece"
+    if isinstance(reply, Chunks):  # RESP and HTTP connections both get the pieces
         return b"".join(reply), sliced
     return reply, sliced
 

@@ -183,9 +183,9 @@ def reply(ctx: Ctx, values: list[Any], json_key: str, *, resp_head: tuple[Any, .
           json_head: dict[str, Any] | None = None, json_tail: dict[str, Any] | None = None,
           resp_value: Callable[[Any], Any] | None = None,
           json_value: Callable[[Any], Any] | None = None) -> Steps:
-    """Encode a reply holding a long list, STEP values a step; returns it as Chunks (a RESP
-    connection: sent piece by piece, never joined) or Raw bytes (HTTP), the same bytes the
-    one-go encoding gives.
+    """Encode a reply holding a long list, STEP values a step; returns it as Chunks (for a
+    RESP or HTTP connection: sent piece by piece, never joined) or Raw bytes (no connection),
+    the same bytes the one-go encoding gives.
 
     RESP: `[*resp_head, values]` (just `values` without a head). JSON: dispatch's envelope
     around `{**json_head, json_key: values, **json_tail}`. `resp_value` / `json_value` turn each
@@ -231,10 +231,9 @@ def reply(ctx: Ctx, values: list[Any], json_key: str, *, resp_head: tuple[Any, .
 
 
 def _whole(ctx: Ctx, parts: Chunks) -> Chunks | Raw:
-    """Chunks for a RESP connection; joined for HTTP (its response is built in one piece) and
-    for callers without a connection."""
-    client = ctx.client
-    if client is not None and client.resp_conn:
+    """Chunks for a connection (RESP: the Client sends them; HTTP: protocol/http.py writes
+    them after its head); joined for callers without one (scripts)."""
+    if ctx.client is not None:
         return parts
     return Raw(b"".join(parts))
 

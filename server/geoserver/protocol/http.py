@@ -17,10 +17,11 @@ import orjson
 from wsproto.utilities import generate_accept_token
 
 from geoserver import dispatch
-from geoserver.commands import TABLE
+from geoserver.commands import TABLE, slices
 from geoserver.errors import AUTH_REQUIRED, ProtocolError, request_too_large
 from geoserver.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from geoserver.protocol.framing import split_command_line
+from geoserver.protocol.output import Chunks
 from geoserver.security import http_refusal, origin_allowed, password_matches
 
 if TYPE_CHECKING:
@@ -99,21 +100,37 @@ class HttpRequestParser:
                 return None
 
 
+class Sent(bytes):
+    """The body `handle` returns when it has already written the whole response itself (a big
+    reply, in pieces): `response` of it is empty, so the caller's write adds nothing."""
+
+
+SENT = Sent()
+
+
 def response(status: int, body: bytes, content_type: str = JSON_TYPE, head_only: bool = False,
              cors_origin: str | None = None) -> bytes:
     """A whole HTTP/1.1 response; for HEAD, the headers of the GET answer without its body.
     CORS headers only for an origin `cors-origins` allows (Tile38 sends `*` to everyone)."""
+    if isinstance(body, Sent):
+        return b""
+    return response_head(status, len(body), content_type, cors_origin) + (b"" if head_only else body)
+
+
+def response_head(status: int, length: int, content_type: str = JSON_TYPE,
+                  cors_origin: str | None = None) -> bytes:
+    """The status line and headers of a response whose body is `length` bytes."""
     head = [
         b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b"OK")),
         b"Content-Type: " + content_type.encode(),
         b"Connection: close",
-        b"Content-Length: %d" % len(body),
+        b"Content-Length: %d" % length,
     ]
     if cors_origin is not None:
         head += [b"Access-Control-Allow-Origin: " + cors_origin.encode("latin-1"), b"Vary: Origin",
                  b"Access-Control-Allow-Methods: POST, GET, OPTIONS",  # Tile38's values
                  b"Access-Control-Allow-Headers: *, Authorization"]
-    return b"\r\n".join(head) + b"\r\n\r\n" + (b"" if head_only else body)
+    return b"\r\n".join(head) + b"\r\n\r\n"
 
 
 def stream_head(content_type: str = JSON_TYPE, cors_origin: str | None = None) -> bytes:
@@ -179,10 +196,30 @@ async def handle(client: Client, request: HttpRequest) -> tuple[int, str, bytes]
             return status, JSON_TYPE, json_error_body(refusal)
     reply = dispatch.execute(server, client, argv, json=True)
     body = reply if isinstance(reply, bytes) else await reply
+    if isinstance(body, Chunks):  # a big reply (commands/slices.reply): written in pieces
+        return await _send_pieces(client, request, body)
     status = 200
     if argv[0].lower() == b"healthz" and body.startswith(b'{"ok":false'):
         status = 500  # load balancers and kubelet probes read the status code
     return status, JSON_TYPE, body + b"\r\n"
+
+
+async def _send_pieces(client: Client, request: HttpRequest, chunks: Chunks) -> tuple[int, str, bytes]:
+    """Write a big 200 reply as the pieces it was encoded in (slices.send: a loop turn between
+    them, the high-water pause and the output limits), with the head and Content-Length the
+    joined body would get, so the bytes on the wire are the same; returns SENT. A WebSocket
+    upgrade, an event stream, or a failed AOF flush (a 500 instead) take the one-piece path."""
+    server = client.server
+    if websocket_accept(request) is not None or client.events_only or not server.flush_aof():
+        return 200, JSON_TYPE, b"".join(chunks) + b"\r\n"
+    chunks.append(b"\r\n")
+    head = response_head(200, chunks.nbytes, JSON_TYPE,
+                         allowed_origin(request, server.config.cors_origins))
+    if request.method == "HEAD":
+        chunks.clear()
+    chunks.insert(0, head)
+    await slices.send(client, chunks)
+    return 200, JSON_TYPE, SENT
 
 
 METRICS_INDEX = (b"<html><head><title>Tile38 (geoserver)</title></head><body><h1>Tile38 (geoserver)</h1>"
