@@ -30,6 +30,7 @@ from geoserver.errors import (
     NotLeaderError,
     unknown_command,
 )
+from geoserver.lease import attach as attach_lease  # noqa: F401  (Server.__init__ makes its lease)
 from geoserver.protocol.output import render, render_error
 
 if TYPE_CHECKING:
@@ -96,11 +97,15 @@ def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Re
 
 def write_refusal(server: Server, grows: bool) -> GeoServerError | None:
     """Why this server may not take a write now, or None: the one write gate, shared by the
-    command table and any fast path that applies writes without it."""
+    command table and any fast path that applies writes without it. A leader given a lease
+    (geoserver.lease) takes writes only while it is valid: one clock read, only once given."""
     if server.follower is not None:
         return NotLeaderError()
     if server.read_only:
         return CommandError(READ_ONLY)
+    lease = server.lease
+    if lease.until is not None and lease.clock() >= lease.until:
+        return lease.refusal()
     if server.aof_error:
         return CommandError(server.aof_error)
     if server.over_maxmemory and grows:

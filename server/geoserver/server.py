@@ -63,6 +63,7 @@ class Server:
         self.db = Database()
         self.aof: AofLog | None = None
         self.metrics = ServerMetrics(self)
+        self.lease = dispatch.attach_lease(self)  # leader lease: writes only while valid (geoserver.lease)
         self.clients: set[Client] = set()
         self.monitors: set[Client] = set()  # connections in MONITOR (commands/clients.py)
         self._client_ids = itertools.count(1)  # CLIENT LIST ids, as Tile38 numbers them

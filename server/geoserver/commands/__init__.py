@@ -9,6 +9,7 @@ from geoserver.commands import (  # noqa: F401  (registration)
     fence,
     json,
     keys,
+    lease,
     pubsub,
     replication,
     scripts,

@@ -71,6 +71,8 @@ def script_call(server: Server, mode: str, argv: list[bytes]) -> tuple[bool, Any
                 return False, NOT_LEADER
             if server.read_only:
                 return False, READ_ONLY
+            if (lapsed := server.lease.refusal()) is not None:  # the leader lease (geoserver.lease)
+                return False, lapsed.message
             if server.aof_error:
                 return False, server.aof_error
             if deadline is not None:
@@ -108,6 +110,8 @@ def _eval(ctx: Ctx, argv: list[bytes], is_sha: bool, mode: str) -> Any:
             raise NotLeaderError()
         if server.read_only:
             raise CommandError(READ_ONLY)
+        if (lapsed := server.lease.refusal()) is not None:  # the leader lease (geoserver.lease)
+            raise lapsed
     args = Args(argv, 1)
     script = args.next()
     if not script:

@@ -159,6 +159,7 @@ def server_stats(server: Server, db: dict[str, int] | None = None) -> dict[str, 
         "resyncs": server.resyncs,
         "pending_events": server.hook_sink.depth(),
     }
+    stats.update(server.lease.stats())  # lease_state/_epoch/_remaining_ms once a lease was given
     follower = server.follower
     if follower is not None:
         stats.update(follower.stats())
