@@ -32,6 +32,15 @@ Rules:
   as leader (it would take writes again). Otherwise (disabled, blocked) it restarts it in place.
 - One leader at a time: the runtime fences the old leader (READONLY, or kills its process when
   it does not answer) *before* promoting; the old leader comes back only as a follower.
+- **Leader lease** (fencing by time, :func:`lease_plan`): the runtime renews the lease of a
+  healthy leader (geoserver ``LEASE``, anchored at the member's clock reading) and passes
+  ``lease_until``, the latest end it may have granted. A leader that does not answer is only
+  replaced once that lease must have lapsed (``lease_until`` + margin), automatic or
+  requested: a leader cut off but still running has stopped taking writes by then, even if
+  no kill or pod deletion reaches it. The failover therefore comes after ``max(delay, the
+  time since the last renewal + lease + margin)``; the lease is half the delay, but at least
+  ``LEASE_RENEWALS`` renewal intervals. Each promotion takes a new epoch (:func:`next_epoch`),
+  revoking the old leader's lease at it when it answers.
 """
 
 from __future__ import annotations
@@ -45,6 +54,50 @@ from .spec import FailoverRecord, GeoClusterSpec, LeaderWatch, parse_time, rfc33
 
 EMPTY_RATIO = 0.5  # as geoserver's resync-min-ratio default: "much smaller" than a follower
 STARTED = "started"
+LEASE_RENEWALS = 3  # a lease outlasts this many renewal intervals (a missed renewal is no outage)
+LEASE_MARGIN = 1.0  # seconds added before a lease counts as lapsed (clock rates, rounding) ...
+LEASE_DRIFT = 0.01  # ... plus this share of its length
+
+
+@dataclass(frozen=True)
+class LeasePlan:
+    """The lease a runtime grants its leader, and when it may count it lapsed."""
+
+    seconds: float  # each grant's length
+    margin: float  # added to the end of the last grant before the leader counts as fenced
+    renew_every: float  # how often the runtime renews
+
+    @property
+    def ms(self) -> int:
+        return max(1, round(self.seconds * 1000))
+
+
+def lease_plan(spec: GeoClusterSpec, renew_every: float) -> LeasePlan:
+    """Half the failover delay, but at least LEASE_RENEWALS renewals long (a spec field
+    ``failover.leaseSeconds`` would make it explicit)."""
+    seconds = max(spec.failover.delay / 2, LEASE_RENEWALS * renew_every)
+    return LeasePlan(seconds, LEASE_MARGIN + LEASE_DRIFT * seconds, renew_every)
+
+
+def lease_lapsed_in(plan: LeasePlan, lease_until: datetime | None, now: datetime) -> float:
+    """Seconds until a lease granted up to ``lease_until`` must have lapsed (0: it has)."""
+    if lease_until is None:
+        return 0.0
+    return max(0.0, (lease_until - now).total_seconds() + plan.margin)
+
+
+def next_epoch(current: int, seen: list[int | None]) -> int:
+    """The epoch a promotion takes: above the recorded one and any a member has seen."""
+    return max([current, *(e for e in seen if e is not None)]) + 1
+
+
+def lease_end(previous: datetime | None, read_at: datetime | None, plan: LeasePlan) -> datetime | None:
+    """The latest end a lease may have after a grant whose clock reading arrived at
+    ``read_at`` (None: no grant was sent), whether or not the grant was applied."""
+    if read_at is None:
+        return previous
+    end = read_at + timedelta(seconds=plan.seconds)
+    return end if previous is None else max(previous, end)
 
 
 @dataclass(frozen=True)
@@ -142,8 +195,12 @@ def decide(
     *,
     promote: str | None = None,
     paused: bool = False,
+    lease: LeasePlan | None = None,
+    lease_until: datetime | None = None,
 ) -> LeaderDecision:
-    """One tick of the leadership policy (see the module docstring)."""
+    """One tick of the leadership policy (see the module docstring). ``lease``/``lease_until``:
+    the runtime's lease and the latest end it may have granted the leader (None: no lease)."""
+    wait = lease_lapsed_in(lease, lease_until, now) if lease is not None else 0.0
     st = load_status(status)
     stamp = rfc3339(now)
     leader = next((m for m in members if m.role == "leader"), None)
@@ -176,12 +233,15 @@ def decide(
     if promote is not None:
         consumed = ("promote",)
         promotion, complaint = _requested(promote.strip(), leader, followers, watch, wrong)
+        if promotion is not None and not promotion.old_reachable and wait > 0:
+            # a forced failover waits for the old lease too; the request stays until then
+            return done(hold_leader=True, due_in=wait)
         if promotion is not None:
             return done(promotion, consumed=consumed)
         events.append(Event("Warning", "InvalidTrigger", f"promote: {complaint}"))
     if wrong is None:
         return done(hold_leader=spec.failover.enabled, consumed=consumed)
-    return _after_failing(done, spec, st, leader, followers, watch, now, paused, consumed=consumed)
+    return _after_failing(done, spec, st, leader, followers, watch, now, paused, wait, consumed=consumed)
 
 
 WATCH_RULE = "not caught up when the leader was last seen"
@@ -207,7 +267,7 @@ def _requested(name: str, leader: Member | None, followers: list[Member], watch:
 
 def _after_failing(done: Any, spec: GeoClusterSpec, st: Any, leader: Member | None,
                    followers: list[Member], watch: LeaderWatch, now: datetime, paused: bool,
-                   **kw: Any) -> LeaderDecision:
+                   lease_wait: float = 0.0, **kw: Any) -> LeaderDecision:
     """The leader is failing: wait out the delay, then fail over, or say why not."""
     fo = spec.failover
     if not fo.enabled or leader is None:
@@ -224,6 +284,8 @@ def _after_failing(done: Any, spec: GeoClusterSpec, st: Any, leader: Member | No
     if len(st.failover_history) >= fo.max_failovers_per_hour:
         msg = f"{gone}; {fo.max_failovers_per_hour} failovers/hour are used up"
         return done(blocked=("FailoverBudgetExhausted", msg), **kw)
+    if not leader.reachable and lease_wait > 0:  # it may still take writes: not two leaders
+        return done(hold_leader=True, due_in=lease_wait, **kw)
     st.failover_history.append(rfc3339(now))
     return done(_failover(leader, best, watch, gone), **kw)
 

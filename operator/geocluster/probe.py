@@ -19,7 +19,9 @@ import logging
 import os
 import ssl
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -231,3 +233,67 @@ async def send(address: str, *args: str, password: str | None = None, timeout: f
     """Run one command (AOFSHRINK, RESYNC, ...) on one member; raise ProbeError on failure."""
     async with Client(address, password, timeout, ca_file, tls, server_name) as client:
         return await client.command(*args)
+
+
+# --- the leader lease (geoserver LEASE; docs/operator.md#leader-lease) ------------------------
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    """A member's `LEASE` reply: state (none/valid/expired/revoked), highest epoch seen."""
+
+    state: str
+    epoch: int
+    remaining_ms: int
+    clock: int  # the member's monotonic milliseconds when it answered
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What a grant did. ``read_at``: when the member's clock was read (None: not read, so no
+    grant was sent); the lease can end no later than ``read_at`` + its length, whether or not
+    the grant arrived. ``info``: the reply after the grant (None when it failed: ``error``)."""
+
+    read_at: datetime | None
+    info: LeaseInfo | None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.info is not None and self.error is None
+
+
+def _lease(reply: dict[str, Any]) -> LeaseInfo:
+    got = reply["lease"]
+    return LeaseInfo(str(got["state"]), int(got["epoch"]), int(got["remaining_ms"]), int(got["clock"]))
+
+
+async def lease_info(address: str, password: str | None = None, timeout: float = DEFAULT_TIMEOUT,
+                     ca_file: str | None = None, tls: ssl.SSLContext | None = None,
+                     server_name: str | None = None) -> LeaseInfo | None:
+    """`LEASE` of one member, or None when it cannot be read."""
+    try:
+        async with Client(address, password, timeout, ca_file, tls, server_name) as client:
+            return _lease(await client.command("LEASE"))
+    except (ProbeError, KeyError, TypeError, ValueError) as exc:
+        log.debug("LEASE of %s failed: %s", address, exc)
+        return None
+
+
+async def grant_lease(address: str, epoch: int, ms: int, password: str | None = None,
+                      timeout: float = DEFAULT_TIMEOUT, ca_file: str | None = None,
+                      tls: ssl.SSLContext | None = None, server_name: str | None = None,
+                      now: Callable[[], datetime] | None = None) -> Renewal:
+    """Read the member's clock, then `LEASE epoch ms SINCE clock` on the same connection; the
+    time is taken after the reading arrived, so ``read_at`` + ms bounds the lease's end. ms 0
+    revokes. Never raises: failures are in the result."""
+    clock_now = now or (lambda: datetime.now(UTC))
+    read_at = None
+    try:
+        async with Client(address, password, timeout, ca_file, tls, server_name) as client:
+            reading = _lease(await client.command("LEASE"))
+            read_at = clock_now()
+            reply = await client.command("LEASE", str(epoch), str(ms), "SINCE", str(reading.clock))
+            return Renewal(read_at, _lease(reply))
+    except (ProbeError, KeyError, TypeError, ValueError) as exc:
+        return Renewal(read_at, None, str(exc))
