@@ -8,6 +8,7 @@ container on Kubernetes runs it: the image has the ``geocluster`` entry point).
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -157,31 +158,46 @@ def detach_command(force: bool, state_dir: Path | None, name: str | None, timeou
               help="Empty data dir to restore appendonly.aof into.")
 @click.option("--if-empty", is_flag=True, help="Do nothing (exit 0) when the data dir has an AOF "
               "already: an init container that runs again after a pod restart keeps the data.")
+@click.option("--report", "report", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the result as one JSON object to this file (the init container: "
+              "/dev/termination-log, which the operator reads from the pod status).")
 @_endpoint_opt
 @_region_opt
 def restore_command(from_: str | None, cluster: str | None, name: str, aof_url: str | None, to: Path,
-                    if_empty: bool, endpoint_url: str | None, region: str | None) -> None:
+                    if_empty: bool, report: Path | None, endpoint_url: str | None,
+                    region: str | None) -> None:
     """Restore a backup into an empty data dir, verified (size, md5) before it is placed."""
     if bool(aof_url) == bool(from_ and cluster):
         raise click.UsageError("give --from and --cluster (a backup), or --aof (an existing AOF)")
+    started = time.monotonic()
+
+    def done(result: str, message: str, **facts: Any) -> None:
+        if report is not None:
+            out = {"result": result, "message": message, **facts,
+                   "seconds": round(time.monotonic() - started, 3)}
+            report.write_text(json.dumps(out)[:4000])  # the kubelet keeps at most 4096 bytes
+
     aof = to / backup.AOF_FILE
     if if_empty and aof.exists() and aof.stat().st_size > 0:
         click.echo(f"{aof} exists: not restored (--if-empty)")
+        done("skipped", f"{aof} exists: not restored (--if-empty)", aofSize=aof.stat().st_size)
         return
-    if aof_url:
-        try:
-            count = backup.restore_aof(aof_url, to, _s3_flags(endpoint_url, region))
-        except BackupError as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(f"copied {aof_url} ({count} bytes) into {aof}")
-        return
-    assert from_ is not None and cluster is not None
     try:
+        if aof_url:
+            count = backup.restore_aof(aof_url, to, _s3_flags(endpoint_url, region))
+            message = f"copied {aof_url} ({count} bytes) into {aof}"
+            click.echo(message)
+            done("restored", message, aofSize=count, source=aof_url)
+            return
+        assert from_ is not None and cluster is not None
         catalog = Catalog(open_store(from_, _s3_flags(endpoint_url, region)), cluster)
         m = backup.restore(catalog, name, to)
     except BackupError as exc:
+        done("error", str(exc))
         raise click.ClickException(str(exc)) from None
-    click.echo(f"restored {m.name} ({m.aof_size} bytes, md5 {m.md5}) into {to / backup.AOF_FILE}")
+    message = f"restored {m.name} ({m.aof_size} bytes, md5 {m.md5}) into {to / backup.AOF_FILE}"
+    click.echo(message)
+    done("restored", message, aofSize=m.aof_size, md5=m.md5, backup=m.name, source=catalog.location(m.name))
 
 
 commands = [backup_command, backups_command, detach_command, restore_command]

@@ -33,7 +33,9 @@ from .spec import BackupRecord, BackupRetention, BackupSpec, GeoClusterStatus, p
 STARTED = "started"
 RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(hours=1)
-STATUS_KEYS = ("lastBackup", "lastSuccessfulBackup", "backups", "backupFailures")
+BACKUP_KEYS = ("lastBackup", "lastSuccessfulBackup", "backups", "backupFailures")
+# status fields the main timer does not write: the backup timer's, and handlers_bootstrap's
+STATUS_KEYS = (*BACKUP_KEYS, "bootstrap")
 _NAME = re.compile(r"^(\d{8}T\d{6}Z)")
 _AGE_UNITS = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 
@@ -53,7 +55,7 @@ class BackupStart:
 class BackupDecision:
     start: BackupStart | None
     events: tuple[Event, ...]
-    status: dict[str, Any]  # the backup fields of the status (STATUS_KEYS), as a merge-patch
+    status: dict[str, Any]  # the backup fields of the status (BACKUP_KEYS), as a merge-patch
     consumed: bool = False  # the manual request was used up
     waiting: str | None = None  # why a due backup did not start
 
@@ -89,7 +91,7 @@ def pick_source(members: list[Member], target: str = "prefer-follower") -> Membe
 
 def _patch(st: GeoClusterStatus) -> dict[str, Any]:
     full = status_patch(st)
-    return {k: full.get(k) for k in STATUS_KEYS}
+    return {k: full.get(k) for k in BACKUP_KEYS}
 
 
 def decide(

@@ -212,15 +212,17 @@ class S3Store:
         return size
 
     def open(self, key: str) -> IO[bytes]:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"]
         except ClientError as exc:
             raise BackupError(f"{self.url}/{key}: {_s3_error(exc)}") from None
+        except BotoCoreError as exc:  # no credentials, endpoint unreachable ...
+            raise BackupError(f"{self.url}/{key}: {exc}") from None
 
     def size(self, key: str) -> int | None:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
@@ -228,9 +230,11 @@ class S3Store:
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise BackupError(f"{self.url}/{key}: {_s3_error(exc)}") from None
+        except BotoCoreError as exc:
+            raise BackupError(f"{self.url}/{key}: {exc}") from None
 
     def keys(self, prefix: str) -> Iterator[str]:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         full = self._key(prefix)
         strip = len(self.prefix) + 1 if self.prefix else 0
@@ -241,6 +245,8 @@ class S3Store:
                     yield obj["Key"][strip:]
         except ClientError as exc:
             raise BackupError(f"{self.url}: {_s3_error(exc)}") from None
+        except BotoCoreError as exc:
+            raise BackupError(f"{self.url}: {exc}") from None
 
     def delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from .spec import Condition
 
 READY, PROGRESSING, DEGRADED = "Ready", "Progressing", "Degraded"
+# Conditions another timer owns (handlers_bootstrap): carried over unchanged by merge.
+OWNED_ELSEWHERE = ("Bootstrapped",)
 
 
 @dataclass(frozen=True)
@@ -22,8 +24,11 @@ class Verdict:
 def merge(
     previous: list[Condition], verdicts: list[Verdict], now: str, generation: int | None
 ) -> list[Condition]:
-    """New conditions; lastTransitionTime moves only when status flips."""
+    """New conditions; lastTransitionTime moves only when status flips. Conditions of
+    OWNED_ELSEWHERE without a verdict here are kept as they were."""
     old = {c.type: c for c in previous}
+    judged = {v.type for v in verdicts}
+    kept = [c for c in previous if c.type in OWNED_ELSEWHERE and c.type not in judged]
     out = []
     for v in verdicts:
         status = "True" if v.status else "False"
@@ -39,7 +44,7 @@ def merge(
                 observed_generation=generation,
             )
         )
-    return out
+    return out + kept
 
 
 def changed(previous: list[Condition], current: list[Condition]) -> list[Condition]:

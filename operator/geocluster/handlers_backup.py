@@ -22,7 +22,7 @@ from typing import Any
 
 import kopf
 
-from . import backup, backup_policy, kube, metrics
+from . import backup, backup_policy, bootstrap_state, kube, metrics
 from . import resources as res
 from .handlers import OPERATOR_NAMESPACE, REGISTRY, TICK_SECONDS, _password, _tls
 from .spec import GROUP, PLURAL, VERSION, SpecError, parse_spec, parse_time
@@ -60,6 +60,7 @@ async def backups(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     if last_ok := parse_time(status.get("lastSuccessfulBackup")):  # also after an operator restart
         metrics.backup_taken_at(ns, name, last_ok.timestamp())
     paused = spec.paused or annotations.get(PAUSE_ANNOTATION, "").strip().lower() in ("true", "1", "yes")
+    paused = paused or bootstrap_state.migrating(spec, status)  # the leader copies the old one
     decision = backup_policy.decide(spec.backup, status, backup_policy.members_from_status(status), now,
                                     created=parse_time(meta.get("creationTimestamp")) or now,
                                     manual=manual, paused=paused)
@@ -95,8 +96,8 @@ async def backups(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 
 def _warn_bootstrap(body: kopf.Body) -> None:
     """fromBackup/fromAOF are applied by the members' init container (resources.restore_args);
-    say once per GeoCluster and generation what cannot be: fromLeader (`geocluster up` only), and
-    a file:// or path source outside the data volume (the init container mounts only that)."""
+    say once per GeoCluster and generation when that cannot work: a file:// or path source
+    outside the data volume (the init container mounts only that)."""
     meta = body["metadata"]
     key = f"{meta.get('uid', meta['name'])}/{meta.get('generation')}"
     if key in _bootstrap_warned:
@@ -109,10 +110,8 @@ def _warn_bootstrap(body: kopf.Body) -> None:
 
 def bootstrap_warning(boot: dict[str, Any]) -> tuple[str, str] | None:
     """(reason, message) for a spec.bootstrap the operator cannot apply as asked, else None."""
-    if boot.get("fromLeader"):
-        return ("BootstrapNotApplied", "spec.bootstrap.fromLeader is applied by `geocluster up` only: "
-                "on Kubernetes restore a backup (fromBackup) instead (docs/backup.md)")
-    source = (boot.get("fromBackup") or {}).get("source") or boot.get("fromAOF") or ""
+    store = boot.get("fromBackup") or boot.get("fromAOF") or {}
+    source = store.get("source") or "" if isinstance(store, dict) else ""
     path = source.removeprefix("file://") if source.startswith(("file://", "/")) else None
     if path is not None and not path.startswith(f"{res.DATA_DIR}/"):
         return ("BootstrapSourceNotMounted", f"spec.bootstrap source {source} is not visible to the "
@@ -136,3 +135,6 @@ def _source(cluster: res.Cluster, status: dict[str, Any], start: backup_policy.B
         raise backup.BackupError(auth_error or tls_error or "")
     return backup.Source(start.source, start.source_role, member["address"], password, tls,
                          res.pod_dns(cluster, start.source) if tls is not None else None)
+
+
+from . import handlers_bootstrap  # noqa: E402, F401 - registers the bootstrap timer on REGISTRY

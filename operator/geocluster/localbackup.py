@@ -22,13 +22,12 @@ import base64
 import logging
 import shutil
 import ssl
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import backup, backup_policy, probe
+from . import backup, backup_policy, migration, probe
 from .backupstore import BackupError, Catalog, open_store
 from .policy import Event
 from .spec import BackupSpec, BootstrapRecord, ObjectStoreSpec, dump, parse_time, rfc3339
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("geocluster.local")
 
-DETACH_TIMEOUT = 30.0  # seconds for the new leader to reach the old one's aof_size
 
 
 def manifest_secret(source: str, name: str, key: str) -> str:
@@ -130,15 +128,17 @@ class LocalBackups:
             fb = boot.from_backup
             catalog = Catalog(open_store(fb.destination, self.s3(fb)), fb.cluster or self.c.manifest.name)
             m = backup.restore(catalog, fb.name, leader_dir)
-            rec = BootstrapRecord(kind="fromBackup", source=catalog.location(m.name), result="ok", time=now,
-                                  aof_size=m.aof_size)
+            rec = BootstrapRecord(kind="fromBackup", source=catalog.location(m.name), phase="restored",
+                                  result="ok", time=now, finished=now, aof_size=m.aof_size)
         elif boot.from_aof is not None:
-            size = backup.restore_aof(boot.from_aof, leader_dir, self.s3(self.c.manifest.spec.backup))
-            rec = BootstrapRecord(kind="fromAOF", source=boot.from_aof, result="ok", time=now, aof_size=size)
+            fa = boot.from_aof
+            size = backup.restore_aof(fa.destination, leader_dir, self.s3(fa))
+            rec = BootstrapRecord(kind="fromAOF", source=fa.destination, phase="restored", result="ok",
+                                  time=now, finished=now, aof_size=size)
         else:
             assert boot.from_leader is not None
-            rec = BootstrapRecord(kind="fromLeader", source=boot.from_leader.address, result="following",
-                                  time=now)
+            rec = BootstrapRecord(kind="fromLeader", source=boot.from_leader.address, phase="following",
+                                  result="following", time=now)
         if rec.kind != "fromLeader":  # followers start from the same verified file: incremental
             for d in dirs:
                 if d != leader_dir:
@@ -215,47 +215,28 @@ class LocalBackups:
 
     async def _detach(self, force: bool) -> None:
         """READONLY on the old leader, wait until the new leader has all of its AOF, then
-        FOLLOW no one: the new leader takes writes. ``force``: even if the old one is gone."""
+        FOLLOW no one: the new leader takes writes (``migration.detach``, shared with the
+        operator). ``force``: even if the old one is gone."""
         up = self.upstream()
         if up is None:
             log.warning("detach: not migrating (no fromLeader bootstrap following)")
             return
         address, password = up
+        boot = self.c.manifest.spec.bootstrap
+        timeout = boot.from_leader.catch_up_timeout_seconds if boot and boot.from_leader else 30
         leader = self.c.sup.leader
         pw, ca = self.c.manifest.password, self.c.sup.ca_file
-        fenced = False
+        old = migration.Endpoint("old leader", address, password)
+        new = migration.Endpoint(leader.name, leader.address, pw, ca_file=ca)
         try:
-            try:
-                await probe.send(address, "READONLY", "yes", password=password)
-                fenced = True
-            except probe.ProbeError as exc:
-                if not force:
-                    raise probe.ProbeError(f"cannot make the old leader read-only ({exc}); "
-                                           "`geocluster detach --force` detaches anyway") from None
-                log.warning("detach --force: old leader not fenced: %s", exc)
-            deadline = time.monotonic() + DETACH_TIMEOUT
-            while True:
-                old = await probe.observe("old", "leader", address, password, 2.0)
-                new = await probe.observe(leader.name, "leader", leader.address, pw, 2.0, ca)
-                if (old.reachable and new.aof_size == old.aof_size) or (force and not old.reachable):
-                    break
-                if time.monotonic() > deadline:
-                    raise probe.ProbeError(f"{leader.name} at aof_size {new.aof_size}, old leader at "
-                                           f"{old.aof_size} after {DETACH_TIMEOUT:.0f}s")
-                await asyncio.sleep(0.02)
-            await probe.send(leader.address, "FOLLOW", "no", "one", password=pw, ca_file=ca)
-            await probe.send(leader.address, "READONLY", "no", password=pw, ca_file=ca)
-        except probe.ProbeError as exc:  # not detached: the old leader takes writes again
+            done = await migration.detach(old, new, force=force, timeout=timeout)
+        except migration.DetachError as exc:  # not detached: the old leader takes writes again
             log.warning("detach failed: %s", exc)
-            if fenced:
-                try:
-                    await probe.send(address, "READONLY", "no", password=password)
-                except probe.ProbeError as again:
-                    log.warning("detach: READONLY no on the old leader failed: %s", again)
             self._record(message=f"detach failed at {rfc3339(self.c.clock.now())}: {exc}")
             return
-        self._record(result="ok", detached=rfc3339(self.c.clock.now()), aof_size=new.aof_size,
-                     message=f"detached from {address}")
+        now = rfc3339(self.c.clock.now())
+        self._record(result="ok", phase="detached", detached=now, finished=now, aof_size=done.aof_size,
+                     write_pause_ms=done.write_pause_ms, message=f"detached from {address}")
         self.c.sup.upstream = None
         host, port = leader.address.split(":")
         for p in self.c.sup.procs.values():  # they waited with `cannot follow a follower`

@@ -316,30 +316,35 @@ def _container(c: Cluster) -> dict[str, Any]:
     return container
 
 
-# --- bootstrap (spec.bootstrap.fromBackup / fromAOF: docs/backup.md#kubernetes) ---------------
+# --- bootstrap (spec.bootstrap.fromBackup / fromAOF: docs/backup.md#kubernetes) --------------
 
 BOOTSTRAP_CONTAINER = "bootstrap"
 # boto3's own variables: `geocluster restore` takes credentials from its default chain
 S3_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+TERMINATION_LOG = "/dev/termination-log"  # the kubelet's default terminationMessagePath
 
 
 def restore_args(c: Cluster) -> list[str] | None:
     """The init container's command line: `geocluster restore --if-empty` into the data volume
-    (a pod whose volume has an AOF, e.g. after a restart, keeps it), or None when the spec asks
-    no restore (no bootstrap, or fromLeader: the local runtime's only)."""
+    (a pod whose volume has an AOF, e.g. after a restart, keeps it), reporting its result as the
+    container's termination message (the operator reads it from the pod status: the pods have
+    no API token), or None when the spec asks no restore (no bootstrap, or fromLeader: the
+    operator makes the leader follow the old one instead)."""
     boot = c.spec.bootstrap
-    if boot is None or (boot.from_backup is None and boot.from_aof is None):
+    store = boot.store if boot is not None else None
+    if boot is None or store is None:
         return None
-    args = ["geocluster", "restore", "--to", DATA_DIR, "--if-empty"]
+    args = ["geocluster", "restore", "--to", DATA_DIR, "--if-empty", "--report", TERMINATION_LOG]
     if boot.from_aof is not None:
-        return [*args, "--aof", boot.from_aof]
-    b = boot.from_backup
-    assert b is not None
-    args += ["--from", b.destination, "--cluster", b.cluster or c.name, "--backup", b.name]
-    if b.endpoint_url:
-        args += ["--endpoint-url", b.endpoint_url]
-    if b.region:
-        args += ["--region", b.region]
+        args += ["--aof", boot.from_aof.destination]
+    else:
+        b = boot.from_backup
+        assert b is not None
+        args += ["--from", b.destination, "--cluster", b.cluster or c.name, "--backup", b.name]
+    if store.endpoint_url:
+        args += ["--endpoint-url", store.endpoint_url]
+    if store.region:
+        args += ["--region", store.region]
     return args
 
 
@@ -358,12 +363,15 @@ def bootstrap_init_container(c: Cluster) -> dict[str, Any] | None:
         "command": args,
         "volumeMounts": [m for m in main["volumeMounts"] if m["name"] in ("data", "tmp")],
         "securityContext": main["securityContext"],
+        # the report written to TERMINATION_LOG, or the error's last log lines if none was
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     if c.spec.resources:
         container["resources"] = c.spec.resources
-    b = c.spec.bootstrap.from_backup if c.spec.bootstrap else None
-    if b is not None and b.s3_credentials is not None:
-        creds = b.s3_credentials
+    store = c.spec.bootstrap.store if c.spec.bootstrap else None
+    if store is not None and store.s3_credentials is not None:
+        creds = store.s3_credentials
         keys = (creds.access_key_id_key, creds.secret_access_key_key, creds.session_token_key)
         container["env"] = [
             {"name": env, "valueFrom": {"secretKeyRef": {"name": creds.secret_name, "key": key}}}

@@ -591,6 +591,17 @@ class BackupSpec(ObjectStoreSpec):
         return AofShrinkSpec._zone(value)
 
 
+AOF_SOURCE_PATTERN = r"^(/\S+|file:///\S+|s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/\S+)$"
+
+
+def _s3_fields_need_s3(store: ObjectStoreSpec, field: str) -> None:
+    """endpointURL, region and s3Credentials say how to reach S3: refused beside a file source."""
+    given = [name for name, value in (("endpointURL", store.endpoint_url), ("region", store.region),
+                                      ("s3Credentials", store.s3_credentials)) if value is not None]
+    if given and not store.destination.startswith("s3://"):
+        raise ValueError(f"{', '.join(given)}: only for an s3:// {field}")
+
+
 class BootstrapFromBackup(ObjectStoreSpec):
     """Restore a backup (destination and credentials as in spec.backup)."""
 
@@ -602,26 +613,74 @@ class BootstrapFromBackup(ObjectStoreSpec):
         default=None, description="Cluster name the backups are kept under (default: this one's)."
     )
 
+    @model_validator(mode="after")
+    def _s3_only(self) -> BootstrapFromBackup:
+        _s3_fields_need_s3(self, "source")
+        return self
+
+
+class BootstrapFromAOF(ObjectStoreSpec):
+    """An existing Tile38 or geoserver AOF to start from (no manifest: geoserver's loader checks
+    it when the leader starts). S3 fields as in spec.backup."""
+
+    destination: str = Field(
+        alias="source",
+        pattern=AOF_SOURCE_PATTERN,
+        description="The AOF: s3://bucket/key, or a path / file:///path (on Kubernetes under "
+        "/data, the only volume the init container mounts).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            raise ValueError(f"fromAOF is an object: {{source: {value}}} (with endpointURL, region and "
+                             "s3Credentials for s3://)")
+        return value
+
+    @model_validator(mode="after")
+    def _s3_only(self) -> BootstrapFromAOF:
+        _s3_fields_need_s3(self, "source")
+        return self
+
 
 class BootstrapFromLeader(_Model):
     """A running Tile38 or geoserver leader to migrate from live: the new leader follows it
-    until detached."""
+    until detached (annotation geo.geocluster.io/detach, `geocluster detach`)."""
 
-    address: str = Field(pattern=r"^\S+:[0-9]{1,5}$", description="host:port of the old leader.")
+    address: str = Field(pattern=r"^[^\s:]+:[0-9]{1,5}$", description="host:port of the old leader.")
     auth_secret_ref: SecretKeyRef | None = Field(
-        default=None, description="Secret key with the old leader's password (sent as leaderauth)."
+        default=None,
+        description="Secret key with the old leader's password (sent as leaderauth; on Kubernetes "
+        "the cluster itself needs a password too: geoserver sends leaderauth only when an "
+        "authenticated client named the leader).",
     )
+    catch_up_timeout_seconds: int = Field(
+        default=30,
+        ge=1,
+        le=3600,
+        description="Detach: how long the new leader may take to reach the old one's aof_size "
+        "after the old one was made read-only; past it the old leader takes writes again "
+        "(READONLY no) and the migration goes on.",
+    )
+
+    @field_validator("address")
+    @classmethod
+    def _port(cls, value: str) -> str:
+        port = int(value.rpartition(":")[2])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"port {port} is not in 1-65535")
+        return value
 
 
 class BootstrapSpec(_Model):
     """How a new cluster's leader gets its data (only when its data dir is empty). Give one."""
 
     from_backup: BootstrapFromBackup | None = Field(default=None, description="Restore a backup.")
-    from_aof: str | None = Field(
+    from_aof: BootstrapFromAOF | None = Field(
         default=None,
         alias="fromAOF",
-        min_length=1,
-        description="An existing Tile38/geoserver AOF: a path, file:///path or s3://bucket/key.",
+        description="Copy an existing Tile38/geoserver AOF (a path, file:///path or s3://bucket/key).",
     )
     from_leader: BootstrapFromLeader | None = Field(default=None, description="Live migration.")
 
@@ -631,6 +690,11 @@ class BootstrapSpec(_Model):
         if len(given) != 1:
             raise ValueError("give exactly one of fromBackup, fromAOF, fromLeader")
         return self
+
+    @property
+    def store(self) -> ObjectStoreSpec | None:
+        """fromBackup or fromAOF: where the data is read from, and how."""
+        return self.from_backup or self.from_aof
 
 
 class GeoClusterSpec(_Model):
@@ -826,16 +890,42 @@ class BackupRecord(_Model):
     duration_seconds: float | None = Field(default=None, description="How long it took.")
 
 
+BOOTSTRAP_PHASES = ("pending", "restoring", "restored", "following", "caught-up", "detaching",
+                    "detached", "skipped", "failed")
+
+
 class BootstrapRecord(_Model):
-    """How this cluster's data was bootstrapped."""
+    """How this cluster's data was bootstrapped, and how far it got."""
 
     kind: Literal["fromBackup", "fromAOF", "fromLeader"] = Field(description="Bootstrap method.")
     source: str = Field(description="Backup location, AOF URL or old leader address.")
+    phase: Literal[BOOTSTRAP_PHASES] | None = Field(  # type: ignore[valid-type]
+        default=None,
+        description="pending (no member started yet), restoring (the init container runs), "
+        "restored, following (fromLeader: copying the old leader), caught-up (has every byte "
+        "the old leader has: ready to detach), detaching, detached, skipped (the members had "
+        "data already), failed (see message; a refused backup is never served).",
+    )
     result: str = Field(default="", description="following (fromLeader until detached), ok, or error: ...")
-    time: str = Field(description="When it was done (RFC 3339).")
-    aof_size: int | None = Field(default=None, description="AOF bytes the leader started with.")
+    time: str = Field(description="When the bootstrap began (RFC 3339).")
+    aof_size: int | None = Field(default=None, description="AOF bytes the leader has (restored or copied).")
+    source_aof_size: int | None = Field(
+        default=None, description="fromLeader: the old leader's aof_size at the last look."
+    )
+    caught_up: str | None = Field(
+        default=None, description="fromLeader: when the new leader first had every byte (RFC 3339)."
+    )
     detached: str | None = Field(default=None, description="fromLeader: when the leader detached (RFC 3339).")
-    message: str = Field(default="", description="Details, e.g. why the last detach failed.")
+    finished: str | None = Field(default=None, description="When it was restored or detached (RFC 3339).")
+    write_pause_ms: int | None = Field(
+        default=None,
+        description="fromLeader: milliseconds between READONLY on the old leader and the new one "
+        "taking writes (clients saw `read only` errors meanwhile).",
+    )
+    member: str | None = Field(default=None, description="Member the phase was read from (its pod).")
+    message: str = Field(
+        default="", description="Details, e.g. why a restore was refused or a detach failed."
+    )
 
 
 class GeoClusterStatus(_Model):

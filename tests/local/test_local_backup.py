@@ -165,12 +165,13 @@ async def test_bootstrap_from_an_aof_file(clock, tmp_path):
     write_data(old.port, 200)
     data = scan(old.port)
     old.stop()
-    spec = merged(FAST, followers=1, bootstrap={"fromAOF": str(old.aof_path)})
+    spec = merged(FAST, followers=1, bootstrap={"fromAOF": {"source": str(old.aof_path)}})
     cluster = await start(tmp_path, "aof", spec, clock)
     try:
         await caught_up(cluster, clock)
         assert scan(cluster.sup.leader.port) == data
-        assert cluster.status["bootstrap"]["kind"] == "fromAOF"
+        boot = cluster.status["bootstrap"]
+        assert boot["kind"] == "fromAOF" and boot["phase"] == "restored" and boot["aofSize"] > 0
     finally:
         await cluster.stop()
 
@@ -259,7 +260,8 @@ async def test_live_migration_from_a_standalone_geoserver(clock, tmp_path):
                          == GeoServer(Path("/x"), port=leader.port).stats()["aof_size"], clock,
                          what="in step")
         assert writer.missing_on(follower) == []
-        assert cluster.status["bootstrap"]["detached"]
+        boot = cluster.status["bootstrap"]
+        assert boot["detached"] and boot["phase"] == "detached" and boot["writePauseMs"] >= 0
     finally:
         if writer is not None:
             writer.done.set()

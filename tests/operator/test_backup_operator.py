@@ -3,7 +3,7 @@ real geoserver members on loopback addresses and real backups: the backup-now an
 a verified backup from a caught-up follower into a directory and into S3 (moto's server, keys
 from a Secret in the API), status.lastBackup/backups and Events are written, the main timer
 does not undo them, metrics are set; without spec.backup the annotation is a Warning, and a
-spec.bootstrap.fromLeader (not applied on Kubernetes) is one too.
+spec.bootstrap.fromAOF on a path the init container cannot see is one too.
 
 Emulated: only the Kubernetes API (kmock) and the pods' controller (the harness plays it)."""
 
@@ -116,10 +116,10 @@ async def test_a_failed_backup_is_recorded_and_without_spec_backup_the_request_w
         assert rec["result"].startswith("error: ") and gc_status(api)["backupFailures"] == 1
         await eventually(lambda: events(api, "BackupFailed", "Warning"), 10, what="a BackupFailed Warning")
         await api.patch(f"/apis/geo.geocluster.io/v1alpha1/namespaces/{NS}/geoclusters/{NAME}",
-                        json={"spec": {"backup": None, "bootstrap": {"fromLeader": {"address": "old:9851"}}}})
+                        json={"spec": {"backup": None, "bootstrap": {"fromAOF": {"source": "/mnt/old.aof"}}}})
         await annotate(api, {ANNOTATION: "1"})
         await eventually(lambda: events(api, "BackupNotConfigured", "Warning"), 15, what="a Warning")
         await eventually(lambda: ANNOTATION not in annotations(api), 10, what="the request removed")
-        await eventually(lambda: events(api, "BootstrapNotApplied", "Warning"), 10, what="a Warning")
+        await eventually(lambda: events(api, "BootstrapSourceNotMounted", "Warning"), 10, what="a Warning")
     finally:
         await operator.stop()
