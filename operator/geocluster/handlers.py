@@ -7,6 +7,10 @@
   intent first, then promote) -> one update or migration step (``roles``) -> keep the view
   true (ConfigMap leader, role labels, the named leader leading, followers following it) ->
   ``policy.decide`` -> write status (intent first) -> act -> Events and metrics.
+- the leader lease (docs/operator.md#leader-lease): every tick first renews the lease of the
+  leader the last full tick saw healthy (geoserver ``LEASE``, at the epoch the ConfigMap keeps
+  under ``leaderEpoch``); ``failover.decide`` is told the latest end it may have granted, and
+  each promotion takes the next epoch, revoking the old leader's lease when it answers.
 Deletion relies on ownerReferences; kopf's finalizer (added for the timer) is released as soon
 as the timer stops, so deleting a GeoCluster does not hang while the operator runs.
 """
@@ -14,12 +18,13 @@ as the timer stops, so deleting a GeoCluster does not hang while the operator ru
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import ssl
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -44,6 +49,11 @@ SHRINK_ANNOTATION = f"{GROUP}/shrink-now"
 RESYNC_ANNOTATION = f"{GROUP}/resync"
 PAUSE_ANNOTATION = f"{GROUP}/paused"
 PROMOTE_ANNOTATION = f"{GROUP}/promote"
+# A restart on request (any value): taken up at once, its time kept in RESTARTING_ANNOTATION
+# (operator-owned) until every member pod created before it has been restarted, in the order of
+# a template update (roles.plan_update); `kubectl rollout restart` does nothing under OnDelete.
+RESTART_ANNOTATION = f"{GROUP}/restart"
+RESTARTING_ANNOTATION = f"{GROUP}/restart-since"
 # How the operator names the leader in FOLLOW: by its pod DNS name (what TLS verifies), or with
 # GEOCLUSTER_FOLLOW_BY=ip by its pod IP (clusters without pod DNS: the emulated-API tests).
 FOLLOW_BY_IP = os.environ.get("GEOCLUSTER_FOLLOW_BY", "dns") == "ip"
@@ -55,9 +65,31 @@ OPERATOR_NAMESPACE = os.environ.get("POD_NAMESPACE") or None
 PROBE_TIMEOUT = float(os.environ.get("GEOCLUSTER_PROBE_TIMEOUT", "3"))
 
 REGISTRY = kopf.OperatorRegistry()
+log = logging.getLogger(__name__)
 _last_probe: dict[str, float] = {}  # uid -> monotonic time; losing it on restart is harmless
 _migrated: set[str] = set()  # uids seen without the v1alpha1 StatefulSets: not looked up again
 _last_step: dict[str, str] = {}  # uid -> the update step last announced (one Event per step)
+EPOCH_KEY = "leaderEpoch"  # ConfigMap data: the leader lease's epoch (docs/operator.md#leader-lease)
+# a tick renews the lease; one may take up to the probe timeout longer than the interval
+RENEW_EVERY = TICK_SECONDS + PROBE_TIMEOUT
+
+
+@dataclass
+class _LeaseTrack:
+    """What the operator knows of the lease it grants one cluster's leader (in memory: a
+    restarted operator assumes a lease granted just before it started)."""
+
+    until: datetime | None  # the latest end of a lease it may have granted
+    leader: str | None = None  # the member renewals go to, and how to reach it
+    address: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+    server_name: str | None = None
+    healthy: bool = False  # the last full tick found nothing wrong with it: renew
+    epoch: int = 1
+
+
+_leases: dict[str, _LeaseTrack] = {}
 
 
 def registry() -> kopf.OperatorRegistry:
@@ -178,6 +210,9 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         return
     meta = body["metadata"]
     uid = meta.get("uid", meta["name"])
+    plan = failover.lease_plan(spec, RENEW_EVERY)
+    track = _leases.setdefault(uid, _LeaseTrack(datetime.now(UTC) + timedelta(seconds=plan.seconds)))
+    await _renew(track, plan, spec)
     if time.monotonic() - _last_probe.get(uid, 0.0) < (
         spec.divergence.probe_interval_seconds - TICK_SECONDS / 2
     ):
@@ -204,11 +239,14 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     members = await _observe(cluster, password, auth_error or tls_error, tls, pods)
     annotations = meta.get("annotations") or {}
     triggers = _triggers(annotations)
+    restart_since = await _take_restart(cluster, body, annotations)
     blocked = None
     if not (auth_error or tls_error):  # nothing was probed: nothing about the leader is known
         status = await _recover(ctx, status, members)
+        track.epoch = await asyncio.to_thread(_config_epoch, cluster)
         lead = failover.decide(spec, status, members, datetime.now(UTC),
-                               promote=annotations.get(PROMOTE_ANNOTATION), paused=triggers.paused)
+                               promote=annotations.get(PROMOTE_ANNOTATION), paused=triggers.paused,
+                               lease=plan, lease_until=track.until)
         status, blocked = lead.status, lead.blocked
         if lead.promotion or lead.consumed:
             await _write_status(cluster, status)  # intent first, then the trigger goes
@@ -217,7 +255,11 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         if lead.promotion:
             status, ctx, members = await _promote(ctx, members, pods, lead.promotion, status)
         else:
-            status, ctx, members = await _step(ctx, members, pods, status, triggers.paused)
+            status, ctx, members = await _step(ctx, members, pods, status, triggers.paused,
+                                               restart_since)  # fmt: skip
+        _track_leader(track, ctx, members, status)
+        if lead.promotion is None:
+            await _renew(track, plan, spec)  # before _converge may make it lead
         members = await _converge(ctx, members, pods, status)
     decision = decide(
         spec,
@@ -254,6 +296,48 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 def _post(body: kopf.Body, events: Any) -> None:
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+# --- the leader lease (docs/operator.md#leader-lease) --------------------------------------
+
+
+async def _renew(track: _LeaseTrack, plan: failover.LeasePlan, spec: GeoClusterSpec) -> None:
+    """Renew the lease of the leader last seen healthy (failover on only: only then does the
+    operator promote by itself); the end it may have granted goes into ``track.until``."""
+    if not (spec.failover.enabled and track.healthy and track.address):
+        return
+    grant = await probe.grant_lease(track.address, track.epoch, plan.ms, track.password, PROBE_TIMEOUT,
+                                    tls=track.tls, server_name=track.server_name)
+    track.until = failover.lease_end(track.until, grant.read_at, plan)
+    if grant.error and grant.read_at is not None:
+        log.warning("lease renewal of %s: %s", track.leader, grant.error)
+
+
+def _track_leader(track: _LeaseTrack, ctx: _Ctx, members: list[probe.Member],
+                  status: dict[str, Any]) -> None:
+    """Point the renewals at the named leader, while the policy finds nothing wrong with it."""
+    leader = next((m for m in members if m.role == "leader"), None)
+    watch = status.get("leaderWatch") or {}
+    track.leader = leader.name if leader else None
+    track.address = leader.address if leader else None
+    track.server_name = ctx.server_name(leader.name) if leader else None
+    track.password, track.tls = ctx.password, ctx.tls
+    track.healthy = leader is not None and leader.reachable and not watch.get("failing")
+
+
+def _config_epoch(cluster: res.Cluster) -> int:
+    """The lease epoch the ConfigMap records (1 before any promotion)."""
+    live = kube.read("ConfigMap", cluster.namespace, res.config_name(cluster)) or {}
+    try:
+        return max(1, int((live.get("data") or {}).get(EPOCH_KEY) or 1))
+    except ValueError:
+        return 1
+
+
+def _set_config_epoch(cluster: res.Cluster, epoch: int) -> None:
+    if kube.read("ConfigMap", cluster.namespace, res.config_name(cluster)) is None:
+        kube.apply(res.build_configmap(cluster))
+    kube.patch("ConfigMap", cluster.namespace, res.config_name(cluster), {"data": {EPOCH_KEY: str(epoch)}})
 
 
 # --- leadership on Kubernetes (docs/operator.md#high-availability) ----------------------------
@@ -316,7 +400,7 @@ def _views(pods: dict[str, dict[str, Any]]) -> dict[str, roles.Pod]:
     return {
         name: roles.Pod(name, dict(p["metadata"].get("labels") or {}),
                         (p["metadata"].get("annotations") or {}).get(res.TEMPLATE_HASH),
-                        bool(p["metadata"].get("deletionTimestamp")))
+                        bool(p["metadata"].get("deletionTimestamp")), p["metadata"].get("creationTimestamp"))
         for name, p in pods.items()
     }  # fmt: skip
 
@@ -349,21 +433,40 @@ async def _promote(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[
     cluster, kind = ctx.cluster, pr.kind.capitalize()
     by = {m.name: m for m in members}
     old, new = by.get(pr.old), by[pr.new]
+    track = _leases.setdefault(ctx.body["metadata"].get("uid", cluster.name), _LeaseTrack(None))
+    plan = failover.lease_plan(cluster.spec, RENEW_EVERY)
+    seen = await asyncio.gather(*(_lease_info(ctx, m) for m in (old, new) if m is not None and m.reachable))
+    epoch = failover.next_epoch(track.epoch, [i.epoch if i else None for i in seen])
+    await asyncio.to_thread(_set_config_epoch, cluster, epoch)  # the new epoch before anyone holds it
+    track.epoch, track.healthy = epoch, False  # no renewal of the old leader from here on
     fenced_at = time.monotonic()
+    behind = 0
     try:
         if pr.old_reachable and old is not None:
             await ctx.send(old, "READONLY", "yes")  # writes now get a `read only` error: retry
             fenced_at = time.monotonic()
+            await _grant(ctx, old, epoch, 0)  # revoked at the new epoch: a stale renewal cannot revive it
             if pr.kind == "switchover":
                 await _wait_caught_up(ctx, old, new)
         else:
             await _fence(ctx, pr.old, pods)
+        if pr.kind == "failover":
+            behind = await _loss_bound(ctx, pr, members, status)
+        granted = await _grant(ctx, new, epoch, plan.ms)  # before it takes a write
+        if not granted.ok:
+            raise probe.ProbeError(f"lease for {new.name}: {granted.error}")
+        track.until = failover.lease_end(None, granted.read_at, plan)
         await ctx.send(new, "FOLLOW", "no", "one")
         await ctx.send(new, "READONLY", "no")  # one left by an interrupted switchover
     except Exception as exc:  # not promoted: the old leader stays (writes resume there)
         ctx.logger.warning("%s %s -> %s failed: %s", pr.kind, pr.old, pr.new, exc)
+        track.epoch = epoch + 1  # the old leader leads on, at a newer epoch than the target's
+        await asyncio.to_thread(_set_config_epoch, cluster, track.epoch)
+        await _grant(ctx, new, track.epoch, 0)
         if pr.old_reachable and old is not None:
             try:
+                regrant = await _grant(ctx, old, track.epoch, plan.ms)
+                track.until = failover.lease_end(track.until, regrant.read_at, plan)
                 await ctx.send(old, "READONLY", "no")
             except probe.ProbeError as again:
                 ctx.logger.warning("READONLY no on %s: %s", old.name, again)
@@ -373,7 +476,6 @@ async def _promote(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[
         metrics.promotion(cluster.namespace, cluster.name, pr.kind, "error")
         return status, ctx, members
     pause_ms = round((time.monotonic() - fenced_at) * 1000)
-    behind = 0 if pr.kind == "switchover" else pr.behind_bytes  # the last probe's estimate
     status = failover.finish(status, datetime.now(UTC), "ok", behind_bytes=behind,
                              write_pause_ms=pause_ms, leader=pr.new)  # fmt: skip
     await _write_status(cluster, status)  # the new view before anyone follows it
@@ -396,6 +498,57 @@ async def _promote(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[
     pods = await asyncio.to_thread(_pods, ctx.cluster)
     members = await _observe(ctx.cluster, ctx.password, None, ctx.tls, pods)
     return status, ctx, members
+
+
+async def _lease_info(ctx: _Ctx, m: probe.Member) -> probe.LeaseInfo | None:
+    if m.address is None:
+        return None
+    return await probe.lease_info(m.address, ctx.password, PROBE_TIMEOUT, tls=ctx.tls,
+                                  server_name=ctx.server_name(m.name))
+
+
+async def _grant(ctx: _Ctx, m: probe.Member, epoch: int, ms: int) -> probe.Renewal:
+    """LEASE on one member (ms 0: revoke); failures are in the result, never raised."""
+    if m.address is None:
+        return probe.Renewal(None, None, f"{m.name} has no address")
+    return await probe.grant_lease(m.address, epoch, ms, ctx.password, PROBE_TIMEOUT, tls=ctx.tls,
+                                   server_name=ctx.server_name(m.name))
+
+
+async def _stats_now(ctx: _Ctx, m: probe.Member) -> dict[str, Any] | None:
+    if m.address is None:
+        return None
+    try:
+        async with probe.Client(m.address, ctx.password, PROBE_TIMEOUT, tls=ctx.tls,
+                                server_name=ctx.server_name(m.name)) as c:
+            return (await c.command("SERVER"))["stats"]
+    except (probe.ProbeError, KeyError):
+        return None
+
+
+async def _loss_bound(ctx: _Ctx, pr: failover.Promotion, members: list[probe.Member],
+                      status: dict[str, Any]) -> int:
+    """The failover's ``behindBytes``, measured right before the promotion: the target's
+    aof_size now against the most the old leader was known to hold (its size when last seen
+    healthy, or what any follower last heard from it), plus, for an old leader that answers
+    (an empty or much smaller one, fenced by now), everything it holds (written since it came
+    back, lost). With the old leader unreachable, writes it acknowledged after the followers
+    last heard from it (until its lease lapsed) are not counted: docs/operator.md#leader-lease."""
+    others = [m for m in members if m.role == "follower" and m.reachable]
+    found = await asyncio.gather(*(_stats_now(ctx, m) for m in others))
+    now = {m.name: st for m, st in zip(others, found, strict=True) if st is not None}
+    target = now.get(pr.new)
+    if target is None or not isinstance(target.get("aof_size"), int):
+        return pr.behind_bytes  # it did not answer: the last probe's estimate
+    heard = [st.get("leader_aof_size") for st in now.values()]
+    known = max([(status.get("leaderWatch") or {}).get("aofSize") or 0,
+                 *(h for h in heard if isinstance(h, int) and not pr.old_reachable)])
+    behind = max(0, known - target["aof_size"])
+    if pr.old_reachable:
+        old = next((m for m in members if m.name == pr.old), None)
+        held = await _stats_now(ctx, old) if old is not None else None
+        behind += int((held or {}).get("aof_size") or 0)
+    return behind
 
 
 async def _fence(ctx: _Ctx, name: str, pods: dict[str, dict[str, Any]]) -> None:
@@ -533,15 +686,39 @@ def _busy(status: dict[str, Any]) -> str | None:
     return None
 
 
+async def _take_restart(cluster: res.Cluster, body: Any, annotations: dict[str, str]) -> str | None:
+    """The time of the restart in progress; a new request (RESTART_ANNOTATION) is consumed into
+    RESTARTING_ANNOTATION with the time it was taken up."""
+    if RESTART_ANNOTATION not in annotations:
+        return annotations.get(RESTARTING_ANNOTATION)
+    since = _now_str()
+    await asyncio.to_thread(kube.patch_annotations, cluster.namespace, cluster.name,
+                            {RESTART_ANNOTATION: None, RESTARTING_ANNOTATION: since})  # fmt: skip
+    kopf.event(body, type="Normal", reason="RestartRequested",
+               message=f"restart {annotations[RESTART_ANNOTATION]!r}: every member, followers first, "
+               "then a switchover, then the old leader")  # fmt: skip
+    return since
+
+
 async def _step(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[str, Any]],
-                status: dict[str, Any], paused: bool = False):
-    """At most one migration or update step (roles.plan_migration, roles.plan_update)."""
+                status: dict[str, Any], paused: bool = False, restart_since: str | None = None):
+    """At most one migration or update step (roles.plan_migration, roles.plan_update); a
+    restart request makes the pods created before it outdated too, until none is left."""
     cluster, spec = ctx.cluster, ctx.cluster.spec
     views = _views(pods)
     leader = res.leader_pod(cluster)
     step = roles.plan_migration(bool(ctx.legacy), leader, res.member_pods(cluster), members, views)
+    restart = roles.restart_pending({n: v for n, v in views.items() if n in res.member_pods(cluster)},
+                                    restart_since)  # fmt: skip
     if step.kind == "none" and not (paused or spec.paused):
-        step = roles.plan_update(spec, views, members, leader, res.template_hash(cluster), _busy(status))
+        step = roles.plan_update(spec, views, members, leader, res.template_hash(cluster), _busy(status),
+                                 restart)  # fmt: skip
+    back = all(n in views and not views[n].deleting for n in res.member_pods(cluster))
+    if restart_since and not restart and step.kind == "none" and back:
+        await asyncio.to_thread(kube.patch_annotations, cluster.namespace, cluster.name,
+                                {RESTARTING_ANNOTATION: None})  # fmt: skip
+        kopf.event(ctx.body, type="Normal", reason="RestartCompleted",
+                   message=f"every member restarted since {restart_since}")
     uid = ctx.body["metadata"].get("uid", cluster.name)
     announce = _last_step.get(uid) != f"{step.kind} {step.member} {step.reason}"
     _last_step[uid] = f"{step.kind} {step.member} {step.reason}"

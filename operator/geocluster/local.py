@@ -14,8 +14,12 @@ Two parts, as in Kubernetes:
 Leadership is a role: any member can lead; the current leader is kept in ``cluster.json``
 (``leader``), and every member is started from that view (followers with ``--follow`` the
 current leader), so a restarted ex-leader comes back as a follower and never takes a write
-first. A leader that stops answering is fenced by killing its process before a follower is
-promoted (the supervisor owns the processes: STONITH), so two leaders never take writes.
+first. A leader that stops answering is fenced twice before a follower is promoted: by time
+(the runtime renews the leader's lease, geoserver ``LEASE``, every ``renew_every`` seconds while
+it is healthy, and promotes only once the last lease must have lapsed: ``failover.lease_plan``)
+and by killing its process (the supervisor owns the processes: STONITH), so two leaders never
+take writes. The lease epoch is kept in ``cluster.json`` (``leaderEpoch``); each promotion
+takes the next one.
 
 With TLS (``up --tls``, :mod:`geocluster.localtls`) members serve TLS only, followers verify the
 leader with the cluster's CA, and probes connect with it too.
@@ -38,7 +42,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 import psutil
@@ -59,6 +63,13 @@ MAX_BACKOFF = 30.0  # restarts of a crashing process are spaced 0, 1, 2, 4 ... 3
 STABLE_AFTER = 60.0  # a process up this long has its crash count reset
 RENEW_CHECK = 3600.0  # seconds between checks for member certificates due for renewal
 CATCH_UP_TIMEOUT = 15.0  # a switchover target must reach the leader's aof_size by then
+MIN_RENEW = 0.5  # seconds: the shortest lease renewal interval
+
+
+def renew_interval(probe_interval: float, delay: float) -> float:
+    """How often the lease is renewed: six times per failover delay, never less often than
+    the probes run, never more than twice a second."""
+    return min(probe_interval, max(MIN_RENEW, delay / 6))
 
 
 class Clock(Protocol):
@@ -305,6 +316,11 @@ class LocalCluster:
         self._tls_checked = 0.0  # monotonic time of the last renewal check
         self.hold_leader = self.manifest.spec.failover.enabled  # see failover.LeaderDecision
         self.backups = LocalBackups(self)  # scheduled backups, bootstrap, detach
+        spec = self.manifest.spec
+        self.lease = failover.lease_plan(spec, renew_interval(spec.divergence.probe_interval_seconds,
+                                                              spec.failover.delay))
+        # the latest end of a lease this runtime may have granted the leader (None: none yet)
+        self.lease_until: datetime | None = None
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -333,6 +349,7 @@ class LocalCluster:
         self.status = self.state.read_status() or {}
         self.sup.plan(previous, self.leader_port)
         self.info["leader"] = self.sup.leader.name
+        self.info["leaderEpoch"] = int(prev.get("leaderEpoch") or 1)
         if (self.status.get("lastFailover") or {}).get("result") == failover.STARTED:
             self.status = failover.finish(self.status, self.clock.now(), "error: interrupted (up stopped)")
         self.info["tls"] = self.tls if self.tls is not None else bool(prev.get("tls"))
@@ -344,6 +361,7 @@ class LocalCluster:
             self.sup.start(p)
         self._persist()
         await self.sup.wait_ready()
+        await self.renew_lease()  # before it takes writes: a lease from the start
         # only the runtime sets READONLY (to stop writes during a switchover): one left by an
         # interrupted switchover must not keep the leader from taking writes
         await probe.send(self.sup.leader.address, "READONLY", "no", password=self.manifest.password,
@@ -359,19 +377,42 @@ class LocalCluster:
         self._persist()
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Tick every probe interval until ``stopping`` is set (SIGUSR1 sets ``wake``)."""
+        """Tick every probe interval until ``stopping`` is set (SIGUSR1 sets ``wake``), and
+        renew the leader's lease in between (every ``lease.renew_every`` seconds)."""
         interval = self.manifest.spec.divergence.probe_interval_seconds
+        due = self.clock.now()
         while not stopping.is_set():
             try:
-                await self.tick()
+                if self.wake.is_set() or self.clock.now() >= due:
+                    self.wake.clear()
+                    await self.tick()
+                    due = self.clock.now() + timedelta(seconds=interval)
+                else:
+                    await self.renew_lease()
             except Exception:  # a tick must never end the loop
                 log.exception("tick failed")
+            pause = min((due - self.clock.now()).total_seconds(), self.lease.renew_every)
             waiters = [asyncio.ensure_future(e.wait()) for e in (stopping, self.wake)]
-            waiters.append(asyncio.ensure_future(self.clock.sleep(interval)))
+            waiters.append(asyncio.ensure_future(self.clock.sleep(max(0.0, pause))))
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             for w in waiters:
                 w.cancel()
-            self.wake.clear()
+
+    async def renew_lease(self) -> None:
+        """Renew the leader's lease while it is healthy (the policy's last look found nothing
+        wrong): with failover on only, since only then may the runtime promote by itself."""
+        spec = self.manifest.spec
+        if not spec.failover.enabled or (self.status.get("leaderWatch") or {}).get("failing"):
+            return
+        leader = self.sup.leader
+        if not leader.running:
+            return
+        grant = await probe.grant_lease(leader.address, int(self.info.get("leaderEpoch") or 1),
+                                        self.lease.ms, self.manifest.password, PROBE_TIMEOUT,
+                                        self.sup.ca_file, now=self.clock.now)
+        self.lease_until = failover.lease_end(self.lease_until, grant.read_at, self.lease)
+        if grant.error and grant.read_at is not None:  # refused, or the reply was lost
+            log.warning("lease renewal of %s: %s", leader.name, grant.error)
 
     # --- one tick -----------------------------------------------------------------------------
 
@@ -402,8 +443,11 @@ class LocalCluster:
         triggers = Triggers.from_requests(raw)
         if self.backups.migrating:  # the leader follows the old leader: nothing to repair yet
             triggers = replace(triggers, paused=True)
+        if self.lease_until is None:  # a previous `up` may have granted one just before it ended
+            self.lease_until = self.clock.now() + timedelta(seconds=self.lease.seconds)
         lead = failover.decide(self.manifest.spec, self.status, self.members, self.clock.now(),
-                               promote=raw.get("promote"), paused=triggers.paused)
+                               promote=raw.get("promote"), paused=triggers.paused,
+                               lease=self.lease, lease_until=self.lease_until)
         self.status, self.hold_leader = lead.status, lead.hold_leader
         for kind in lead.consumed:
             self.state.consume(kind, raw.get(kind, ""))
@@ -416,6 +460,8 @@ class LocalCluster:
             self.hold_leader = self.manifest.spec.failover.enabled
             self._persist()
             await self._observe()
+        else:
+            await self.renew_lease()
         created = parse_time(self.info["created"]) or self.clock.now()
         decision = decide(
             self.manifest.spec,
@@ -490,24 +536,43 @@ class LocalCluster:
         async def aof_size(p: Proc) -> int | None:
             return (await probe.observe(p.name, p.role, p.address, pw, PROBE_TIMEOUT, ca)).aof_size
 
+        async def lease(p: Proc, epoch: int, ms: int) -> probe.Renewal:
+            return await probe.grant_lease(p.address, epoch, ms, pw, PROBE_TIMEOUT, ca, now=self.clock.now)
+
+        seen = [i.epoch if i else None for i in await asyncio.gather(
+            *(probe.lease_info(p.address, pw, PROBE_TIMEOUT, ca) for p in (old, new) if p.running))]
+        epoch = failover.next_epoch(int(self.info.get("leaderEpoch") or 1), seen)
+        self.info["leaderEpoch"] = epoch
+        self._persist()  # the new epoch before anyone holds it
         fenced_at = time.monotonic()
         old_size: int | None = None
         try:
             if pr.old_reachable:
                 await send(old, "READONLY", "yes")  # writes now get `read only`: retry elsewhere
                 fenced_at = time.monotonic()
+                await lease(old, epoch, 0)  # revoked at the new epoch: no stale renewal revives it
                 if pr.kind == "switchover":
                     old_size = await self._wait_caught_up(old, new, aof_size)
                 else:
                     old_size = await aof_size(old)
             else:
                 old_size = await self._kill(old)
+            granted = await lease(new, epoch, self.lease.ms)  # before it takes a write
+            if not granted.ok:
+                raise probe.ProbeError(f"lease for {new.name}: {granted.error}")
+            self.lease_until = failover.lease_end(None, granted.read_at, self.lease)
             await send(new, "FOLLOW", "no", "one")
             await send(new, "READONLY", "no")  # a READONLY left by an interrupted switchover
         except Exception as exc:  # not promoted: the old leader stays (writes resume there)
             log.warning("%s %s -> %s failed: %s", pr.kind, pr.old, pr.new, exc)
+            self.info["leaderEpoch"] = epoch + 1  # the old leader leads on at a newer epoch
+            self._persist()
+            with contextlib.suppress(Exception):
+                await lease(new, epoch + 1, 0)
             if pr.old_reachable:
                 with contextlib.suppress(Exception):
+                    regrant = await lease(old, epoch + 1, self.lease.ms)
+                    self.lease_until = failover.lease_end(self.lease_until, regrant.read_at, self.lease)
                     await send(old, "READONLY", "no")
             return failover.finish(self.status, self.clock.now(), f"error: {exc}")
         pause_ms = round((time.monotonic() - fenced_at) * 1000)

@@ -11,6 +11,8 @@ and the probes showed and say what to change; handlers.py does it. No I/O, no cl
   follower (``primaryUpdateMethod: switchover``) or a restart of the leader (``restart``), or
   waiting for a person (``primaryUpdateStrategy: supervised``); the old leader, a follower
   by then, is updated last.
+  The same order serves a restart on request (annotation ``geo.geocluster.io/restart``):
+  pods created before the request (:func:`restart_pending`) count as outdated.
 - :func:`plan_migration`: a v1alpha1 cluster with separate leader/follower StatefulSets moves
   to the one StatefulSet: its pods follow the old leader, a switchover once all caught up,
   then the old StatefulSets go (docs/upgrade.md).
@@ -34,6 +36,7 @@ class Pod:
     labels: Mapping[str, str]
     template_hash: str | None = None  # the template annotation it was made from
     deleting: bool = False  # has a deletionTimestamp
+    created: str | None = None  # metadata.creationTimestamp (RFC 3339, seconds)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,14 @@ def healthy(members: list[Member], pods: Mapping[str, Pod], names: list[str]) ->
     return None
 
 
+def restart_pending(pods: Mapping[str, Pod], since: str | None) -> frozenset[str]:
+    """Pods created at or before a restart request of time ``since`` (RFC 3339, seconds: a pod
+    made in the request's second is restarted once more rather than possibly never)."""
+    if not since:
+        return frozenset()
+    return frozenset(n for n, p in pods.items() if not p.deleting and (p.created or "") <= since)
+
+
 def plan_update(
     spec: GeoClusterSpec,
     pods: Mapping[str, Pod],
@@ -98,11 +109,13 @@ def plan_update(
     leader: str,
     want: str,
     busy: str | None = None,
+    restart: frozenset[str] = frozenset(),
 ) -> Step:
     """The next step of bringing every member pod to template ``want`` (see module doc).
-    ``busy``: something else in flight (a shrink, resync, repair or promotion): wait."""
+    ``busy``: something else in flight (a shrink, resync, repair or promotion): wait.
+    ``restart``: pods to restart although their template is current (a restart request)."""
     names = [m.name for m in members]
-    outdated = [n for n in names if n in pods and pods[n].template_hash != want]
+    outdated = [n for n in names if n in pods and (pods[n].template_hash != want or n in restart)]
     if not outdated:
         return NONE
     if busy:
@@ -110,17 +123,20 @@ def plan_update(
     why = healthy(members, pods, names)
     if why:
         return Step("wait", reason=why)
+    changed = any(pods[n].template_hash != want for n in outdated)
+    cause = "pod template changed" if changed else "restart requested"
     followers = [n for n in outdated if n != leader]
     if followers:  # the highest ordinal first, as a StatefulSet's own rolling update
-        return Step("delete", max(followers, key=_ordinal), "pod template changed (follower)")
+        return Step("delete", max(followers, key=_ordinal), f"{cause} (follower)")
     if spec.failover.primary_update_strategy == "supervised":
-        return Step("supervised", leader, "followers updated; the leader waits for a switchover "
+        done = "updated" if changed else "restarted"
+        return Step("supervised", leader, f"followers {done}; the leader waits for a switchover "
                     "(annotate geo.geocluster.io/promote=<member>)")
     updated = [m for m in members if m.role == "follower" and m.caught_up]
     if spec.failover.primary_update_method == "restart" or not updated:
-        return Step("delete", leader, "pod template changed (leader restarted in place)")
+        return Step("delete", leader, f"{cause} (leader restarted in place)")
     target = max(sorted(updated, key=lambda m: m.name), key=lambda m: m.aof_size or 0)
-    return Step("switchover", target.name, "pod template changed (leader switched over)")
+    return Step("switchover", target.name, f"{cause} (leader switched over)")
 
 
 def plan_migration(legacy: bool, leader: str, new_pods: list[str], members: list[Member],
