@@ -251,7 +251,7 @@ class ServerConfig:
     request_timeout: int = 60  # Redis has none; a 64 MB request needs ~1 MB/s to make it
     http_request_timeout: int = 30
     maxclients: int = 10000
-    geojson_max_vertices: int = 1_000_000
+    geojson_max_vertices: int = 200_000  # ~70 ms of loop CPU to parse and build (docs/security.md)
     geojson_max_parts: int = 100_000
     geojson_max_depth: int = 32
     max_pattern_length: int = 1024
