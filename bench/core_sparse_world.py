@@ -1,11 +1,12 @@
 """Sparse world-wide data: NEARBY at 1, 10 and 100 km beside redis-server GEOSEARCH.
 
-    python bench/core_sparse_world.py [--points 1000000] [--cores cpp,python] [--repeats 3]
+    python bench/core_sparse_world.py [--points 1000000] [--cores cpp,nofast] [--repeats 3]
                                       [--no-docs] [--quick]
 
 tile38-benchmark's dataset shape: N points uniform in latitude and longitude over the world
 (ids `truckN`; latitudes within redis's GEOADD limit of +-85.05112878 degrees), loaded into
-redis-server (GEOADD) and one geoserver per point index (`--cores`: cpp, python, or
+redis-server (GEOADD) and one geoserver per `--cores` entry (cpp, nofast: cpp with
+GEOSERVER_FASTPATH=0, python, or
 `label@/path/to/_core.so` for another build of the core, e.g. the fixed-grid core of an older
 commit; see bench/geo_vs_redis.py). Then, with redis-benchmark
 (50 clients, -P 1 and -P 16):
@@ -98,7 +99,9 @@ def render(results: list[Result], cores: list[str], args: argparse.Namespace, en
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--points", type=int, default=1_000_000)
-    p.add_argument("--cores", default="cpp", help="cpp, python, label@/path/to/_core.so (comma-separated)")
+    p.add_argument("--cores", default="cpp,nofast",
+                   help="comma-separated: cpp, nofast (cpp without the fast path), python, "
+                        "label@/path/to/_core.so")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="fewer requests (a smoke run)")
     p.add_argument("--no-docs", action="store_true", help="do not write docs/benchmarks.md")

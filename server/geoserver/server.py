@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, cast
 import psutil
 from wsproto.frame_protocol import CloseReason, FrameProtocol, Opcode, ParseFailed
 
-from geoserver import dispatch
+from geoserver import dispatch, fastpath
 from geoserver.aof.loader import load_aof, migrate_legacy
 from geoserver.aof.log import AofLog
 from geoserver.aof.shrink import ShrinkState
@@ -173,7 +173,8 @@ class Server:
                 log.info("loading AOF", extra={"path": str(path), "bytes": path.stat().st_size})
                 await load_aof(path, lambda argv: dispatch.apply_record(self, argv),
                                lambda done, total: log.info(
-                                   "loading AOF", extra={"done": done, "total": total}))
+                                   "loading AOF", extra={"done": done, "total": total}),
+                               fastpath.replayer(self))
             self.aof = AofLog(path, self.config.appendfsync)
         finally:
             self.loading = False
@@ -595,8 +596,22 @@ class Client(asyncio.Protocol):
         self._aof_mark = self.server.aof_size
         held = self.transport.get_write_buffer_size()
         hard = self.output.limit.hard
+        fast = fastpath.ENABLED
         try:
-            while (argv := self.reader.next()) is not None:
+            while True:
+                if fast:  # the hot forms run in C++ up to the first other request (fastpath.py)
+                    data = fastpath.run(self, HIGH_WATER - held)
+                    if data:
+                        out.append(data)
+                        held += len(data)
+                        if hard and held > hard:
+                            self.disconnect(f"output buffer {held} bytes over the hard limit {hard}")
+                            return
+                        if held > HIGH_WATER:
+                            self._batch_held = True
+                            break
+                if (argv := self.reader.next()) is None:
+                    break
                 self.request_since = self.last_active  # what is left began in the latest read
                 if self.live is not None:  # a live fence takes no commands: input ends it
                     self.closing = True

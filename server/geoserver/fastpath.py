@@ -1,0 +1,149 @@
+"""The compiled fast path for whole commands (issue 15): a connection's buffered requests run in
+C++ (`geoserver._core.execute_batch`, src/core/fastpath.cpp) while they are the simplest hot
+forms, and from the first other request on through the normal path (RequestReader ->
+dispatch.execute), unchanged. docs/architecture.md#the-fast-path describes it.
+
+Handled in C++: `PING [message]`; `GET key id [POINT]` of a plain point or a miss;
+`SET key id POINT lat lon` into an existing collection over nothing or a plain point;
+`NEARBY key [LIMIT n] IDS|COUNT POINT lat lon meters` over a collection of points only. Replies
+are what the command table renders in RESP output mode; a SET's AOF record is its request
+bytes, which the core accepts only in canonical RESP, i.e. exactly `encode_command(argv)`, and
+goes through the same AofLog buffer (group commit, fsync, followers, AOFSHRINK's capture).
+
+Invariant: the fast path runs a request only when the command table would do exactly the same.
+`run` decides, per batch, from the server's state, which of PING / reads / writes may run:
+
+- none on a connection in JSON output, subscribed, in a live fence, streaming the AOF or in
+  MONITOR, nor while any client MONITORs (they must see each command);
+- reads and writes only when the client is authenticated (or no requirepass) and the AOF is not
+  loading; reads not on a follower still catching up (CatchingUpError); NEARBY only while no
+  object's expiry is due within EXPIRY_MARGIN (the Python path then checks each candidate);
+- writes only when `dispatch.write_refusal(server, grows=True)` is None (the write gate: leader,
+  read-only, MISCONF, maxmemory, lease), no live fence, hook or channel would hear them
+  (`FenceEngine.active`) and no sliced write holds any key (`slices.blocker`).
+
+The core stops at anything else: other commands, options, errors (Python renders them), a new
+key, an id holding a non-plain object, numbers it cannot parse or print exactly as Python does.
+`GEOSERVER_FASTPATH=0` turns it off (tests/server/test_fastpath_differential.py runs both).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from bisect import bisect_left
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from geoserver import dispatch
+from geoserver.commands import slices
+from geoserver.metrics import _BUCKETS_NS
+from geoserver.store import index
+from geoserver.store.collection import PLAIN
+
+if TYPE_CHECKING:
+    from geoserver.protocol.framing import RequestReader
+    from geoserver.server import Client, Server
+
+_core = index._core
+_execute = getattr(_core, "execute_batch", None)
+_replay = getattr(_core, "replay_batch", None)
+PING, READ, WRITE, RECORD, SEARCH = getattr(_core, "FASTPATH_MODES", (1, 2, 4, 8, 16))
+NAMES = ("ping", "set", "get", "nearby")  # the core's command indexes, as the command table names them
+EXPIRY_MARGIN = 1.0  # seconds: NEARBY runs in C++ only while no object can expire this soon
+
+# On unless GEOSERVER_FASTPATH=0, and only with the compiled point index (the core updates it).
+ENABLED = (os.environ.get("GEOSERVER_FASTPATH", "1") != "0" and _execute is not None
+           and index.CORE == "cpp")
+
+
+def modes(server: Server, client: Client) -> int:
+    """Which requests the fast path may run for this client now (0: none)."""
+    if (client.json or not client.resp_conn or client.subscriber is not None or client.live is not None
+            or client.stream is not None or client.monitoring or server.monitors):
+        return 0
+    mode = PING
+    if (client.authed or not server.requirepass) and not server.loading:
+        follower = server.follower
+        if follower is None or follower.caught_up_once:
+            mode |= READ
+            if not server.db.may_have_expired(time.time() + EXPIRY_MARGIN):  # no expiry check due
+                mode |= SEARCH
+        if (dispatch.write_refusal(server, True) is None and not server.fences.active
+                and slices.blocker(server.db, "flushdb", []) is None):  # flushdb: any key held
+            mode |= WRITE
+    if server.aof is not None:
+        mode |= RECORD
+    return mode
+
+
+def run(client: Client, budget: int) -> bytes:
+    """Run the client's buffered requests from the reader's position while the core handles
+    them; returns their replies (b"": none ran) and leaves the reader at the next request."""
+    reader = client.reader
+    buf, pos = reader._buf, reader._pos
+    if pos >= len(buf) or buf[pos] != 0x2A:  # `*`: only RESP arrays
+        return b""
+    server = client.server
+    mode = modes(server, client)
+    if not mode:
+        return b""
+    limits = reader.limits
+    end, replies, aof, counts, last = _execute(buf, pos, server.db.collections, PLAIN, mode,
+                                               limits.max_args, limits.max_bulk, limits.max_request,
+                                               budget)
+    if end == pos:
+        return b""
+    advance(reader, end)
+    if aof:
+        server.aof.append(aof)  # type: ignore[union-attr]  # RECORD is set only with an AOF
+    observe(server, counts)
+    client.last_cmd = NAMES[last]
+    client.request_since = client.last_active
+    return replies
+
+
+def observe(server: Server, counts: tuple[int, ...]) -> None:
+    """Command metrics for a batch: each command's count, its total time, and the batch's mean
+    time in the latency histogram (what observe_command records per command)."""
+    metrics = server.metrics
+    for i, name in enumerate(NAMES):
+        n = counts[2 * i]
+        if not n:
+            continue
+        total = counts[2 * i + 1]
+        metrics.observe_command(name, total // n, ok=True)
+        if n > 1:
+            stats = metrics.by_command[name]
+            stats.ok += n - 1
+            stats.total_ns += total - total // n
+            stats.buckets[bisect_left(_BUCKETS_NS, total // n)] += n - 1
+
+
+def advance(reader: RequestReader, end: int) -> None:
+    """Move the framing past requests the core ran: its state is that of a request boundary
+    (the hiredis reader, which was fed the bytes just consumed, is started afresh at `end`)."""
+    reader._pos = reader._scan_from = end
+    reader._reader = None
+    reader._checked = False
+    reader._walked = 0
+    reader.inline = False
+
+
+def replayer(server: Server) -> Callable[[RequestReader], int] | None:
+    """For aof/loader.py: applies a run of plain-point SET records at the reader's position
+    into the server's dataset (as dispatch.apply_record would) and returns how many; None when
+    the fast path is off."""
+    if not ENABLED or _replay is None:
+        return None
+
+    def replay(reader: RequestReader) -> int:
+        buf, pos = reader._buf, reader._pos
+        if pos >= len(buf) or buf[pos] != 0x2A:
+            return 0
+        end, records = _replay(buf, pos, server.db.collections, PLAIN)
+        if end != pos:
+            advance(reader, end)
+        return records
+
+    return replay

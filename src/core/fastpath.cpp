@@ -1,0 +1,573 @@
+// geoserver._core.execute_batch: the compiled fast path for whole commands (issue 15).
+//
+// Given a connection's buffered request bytes, parse complete RESP arrays and execute the
+// simplest hot forms entirely here, stopping at the first request that is not one of them (or
+// is not complete, or is not canonical RESP): the caller (geoserver/fastpath.py) hands
+// everything from there to the normal Python path unchanged. Handled forms:
+//
+//   PING [message]                                  (mode PING)
+//   GET key id [POINT]   a plain point or a miss    (mode READ)
+//   SET key id POINT lat lon   into a collection that exists, over nothing or a plain point
+//                                                   (mode WRITE)
+//   NEARBY key [LIMIT n] IDS|COUNT POINT lat lon meters   over a collection of points only
+//                                                   (mode SEARCH: reads, and no expiry due)
+//
+// Every answer is the byte string the Python path renders in RESP output mode (JSON output is
+// left to Python), every SET's AOF record is its request bytes, which for canonical RESP (no
+// leading zeros, `$` bulks only: checked here) are exactly encode_command(argv). Anything the
+// Python path would answer with an error (bad numbers, a latitude out of range, arity), any
+// non-plain object (fields, expiry, z, other geometries) and any number this file does not
+// format exactly like Python (|v| < 1e-4) stops the batch before that request. The caller
+// decides which modes the server's state allows (auth, loading, the write gate, fences,
+// MONITOR, sliced writes); see fastpath.py.
+//
+// The store is Python's: db.collections (a dict subclass) of Collection objects whose `items`
+// (a SortedDict of id -> PLAIN | Item) and `points` (PointGrid) are updated as Collection.set
+// does for a plain point (SortedList add of a new id, dict store of PLAIN, index insert, weight).
+// Runs under the GIL.
+
+#include "pointgrid.hpp"
+
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <string>
+
+namespace py = pybind11;
+
+namespace geocore {
+namespace {
+
+constexpr int MAX_ARGS = 10;
+constexpr size_t LONGEST_HEADER = 24;  // `*` or `$`, up to 20 digits, CRLF (as framing.py)
+
+enum Mode : int { PING = 1, READ = 2, WRITE = 4, RECORD = 8, REPLAY = 16, SEARCH = 32 };
+enum Cmd : int { C_PING = 0, C_SET = 1, C_GET = 2, C_NEARBY = 3, N_CMDS = 4 };
+
+constexpr long long SLICE = 10000;  // commands/slices.py SLICE: bigger NEARBY IDS replies run sliced
+constexpr double EARTH_RADIUS_M = 6371e3;  // store/geometry.py
+constexpr double HALF_EARTH_M = M_PI * EARTH_RADIUS_M;  // store/query.py
+constexpr double TO_DEG = 180.0 / M_PI;  // math.degrees
+constexpr double TO_RAD = M_PI / 180.0;  // math.radians
+
+struct Arg {
+    const char* p;
+    size_t n;
+};
+
+struct Limits {
+    size_t max_args, max_bulk, max_request;
+};
+
+// A decimal length after `*` / `$`, up to CRLF: canonical digits only (no sign, no leading zero).
+// False: incomplete or not canonical (either way Python's framing takes it from here).
+bool read_len(const char* buf, size_t& p, size_t end, uint64_t& out) {
+    const size_t start = p;
+    uint64_t v = 0;
+    while (p < end && buf[p] >= '0' && buf[p] <= '9') {
+        if (p - start >= 18) return false;
+        v = v * 10 + static_cast<uint64_t>(buf[p] - '0');
+        ++p;
+    }
+    const size_t digits = p - start;
+    if (digits == 0 || (digits > 1 && buf[start] == '0')) return false;
+    if (end - p < 2 || buf[p] != '\r' || buf[p + 1] != '\n') return false;
+    p += 2;
+    out = v;
+    return true;
+}
+
+// One canonical RESP array of at most MAX_ARGS bulk strings at buf[pos..end), within the limits.
+bool parse_request(const char* buf, size_t pos, size_t end, const Limits& lim, Arg* args, int& argc,
+                   size_t& next) {
+    size_t p = pos;
+    if (p >= end || buf[p] != '*') return false;
+    ++p;
+    uint64_t count;
+    if (!read_len(buf, p, end, count)) return false;
+    if (count < 1 || count > MAX_ARGS || count > lim.max_args) return false;
+    for (uint64_t i = 0; i < count; ++i) {
+        if (p >= end || buf[p] != '$') return false;
+        ++p;
+        uint64_t len;
+        if (!read_len(buf, p, end, len)) return false;
+        if (len > lim.max_bulk || end - p < len + 2) return false;
+        if (buf[p + len] != '\r' || buf[p + len + 1] != '\n') return false;
+        args[i] = {buf + p, static_cast<size_t>(len)};
+        p += len + 2;
+    }
+    if (p - pos > lim.max_request) return false;
+    argc = static_cast<int>(count);
+    next = p;
+    return true;
+}
+
+bool ieq(const Arg& a, const char* word) {
+    const size_t n = std::strlen(word);
+    if (a.n != n) return false;
+    for (size_t i = 0; i < n; ++i) {
+        char c = a.p[i];
+        if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
+        if (c != word[i]) return false;
+    }
+    return true;
+}
+
+// float(token) for the plain decimal forms ([+-]digits[.digits][e[+-]digits]), finite only;
+// anything else (spaces, `_`, inf, nan, hex) is left to Python's parse_float.
+bool parse_num(const Arg& a, double& out) {
+    if (a.n == 0 || a.n > 64) return false;
+    const char* s = a.p;
+    const char* e = a.p + a.n;
+    const char* q = s;
+    if (*q == '+' || *q == '-') ++q;
+    const char* digits = q;
+    while (q < e && *q >= '0' && *q <= '9') ++q;
+    size_t mantissa = static_cast<size_t>(q - digits);
+    if (q < e && *q == '.') {
+        ++q;
+        const char* frac = q;
+        while (q < e && *q >= '0' && *q <= '9') ++q;
+        mantissa += static_cast<size_t>(q - frac);
+    }
+    if (mantissa == 0) return false;
+    if (q < e && (*q == 'e' || *q == 'E')) {
+        ++q;
+        if (q < e && (*q == '+' || *q == '-')) ++q;
+        const char* exp = q;
+        while (q < e && *q >= '0' && *q <= '9') ++q;
+        if (q == exp) return false;
+    }
+    if (q != e) return false;
+    const char* from = *s == '+' ? s + 1 : s;  // from_chars takes no '+'
+    const auto r = std::from_chars(from, e, out, std::chars_format::general);
+    if (r.ec != std::errc() || r.ptr != e) return false;
+    return std::isfinite(out);
+}
+
+// A coordinate as Python prints it in these replies (format_float for RESP POINT, orjson of
+// num() for the GeoJSON text): integral values as integers, others as the shortest round-trip
+// digits in fixed notation. False for |v| < 1e-4 (exponent forms, where the two differ).
+bool put_num(std::string& out, double v) {
+    char tmp[64];
+    std::to_chars_result r;
+    if (v == 0) {
+        out += '0';
+        return true;
+    }
+    if (std::floor(v) == v && std::fabs(v) < 1e16) {
+        r = std::to_chars(tmp, tmp + sizeof tmp, static_cast<long long>(v));
+    } else {
+        if (std::fabs(v) < 1e-4) return false;
+        r = std::to_chars(tmp, tmp + sizeof tmp, v, std::chars_format::fixed);
+    }
+    if (r.ec != std::errc()) return false;
+    out.append(tmp, r.ptr);
+    return true;
+}
+
+void put_bulk(std::string& out, const char* p, size_t n) {
+    char tmp[32];
+    out += '$';
+    const auto r = std::to_chars(tmp, tmp + sizeof tmp, n);
+    out.append(tmp, r.ptr);
+    out += "\r\n";
+    out.append(p, n);
+    out += "\r\n";
+}
+
+// A str for a key or id, byte-exact as geoserver.binary.text makes it.
+PyObject* text(const Arg& a) {
+    return PyUnicode_DecodeUTF8(a.p, static_cast<Py_ssize_t>(a.n), "surrogateescape");
+}
+
+// The collection of the last key seen, with owned references, and its pending weight change.
+struct Col {
+    std::string key;
+    bool valid = false;
+    bool exists = false;  // the key names a collection (col may still be nullptr: not ours to run)
+    Py_ssize_t shapes = 0;  // len(col.shapes): NEARBY runs here only over points
+    PyObject* col = nullptr;  // nullptr: no such collection
+    PyObject* items = nullptr;
+    PyObject* list_add = nullptr;  // items._list_add (SortedDict's id-order insert), on first use
+    PointGrid* grid = nullptr;  // nullptr: not the compiled index (then nothing runs here)
+    long long weight = 0;
+
+    ~Col() { release(); }
+
+    bool release() {  // applies the weight change; false when that failed
+        bool ok = true;
+        if (col != nullptr && weight != 0) {
+            PyObject* w = PyObject_GetAttrString(col, "weight");
+            PyObject* sum = nullptr;
+            if (w != nullptr) {
+                PyObject* d = PyLong_FromLongLong(weight);
+                sum = d ? PyNumber_Add(w, d) : nullptr;
+                Py_XDECREF(d);
+            }
+            ok = sum != nullptr && PyObject_SetAttrString(col, "weight", sum) == 0;
+            Py_XDECREF(w);
+            Py_XDECREF(sum);
+            if (!ok) PyErr_Clear();
+        }
+        weight = 0;
+        Py_CLEAR(col);
+        Py_CLEAR(items);
+        Py_CLEAR(list_add);
+        grid = nullptr;
+        valid = exists = false;
+        shapes = 0;
+        return ok;
+    }
+
+    // Look the key up (cached while it repeats); false on a Python error.
+    bool open(PyObject* collections, const Arg& k) {
+        if (valid && key.size() == k.n && std::memcmp(key.data(), k.p, k.n) == 0) return true;
+        release();
+        PyObject* name = text(k);
+        if (name == nullptr) return false;
+        PyObject* c = PyDict_GetItemWithError(collections, name);  // borrowed
+        Py_DECREF(name);
+        if (c == nullptr && PyErr_Occurred()) return false;
+        key.assign(k.p, k.n);
+        valid = true;
+        if (c == nullptr) return true;
+        exists = true;
+        items = PyObject_GetAttrString(c, "items");
+        PyObject* points = items ? PyObject_GetAttrString(c, "points") : nullptr;
+        PyObject* boxes = points ? PyObject_GetAttrString(c, "shapes") : nullptr;
+        shapes = boxes ? PyObject_Length(boxes) : -1;
+        Py_XDECREF(boxes);
+        if (points == nullptr || shapes < 0) {
+            Py_CLEAR(items);
+            Py_XDECREF(points);
+            valid = false;
+            return false;
+        }
+        if (py::isinstance<PointGrid>(points) && PyDict_Check(items)) {
+            grid = py::handle(points).cast<PointGrid*>();
+            Py_INCREF(c);
+            col = c;
+        } else {
+            Py_CLEAR(items);
+        }
+        Py_DECREF(points);  // the collection keeps it alive
+        return true;
+    }
+};
+
+struct Stats {
+    long long n[N_CMDS] = {};
+    long long ns[N_CMDS] = {};
+};
+
+enum Outcome { DONE, STOP };
+
+// A LIMIT count as Python's int() reads the plain forms (digits, no leading zero), >= 1.
+bool parse_count(const Arg& a, long long& out) {
+    if (a.n == 0 || a.n > 9 || a.p[0] == '0') return false;
+    long long v = 0;
+    for (size_t i = 0; i < a.n; ++i) {
+        if (a.p[i] < '0' || a.p[i] > '9') return false;
+        v = v * 10 + (a.p[i] - '0');
+    }
+    out = v;
+    return true;
+}
+
+// Python's `x ** 2` is C pow(x, 2.0); the volatile keeps the compiler from making it x * x.
+double squared(double x) {
+    volatile double two = 2.0;
+    return std::pow(x, two);
+}
+
+double hav_of(double meters) {  // store/query.py _hav_of
+    return squared(std::sin(std::min(meters / EARTH_RADIUS_M, M_PI) / 2));
+}
+
+// store/geometry.py circle_bbox, then store/query.py _grid_box: (minlat, minlon, maxlat, maxlon).
+void circle_box(double lat, double lon, double meters, double box[4]) {
+    const double dlat = (meters / EARTH_RADIUS_M) * TO_DEG;
+    const double minlat = std::max(-90.0, lat - dlat), maxlat = std::min(90.0, lat + dlat);
+    box[0] = minlat;
+    box[2] = maxlat;
+    box[1] = -180.0;
+    box[3] = 180.0;
+    if (minlat <= -90.0 || maxlat >= 90.0) return;
+    const double coslat = std::min(std::cos(minlat * TO_RAD), std::cos(maxlat * TO_RAD));
+    const double dlon = (meters / (EARTH_RADIUS_M * std::max(coslat, 1e-12))) * TO_DEG;
+    if (dlon >= 180.0) return;
+    const double minlon = lon - dlon, maxlon = lon + dlon;
+    if (minlon < -180.0 || maxlon > 180.0) return;
+    box[1] = minlon;
+    box[3] = maxlon;
+}
+
+void put_int(std::string& out, char kind, long long v) {
+    char tmp[32];
+    out += kind;
+    const auto r = std::to_chars(tmp, tmp + sizeof tmp, v);
+    out.append(tmp, r.ptr);
+    out += "\r\n";
+}
+
+// A str id as its exact bytes (geoserver.binary.raw), as a bulk string.
+bool put_id(std::string& out, PyObject* id) {
+    if (PyUnicode_IS_ASCII(id)) {
+        put_bulk(out, static_cast<const char*>(PyUnicode_DATA(id)),
+                 static_cast<size_t>(PyUnicode_GET_LENGTH(id)));
+        return true;
+    }
+    PyObject* b = PyUnicode_AsEncodedString(id, "utf-8", "surrogateescape");
+    if (b == nullptr) return false;
+    put_bulk(out, PyBytes_AS_STRING(b), static_cast<size_t>(PyBytes_GET_SIZE(b)));
+    Py_DECREF(b);
+    return true;
+}
+
+// NEARBY key [LIMIT n] IDS|COUNT POINT lat lon meters over a collection of points only, as
+// commands/search.py cmd_nearby runs it without filters, cursor or expiry: one ring when the
+// wanted rows cover the collection, else store/query.py knn's rings (the same first radius
+// from the same density, x4 each), collected until LIMIT rows.
+Outcome run_nearby(const Arg* a, int argc, PyObject* collections, Col& col, std::string& out) {
+    int i = 2;
+    long long limit = -1;
+    if (argc == 9) {
+        if (!ieq(a[2], "LIMIT") || !parse_count(a[3], limit)) return STOP;
+        i = 4;
+    } else if (argc != 7) {
+        return STOP;
+    }
+    bool counting;
+    if (ieq(a[i], "IDS"))
+        counting = false;
+    else if (ieq(a[i], "COUNT"))
+        counting = true;
+    else
+        return STOP;
+    if (!ieq(a[i + 1], "POINT")) return STOP;
+    double lat, lon, meters;
+    if (!parse_num(a[i + 2], lat) || !parse_num(a[i + 3], lon) || !parse_num(a[i + 4], meters)) return STOP;
+    if (!(lat >= -90.0 && lat <= 90.0 && lon >= -180.0 && lon <= 180.0 && meters >= 0.0)) return STOP;
+    if (limit < 0) limit = counting ? (1LL << 62) : 100;
+    if (!counting && limit > SLICE) return STOP;  // maybe sliced (search.py _big)
+    if (!col.open(collections, a[1])) return STOP;
+    if (col.col == nullptr) {
+        if (col.exists) return STOP;
+        out += counting ? ":0\r\n" : "*2\r\n:0\r\n*0\r\n";
+        return DONE;
+    }
+    if (col.shapes != 0) return STOP;
+    const PointGrid& grid = *col.grid;
+    const long long total = static_cast<long long>(PyDict_Size(col.items));
+    const long long want = counting ? total : limit;
+    std::vector<std::pair<double, uint32_t>> hits;
+    std::vector<uint32_t> rows;
+    long long count = 0, pos = 0;
+    auto ring = [&](double inner, double outer) {  // true: LIMIT reached
+        const double hi = hav_of(outer);
+        const double lo = inner >= 0 ? hav_of(inner) : -1.0;
+        double box[4];
+        circle_box(lat, lon, outer, box);
+        grid.ring_hits(lat, lon, box[0], box[1], box[2], box[3], lo, hi, hits, !counting);
+        const long long take = std::min(static_cast<long long>(hits.size()), limit - count);
+        pos += take;
+        count += take;
+        if (!counting)
+            for (long long k = 0; k < take; ++k) rows.push_back(hits[k].second);
+        return count >= limit;
+    };
+    bool full = false;
+    if (want >= total) {
+        full = ring(-1.0, meters);
+    } else {
+        const double cap = meters;
+        const double per_cell =
+            static_cast<double>(grid.size()) / static_cast<double>(std::max<size_t>(1, grid.num_cells()));
+        const double cell_m = CELL * 111195.0 * std::max(0.05, std::cos(lat * TO_RAD));
+        double radius = std::max(50.0, cell_m * std::sqrt(2.0 * static_cast<double>(std::max(want, 1LL)) /
+                                                          (M_PI * std::max(per_cell, 1e-9))));
+        double inner = -1.0;
+        for (;;) {
+            const double outer = std::min(radius, cap);
+            if ((full = ring(inner, outer))) break;
+            if (outer >= cap || outer >= HALF_EARTH_M) break;
+            inner = outer;
+            radius = radius * 4.0;
+        }
+    }
+    if (counting) {
+        put_int(out, ':', count);
+        return DONE;
+    }
+    out += "*2\r\n";
+    put_int(out, ':', full ? pos : 0);
+    put_int(out, '*', static_cast<long long>(rows.size()));
+    for (const uint32_t s : rows)
+        if (!put_id(out, grid.id_at(s))) return STOP;
+    return DONE;
+}
+
+
+// Run one parsed request; STOP leaves it (and everything after it) to Python.
+Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObject* plain, Col& col,
+                std::string& out, int& cmd) {
+    const Arg& name = a[0];
+    if (name.n == 4 && ieq(name, "PING")) {
+        if (!(mode & PING) || argc > 2) return STOP;
+        if (argc == 1)
+            out += "+PONG\r\n";
+        else
+            put_bulk(out, a[1].p, a[1].n);
+        cmd = C_PING;
+        return DONE;
+    }
+    if (name.n == 3 && ieq(name, "SET")) {
+        if (!(mode & (WRITE | REPLAY)) || argc != 6 || !ieq(a[3], "POINT")) return STOP;
+        double lat, lon;
+        if (!parse_num(a[4], lat) || !parse_num(a[5], lon)) return STOP;
+        if (!(lat >= -90.0 && lat <= 90.0 && lon >= -180.0 && lon <= 180.0)) return STOP;
+        if (!col.open(collections, a[1])) return STOP;
+        if (col.col == nullptr) return STOP;  // a new key: Python creates the collection
+        PyObject* oid = text(a[2]);
+        if (oid == nullptr) return STOP;
+        PyObject* old = PyDict_GetItemWithError(col.items, oid);  // borrowed
+        if (old == nullptr) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(oid);
+                return STOP;
+            }
+            if (col.list_add == nullptr) col.list_add = PyObject_GetAttrString(col.items, "_list_add");
+            PyObject* r = col.list_add ? PyObject_CallOneArg(col.list_add, oid) : nullptr;
+            if (r == nullptr || PyDict_SetItem(col.items, oid, plain) < 0) {
+                Py_XDECREF(r);
+                Py_DECREF(oid);
+                return STOP;
+            }
+            Py_DECREF(r);
+            col.weight += 16 + PyUnicode_GET_LENGTH(oid);
+        } else if (old != plain) {
+            Py_DECREF(oid);
+            return STOP;  // fields, expiry, z or another geometry: Collection.set's full path
+        }
+        col.grid->insert_obj(oid, lat, lon);
+        Py_DECREF(oid);
+        if (!(mode & REPLAY)) out += "+OK\r\n";
+        cmd = C_SET;
+        return DONE;
+    }
+    if (name.n == 6 && ieq(name, "NEARBY")) {
+        if (!(mode & SEARCH) || run_nearby(a, argc, collections, col, out) != DONE) return STOP;
+        cmd = C_NEARBY;
+        return DONE;
+    }
+    if (name.n == 3 && ieq(name, "GET")) {
+        if (!(mode & READ) || (argc != 3 && !(argc == 4 && ieq(a[3], "POINT")))) return STOP;
+        if (!col.open(collections, a[1])) return STOP;
+        if (col.col == nullptr) {
+            if (col.exists) return STOP;  // not the compiled index: Python answers
+            out += "$-1\r\n";
+            cmd = C_GET;
+            return DONE;
+        }
+        PyObject* oid = text(a[2]);
+        if (oid == nullptr) return STOP;
+        PyObject* value = PyDict_GetItemWithError(col.items, oid);  // borrowed
+        double lat = 0, lon = 0;
+        bool found = false;
+        if (value == plain) found = col.grid->point_of(oid, lat, lon);
+        Py_DECREF(oid);
+        if (value == nullptr) {
+            if (PyErr_Occurred()) return STOP;
+            out += "$-1\r\n";
+            cmd = C_GET;
+            return DONE;
+        }
+        if (!found) return STOP;  // an Item: expiry, fields, other kinds are Python's
+        std::string body;
+        if (argc == 3) {
+            body = "{\"type\":\"Point\",\"coordinates\":[";
+            if (!put_num(body, lon)) return STOP;
+            body += ',';
+            if (!put_num(body, lat)) return STOP;
+            body += "]}";
+            put_bulk(out, body.data(), body.size());
+        } else {
+            std::string b;
+            if (!put_num(body, lat) || !put_num(b, lon)) return STOP;
+            out += "*2\r\n";
+            put_bulk(out, body.data(), body.size());
+            put_bulk(out, b.data(), b.size());
+        }
+        cmd = C_GET;
+        return DONE;
+    }
+    return STOP;
+}
+
+// execute_batch(buf, start, collections, plain, mode, max_args, max_bulk, max_request, budget)
+// -> (end, replies, aof, stats, last): `end` is where Python's framing resumes (== start: nothing
+// was done), `replies` the RESP replies of the requests done, `aof` their records (mode RECORD),
+// `stats` (count, ns) per command (PING, SET, GET, NEARBY), `last` the last command's index
+// (-1: none).
+// Stops once the replies reach `budget` bytes.
+py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py::handle plain, int mode,
+                        size_t max_args, size_t max_bulk, size_t max_request, size_t budget) {
+    if (!PyByteArray_Check(buf.ptr()) && !PyBytes_Check(buf.ptr()))
+        throw py::type_error("buf must be bytearray or bytes");
+    if (!PyDict_Check(collections.ptr())) throw py::type_error("collections must be a dict");
+    const char* data = PyByteArray_Check(buf.ptr()) ? PyByteArray_AS_STRING(buf.ptr())
+                                                    : PyBytes_AS_STRING(buf.ptr());
+    const size_t end = static_cast<size_t>(Py_SIZE(buf.ptr()));
+    const Limits lim{max_args, max_bulk, max_request};
+    std::string out, aof;
+    Stats stats;
+    Col col;
+    int last = -1;
+    size_t pos = start;
+    Arg args[MAX_ARGS];
+    using clock = std::chrono::steady_clock;
+    while (pos < end && out.size() < budget) {
+        const auto t0 = clock::now();
+        int argc = 0;
+        size_t next = 0;
+        if (!parse_request(data, pos, end, lim, args, argc, next)) break;
+        int cmd = -1;
+        if (run_one(args, argc, mode, collections.ptr(), plain.ptr(), col, out, cmd) != DONE) {
+            PyErr_Clear();
+            break;
+        }
+        if (cmd == C_SET && (mode & RECORD)) aof.append(data + pos, next - pos);
+        stats.n[cmd] += 1;
+        stats.ns[cmd] += std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count();
+        last = cmd;
+        pos = next;
+    }
+    col.release();
+    py::tuple counts(2 * N_CMDS);
+    for (int i = 0; i < N_CMDS; ++i) {
+        counts[2 * i] = py::int_(stats.n[i]);
+        counts[2 * i + 1] = py::int_(stats.ns[i]);
+    }
+    return py::make_tuple(pos, py::bytes(out), py::bytes(aof), counts, last);
+}
+
+// replay_batch(buf, start, collections, plain) -> (end, records): AOF replay of a run of plain
+// `SET key id POINT lat lon` records into existing collections (aof/loader.py), as
+// dispatch.apply_record would apply them; stops at the first other record.
+py::tuple replay_batch(py::handle buf, size_t start, py::handle collections, py::handle plain) {
+    constexpr size_t HUGE = size_t{1} << 40;  // the AOF holds what was acknowledged: no limits
+    py::tuple r = execute_batch(buf, start, collections, plain, REPLAY, MAX_ARGS, HUGE, HUGE, HUGE);
+    py::tuple counts = r[3];
+    return py::make_tuple(r[0], counts[2 * C_SET]);
+}
+
+}  // namespace
+}  // namespace geocore
+
+void register_fastpath(py::module_& m) {
+    m.def("execute_batch", &geocore::execute_batch, "the compiled fast path (src/core/fastpath.cpp)");
+    m.def("replay_batch", &geocore::replay_batch, "AOF replay of plain SET records (src/core/fastpath.cpp)");
+    m.attr("FASTPATH_MODES") = py::make_tuple(int{geocore::PING}, int{geocore::READ}, int{geocore::WRITE},
+                                              int{geocore::RECORD}, int{geocore::SEARCH});
+}

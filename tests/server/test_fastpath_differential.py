@@ -1,0 +1,332 @@
+"""The compiled fast path (geoserver.fastpath, src/core/fastpath.cpp) against the Python path:
+two real servers, one with GEOSERVER_FASTPATH=1 and one with 0, get the same random pipelined
+byte streams (hot forms mixed with their near misses: options, bad numbers, non-canonical RESP,
+inline lines, non-plain objects, binary ids, new keys) split at random points; every reply byte,
+the AOF bytes and the dataset must be identical. Plus the state gates (auth, MONITOR, fences,
+followers) and the core's framing decisions in process."""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from geoserver import fastpath
+from geoserver.store.collection import PLAIN
+from helpers import GeoServer, wait_until
+
+pytestmark = pytest.mark.skipif(not fastpath.ENABLED, reason="the compiled core is not built")
+
+
+def enc(*args: object) -> bytes:
+    parts = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in parts)
+
+
+KEYS = [b"fleet", b"fleet", b"other", b"\xff\xfekey", b"new"]
+IDS = [b"a", b"b", b"truck1", b"x" * 30, b"\xff", "é".encode(), b"", b"id 1"]
+NUMS = ["33", "33.5", "-115.25", "0", "-0", "0.0001", "1e-5", "0.00001234", "12.345678901234567",
+        "1e1", "+33", ".5", "5.", "1_0", " 33", "inf", "nan", "1e400", "91", "-181", "180", "-90",
+        "0x10", "33.0", "1E2", "abc", ""]
+
+
+def random_request(rng: random.Random) -> bytes:
+    key, oid = rng.choice(KEYS), rng.choice(IDS)
+    lat = rng.choice([*NUMS, repr(rng.uniform(-90, 90)), repr(rng.uniform(33, 33.01))])
+    lon = rng.choice([*NUMS, repr(rng.uniform(-180, 180)), repr(rng.uniform(-115.01, -115))])
+    r = rng.random()
+    if r < 0.30:
+        return enc(rng.choice([b"SET", b"set", b"Set"]), key, oid, rng.choice([b"POINT", b"point"]), lat, lon)
+    if r < 0.36:
+        return enc("SET", key, oid, "POINT", lat, lon, rng.choice(["1", "EX"]), "100")
+    if r < 0.40:
+        return enc("SET", key, oid, "FIELD", "speed", "10", "POINT", lat, lon)
+    if r < 0.43:
+        return enc("SET", key, oid, "STRING", "hello")
+    if r < 0.45:
+        return enc("SET", key, oid, "BOUNDS", 1, 1, 2, 2)
+    if r < 0.47:
+        return enc("EXPIRE", key, oid, 100)
+    if r < 0.49:
+        return enc("FSET", key, oid, "speed", rng.choice(["0", "5"]))
+    if r < 0.62:
+        return enc("GET", key, oid)
+    if r < 0.70:
+        return enc("GET", key, oid, rng.choice(["POINT", "point", "OBJECT", "BOUNDS", "WITHFIELDS", "HASH"]))
+    if r < 0.72:
+        return enc("GET", key)
+    if r < 0.77:
+        return enc(*rng.choice([("PING",), ("ping", "hello"), ("PING", "a", "b"), ("PING", b"\x00\xff")]))
+    if r < 0.80:
+        return enc("DEL", key, oid)
+    if r < 0.81:
+        return enc("DROP", key)
+    if r < 0.83:
+        return enc("SCAN", key, "LIMIT", 5, rng.choice(["IDS", "POINTS", "OBJECTS"]))
+    if r < 0.84:
+        return enc("STATS", key, "fleet")
+    if r < 0.87:
+        limit = rng.choice([[], ["LIMIT", 1], ["LIMIT", 3], ["LIMIT", "0"], ["LIMIT", "03"]])
+        return enc("NEARBY", key, *limit, rng.choice(["IDS", "COUNT", "ids", "POINTS"]), "POINT",
+                   rng.choice(["33.005", lat]), rng.choice(["-115.005", lon]),
+                   rng.choice(["0", "500", "5000", "1e7", "-1", lat]))
+    if r < 0.89:  # empty arrays: skipped by the framing, not requests
+        return rng.choice([b"*0\r\n", b"*-1\r\n"])
+    if r < 0.91:
+        return b"PING\r\n" if rng.random() < 0.5 else b"SET fleet inl POINT 33 -115\r\n"
+    if r < 0.93:
+        return enc("SET", "new", oid, "POINT", 33, -115)  # a new key each time after DROP
+    if r < 0.95:
+        return enc("TIMEOUT", 1, "GET", key, oid)
+    return enc("SET", key, oid, "POINT", lat, lon, "z")  # arity / trailing token
+
+
+def exchange(sock: socket.socket, data: bytes, rng: random.Random) -> bytes:
+    """Send `data` in random pieces, then a sentinel PING; the replies up to the sentinel's."""
+    sentinel = b"$8\r\nsentinel\r\n"
+    pos = 0
+    while pos < len(data):
+        n = rng.choice([1, 3, 17, 64, 500, 5000, len(data)])
+        sock.sendall(data[pos:pos + n])
+        pos += n
+        if rng.random() < 0.2:
+            time.sleep(0.002)  # a read boundary inside a request
+    sock.sendall(enc("PING", "sentinel"))
+    got = b""
+    while not got.endswith(sentinel):
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"connection closed after {got[-300:]!r}"
+        got += chunk
+    return got[:-len(sentinel)]
+
+
+def start(tmp_path: Path, name: str, fast: bool, args: list[str] | None = None) -> GeoServer:
+    return GeoServer(tmp_path / name, args=args, env={"GEOSERVER_FASTPATH": "1" if fast else "0"}).start()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_streams_match_the_python_path(tmp_path, seed):
+    rng = random.Random(seed)
+    stream = b"".join(random_request(rng) for _ in range(600))
+    servers = [start(tmp_path, "fast", True), start(tmp_path, "slow", False)]
+    try:
+        replies = []
+        for s in servers:
+            sock = socket.create_connection(("127.0.0.1", s.port))
+            sock.sendall(b"".join(enc("SET", k, "seed", "POINT", 33, -115)
+                                  for k in (b"fleet", b"other", b"\xff\xfekey")))
+            replies.append(exchange(sock, stream, random.Random(seed)))
+            replies[-1] += exchange(sock, b"".join(enc("SCAN", k, "LIMIT", 1000, "POINTS") for k in set(KEYS))
+                                    + b"".join(enc("STATS", k) for k in set(KEYS)), random.Random(seed))
+            sock.close()
+        assert replies[0] == replies[1]
+        assert b"+OK" in replies[0]
+        for s in servers:
+            s.stop()
+        assert servers[0].aof_path.read_bytes() == servers[1].aof_path.read_bytes()
+        # and the AOF the fast path wrote replays (through the loader's fast replay) to the same data
+        for s in servers:
+            s.start()
+        dumps = [exchange(socket.create_connection(("127.0.0.1", s.port)),
+                          b"".join(enc("SCAN", k, "LIMIT", 1000, "POINTS") for k in set(KEYS))
+                          + b"".join(enc("STATS", k) for k in set(KEYS)), random.Random(0))
+                 for s in servers]
+        assert dumps[0] == dumps[1]
+    finally:
+        for s in servers:
+            s.kill9()
+
+
+def test_gates_auth_monitor_fences_and_followers(tmp_path):
+    """Each state in which the fast path must not run is served by the Python path."""
+    s = start(tmp_path, "gates", True, ["--requirepass", "pw"])
+    try:
+        sock = socket.create_connection(("127.0.0.1", s.port))
+        got = exchange(sock, enc("PING") + enc("SET", "fleet", "a", "POINT", 33, -115)
+                       + enc("GET", "fleet", "a"), random.Random(1))
+        assert got.startswith(b"+PONG\r\n-") and got.count(b"auth") + got.count(b"AUTH") >= 2
+        got = exchange(sock, enc("AUTH", "pw") + enc("SET", "fleet", "a", "POINT", 33, -115)
+                       + enc("SET", "fleet", "b", "POINT", 33, -115), random.Random(1))
+        assert got == b"+OK\r\n+OK\r\n+OK\r\n"
+        # MONITOR sees the commands the fast path would have run
+        mon = socket.create_connection(("127.0.0.1", s.port))
+        mon.sendall(enc("AUTH", "pw") + enc("MONITOR"))
+        wait_until(lambda: b"OK\r\n+OK" in mon.recv(1000), 5, message="monitor")
+        assert exchange(sock, enc("SET", "fleet", "b", "POINT", 34, -115), random.Random(1)) == b"+OK\r\n"
+        seen = b""
+        while b'"b"' not in seen:
+            seen += mon.recv(1000)
+        assert b'"fleet"' in seen and b'"34"' in seen
+        mon.close()
+        # a channel on the key hears fast-path-shaped writes
+        sub = socket.create_connection(("127.0.0.1", s.port))
+        assert exchange(sock, enc("SETCHAN", "ch", "NEARBY", "fleet", "FENCE", "POINT", 33, -115, 100000),
+                        random.Random(1)).startswith(b":")
+        sub.sendall(enc("AUTH", "pw") + enc("SUBSCRIBE", "ch"))
+        wait_until(lambda: b"subscribe" in sub.recv(1000), 5, message="subscribed")
+        assert exchange(sock, enc("SET", "fleet", "c", "POINT", 33.001, -115), random.Random(1)) == b"+OK\r\n"
+        events = b""
+        while b'"id":"c"' not in events:
+            events += sub.recv(10000)
+        sub.close()
+    finally:
+        s.kill9()
+
+
+def test_follower_copies_the_fast_leaders_aof(tmp_path):
+    leader = start(tmp_path, "leader", True)
+    try:
+        sock = socket.create_connection(("127.0.0.1", leader.port))
+        exchange(sock, enc("SET", "fleet", "seed", "POINT", 1, 1), random.Random(0))
+        follower = start(tmp_path, "follower", True, ["--follow", f"127.0.0.1:{leader.port}"])
+        try:
+            wait_until(lambda: follower.stats().get("caught_up"), 15, message="caught up")
+            fsock = socket.create_connection(("127.0.0.1", follower.port))
+            assert exchange(fsock, enc("SET", "fleet", "x", "POINT", 1, 1), random.Random(0)).startswith(b"-")
+            stream = b"".join(enc("SET", "fleet", f"v{i}", "POINT", 33 + i * 1e-4, -115) for i in range(3000))
+            assert exchange(sock, stream, random.Random(3)) == b"+OK\r\n" * 3000
+            wait_until(lambda: follower.stats()["aof_size"] == leader.stats()["aof_size"], 15, message="sync")
+            assert follower.aof_path.read_bytes() == leader.aof_path.read_bytes()
+            assert exchange(fsock, enc("GET", "fleet", "v2999", "POINT"), random.Random(0)) == \
+                exchange(sock, enc("GET", "fleet", "v2999", "POINT"), random.Random(0))
+        finally:
+            follower.kill9()
+    finally:
+        leader.kill9()
+
+
+def test_core_framing_decisions_in_process():
+    """Where execute_batch stops: incomplete, non-canonical, over a limit, an unknown form."""
+    from geoserver.store.collection import Collection
+
+    cols = {"fleet": Collection()}
+    run = fastpath._execute
+    modes = fastpath.PING | fastpath.READ | fastpath.WRITE | fastpath.RECORD
+
+    def go(data: bytes, max_args: int = 100, max_bulk: int = 1000, max_request: int = 10000,
+           budget: int = 1 << 20):
+        return run(bytearray(data), 0, cols, PLAIN, modes, max_args, max_bulk, max_request, budget)
+
+    sets = enc("SET", "fleet", "a", "POINT", 33, -115)
+    end, replies, aof, counts, last = go(sets + enc("PING") + enc("GET", "fleet", "a"))
+    assert end == len(sets) + 14 + len(enc("GET", "fleet", "a"))
+    assert replies == b'+OK\r\n+PONG\r\n$40\r\n{"type":"Point","coordinates":[-115,33]}\r\n'
+    assert aof == sets and counts[0::2] == (1, 1, 1, 0) and fastpath.NAMES[last] == "get"
+    assert go(sets[:-1])[0] == 0  # incomplete
+    assert go(sets + enc("PING")[:-3])[0] == len(sets)
+    assert go(b"*3\r\n$3\r\nGET\r\n$05\r\nfleet\r\n$1\r\na\r\n")[0] == 0  # leading zero
+    assert go(b"*01\r\n$4\r\nPING\r\n")[0] == 0
+    assert go(b"PING\r\n")[0] == 0  # inline
+    assert go(enc("GET", "fleet", "a"), max_args=2)[0] == 0
+    assert go(enc("GET", "fleet", "a"), max_bulk=4)[0] == 0
+    assert go(enc("GET", "fleet", "a"), max_request=20)[0] == 0
+    assert go(enc("PING") * 10, budget=14)[0] == 14 * 2  # stops once the replies reach the budget
+    assert go(enc("SET", "new", "a", "POINT", 1, 1))[0] == 0  # a new key: Python creates it
+    assert go(enc("SET", "fleet", "a", "POINT", "1_0", 1))[0] == 0
+    assert go(enc("GET", "fleet", "a", "BOUNDS"))[0] == 0
+    only_ping = run(bytearray(sets + enc("PING")), 0, cols, PLAIN, fastpath.PING, 100, 1000, 10000, 1000)
+    assert only_ping[0] == 0
+    assert len(cols["fleet"]) == 1 and cols["fleet"].weight == 17
+
+
+def test_number_formats_match_python():
+    """GET's two renderings of coordinates against Python's (orjson of num(), format_float)."""
+    from geoserver.commands.replies import point_resp
+    from geoserver.protocol.output import encode_resp
+    from geoserver.store.collection import Collection
+    from geoserver.store.geometry import make_point
+
+    rng = random.Random(7)
+    values = [rng.uniform(-90, 90) for _ in range(3000)] + [round(rng.uniform(-90, 90), k)
+                                                            for k in range(8) for _ in range(50)]
+    values += [0.0001, -0.0001, 0.00012345, 89.99999999999999, 1e-4 + 1e-19, 45.0, -0.5]
+    col = Collection()
+    cols = {"k": col}
+    for i, v in enumerate(values):
+        col.set(str(i), make_point(v, v * 2 if abs(v) <= 90 else 0), None, None)
+    for i, v in enumerate(values):
+        item = col.get(str(i))
+        want = encode_resp(item.obj.json_text()) + encode_resp(point_resp(item.obj))
+        data = bytearray(enc("GET", "k", i) + enc("GET", "k", i, "POINT"))
+        end, got, *_ = fastpath._execute(data, 0, cols, PLAIN, fastpath.READ, 10, 100, 1000, 1 << 20)
+        if end == len(data):
+            assert got == want, v
+        else:  # stopped (|v| < 1e-4): what it did answer is right
+            assert want.startswith(got), v
+
+
+def test_replay_of_plain_sets_matches_the_python_loader(tmp_path):
+    """aof/loader.py's fast replay (fastpath.replayer) against apply_record: runs of plain SETs
+    mixed with other records, moves, a new key mid-run, a torn final record."""
+    rng = random.Random(11)
+    records = [enc("SET", "fleet", "seed", "POINT", 1, 1)]
+    for i in range(5000):
+        oid = f"v{rng.randrange(800)}"
+        r = rng.random()
+        if r < 0.8:
+            lat, lon = repr(rng.uniform(-90, 90)), repr(rng.uniform(-180, 180))
+            records.append(enc("set", "fleet", oid, "POINT", lat, lon))
+        elif r < 0.85:
+            records.append(enc("SET", "fleet", oid, "FIELD", "f", i, "POINT", 1, 2))
+        elif r < 0.9:
+            records.append(enc("DEL", "fleet", oid))
+        elif r < 0.95:
+            records.append(enc("SET", f"k{i % 7}", oid, "POINT", 3, 4))
+        else:
+            records.append(enc("SET", "fleet", oid, "STRING", "s"))
+    data = b"".join(records) + enc("SET", "fleet", "torn", "POINT", 5, 5)[:-4]
+    dumps = []
+    for fast in (True, False):
+        s = GeoServer(tmp_path / f"r{fast}", env={"GEOSERVER_FASTPATH": "1" if fast else "0"})
+        s.dir.mkdir(parents=True)
+        s.aof_path.write_bytes(data)
+        s.start()
+        try:
+            keys = [b"fleet", *(b"k%d" % i for i in range(7))]
+            reads = b"".join(enc("SCAN", k, "LIMIT", 10000, "WITHFIELDS", "OBJECTS") for k in keys)
+            reads += b"".join(enc("STATS", k) for k in keys)
+            dumps.append(exchange(socket.create_connection(("127.0.0.1", s.port)), reads, random.Random(0)))
+            assert s.aof_path.read_bytes() == b"".join(records)  # the torn tail cut off
+        finally:
+            s.kill9()
+    assert dumps[0] == dumps[1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_nearby_matches_cmd_nearby_in_process(seed):
+    """NEARBY ... IDS|COUNT in the core against commands/search.py cmd_nearby on the same
+    collection: dense cells, exact duplicates (ties), a sparse spread, the knn rings' radii."""
+    from geoserver.commands.base import Ctx
+    from geoserver.commands.search import cmd_nearby
+    from geoserver.protocol.output import render
+    from geoserver.store.database import Database
+    from geoserver.store.geometry import make_point
+
+    rng = random.Random(seed)
+    db = Database()
+    col = db.get_or_create("k")
+    for i in range(rng.choice([0, 1, 50, 3000])):
+        r = rng.random()
+        lat, lon = ((33.005, -115.005) if r < 0.2 else
+                    (rng.uniform(33, 33.03), rng.uniform(-115.03, -115)) if r < 0.8 else
+                    (rng.uniform(-89.9, 89.9), rng.uniform(-180, 180)))
+        col.set(f"id{i}", make_point(lat, lon), None, None)
+    ctx = Ctx(None, object(), False, time.time(), db)  # type: ignore[arg-type]  # a client: no replay
+    for _ in range(300):
+        lat = rng.choice([33.005, 33.0, rng.uniform(32.99, 33.04), rng.uniform(-90, 90), 90.0, -90.0])
+        lon = rng.choice([-115.005, rng.uniform(-115.04, -114.99), rng.uniform(-180, 180), 180.0])
+        meters = rng.choice([0, 1, 50, 300, 1000, 3000, 20000, 2e6, 3e7])
+        limit = rng.choice([None, 1, 2, 5, 100, 1000])
+        out = rng.choice(["IDS", "COUNT"])
+        argv = [b"NEARBY", b"k", *([b"LIMIT", b"%d" % limit] if limit else []), out.encode(), b"POINT",
+                repr(lat).encode(), repr(lon).encode(), repr(float(meters)).encode()]
+        want = render(cmd_nearby(ctx, argv), False, 0, True)
+        end, got, *_ = fastpath._execute(bytearray(enc(*argv)), 0, db.collections, PLAIN,
+                                         fastpath.SEARCH, 10, 1000, 10000, 1 << 30)
+        assert end, argv
+        assert got == want, argv
+    empty = fastpath._execute(bytearray(enc("NEARBY", "none", "IDS", "POINT", 1, 1, 1)), 0, db.collections,
+                              PLAIN, fastpath.SEARCH, 10, 1000, 10000, 1 << 30)
+    assert empty[1] == b"*2\r\n:0\r\n*0\r\n"
