@@ -87,6 +87,7 @@ class _LeaseTrack:
     server_name: str | None = None
     healthy: bool = False  # the last full tick found nothing wrong with it: renew
     epoch: int = 1
+    cluster: res.Cluster | None = None
 
 
 _leases: dict[str, _LeaseTrack] = {}
@@ -307,10 +308,13 @@ async def _renew(track: _LeaseTrack, plan: failover.LeasePlan, spec: GeoClusterS
     if not (spec.failover.enabled and track.healthy and track.address):
         return
     grant = await probe.grant_lease(track.address, track.epoch, plan.ms, track.password, PROBE_TIMEOUT,
-                                    tls=track.tls, server_name=track.server_name)
+                                    tls=track.tls, server_name=track.server_name, adopt=True)
     track.until = failover.lease_end(track.until, grant.read_at, plan)
     if grant.error and grant.read_at is not None:
         log.warning("lease renewal of %s: %s", track.leader, grant.error)
+    if grant.info is not None and grant.info.epoch > track.epoch and track.cluster is not None:
+        track.epoch = grant.info.epoch  # the ConfigMap lost it (recreated): record it again
+        await asyncio.to_thread(_set_config_epoch, track.cluster, track.epoch)
 
 
 def _track_leader(track: _LeaseTrack, ctx: _Ctx, members: list[probe.Member],
@@ -321,7 +325,7 @@ def _track_leader(track: _LeaseTrack, ctx: _Ctx, members: list[probe.Member],
     track.leader = leader.name if leader else None
     track.address = leader.address if leader else None
     track.server_name = ctx.server_name(leader.name) if leader else None
-    track.password, track.tls = ctx.password, ctx.tls
+    track.password, track.tls, track.cluster = ctx.password, ctx.tls, ctx.cluster
     track.healthy = leader is not None and leader.reachable and not watch.get("failing")
 
 

@@ -409,10 +409,12 @@ class LocalCluster:
             return
         grant = await probe.grant_lease(leader.address, int(self.info.get("leaderEpoch") or 1),
                                         self.lease.ms, self.manifest.password, PROBE_TIMEOUT,
-                                        self.sup.ca_file, now=self.clock.now)
+                                        self.sup.ca_file, now=self.clock.now, adopt=True)
         self.lease_until = failover.lease_end(self.lease_until, grant.read_at, self.lease)
         if grant.error and grant.read_at is not None:  # refused, or the reply was lost
             log.warning("lease renewal of %s: %s", leader.name, grant.error)
+        if grant.info is not None and grant.info.epoch > int(self.info.get("leaderEpoch") or 1):
+            self.info["leaderEpoch"] = grant.info.epoch
 
     # --- one tick -----------------------------------------------------------------------------
 

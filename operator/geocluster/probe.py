@@ -283,16 +283,20 @@ async def lease_info(address: str, password: str | None = None, timeout: float =
 async def grant_lease(address: str, epoch: int, ms: int, password: str | None = None,
                       timeout: float = DEFAULT_TIMEOUT, ca_file: str | None = None,
                       tls: ssl.SSLContext | None = None, server_name: str | None = None,
-                      now: Callable[[], datetime] | None = None) -> Renewal:
+                      now: Callable[[], datetime] | None = None, adopt: bool = False) -> Renewal:
     """Read the member's clock, then `LEASE epoch ms SINCE clock` on the same connection; the
     time is taken after the reading arrived, so ``read_at`` + ms bounds the lease's end. ms 0
-    revokes. Never raises: failures are in the result."""
+    revokes. ``adopt``: renew at the member's epoch when it is higher and was not revoked (the
+    recorded epoch was lost, e.g. a recreated ConfigMap); a revoked one stays fenced. Never
+    raises: failures are in the result (its ``info.epoch`` is the epoch granted)."""
     clock_now = now or (lambda: datetime.now(UTC))
     read_at = None
     try:
         async with Client(address, password, timeout, ca_file, tls, server_name) as client:
             reading = _lease(await client.command("LEASE"))
             read_at = clock_now()
+            if adopt and reading.epoch > epoch and reading.state != "revoked":
+                epoch = reading.epoch
             reply = await client.command("LEASE", str(epoch), str(ms), "SINCE", str(reading.clock))
             return Renewal(read_at, _lease(reply))
     except (ProbeError, KeyError, TypeError, ValueError) as exc:

@@ -1,5 +1,5 @@
 """The leader lease: fencing by time, so a leader cut off from its operator stops taking writes
-by itself before the operator promotes anyone else (docs/replication.md#leader-lease).
+by itself before the operator promotes anyone else (docs/operator.md#leader-lease).
 
 A server that was never given a lease behaves as Tile38 does (no gate). Once given one
 (`LEASE epoch ms`), it takes writes only while the lease is valid on its own monotonic clock:

@@ -43,7 +43,7 @@ async def test_leader_holds_a_lease_and_a_switchover_moves_it_to_the_next_epoch(
     old = stats(lead.port)
     assert (old["lease_state"], int(old["lease_epoch"])) == (b"revoked", first + 1)
     r = redis.Redis(port=lead.port, protocol=2)
-    with pytest.raises(redis.ResponseError, match="lease epoch .* (older|revoked)"):
+    with pytest.raises(redis.ResponseError, match=r"lease epoch .* (older|revoked)"):
         r.execute_command("LEASE", str(first), "60000")  # a stale renewal cannot revive it
     redis.Redis(port=new.port, protocol=2).execute_command("SET", "fleet", "a", "POINT", 1, 1)
 

@@ -1,4 +1,4 @@
-"""LEASE: the leader lease an operator renews (geoserver.lease; docs/replication.md#leader-lease)."""
+"""LEASE: the leader lease an operator renews (geoserver.lease; docs/operator.md#leader-lease)."""
 
 from __future__ import annotations
 
