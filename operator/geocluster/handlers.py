@@ -32,6 +32,7 @@ import kopf
 from . import conditions, failover, kube, metrics, probe, roles
 from . import resources as res
 from .backup_policy import STATUS_KEYS as BACKUP_STATUS_KEYS
+from .bootstrap_state import migrating
 from .policy import Action, Decision, Triggers, apply_outcome, decide, load_status, status_patch
 from .spec import (
     GEOSERVER_PORT,
@@ -653,7 +654,8 @@ async def _converge(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict
     leader = next((m for m in members if m.role == "leader"), None)
     followers = [m for m in members if m.role == "follower"]
     if (leader is not None and leader.reachable and leader.following
-            and failover.failing(leader, followers) is None):
+            and failover.failing(leader, followers) is None
+            and not migrating(ctx.cluster.spec, status)):  # fromLeader: handlers_bootstrap detaches
         try:
             await ctx.send(leader, "FOLLOW", "no", "one")
             await ctx.send(leader, "READONLY", "no")

@@ -153,7 +153,8 @@ async def test_live_migration_from_a_running_leader_loses_no_acknowledged_write(
         rec = boot(api)
         assert rec["kind"] == "fromLeader" and rec["source"] == f"{old_ip}:9851" and rec["caughtUp"]
         assert rec["aofSize"] == rec["sourceAofSize"] > 0 and rec["member"] == pod(0)
-        assert bootstrapped(api)["status"] == "False" and bootstrapped(api)["reason"] == "CaughtUp"
+        await eventually(lambda: bootstrapped(api)["reason"] == "CaughtUp", 10, what="Bootstrapped")
+        assert bootstrapped(api)["status"] == "False"
         leader = await server_stats(pod_ip(pod(0)), pw)
         assert leader["following"] == f"{old_ip}:9851" and leader["num_objects"] == 300
         await status_refreshes(api, 3)  # the main timer leaves it following (bootstrap_state.migrating)
@@ -173,7 +174,9 @@ async def test_live_migration_from_a_running_leader_loses_no_acknowledged_write(
         rec = boot(api)
         assert rec["result"] == "ok" and rec["detached"] and rec["writePauseMs"] >= 0
         assert DETACH not in annotations(api)
-        assert bootstrapped(api)["status"] == "True" and bootstrapped(api)["reason"] == "Detached"
+        # the main timer may write a conditions list read before this one: re-asserted next tick
+        await eventually(lambda: bootstrapped(api)["reason"] == "Detached", 10, what="Bootstrapped")
+        assert bootstrapped(api)["status"] == "True"
         assert events(api, "MigrationDetached")
         leader = await server_stats(pod_ip(pod(0)), pw)
         assert not leader.get("following")
@@ -270,7 +273,8 @@ async def test_restore_phases_from_the_pod_status_and_a_refused_backup(api, memb
         await create(api, spec)
         await kubelet(api, pod(0), {"waiting": {"reason": "PodInitializing"}})
         await eventually(lambda: boot(api).get("phase") == "pending", 15, what="pending")
-        assert bootstrapped(api)["status"] == "False" and bootstrapped(api)["reason"] == "Pending"
+        await eventually(lambda: bootstrapped(api)["reason"] == "Pending", 10, what="Bootstrapped")
+        assert bootstrapped(api)["status"] == "False"
         await kubelet(api, pod(0), {"running": {"startedAt": "2030-01-01T00:00:00Z"}})
         await eventually(lambda: boot(api).get("phase") == "restoring", 15, what="restoring")
         code, message = await asyncio.to_thread(run_init, spec, tmp_path / "pvc-0")
@@ -280,10 +284,12 @@ async def test_restore_phases_from_the_pod_status_and_a_refused_backup(api, memb
         rec = boot(api)
         assert rec["kind"] == "fromBackup" and rec["aofSize"] == good.aof_size and rec["finished"]
         assert rec["source"] == catalog.location(good.name) and good.md5 in rec["message"]
-        assert bootstrapped(api)["status"] == "True" and bootstrapped(api)["reason"] == "Restored"
+        await eventually(lambda: bootstrapped(api)["reason"] == "Restored", 10, what="Bootstrapped")
+        assert bootstrapped(api)["status"] == "True"
         assert events(api, "BootstrapRestored")
         await status_refreshes(api, 3)  # the main timer writes its conditions: Bootstrapped stays
-        assert bootstrapped(api)["status"] == "True" and boot(api) == rec
+        await eventually(lambda: bootstrapped(api)["status"] == "True", 10, what="Bootstrapped kept")
+        assert boot(api) == rec
         server = GeoServer(tmp_path / "pvc-0").start()  # what the restored volume serves
         try:
             assert server.json("AOFMD5", 0, good.aof_size)["md5"] == good.md5
@@ -312,6 +318,7 @@ async def test_a_truncated_backup_is_refused_with_a_condition_and_never_served(a
         assert code == 1
         await kubelet(api, pod(1), {"waiting": {"reason": "CrashLoopBackOff"}}, terminated(code, message), 2)
         await eventually(lambda: boot(api).get("phase") == "failed", 15, what="failed")
+        await eventually(lambda: bootstrapped(api)["reason"] == "RestoreRefused", 10, what="Bootstrapped")
         cond = bootstrapped(api)
         assert cond["status"] == "False" and cond["reason"] == "RestoreRefused"
         assert f"backup {good.name} refused" in cond["message"] and "truncated" in cond["message"]
@@ -319,7 +326,7 @@ async def test_a_truncated_backup_is_refused_with_a_condition_and_never_served(a
         [warning] = [e for e in events(api, "BootstrapFailed", "Warning") if "truncated" in e["message"]]
         assert pod(1) in warning["message"]
         await status_refreshes(api, 3)  # the main timer keeps the condition
-        assert bootstrapped(api)["reason"] == "RestoreRefused"
+        await eventually(lambda: bootstrapped(api)["reason"] == "RestoreRefused", 10, what="kept")
         assert not (tmp_path / "pvc-1" / backup.AOF_FILE).exists()
     finally:
         await operator.stop()
