@@ -614,11 +614,18 @@ def _operator_peer(c: Cluster) -> dict[str, Any]:
     return {"namespaceSelector": namespaces, "podSelector": {"matchLabels": dict(OPERATOR_POD_LABELS)}}
 
 
-def build_network_policy(c: Cluster) -> dict[str, Any] | None:
+def build_network_policy(c: Cluster,
+                         egress_to: list[NetworkPolicyPeer] | None = None) -> dict[str, Any] | None:
     """Ingress to the members: the geoserver port from spec.networkPolicy.clients, the
     members themselves (followers dial the leader) and the operator's pods (probes); the
-    metrics port from spec.networkPolicy.metricsFrom (any source when empty). Egress is left
-    open. None when disabled."""
+    metrics port from spec.networkPolicy.metricsFrom (any source when empty). None when
+    disabled.
+
+    Egress is open unless `egress_to` is given (no spec field asks for it yet: build_all passes
+    nothing; docs/security.md#member-egress): then members may reach DNS, each other's
+    geoserver port, and only the `egress_to` peers besides, which must list whatever else a
+    member dials: hook endpoints (the leader delivers SETHOOK events to any URL a client
+    names), the object store of spec.bootstrap (the init container), a fromLeader old leader."""
     policy = c.spec.network_policy
     if not policy.enabled:
         return None
@@ -633,12 +640,35 @@ def build_network_policy(c: Cluster) -> dict[str, Any] | None:
         if policy.metrics_from:
             rule["from"] = _peers(policy.metrics_from)
         rules.append(rule)
+    spec: dict[str, Any] = {"podSelector": {"matchLabels": selector(c)}, "policyTypes": ["Ingress"],
+                            "ingress": rules}
+    if egress_to is not None:
+        spec["policyTypes"] = ["Ingress", "Egress"]
+        spec["egress"] = member_egress(c, egress_to)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": _meta(c, c.name, None),
-        "spec": {"podSelector": {"matchLabels": selector(c)}, "policyTypes": ["Ingress"], "ingress": rules},
+        "spec": spec,
     }
+
+
+DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+
+
+def member_egress(c: Cluster, egress_to: list[NetworkPolicyPeer]) -> list[dict[str, Any]]:
+    """The egress rules of a member when egress is restricted: DNS on port 53 to any address
+    (cluster DNS runs in different namespaces and under different labels per distribution,
+    and node-local caches listen on a link-local address), the geoserver port of the other
+    members (a follower dials its leader by pod DNS name), and `egress_to` on any port."""
+    rules: list[dict[str, Any]] = [
+        {"ports": list(DNS_PORTS)},
+        {"to": [{"podSelector": {"matchLabels": selector(c)}}],
+         "ports": [{"protocol": "TCP", "port": GEOSERVER_PORT}]},
+    ]
+    if egress_to:
+        rules.append({"to": _peers(egress_to)})
+    return rules
 
 
 def unwanted(c: Cluster) -> list[tuple[str, str]]:
