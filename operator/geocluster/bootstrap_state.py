@@ -168,10 +168,12 @@ def restore_outcome(kind: str, source: str, previous: BootstrapRecord | None, le
 
 
 def leader_outcome(boot: BootstrapFromLeader, previous: BootstrapRecord | None, leader: Member,
-                   old: Member | None, now: datetime, detach_request: str | None = None) -> Outcome:
+                   old: Member | None, now: datetime, detach_request: str | None = None,
+                   blocked: str | None = None) -> Outcome:
     """The next step of a live migration from what the new leader (``leader``, its SERVER) and the
     old one (``old``; None when not probed) show, and a detach request (the annotation's value:
-    ``force`` detaches even if the old leader cannot be made read-only)."""
+    ``force`` detaches even if the old leader cannot be made read-only). ``blocked``: why it
+    cannot start at all (failed, until the spec or the Secrets change)."""
     stamp = rfc3339(now)
     consumed = detach_request is not None
     base = previous if previous is not None and previous.kind == "fromLeader" else None
@@ -180,6 +182,12 @@ def leader_outcome(boot: BootstrapFromLeader, previous: BootstrapRecord | None, 
     if rec.phase in DONE:
         refused = Event("Warning", "DetachRefused", f"not migrating (bootstrap {rec.phase})")
         events = (refused,) if consumed else ()
+        return Outcome(rec, events, consumed=consumed)
+    if blocked is not None and rec.phase in (None, "pending", "failed"):
+        rec = rec.model_copy(update={"phase": "failed", "result": f"error: {blocked}", "message": blocked})
+        events = _changed(previous, rec, stamp)
+        if consumed:
+            events += (Event("Warning", "DetachRefused", blocked),)
         return Outcome(rec, events, consumed=consumed)
     if not leader.reachable:
         rec = rec.model_copy(update={"message": f"{leader.name} does not answer: {leader.error}"})

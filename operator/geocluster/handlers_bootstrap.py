@@ -118,7 +118,12 @@ async def _migrate(cluster: res.Cluster, pods: dict[str, dict[str, Any]], previo
         leader = Member(name, "leader", address, reachable=False, error=why)
         return bs.leader_outcome(boot, previous, leader, None, datetime.now(UTC), request)
     leader, was = await asyncio.gather(new.observe("follower"), old.observe())
-    out = bs.leader_outcome(boot, previous, leader, was, datetime.now(UTC), request)
+    blocked = None
+    if old_password and not password:
+        blocked = ("fromLeader.authSecretRef needs a password on this cluster too (server.generatePassword "
+                   "or server.authSecretRef): geoserver sends the old leader's password only to a leader "
+                   "an authenticated client named")
+    out = bs.leader_outcome(boot, previous, leader, was, datetime.now(UTC), request, blocked)
     if out.consumed or out.detach:  # intent first, then the request goes
         await _record(cluster, body, {}, previous, bs.Outcome(out.record))
     if out.consumed:

@@ -187,3 +187,15 @@ def test_status_patch_clears_fields():
     rec = BootstrapRecord(kind="fromLeader", source=OLD, phase="following", time="t")
     patch = bs.status_patch(rec)
     assert patch["phase"] == "following" and patch["detached"] is None and "writePauseMs" in patch
+
+
+def test_a_migration_that_cannot_start_fails_clearly():
+    why = "fromLeader.authSecretRef needs a password on this cluster too"
+    out = bs.leader_outcome(BOOT, None, leader(following="10.0.0.2:9851", aof=0), old(), NOW, None, why)
+    assert out.record.phase == "failed" and out.record.message == why and not out.follow
+    assert out.events[0].reason == "BootstrapFailed" and bs.verdict(out.record).reason == "Failed"
+    starting = leader(following="10.0.0.2:9851", aof=0)
+    again = bs.leader_outcome(BOOT, out.record, starting, old(), NOW, "1", why)
+    assert again.consumed and not again.detach and [e.reason for e in again.events] == ["DetachRefused"]
+    fixed = bs.leader_outcome(BOOT, out.record, leader(following="10.0.0.2:9851", aof=0), old(), NOW)
+    assert fixed.follow  # the Secret or the spec changed: it starts
