@@ -12,7 +12,8 @@ background, such as freeing a dropped collection).
 
 The data: key `big` holds 40% of the objects, `big2` 10%, and the other keys ~5 each, so the
 single-key commands (SCAN, WITHIN, NEARBY, PDEL, DROP) meet a large collection and the
-cross-key ones (KEYS, STATS, SERVER, /metrics, FLUSHDB) meet many keys.
+cross-key ones (KEYS, STATS, SERVER, /metrics, FLUSHDB) meet many keys; key `poly` holds 50,000
+small squares (non-point objects for WITHIN / INTERSECTS), and one row SETs a 100k-vertex polygon.
 `--baseline-src DIR` (a `git worktree` of another commit) runs the same commands against that
 checkout's server on the same AOF, and the table puts both side by side.
 Not a test: prints figures, never fails CI.
@@ -21,6 +22,7 @@ Not a test: prints figures, never fails CI.
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing as mp
 import socket
 import sys
@@ -29,6 +31,7 @@ import time
 from pathlib import Path
 
 import hiredis
+import orjson
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,8 +70,31 @@ def write_aof(path: Path, objects: int, keys: int) -> dict[str, int]:
             put("big2", f"id{i}", i + big)
         for i in range(rest):
             put(f"k{i % small_keys:06d}", f"id{i // small_keys}", i + big + big2)
+        for i in range(SQUARES):  # non-point objects: small squares in key `poly`
+            lat = -60 + (i * 7919 % 120_000) / 1000.0
+            lon = -170 + (i * 104_729 % 340_000) / 1000.0
+            buf.append(encode_command([b"SET", b"poly", b"s%d" % i, b"OBJECT", square(lat, lon)]))
         out.write(b"".join(buf))
     return {"big": big, "big2": big2}
+
+
+SQUARES = 50_000  # objects of key `poly`
+
+
+def square(lat: float, lon: float, size: float = 0.2) -> bytes:
+    ring = [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size], [lon, lat]]
+    return orjson.dumps({"type": "Polygon", "coordinates": [ring]})
+
+
+def star(n: int) -> bytes:
+    """A 100k-vertex style polygon (bench/geojson_pathological.py's star ring)."""
+    pts = [[(6.0 if i % 2 else 9.0) * math.cos(2 * math.pi * i / n * 7),
+            (6.0 if i % 2 else 9.0) * math.sin(2 * math.pi * i / n * 7)] for i in range(n)]
+    return orjson.dumps({"type": "Polygon", "coordinates": [[*pts, pts[0]]]})
+
+
+AREA = orjson.dumps({"type": "Polygon", "coordinates": [[[-150, -50], [150, -50], [150, 50],
+                                                         [0, 10], [-150, 50], [-150, -50]]]})
 
 
 def canary(port: int, stop, results) -> None:
@@ -147,6 +173,9 @@ def commands(keys: int) -> list[tuple[str, list[str | bytes] | str]]:
         ("NEARBY big LIMIT 1e6 IDS", ["NEARBY", "big", "LIMIT", "1000000", "IDS", "POINT", "0", "0"]),
         ("NEARBY big DISTANCE LIMIT 1e6 IDS",
          ["NEARBY", "big", "DISTANCE", "LIMIT", "1000000", "IDS", "POINT", "0", "0"]),
+        ("INTERSECTS poly LIMIT 1e6 IDS world", ["INTERSECTS", "poly", "LIMIT", "1000000", "IDS", *world]),
+        ("WITHIN poly COUNT OBJECT area", ["WITHIN", "poly", "COUNT", "OBJECT", AREA]),
+        ("SET a 100k-vertex polygon", ["SET", "stars", "s1", "OBJECT", star(100_000)]),
         ("PDEL big id1*", ["PDEL", "big", "id1*"]),
         ("PDEL big2 *", ["PDEL", "big2", "*"]),
         ("DROP big", ["DROP", "big"]),

@@ -1,6 +1,7 @@
 """The longest loop stall of each long command, in the loop thread's CPU time (issue 9).
 
     python bench/loop_stalls.py [--objects 1000000] [--keys 100000] [--only LABEL ...]
+                                [--repeat N]
 
 bench/long_commands.py's canary measures what a client sees, but on a shared machine its
 round trips mostly measure the scheduler. This one runs the server in this process (its real
@@ -10,7 +11,14 @@ between two of its turns, the CPU time the loop thread spent (time.thread_time):
 long the loop could not serve anyone, whatever else the machine runs. Each command is sent and
 its reply read in full by a separate process (bench/long_commands.run_resp / run_http), so the
 reading costs the server's loop nothing. Printed per command: the longest stall (CPU ms), its
-wall-clock length, and the command's round trip.
+wall-clock length, and the command's round trip, and the longest collection of CPython's
+cyclic GC inside the window (gc.callbacks, CPU ms and generation): a stall of about that length
+is the collector's, not the command's.
+
+On a loaded VM even CPU time inflates (stolen time is charged to the running thread), so
+`--repeat N` runs each read-only command N times and prints the smallest and the median of its
+N longest stalls: the smallest is the command's own cost, the spread shows the noise. Writes
+(PDEL, DROP, FLUSHDB, SET) run once.
 
 For a baseline, copy this file and long_commands.py into a `git worktree` of another commit
 and run it there (it imports the server next to it). Not a test: prints figures, never fails CI.
@@ -47,7 +55,7 @@ def worker(port: int, conn) -> None:
         conn.send(run_http(port, cmd) if isinstance(cmd, str) else run_resp(port, cmd))
 
 
-async def measure(data: Path, keys: int, only: list[str]) -> None:
+async def measure(data: Path, keys: int, only: list[str], repeat: int = 1) -> None:
     port = free_port()
     conn, child = mp.Pipe()
     proc = mp.Process(target=worker, args=(port, child), daemon=True)
@@ -71,22 +79,44 @@ async def measure(data: Path, keys: int, only: list[str]) -> None:
             w1 = time.perf_counter()
             stalls.append((w1, time.thread_time() - c0, w1 - w0))
 
+    collections: list[tuple[float, float, int]] = []  # (wall at end, cpu, generation)
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict) -> None:
+        if phase == "start":
+            gc_start[0] = time.thread_time()
+        else:
+            collections.append((time.perf_counter(), time.thread_time() - gc_start[0], info["generation"]))
+
+    gc.callbacks.append(on_gc)
     tick = asyncio.create_task(ticker())
-    print(f"| {'command':36} | {'reply':>9} | {'longest stall, CPU ms':>21} | {'its wall ms':>11} "
-          f"| {'round trip ms':>13} |")
-    print(f"|{'-' * 38}|{'-' * 10}:|{'-' * 22}:|{'-' * 12}:|{'-' * 14}:|")
+    print(f"| {'command':36} | {'reply':>9} | {'longest stall, CPU ms (min / median)':>36} "
+          f"| {'its wall ms':>11} | {'round trip ms':>13} | {'longest GC, CPU ms (gen)':>24} |")
+    print(f"|{'-' * 38}|{'-' * 10}:|{'-' * 37}:|{'-' * 12}:|{'-' * 14}:|{'-' * 25}:|")
     for label, cmd in commands(keys):
         if only and not any(o in label for o in only):
             continue
-        start = time.perf_counter()
-        conn.send(cmd)
-        sent, done, size = await asyncio.to_thread(conn.recv)
-        await asyncio.sleep(0.3)  # work left in the background (freeing a dropped collection)
-        window = [(cpu, wall) for end, cpu, wall in stalls if end >= start]
-        stalls.clear()
-        cpu, wall = max(window, default=(float("nan"), float("nan")))
-        print(f"| {label:36} | {_size(size):>9} | {cpu * 1e3:21.1f} | {wall * 1e3:11.1f} "
-              f"| {(done - sent) * 1e3:13.0f} |", flush=True)
+        runs = []
+        write = label.split()[0] in ("PDEL", "DROP", "FLUSHDB", "SET")
+        for _ in range(1 if write else repeat):
+            start = time.perf_counter()
+            conn.send(cmd)
+            sent, done, size = await asyncio.to_thread(conn.recv)
+            await asyncio.sleep(0.3)  # work left in the background (freeing a dropped collection)
+            window = [(cpu, wall) for end, cpu, wall in stalls if end >= start]
+            gcs = [(cpu, gen) for end, cpu, gen in collections if end >= start]
+            stalls.clear()
+            collections.clear()
+            cpu, wall = max(window, default=(float("nan"), float("nan")))
+            runs.append((cpu, wall, done - sent, max(gcs, default=(0.0, -1))))
+        runs.sort()
+        cpu, wall, rtt, (gc_cpu, gen) = runs[0]
+        median = runs[len(runs) // 2][0]
+        stall = f"{cpu * 1e3:.1f} / {median * 1e3:.1f}" if len(runs) > 1 else f"{cpu * 1e3:.1f}"
+        gc_cell = f"{gc_cpu * 1e3:.1f} ({gen})" if gen >= 0 else "-"
+        print(f"| {label:36} | {_size(size):>9} | {stall:>36} | {wall * 1e3:11.1f} "
+              f"| {rtt * 1e3:13.0f} | {gc_cell:>24} |", flush=True)
+    gc.callbacks.remove(on_gc)
     running = False
     await tick
     conn.send(None)
@@ -99,12 +129,13 @@ def main() -> None:
     ap.add_argument("--objects", type=int, default=1_000_000)
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--only", nargs="*", default=[], help="commands whose label contains one of these")
+    ap.add_argument("--repeat", type=int, default=1, help="runs of each read-only command")
     opts = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
         write_aof(data / "appendonly.aof", opts.objects, opts.keys)
-        asyncio.run(measure(data, opts.keys, opts.only))
+        asyncio.run(measure(data, opts.keys, opts.only, opts.repeat))
 
 
 if __name__ == "__main__":

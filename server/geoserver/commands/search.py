@@ -549,6 +549,18 @@ def _field_names(s: Search, rows: list[Row]) -> list[str]:
     return sorted({name for _o, item, _d in rows if item and item.fields for name in item.fields})
 
 
+def _field_names_steps(s: Search, rows: list[Row]) -> slices.Steps:
+    """_field_names over a big result, slices.STEP rows a step (400k rows: ~30 ms in one go)."""
+    if s.output == "IDS" or s.nofields:
+        return []
+    names: set[str] = set()
+    for a in range(0, len(rows), slices.STEP):
+        names.update(name for _o, item, _d in rows[a : a + slices.STEP] if item and item.fields
+                     for name in item.fields)
+        yield
+    return sorted(names)
+
+
 def _json_row(s: Search, dist: bool, names: list[str]) -> Callable[[Row], Any]:
     """The JSON value of one row."""
     out = s.output
@@ -592,7 +604,7 @@ async def _sliced(ctx: Ctx, col: Collection, batches: Iterable[Any], s: Search,
         steps = slices.reply(ctx, rows, "", resp_head=(cursor,),
                              resp_value=_shown(_resp_row(s, dist), col, center if dist else None))
         return await slices.run_sliced(steps)
-    names = _field_names(s, rows)
+    names = await slices.run_sliced(_field_names_steps(s, rows))
     key = "ids" if s.output == "IDS" else JSON_KEYS[s.output]
     steps = slices.reply(ctx, rows, key, json_head={"fields": names} if names else None,
                          json_tail={"count": len(rows), "cursor": cursor},
