@@ -138,13 +138,20 @@ def restore_outcome(kind: str, source: str, previous: BootstrapRecord | None, le
                     others: list[InitState], now: datetime) -> Outcome:
     """The record of a fromBackup/fromAOF bootstrap from the members' init containers: the
     leader's phase, unless a member's restore failed (then failed, naming it). Once restored
-    (or skipped) the record stays as it is: a pod restarted later only skips."""
+    (or skipped) the phase stays: a pod restarted later only skips; a member that starts later
+    on a new volume and cannot restore (e.g. retention deleted the backup) is named in
+    ``message`` with a Warning, since its pod cannot start."""
     stamp = rfc3339(now)
+    failed = next((s for s in [leader, *others] if s.state == "failed"), None)
     if previous is not None and previous.kind == kind and previous.phase in DONE:
-        return Outcome(previous)
+        if failed is None:  # a later member (scale-up, new volume) restores too: say when it cannot
+            return Outcome(previous)
+        text = str(report(failed.message).get("message") or "the restore failed")
+        note = f"{failed.pod} (a member started later) cannot restore: {text}"
+        events = () if previous.message == note else (Event("Warning", "BootstrapFailed", note),)
+        return Outcome(previous.model_copy(update={"message": note}), events)
     base = previous if previous is not None and previous.kind == kind else BootstrapRecord(
         kind=kind, source=source, time=stamp)  # type: ignore[arg-type]
-    failed = next((s for s in [leader, *others] if s.state == "failed"), None)
     if failed is not None:
         rep = report(failed.message)
         text = str(rep.get("message") or rep.get("result"))

@@ -78,8 +78,11 @@ async def bootstrap(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
 
 
 def _settled(body: kopf.Body) -> bool:
-    """Done and visible: nothing to observe any more (a pod restarted later only skips)."""
+    """A migration done and visible: nothing to observe any more. (A restore is watched on:
+    a member that starts later on a new volume restores too, and may fail.)"""
     status = body.get("status") or {}
+    if not ((body.get("spec") or {}).get("bootstrap") or {}).get("fromLeader"):
+        return False
     phase = (status.get("bootstrap") or {}).get("phase")
     cond = next((c for c in status.get("conditions") or [] if c.get("type") == bs.CONDITION), None)
     return phase in bs.DONE and cond is not None and cond.get("status") == "True"

@@ -199,3 +199,14 @@ def test_a_migration_that_cannot_start_fails_clearly():
     assert again.consumed and not again.detach and [e.reason for e in again.events] == ["DetachRefused"]
     fixed = bs.leader_outcome(BOOT, out.record, leader(following="10.0.0.2:9851", aof=0), old(), NOW)
     assert fixed.follow  # the Secret or the spec changed: it starts
+
+
+def test_a_member_that_cannot_restore_later_is_named():
+    done = restore(bs.InitState("gc-0", "succeeded", REPORT)).record
+    late = restore(bs.InitState("gc-0", "succeeded", REPORT),
+                   [bs.InitState("gc-3", "failed", "Error: backup n refused: it is missing")], done)
+    assert late.record.phase == "restored" and "gc-3 (a member started later)" in late.record.message
+    assert [e.reason for e in late.events] == ["BootstrapFailed"]
+    again = restore(bs.InitState("gc-0", "succeeded", REPORT),
+                    [bs.InitState("gc-3", "failed", "Error: backup n refused: it is missing")], late.record)
+    assert again.events == () and bs.verdict(again.record).status is True
