@@ -22,6 +22,7 @@ import sys
 import tarfile
 import textwrap
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ import click
 import yaml
 
 from . import resources as res
-from .spec import GEOSERVER_PORT, GROUP, PLURAL, VERSION, MetricsSpec, parse_spec
+from .spec import GEOSERVER_PORT, GROUP, PLURAL, VERSION, MetricsSpec, SecretKeyRef, parse_spec
 
 SHRINK = f"{GROUP}/shrink-now"
 RESYNC = f"{GROUP}/resync"
@@ -273,22 +274,35 @@ def owned_by(obj: dict[str, Any], gc: dict[str, Any]) -> bool:
     )
 
 
-def member_access(gc: dict[str, Any]) -> tuple[str, str | None]:
-    """(pod proxy scheme prefix, why SERVER/INFO cannot be read through the proxy, or None).
+@dataclass(frozen=True)
+class MemberAccess:
+    """How ``report`` reaches the members' client port (see :func:`member_access`)."""
 
-    A member with a password answers "authentication required" without it, and the API server
-    removes the caller's Authorization header once it has authenticated them, so the password
-    cannot get through (and putting it there would hand it to the API server as a credential)."""
+    via: str  # "proxy" (HTTP GETs through the pod proxy) or "port-forward" (RESP)
+    scheme: str = ""  # the pod proxy's "https:" prefix with TLS
+    auth: SecretKeyRef | None = None  # the Secret key holding the password
+    tls_secret: str | None = None  # the Secret with ca.crt (and tls.crt/tls.key)
+    client_cert: bool = False  # the members require client certificates
+    cluster: res.Cluster | None = None
+
+
+def member_access(gc: dict[str, Any], via: str = "auto") -> MemberAccess:
+    """The pod proxy for members without a password, else (or with ``via`` port-forward) a
+    port-forward: a member with a password answers "authentication required" without it, and
+    the API server removes the caller's Authorization header once it has authenticated them,
+    so the password cannot get through the proxy (and putting it there would hand it to the
+    API server as a credential). Required client certificates cannot go through it either."""
     try:
         spec = parse_spec(gc.get("spec"))
     except Exception:  # an invalid spec (the operator reports it): try; an auth error is kept
-        return "", None
-    scheme = "https:" if spec.tls is not None else ""
-    if res.auth_ref(res.Cluster.from_body(gc, spec)) is not None:
-        return scheme, ("the members require a password and the API server's pod proxy drops the "
-                        "Authorization header that would carry it; read them with `kubectl port-"
-                        f"forward pod/<member> {GEOSERVER_PORT}` and `redis-cli -a` instead")
-    return scheme, None
+        return MemberAccess("port-forward" if via == "port-forward" else "proxy")
+    cluster = res.Cluster.from_body(gc, spec)
+    auth = res.auth_ref(cluster)
+    client_cert = spec.tls is not None and spec.tls.client_auth == "required"
+    if via == "auto":
+        via = "port-forward" if auth is not None or client_cert else "proxy"
+    return MemberAccess(via, "https:" if spec.tls is not None else "", auth,
+                        res.tls_secret_name(cluster), client_cert, cluster)
 
 
 def redact_reply(text: str) -> str:
@@ -454,12 +468,17 @@ def resume(api_factory: Any, name: str | None) -> None:
 @click.option("--operator-namespace", default="geocluster-system", show_default=True,
               help="Where the operator's pods run (their logs go in the bundle).")
 @click.option("--log-lines", type=click.IntRange(1, 100000), default=2000, show_default=True)
+@click.option("--via", type=click.Choice(["auto", "proxy", "port-forward"]), default="auto",
+              show_default=True, help="How members' SERVER/INFO are read: auto = the pod proxy "
+              "without a password, a port-forward (RESP with AUTH) with one or with required "
+              "client certificates.")
 @click.pass_obj
 def report(api_factory: Any, name: str | None, path: str | None, operator_namespace: str,
-           log_lines: int) -> None:
+           log_lines: int, via: str) -> None:
     """Write a support bundle: the GeoCluster, its objects, Events, operator logs and each
-    member's metrics, SERVER and INFO (through the API server's pod proxy), Secrets' values
-    and credential-named fields redacted; what could not be collected is in skipped.txt."""
+    member's metrics, SERVER and INFO (through the pod proxy, or a port-forward when the
+    members have a password), Secrets' values and credential-named fields redacted; what
+    could not be collected is in skipped.txt."""
     api = api_factory()
     gc = _get_cluster(api, name)
     cname = gc["metadata"]["name"]
@@ -483,7 +502,7 @@ def report(api_factory: Any, name: str | None, path: str | None, operator_namesp
             text = yaml.safe_dump(redact(o), sort_keys=False)
             files[f"objects/{plural}/{o['metadata']['name']}.yaml"] = text
     _operator_logs(api, operator_namespace, log_lines, files, skipped)
-    _members(api, gc, pods, files, skipped)
+    _members(api, gc, pods, files, skipped, via)
     files["skipped.txt"] = "".join(f"{s}\n" for s in skipped)
     with tarfile.open(path, "w:gz") as tar:
         for rel, text in files.items():
@@ -495,17 +514,19 @@ def report(api_factory: Any, name: str | None, path: str | None, operator_namesp
 
 
 def _members(api: Api, gc: dict[str, Any], pods: list[dict[str, Any]], files: dict[str, str],
-             skipped: list[str]) -> None:
-    """Each member's /metrics (its metrics listener has no password) and SERVER/INFO (on the
-    client port, as HTTP GETs), through the API server's pod proxy."""
+             skipped: list[str], via: str = "auto") -> None:
+    """Each member's /metrics (its metrics listener has no password) through the API server's
+    pod proxy, and its SERVER/INFO: through the pod proxy (HTTP GETs on the client port) when
+    the members have no password, else through a port-forward (RESP with AUTH)."""
     try:
         metrics = MetricsSpec.model_validate((gc.get("spec") or {}).get("metrics") or {})
     except ValueError:  # pydantic's ValidationError: an invalid spec, the defaults then
         metrics = MetricsSpec()
-    scheme, why_not = member_access(gc)
+    access = member_access(gc, via)
+    proxy = f"/api/v1/namespaces/{api.namespace}/pods"
+    forward = _Forwarder(api, access) if access.via == "port-forward" else None
     for pod in pods:
         pname = pod["metadata"]["name"]
-        proxy = f"/api/v1/namespaces/{api.namespace}/pods"
         try:
             if not metrics.enabled:
                 skipped.append(f"{pname} metrics: spec.metrics.enabled is false")
@@ -514,16 +535,80 @@ def _members(api: Api, gc: dict[str, Any], pods: list[dict[str, Any]], files: di
                     "GET", f"{proxy}/{pname}:{metrics.port}/proxy/metrics", raw=True)
         except ApiError as exc:
             skipped.append(f"{pname} metrics: {exc.message}")
-        if why_not:
-            skipped.append(f"{pname} SERVER/INFO: {why_not}")
+        if access.via == "proxy" and access.auth is not None:
+            skipped.append(f"{pname} SERVER/INFO: {PROXY_NO_PASSWORD}")
+            continue
+        if forward is not None:
+            replies, why = forward.ask(pname)
+            if why:
+                skipped.append(f"{pname} SERVER/INFO: {why}")
+            for command, text in replies.items():
+                files[f"members/{pname}.{command.lower()}.json"] = redact_reply(text)
             continue
         for command in MEMBER_COMMANDS:
             try:
-                text = api.call("GET", f"{proxy}/{scheme}{pname}:{GEOSERVER_PORT}/proxy/{command}", raw=True)
+                text = api.call("GET", f"{proxy}/{access.scheme}{pname}:{GEOSERVER_PORT}/proxy/{command}",
+                                raw=True)
             except ApiError as exc:
                 skipped.append(f"{pname} {command}: {exc.message}")
                 continue
             files[f"members/{pname}.{command.lower()}.json"] = redact_reply(text)
+
+
+PROXY_NO_PASSWORD = ("the members require a password and the API server's pod proxy drops the "
+                     "Authorization header that would carry it (use --via port-forward)")
+PORT_FORWARD_RBAC = ("the report needs `get` and `create` on pods/portforward (docs/security.md); "
+                     f"without them: `kubectl port-forward pod/<member> {GEOSERVER_PORT}` and "
+                     "`redis-cli -a`")  # fmt: skip
+
+
+class _Forwarder:
+    """SERVER/INFO of members through port-forwards, the password and TLS material read once
+    from the Secrets the user can read."""
+
+    def __init__(self, api: Api, access: MemberAccess):
+        self.api, self.access = api, access
+        self.password: str | None = None
+        self.tls: Any = None
+        self.why: str | None = None
+        try:
+            if access.auth is not None:
+                self.password = self._secret(access.auth.name, (access.auth.key,))[access.auth.key]
+            if access.tls_secret is not None:
+                keys = ("ca.crt", "tls.crt", "tls.key") if access.client_cert else ("ca.crt",)
+                pem = self._secret(access.tls_secret, keys)
+                from .probe import tls_context
+
+                self.tls = tls_context(pem["ca.crt"], pem.get("tls.crt"), pem.get("tls.key"))
+        except (ApiError, KeyError, ValueError, OSError) as exc:
+            self.why = str(exc)
+
+    def _secret(self, name: str, keys: tuple[str, ...]) -> dict[str, str]:
+        import base64
+
+        try:
+            data = self.api.call("GET", f"/api/v1/namespaces/{self.api.namespace}/secrets/{name}").get("data")
+        except ApiError as exc:
+            raise ApiError(0, f"cannot read Secret {name!r}: {exc.message}") from None
+        missing = [k for k in keys if k not in (data or {})]
+        if missing:
+            raise KeyError(f"Secret {name!r} has no key {', '.join(map(repr, missing))}")
+        return {k: base64.b64decode(data[k]).decode() for k in keys}
+
+    def ask(self, pod: str) -> tuple[dict[str, str], str | None]:
+        """(replies, None) or ({}, why not)."""
+        from .portforward import ForwardError, ask_member
+
+        if self.why:
+            return {}, self.why
+        cluster = self.access.cluster
+        try:
+            return ask_member(self.api.client, self.api.namespace, pod, GEOSERVER_PORT, MEMBER_COMMANDS,
+                              password=self.password, tls=self.tls,
+                              server_name=res.pod_dns(cluster, pod) if cluster else None), None
+        except ForwardError as exc:
+            hint = f"; {PORT_FORWARD_RBAC}" if exc.status == 403 else ""
+            return {}, f"port-forward: {exc}{hint}"
 
 
 def _operator_logs(api: Api, namespace: str, lines: int, files: dict[str, str], skipped: list[str]) -> None:

@@ -50,6 +50,10 @@ LONG = "a-geocluster-name-of-fourty-four-characters"  # with -follower-0: 54 cha
 
 @pytest.fixture
 def kubeconfig(api, tmp_path) -> Path:
+    return write_kubeconfig(api, tmp_path)
+
+
+def write_kubeconfig(api, tmp_path: Path) -> Path:
     """A kubeconfig whose current context points at kmock, namespace ns1."""
     path = tmp_path / "kubeconfig"
     path.write_text(yaml.safe_dump({
@@ -232,7 +236,8 @@ async def test_report_bundle_redacts_secrets(api, kubeconfig, tmp_path):
     assert "operator logs: no operator pod in geocluster-system" in skipped
     assert f"{NAME}/objects/pods/{NAME}-leader-0.yaml" in files
     assert f"{NAME}-leader-0 metrics: 404" in skipped  # the emulated API has no pod proxy
-    assert f"{NAME}-leader-0 SERVER/INFO: the members require a password" in skipped  # the default
+    # the default, a generated password: a port-forward, which plain kmock cannot upgrade
+    assert f"{NAME}-leader-0 SERVER/INFO: port-forward: 200 no WebSocket upgrade" in skipped
     assert yaml.safe_load(files[f"{NAME}/geocluster.yaml"])["status"]["leader"] == f"{NAME}-leader-0"
 
 
@@ -335,8 +340,9 @@ async def test_report_has_members_server_and_info_through_the_pod_proxy(api, mem
 
 
 @pytest.mark.kmock(cls=PodProxyEmulator)
-async def test_report_skips_members_that_need_a_password(api, members, kubeconfig, tmp_path):
-    """The default (a generated password): the proxy would strip it, so no member is asked."""
+async def test_report_via_the_proxy_skips_members_that_need_a_password(api, members, kubeconfig, tmp_path):
+    """``--via proxy`` with the default (a generated password): the proxy would strip it, so no
+    member is asked (test_portforward_report.py reads them through a port-forward)."""
     await api.post(GC_URL, json={"apiVersion": "geo.geocluster.io/v1alpha1", "kind": "GeoCluster",
                                  "metadata": {"name": NAME, "namespace": NS}, "spec": {"followers": 0}})
     await asyncio.to_thread(members.start, pod(0), pod_ip(pod(0)), password="s3cret-pw")
@@ -345,7 +351,7 @@ async def test_report_skips_members_that_need_a_password(api, members, kubeconfi
             f"{str(api.url).rstrip('/')}/api/v1/namespaces/{NS}/pods/{pod(0)}:{PORT}/proxy/SERVER",
             headers={"Authorization": "s3cret-pw"}) as resp:
         assert "auth" in (await resp.json(content_type=None))["err"]  # the header did not get through
-    code, _, err = await plugin(kubeconfig, "report", "-f", str(tmp_path / "r.tar.gz"))
+    code, _, err = await plugin(kubeconfig, "report", "-f", str(tmp_path / "r.tar.gz"), "--via", "proxy")
     assert code == 0, err
     files = bundle(tmp_path / "r.tar.gz")
     assert f"{pod(0)} SERVER/INFO: the members require a password" in files["skipped.txt"]
@@ -362,18 +368,3 @@ def test_redact_reply_scrubs_credential_fields_only():
                                          "tls_key": "<redacted>", "expired_keys": 4,
                                          "nested": [{"token": "<redacted>"}]}  # fmt: skip
     assert kp.redact_reply("<html>password=x</html>") == "<not JSON: not kept>\n"
-
-
-@pytest.mark.parametrize(
-    "spec, scheme, refused",
-    [
-        ({"server": {"generatePassword": False}}, "", False),
-        ({"server": {"generatePassword": False}, "tls": {"secretName": "t"}}, "https:", False),
-        ({}, "", True),  # the default: a generated password
-        ({"server": {"generatePassword": False, "authSecretRef": {"name": "s", "key": "k"}}}, "", True),
-        ({"bogus": 1}, "", False),  # invalid: tried, an auth error reply is kept as it is
-    ],
-)
-def test_member_access_is_pure(spec, scheme, refused):
-    got_scheme, why = kp.member_access({"metadata": {"name": NAME, "namespace": NS}, "spec": spec})
-    assert (got_scheme, why is not None) == (scheme, refused)
