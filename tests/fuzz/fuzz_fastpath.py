@@ -5,9 +5,11 @@ Two in-process servers, each with an AOF buffer: one runs every batch as server.
 does (fastpath.run first, then the reader and the command table for what the core declines), the
 other only through the command table. Both get the same byte stream in the same pieces. The
 stream is either the input's own bytes (first byte 0 mod 4) or a program read from the input:
-the hot forms (`SET key id POINT lat lon`, `GET key id [POINT]`, `PING`) and their near misses
-(other casings, options, FIELD / EX, STRING, non-canonical RESP, inline lines, numbers Python
-refuses or prints differently, binary and 64 KB ids, new keys), under the default or tiny limits.
+the hot forms (`SET key id POINT lat lon`, `GET key id [POINT]`, `PING`, `NEARBY key [LIMIT n]
+IDS|COUNT POINT lat lon meters`) and their near misses (other casings, options, FIELD / EX,
+STRING, other NEARBY outputs and options, non-canonical RESP, inline lines, numbers Python
+refuses or prints differently, binary and 64 KB ids, new keys), under the default or tiny limits
+and with a reply budget per fastpath.run call from none to unbounded.
 Invariants: the core never crashes, and after every piece the replies so far, the AOF records
 and at the end the datasets are byte-identical; so a request over a limit is refused by both.
 
@@ -54,6 +56,9 @@ NUMS = (b"33", b"33.5", b"-115.25", b"0", b"-0", b"0.0001", b"1e-5", b"0.0000123
         b"1e-300", b"89.99999999999999", b"179.99999999999997", b"00033", b"-0.0", b"1" * 400)
 
 
+METERS = (b"0", b"1", b"100", b"1000", b"50000", b"2e7", b"1e300", b"-1", b"nan", b"0.5", b"1e-5")
+
+
 def resp(args: list[bytes], leading_zero: bool = False) -> bytes:
     fmt = b"$0%d\r\n%s\r\n" if leading_zero else b"$%d\r\n%s\r\n"
     return b"*%d\r\n" % len(args) + b"".join(fmt % (len(a), a) for a in args)
@@ -67,7 +72,7 @@ def request(d: fuzzkit.Data) -> bytes:
     key, oid = d.pick(KEYS), d.pick(IDS)
     set_ = d.pick((b"SET", b"set", b"Set", b"SeT"))
     point = d.pick((b"POINT", b"point", b"Point"))
-    r = d.below(20)
+    r = d.below(24)
     if r < 8:
         args = [set_, key, oid, point, number(d), number(d)]
     elif r < 11:
@@ -88,6 +93,13 @@ def request(d: fuzzkit.Data) -> bytes:
         return b"SET %s %s POINT %s %s\r\n" % (key or b"k", oid or b"i", number(d), number(d))
     elif r == 18:  # non-canonical RESP of a hot form
         return resp([b"SET", key, oid, b"POINT", number(d), number(d)], leading_zero=True)
+    elif r < 23:  # NEARBY key [LIMIT n] IDS|COUNT POINT lat lon meters, and near misses
+        limit = [b"LIMIT", d.pick((b"1", b"3", b"100", b"0", b"-1", b"x", b"99999999999999999999"))]
+        args = [d.pick((b"NEARBY", b"nearby")), key, *(limit if d.below(2) else []),
+                d.pick((b"IDS", b"COUNT", b"ids", b"POINTS", b"OBJECTS")), point, number(d), number(d),
+                d.pick(METERS) if d.below(3) else number(d)]
+        if r == 22:
+            args.insert(2, d.pick((b"CURSOR", b"MATCH", b"DISTANCE", b"SPARSE")))
     else:  # a few raw bytes: broken framing in the middle of a batch
         return d.take(d.below(12))
     return resp(args)
@@ -101,7 +113,7 @@ class Side:
         self.fast = fast
         self.server.aof = AofLog(fuzzkit.scratch_dir() / "appendonly.aof", "no")
 
-    def reset(self, limits: FrameLimits) -> None:
+    def reset(self, limits: FrameLimits, budget: int) -> None:
         from geoserver.protocol.framing import RequestReader
 
         self.server.db = Database()
@@ -109,6 +121,7 @@ class Side:
         self.client.reader = RequestReader(limits)
         self.out = bytearray()
         self.closed = False
+        self.budget = budget  # reply bytes one fastpath.run may produce (the server's HIGH_WATER room)
 
     def feed(self, chunk: bytes) -> None:
         """Server.Client._process on one piece: fast path first, then the command table."""
@@ -118,7 +131,7 @@ class Side:
         reader.feed(chunk)
         while True:
             if self.fast:
-                self.out += fastpath.run(self.client, 1 << 40)
+                self.out += fastpath.run(self.client, self.budget)
             try:
                 argv = reader.next()
             except ProtocolError as exc:
@@ -157,9 +170,10 @@ def one_input(data: bytes) -> None:
     d = fuzzkit.Data(data)
     head = d.byte()
     limits = TINY if head & 4 else DEFAULT
+    budget = (1 << 40, 0, 64, 4096)[head >> 3 & 3]
     stream = data[1:] if head % 4 == 0 else b"".join(request(d) for _ in range(1 + d.below(48)))
     for side in (_fast, _slow):
-        side.reset(limits)
+        side.reset(limits, budget)
     rnd = zlib.crc32(data)
     pos = 0
     while pos < len(stream):

@@ -164,6 +164,11 @@ def main() -> None:
         + b"SET fleet t2 POINT 1 2\r\n" + resp(b"GET", b"fleet", b"t2"),
         "seed-over-limits": b"\4" + hot + resp(b"SET", b"fleet", b"x" * 50, b"POINT", b"1", b"1") + hot,
         "seed-huge-header": b"\0" + hot + b"*3000000000\r\n" + hot,
+        "seed-nearby": b"\0" + resp(b"SET", b"fleet", b"a", b"POINT", b"33", b"-115") + hot
+        + resp(b"NEARBY", b"fleet", b"LIMIT", b"5", b"IDS", b"POINT", b"33.1", b"-115", b"50000")
+        + resp(b"NEARBY", b"fleet", b"COUNT", b"POINT", b"33", b"-115", b"1e300")
+        + resp(b"NEARBY", b"fleet", b"IDS", b"POINT", b"90", b"180", b"0")
+        + resp(b"NEARBY", b"fleet", b"POINTS", b"POINT", b"33", b"-115", b"1000") + hot,
     }
     for name, data in streams.items():
         (fast / name).write_bytes(data)
