@@ -1,11 +1,12 @@
 """``kubectl geocluster``: day-two commands for GeoClusters, as ``kubectl cnpg`` is for CloudNativePG.
 
 ``status`` reads the GeoCluster, its ``.status`` and its Events; ``shrink``, ``resync``,
-``promote``, ``backup``, ``pause`` and ``resume`` only set or remove the annotations the operator
-consumes (the operator acts and removes the one-shot ones; none of these talks to members);
-``report`` writes a support bundle (a tarball of YAML, Secrets' values redacted; each member's
-SERVER and INFO through the API server's pod proxy when the members have no password: the
-proxy drops the Authorization header that would carry it, so then they are listed as skipped).
+``promote``, ``backup``, ``restart``, ``detach``, ``pause`` and ``resume`` only set or remove the
+annotations the operator consumes (the operator acts and removes the one-shot ones; none of
+these talks to members); ``report`` writes a support bundle (a tarball of YAML, Secrets' values
+redacted; each member's SERVER and INFO through the API server's pod proxy when the members
+have no password, else through a port-forward (:mod:`.portforward`): the proxy drops the
+Authorization header that would carry the password).
 
 It uses the user's kubeconfig (``--kubeconfig``, ``--context``, ``-n``; kubectl passes none of
 its own flags to a plugin), through the kubernetes client's ApiClient with plain JSON dicts, so
@@ -37,6 +38,10 @@ RESYNC = f"{GROUP}/resync"
 PROMOTE = f"{GROUP}/promote"
 BACKUP = f"{GROUP}/backup-now"
 PAUSED = f"{GROUP}/paused"
+RESTART = f"{GROUP}/restart"  # any value; the operator moves it to restart-since when it starts
+RESTARTING = f"{GROUP}/restart-since"
+DETACH = f"{GROUP}/detach"  # "force": detach even if the old leader cannot be made read-only
+BOOTSTRAP_DONE = ("restored", "detached", "skipped")  # status.bootstrap.phase: nothing to detach
 WIDTH = 80
 EVENTS_SHOWN = 8
 LAST_RECORDS = ("lastShrink", "lastResync", "lastBackup", "lastFailover")
@@ -128,7 +133,8 @@ def summarize(gc: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any
             "state": _member_state(m), "repairs": m.get("repairs", 0),
         })  # fmt: skip
     pending = {k: annotations[v] for k, v in
-               (("shrink", SHRINK), ("resync", RESYNC), ("promote", PROMOTE), ("backup", BACKUP))
+               (("shrink", SHRINK), ("resync", RESYNC), ("promote", PROMOTE), ("backup", BACKUP),
+                ("restart", RESTART), ("detach", DETACH))
                if v in annotations}  # fmt: skip
     return {
         "name": meta.get("name"),
@@ -141,6 +147,7 @@ def summarize(gc: dict[str, Any], events: list[dict[str, Any]]) -> dict[str, Any
         "schedule": (spec.get("aofShrink") or {}).get("schedule"),
         "timeZone": (spec.get("aofShrink") or {}).get("timeZone") or "UTC",
         "requested": pending,
+        "restartingSince": annotations.get(RESTARTING),
         "members": members,
         **{k: st.get(k) for k in LAST_RECORDS},
         "hooks": st.get("hooks"),
@@ -239,6 +246,9 @@ def render(s: dict[str, Any], width: int = WIDTH) -> str:
     hooks, pending = ("-" if s.get(k) is None else s[k] for k in ("hooks", "pendingEvents"))
     out += _wrap(f"{'hooks:':<15}{hooks} on the leader (hooks and channels), "
                  f"{pending} events not yet delivered", width)
+    if s.get("restartingSince"):
+        out += _wrap(f"{'restarting:':<15}since {s['restartingSince']} (followers first, the leader "
+                     "last)", width)
     if s["requested"]:
         out += _wrap("requested (not yet taken): "
                      + ", ".join(f"{k}={v}" for k, v in s["requested"].items()), width)
@@ -436,6 +446,34 @@ def backup(api_factory: Any, name: str | None) -> None:
     """Take a backup now (spec.backup must be set up)."""
     api = api_factory()
     _request(api, _get_cluster(api, name), BACKUP, _now(), "backup")
+
+
+@cli.command("restart")
+@click.argument("name", required=False)
+@click.pass_obj
+def restart(api_factory: Any, name: str | None) -> None:
+    """Rolling restart of every member: followers first, then a switchover, then the old leader."""
+    api = api_factory()
+    _request(api, _get_cluster(api, name), RESTART, _now(), "rolling restart")
+
+
+@cli.command("detach")
+@click.argument("name", required=False)
+@click.option("--force", is_flag=True, help="Detach even if the old leader cannot be made read-only "
+              "or does not answer (writes it acknowledged after the last byte copied are lost).")
+@click.pass_obj
+def detach(api_factory: Any, name: str | None, force: bool) -> None:
+    """End a live migration (spec.bootstrap.fromLeader): the old leader is made read-only, the
+    new one catches up with every byte and takes writes."""
+    api = api_factory()
+    gc = _get_cluster(api, name)
+    cname = gc["metadata"]["name"]
+    if not ((gc.get("spec") or {}).get("bootstrap") or {}).get("fromLeader"):
+        raise click.ClickException(f"{cname} is not migrating: detach ends a spec.bootstrap.fromLeader")
+    phase = ((gc.get("status") or {}).get("bootstrap") or {}).get("phase")
+    if phase in BOOTSTRAP_DONE:
+        raise click.ClickException(f"{cname} is not migrating: status.bootstrap.phase is {phase}")
+    _request(api, gc, DETACH, "force" if force else _now(), "detach" + (" (forced)" if force else ""))
 
 
 @cli.command("pause")

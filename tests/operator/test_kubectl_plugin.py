@@ -35,6 +35,7 @@ from opharness import (
     add_pod,
     annotations,
     condition,
+    events,
     eventually,
     gc_status,
     pod,
@@ -168,6 +169,53 @@ async def test_requests_set_the_operators_annotations(api, kubeconfig, args, key
     assert annotations(api)[key] == value
 
 
+async def test_restart_sets_a_timestamp_and_status_shows_it(api, kubeconfig):
+    await seed(api, seeded(), events=0)
+    code, out, err = await plugin(kubeconfig, "restart")
+    assert code == 0, err
+    value = annotations(api)[kp.RESTART]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", value), value  # UTC: a new value per request
+    assert f"rolling restart requested ({kp.RESTART}={value})" in out
+    code, out, _ = await plugin(kubeconfig, "status")
+    assert f"requested (not yet taken): restart={value}" in out
+    await api.patch(f"{GC_URL}/{NAME}", json={"metadata": {"annotations": {  # as the operator does
+        kp.RESTART: None, kp.RESTARTING: "2026-12-02T10:00:00Z"}}})
+    code, out, _ = await plugin(kubeconfig, "status")
+    assert "restarting:    since 2026-12-02T10:00:00Z" in out and "requested" not in out
+    code, out, _ = await plugin(kubeconfig, "status", "-o", "json")
+    assert json.loads(out)["restartingSince"] == "2026-12-02T10:00:00Z"
+
+
+def migrating(phase: str | None) -> dict:
+    gc = seeded()
+    gc["spec"]["bootstrap"] = {"fromLeader": {"address": "old-tile38:9851"}}
+    if phase:
+        gc["status"]["bootstrap"] = {"kind": "fromLeader", "phase": phase}
+    return gc
+
+
+@pytest.mark.parametrize("phase", [None, "following", "caught-up"])
+async def test_detach_a_live_migration(api, kubeconfig, phase):
+    await seed(api, migrating(phase), events=0)
+    code, _, err = await plugin(kubeconfig, "detach")
+    assert code == 0, err
+    assert annotations(api)[kp.DETACH].endswith("Z")
+    code, out, err = await plugin(kubeconfig, "detach", "--force")
+    assert code == 0, err
+    assert annotations(api)[kp.DETACH] == "force" and "detach (forced) requested" in out
+
+
+@pytest.mark.parametrize("gc, message", [
+    (seeded(), "gc is not migrating: detach ends a spec.bootstrap.fromLeader"),
+    (migrating("detached"), "gc is not migrating: status.bootstrap.phase is detached"),
+])
+async def test_detach_refused_when_not_migrating(api, kubeconfig, gc, message):
+    await seed(api, gc, events=0)
+    code, _, err = await plugin(kubeconfig, "detach")
+    assert code == 1 and message in err and "Traceback" not in err, err
+    assert kp.DETACH not in annotations(api)
+
+
 async def test_backup_and_resume(api, kubeconfig):
     await seed(api, {**seeded(), "metadata": {"name": NAME, "namespace": NS,
                                               "annotations": {kp.PAUSED: "true"}}})
@@ -241,8 +289,10 @@ async def test_report_bundle_redacts_secrets(api, kubeconfig, tmp_path):
     assert yaml.safe_load(files[f"{NAME}/geocluster.yaml"])["status"]["leader"] == f"{NAME}-leader-0"
 
 
-async def test_against_the_operator_shrink_pause_status(api, members, kubeconfig):
-    """The operator consumes what the plugin sets, and status shows what it did."""
+async def test_against_the_operator_shrink_restart_pause_status(api, members, kubeconfig):
+    """The operator consumes what the plugin sets, and status shows what it did (the restart
+    only as far as the operator taking it up, while paused: no StatefulSet controller recreates
+    pods here; test_lease_operator.py covers the rolling restart itself)."""
     op = await Operator().start()
     try:
         await start_cluster(api, members)
@@ -254,6 +304,11 @@ async def test_against_the_operator_shrink_pause_status(api, members, kubeconfig
         code, out, err = await plugin(kubeconfig, "pause")
         assert code == 0, err
         await eventually(lambda: gc_status(api)["phase"] == "Paused", what="Paused")
+        code, out, err = await plugin(kubeconfig, "restart")  # paused: taken up, no pod deleted yet
+        assert code == 0, err
+        await eventually(lambda: kp.RESTART not in annotations(api) and kp.RESTARTING in annotations(api),
+                         what="the restart taken up")
+        assert "RestartRequested" in [e["reason"] for e in events(api)]
         code, out, err = await plugin(kubeconfig, "status", "-o", "json")
         s = json.loads(out)
         assert s["paused"] and s["phase"] == "Paused" and s["lastShrink"]["result"] == "ok"
