@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from . import backup, backup_policy, migration, probe
+from . import backup, backup_policy, bootstrap_state, migration, probe
 from .backupstore import BackupError, Catalog, open_store
 from .policy import Event
 from .spec import BackupSpec, BootstrapRecord, ObjectStoreSpec, dump, parse_time, rfc3339
@@ -161,6 +161,8 @@ class LocalBackups:
         if "detach" in raw:
             self.c.state.consume("detach", raw["detach"])
             await self._detach(force=raw["detach"] == "force")
+        elif self.migrating:
+            await self._watch_migration()
         if self.task is not None:
             if not self.task.done():
                 return
@@ -247,6 +249,27 @@ class LocalBackups:
                     p.wire = True
                     log.warning("%s: FOLLOW %s failed: %s", p.name, leader.address, exc)
         log.warning("detached: %s is the leader now (old leader %s left read-only)", leader.name, address)
+
+    async def _watch_migration(self) -> None:
+        """Phase following / caught-up, bytes and the old leader's size, as on Kubernetes
+        (bootstrap_state.leader_outcome; the leader follows it from its --follow)."""
+        up, boot = self.upstream(), self.c.manifest.spec.bootstrap
+        if up is None or boot is None or boot.from_leader is None:
+            return
+        leader = self.c.sup.leader
+        if not leader.running:
+            return
+        new = migration.Endpoint(leader.name, leader.address, self.c.manifest.password,
+                                 ca_file=self.c.sup.ca_file)
+        now, was = await asyncio.gather(new.observe("follower"),
+                                        migration.Endpoint("old leader", up[0], up[1]).observe())
+        rec = BootstrapRecord.model_validate(self.record)
+        out = bootstrap_state.leader_outcome(boot.from_leader, rec, now, was, self.c.clock.now())
+        if out.follow or dump(out.record) == dump(rec):
+            return  # not following (yet): it was started with --follow; nothing new
+        self._record(**{k: getattr(out.record, k) for k in ("phase", "aof_size", "source_aof_size",
+                                                            "caught_up", "message", "member")})
+        _log_events(out.events)
 
     def _record(self, **changes: Any) -> None:
         rec = BootstrapRecord.model_validate(self.record).model_copy(update=changes)

@@ -237,6 +237,10 @@ async def test_live_migration_from_a_standalone_geoserver(clock, tmp_path):
         writer = OldLeaderWriter(old.port, leader.port, "oldpw")
         await tick_until(cluster, lambda: GeoServer(Path("/x"), port=leader.port).stats().get("caught_up"),
                          clock, what="the new leader caught up with the old")
+        await tick_until(cluster, lambda: cluster.status["bootstrap"].get("phase") == "caught-up", clock,
+                         what="status.bootstrap caught-up")
+        boot = cluster.status["bootstrap"]
+        assert boot["aofSize"] == boot["sourceAofSize"] > 0 and boot["caughtUp"]
         new_srv = GeoServer(Path("/x"), port=leader.port)
         refused = new_srv.json("SET", "fleet", "x", "POINT", 1, 1)  # a follower until detached
         assert not refused["ok"] and "not the leader" in refused["err"]

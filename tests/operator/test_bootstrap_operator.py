@@ -159,7 +159,7 @@ async def test_live_migration_from_a_running_leader_loses_no_acknowledged_write(
         assert leader["following"] == f"{old_ip}:9851" and leader["num_objects"] == 300
         await status_refreshes(api, 3)  # the main timer leaves it following (bootstrap_state.migrating)
         assert (await server_stats(pod_ip(pod(0)), pw))["following"] == f"{old_ip}:9851"
-        assert events(api, "MigrationCaughtUp")
+        await eventually(lambda: events(api, "MigrationCaughtUp"), 10, what="the MigrationCaughtUp Event")
 
         writer = Writer((old_ip, old_pw), (pod_ip(pod(0)), pw))
         writer.start()
@@ -177,7 +177,7 @@ async def test_live_migration_from_a_running_leader_loses_no_acknowledged_write(
         # the main timer may write a conditions list read before this one: re-asserted next tick
         await eventually(lambda: bootstrapped(api)["reason"] == "Detached", 10, what="Bootstrapped")
         assert bootstrapped(api)["status"] == "True"
-        assert events(api, "MigrationDetached")
+        await eventually(lambda: events(api, "MigrationDetached"), 10, what="the MigrationDetached Event")
         leader = await server_stats(pod_ip(pod(0)), pw)
         assert not leader.get("following")
         with pytest.raises(redis.ResponseError, match="read only"):  # the old leader stays fenced
@@ -286,7 +286,7 @@ async def test_restore_phases_from_the_pod_status_and_a_refused_backup(api, memb
         assert rec["source"] == catalog.location(good.name) and good.md5 in rec["message"]
         await eventually(lambda: bootstrapped(api)["reason"] == "Restored", 10, what="Bootstrapped")
         assert bootstrapped(api)["status"] == "True"
-        assert events(api, "BootstrapRestored")
+        await eventually(lambda: events(api, "BootstrapRestored"), 10, what="the BootstrapRestored Event")
         await status_refreshes(api, 3)  # the main timer writes its conditions: Bootstrapped stays
         await eventually(lambda: bootstrapped(api)["status"] == "True", 10, what="Bootstrapped kept")
         assert boot(api) == rec
@@ -323,7 +323,11 @@ async def test_a_truncated_backup_is_refused_with_a_condition_and_never_served(a
         assert cond["status"] == "False" and cond["reason"] == "RestoreRefused"
         assert f"backup {good.name} refused" in cond["message"] and "truncated" in cond["message"]
         assert "restarts: 2" in boot(api)["message"] and boot(api)["member"] == pod(1)  # a follower's
-        [warning] = [e for e in events(api, "BootstrapFailed", "Warning") if "truncated" in e["message"]]
+        def refusals() -> list[dict]:
+            return [e for e in events(api, "BootstrapFailed", "Warning") if "truncated" in e["message"]]
+
+        await eventually(refusals, 10, what="the BootstrapFailed Warning")
+        [warning] = refusals()
         assert pod(1) in warning["message"]
         await status_refreshes(api, 3)  # the main timer keeps the condition
         await eventually(lambda: bootstrapped(api)["reason"] == "RestoreRefused", 10, what="kept")
