@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 AUTH_MODES = {"no": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "yes": ssl.CERT_REQUIRED}
 HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to finish its TLS handshake
+# Why a TLS leader may end the connection at once: under TLS 1.3 the client's handshake is done
+# before the server has checked its certificate, and the refusal reaches it as a plain EOF
+TLS_CLOSED_HINT = (" right after the TLS handshake: does it require client certificates "
+                   "(tls-auth-clients yes)? Then this server's tls-cert-file/tls-key-file must be "
+                   "set, signed by a CA the leader trusts, with the clientAuth extended key usage")
 
 
 def parse_auth_clients(text: str) -> str:

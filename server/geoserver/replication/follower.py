@@ -53,7 +53,7 @@ from geoserver.errors import CommandError, GeoServerError, ProtocolError
 from geoserver.protocol.framing import FrameLimits, RequestReader
 from geoserver.protocol.resp import encode_command
 from geoserver.store.database import Database
-from geoserver.tls import replication_context
+from geoserver.tls import TLS_CLOSED_HINT, replication_context
 
 if TYPE_CHECKING:
     from geoserver.config import ServerConfig
@@ -69,6 +69,7 @@ LAG_POLL = 1.0  # seconds of stream silence after which the leader's aof_size is
 BACKOFF_BASE = 1.0
 BACKOFF_MAX = 30.0
 READ_SIZE = 256 << 10
+CLOSED = "leader closed the connection"
 
 
 class ReplicationError(Exception):
@@ -142,6 +143,11 @@ class LeaderConnection:
             await conn.call_json(b"OUTPUT", b"json")
             if password:
                 await conn.call_json(b"AUTH", password.encode())
+        except ReplicationError as exc:
+            conn.close()
+            if tls is not None and str(exc) == CLOSED:  # TLS 1.3: a refused client certificate
+                raise ReplicationError(CLOSED + TLS_CLOSED_HINT) from None  # is an EOF after it
+            raise
         except BaseException:
             conn.close()
             raise
@@ -157,7 +163,7 @@ class LeaderConnection:
             except TimeoutError:
                 raise ReplicationError("no reply from the leader in time") from None
             if not data:
-                raise ReplicationError("leader closed the connection")
+                raise ReplicationError(CLOSED)
             if data[:1] == b"*" and not self.parser.has_data():
                 # Replies in JSON mode are never arrays, and hiredis would allocate the list a
                 # `*3000000000` header announces: a FOLLOWed stranger must not do that.
