@@ -59,11 +59,14 @@ class Writer(threading.Thread):
 
     def missing(self, server: GeoServer) -> int:
         r = redis.Redis(port=server.port, password="newpw", protocol=2, socket_timeout=60)
-        pipe = r.pipeline(transaction=False)
-        for oid in self.acked:
-            pipe.execute_command("GET", "w", oid)
-        replies = pipe.execute(raise_on_error=False)
-        return sum(1 for got in replies if got is None or isinstance(got, Exception))
+        missing = 0
+        for start in range(0, len(self.acked), 2000):  # bounded batches (output buffer limits)
+            pipe = r.pipeline(transaction=False)
+            for oid in self.acked[start:start + 2000]:
+                pipe.execute_command("GET", "w", oid)
+            replies = pipe.execute(raise_on_error=False)
+            missing += sum(1 for got in replies if got is None or isinstance(got, Exception))
+        return missing
 
 
 def fill(server: GeoServer, objects: int) -> None:

@@ -20,6 +20,7 @@ both call these; what to do when is decided in ``bootstrap_state``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -53,6 +54,10 @@ class Endpoint:
         return await probe.send(self.address, *args, password=self.password, ca_file=self.ca_file,
                                 tls=self.tls, server_name=self.server_name)
 
+    def client(self, timeout: float = PROBE_TIMEOUT) -> probe.Client:
+        """One connection (``async with``), for a sequence of commands."""
+        return probe.Client(self.address, self.password, timeout, self.ca_file, self.tls, self.server_name)
+
     async def observe(self, role: Literal["leader", "follower"] = "leader",
                       timeout: float = PROBE_TIMEOUT) -> Member:
         """SERVER as a Member (``follower``: with caught_up; a reachable=False one on failure)."""
@@ -79,31 +84,39 @@ async def follow(new: Endpoint, old_address: str, old_password: str | None) -> N
 
 
 async def detach(old: Endpoint, new: Endpoint, *, force: bool = False, timeout: float = 30.0,
-                 poll: float = 0.02) -> Detached:
-    """Fence ``old``, wait until ``new`` has all of its AOF, make ``new`` a writable leader."""
+                 poll: float = 0.005) -> Detached:
+    """Fence ``old``, wait until ``new`` has all of its AOF, make ``new`` a writable leader. One
+    connection to each is held throughout (no reconnect, AUTH and OUTPUT per poll while
+    clients wait)."""
     fenced = False
     started = time.monotonic()
     try:
-        try:
-            await old.send("READONLY", "yes")
-            fenced, started = True, time.monotonic()
-        except probe.ProbeError as exc:
-            if not force:
-                raise DetachError(f"cannot make the old leader read-only ({exc}); detach with "
-                                  "force to go on anyway") from None
-            log.warning("detach with force: the old leader is not fenced: %s", exc)
-        deadline = time.monotonic() + timeout
-        while True:
-            was, now = await asyncio.gather(old.observe(), new.observe())
-            if (was.reachable and now.reachable and now.aof_size == was.aof_size) or (
-                    force and not was.reachable and now.reachable):
-                break
-            if time.monotonic() > deadline:
-                raise DetachError(f"{new.name} at aof_size {now.aof_size}, the old leader at "
-                                  f"{was.aof_size} after {timeout:.0f}s")
-            await asyncio.sleep(poll)
-        await new.send("FOLLOW", "no", "one")
-        await new.send("READONLY", "no")
+        async with contextlib.AsyncExitStack() as stack:
+            target = await stack.enter_async_context(new.client())
+            source: probe.Client | None = None
+            try:
+                source = await stack.enter_async_context(old.client())
+                await source.command("READONLY", "yes")
+                fenced, started = True, time.monotonic()
+            except probe.ProbeError as exc:
+                if not force:
+                    raise DetachError(f"cannot make the old leader read-only ({exc}); detach with "
+                                      "force to go on anyway") from None
+                log.warning("detach with force: the old leader is not fenced: %s", exc)
+            deadline = time.monotonic() + timeout
+            while True:
+                want = await _aof_size(source) if source is not None else None
+                have = await _aof_size(target)
+                if (want is not None and have == want) or (force and want is None):
+                    break
+                if want is None and source is not None and not force:
+                    raise DetachError("the old leader stopped answering")
+                if time.monotonic() > deadline:
+                    raise DetachError(f"{new.name} at aof_size {have}, the old leader at {want} "
+                                      f"after {timeout:.0f}s")
+                await asyncio.sleep(poll)
+            await target.command("FOLLOW", "no", "one")
+            await target.command("READONLY", "no")
     except (probe.ProbeError, DetachError) as exc:
         if fenced:
             try:
@@ -111,4 +124,12 @@ async def detach(old: Endpoint, new: Endpoint, *, force: bool = False, timeout: 
             except probe.ProbeError as again:
                 log.warning("detach: READONLY no on the old leader failed: %s", again)
         raise DetachError(str(exc)) from None
-    return Detached(now.aof_size, round((time.monotonic() - started) * 1000), fenced)
+    return Detached(have, round((time.monotonic() - started) * 1000), fenced)
+
+
+async def _aof_size(client: probe.Client) -> int | None:
+    """aof_size from SERVER; None when the server no longer answers (the force path)."""
+    try:
+        return (await client.command("SERVER"))["stats"].get("aof_size")
+    except probe.ProbeError:
+        return None
