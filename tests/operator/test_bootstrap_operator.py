@@ -203,6 +203,39 @@ async def test_live_migration_from_a_running_leader_loses_no_acknowledged_write(
         await operator.stop()
 
 
+async def test_detach_from_a_lost_old_leader_needs_force(api, members):
+    """The old leader is gone: a plain detach is refused (it cannot be fenced), with a DetachFailed
+    Warning and the migration going on; detach=force makes the new leader lead anyway."""
+    old_ip, pw = ip(41), "cluster-pw"
+    await asyncio.to_thread(members.start, "old", old_ip)
+    async with probe.Client(f"{old_ip}:9851") as c:
+        for i in range(50):
+            await c.command("SET", "fleet", f"t{i}", "POINT", "33", "-115")
+    await api.post(f"/api/v1/namespaces/{NS}/secrets", json=secret("geo-auth", {"password": pw}))
+    spec = {**SPEC, "followers": 0, "server": {"authSecretRef": {"name": "geo-auth"}},
+            "bootstrap": {"fromLeader": {"address": f"{old_ip}:9851", "catchUpTimeoutSeconds": 2}}}
+    operator = await Operator().start()
+    try:
+        await start_member(api, members, pod(0), spec=spec, password=pw)
+        await create(api, spec)
+        await eventually(lambda: boot(api).get("phase") == "caught-up", 30, what="caught up")
+        members.stop("old")
+        await annotate(api, {DETACH: "yes"})
+        await eventually(lambda: events(api, "DetachFailed", "Warning"), 20, what="DetachFailed")
+        await eventually(lambda: DETACH not in annotations(api), 10, what="the request removed")
+        assert "cannot make the old leader read-only" in boot(api)["message"]
+        assert boot(api)["phase"] in ("following", "caught-up")
+        assert (await server_stats(pod_ip(pod(0)), pw))["following"] == f"{old_ip}:9851"
+        await annotate(api, {DETACH: "force"})
+        await eventually(lambda: boot(api).get("phase") == "detached", 20, what="detached")
+        assert "NOT fenced" in boot(api)["message"]
+        async with probe.Client(f"{pod_ip(pod(0))}:9851", pw) as c:
+            await c.command("SET", "fleet", "after", "POINT", "1", "1")
+            assert (await c.command("SCAN", "fleet", "COUNT"))["count"] == 51
+    finally:
+        await operator.stop()
+
+
 async def test_detach_without_a_migration_is_refused(api, members):
     operator = await Operator().start()
     try:
