@@ -5,7 +5,8 @@ dispatch.execute), unchanged. docs/architecture.md#the-fast-path describes it.
 
 Handled in C++: `PING [message]`; `GET key id [POINT]` of a plain point or a miss;
 `SET key id POINT lat lon` into an existing collection over nothing or a plain point;
-`NEARBY key [LIMIT n] IDS|COUNT POINT lat lon meters` over a collection of points only. Replies
+`NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS] POINT lat lon meters` over a collection of points only;
+`SCAN key [LIMIT n] [IDS|COUNT|OBJECTS]` (OBJECTS: while every row is a plain point). Replies
 are what the command table renders in RESP output mode; a SET's AOF record is its request
 bytes, which the core accepts only in canonical RESP, i.e. exactly `encode_command(argv)`, and
 goes through the same AofLog buffer (group commit, fsync, followers, AOFSHRINK's capture).
@@ -16,7 +17,7 @@ Invariant: the fast path runs a request only when the command table would do exa
 - none on a connection in JSON output, subscribed, in a live fence, streaming the AOF or in
   MONITOR, nor while any client MONITORs (they must see each command);
 - reads and writes only when the client is authenticated (or no requirepass) and the AOF is not
-  loading; reads not on a follower still catching up (CatchingUpError); NEARBY only while no
+  loading; reads not on a follower still catching up (CatchingUpError); NEARBY, SCAN only while no
   object's expiry is due within EXPIRY_MARGIN (the Python path then checks each candidate);
 - writes only when `dispatch.write_refusal(server, grows=True)` is None (the write gate: leader,
   read-only, MISCONF, maxmemory, lease), no live fence, hook or channel would hear them
@@ -49,8 +50,8 @@ _core = index._core
 _execute = getattr(_core, "execute_batch", None)
 _replay = getattr(_core, "replay_batch", None)
 PING, READ, WRITE, RECORD, SEARCH = getattr(_core, "FASTPATH_MODES", (1, 2, 4, 8, 16))
-NAMES = ("ping", "set", "get", "nearby")  # the core's command indexes, as the command table names them
-EXPIRY_MARGIN = 1.0  # seconds: NEARBY runs in C++ only while no object can expire this soon
+NAMES = ("ping", "set", "get", "nearby", "scan")  # the core's command indexes, as the table names them
+EXPIRY_MARGIN = 1.0  # seconds: NEARBY and SCAN run in C++ only while no object can expire this soon
 
 # On unless GEOSERVER_FASTPATH=0, and only with the compiled point index (the core updates it).
 ENABLED = (os.environ.get("GEOSERVER_FASTPATH", "1") != "0" and _execute is not None

@@ -600,7 +600,7 @@ class Client(asyncio.Protocol):
         try:
             while True:
                 if fast:  # the hot forms run in C++ up to the first other request (fastpath.py)
-                    data = fastpath.run(self, HIGH_WATER - held)
+                    data = fastpath.run(self, max(0, HIGH_WATER - held))
                     if data:
                         out.append(data)
                         held += len(data)

@@ -9,8 +9,9 @@
 //   GET key id [POINT]   a plain point or a miss    (mode READ)
 //   SET key id POINT lat lon   into a collection that exists, over nothing or a plain point
 //                                                   (mode WRITE)
-//   NEARBY key [LIMIT n] IDS|COUNT POINT lat lon meters   over a collection of points only
-//                                                   (mode SEARCH: reads, and no expiry due)
+//   NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS] POINT lat lon meters   over points only
+//   SCAN key [LIMIT n] [IDS|COUNT|OBJECTS]          (mode SEARCH: reads, and no expiry due;
+//                                                   OBJECTS rows only of plain points)
 //
 // Every answer is the byte string the Python path renders in RESP output mode (JSON output is
 // left to Python), every SET's AOF record is its request bytes, which for canonical RESP (no
@@ -42,7 +43,7 @@ constexpr int MAX_ARGS = 10;
 constexpr size_t LONGEST_HEADER = 24;  // `*` or `$`, up to 20 digits, CRLF (as framing.py)
 
 enum Mode : int { PING = 1, READ = 2, WRITE = 4, RECORD = 8, REPLAY = 16, SEARCH = 32 };
-enum Cmd : int { C_PING = 0, C_SET = 1, C_GET = 2, C_NEARBY = 3, N_CMDS = 4 };
+enum Cmd : int { C_PING = 0, C_SET = 1, C_GET = 2, C_NEARBY = 3, C_SCAN = 4, N_CMDS = 5 };
 
 constexpr long long SLICE = 10000;  // commands/slices.py SLICE: bigger NEARBY IDS replies run sliced
 constexpr double EARTH_RADIUS_M = 6371e3;  // store/geometry.py
@@ -325,29 +326,57 @@ bool put_id(std::string& out, PyObject* id) {
     return true;
 }
 
-// NEARBY key [LIMIT n] IDS|COUNT POINT lat lon meters over a collection of points only, as
+enum Output { IDS, COUNT, OBJECTS };
+
+// `[LIMIT n] [IDS|COUNT|OBJECTS]` from a[i] on (search.py parse_options in the order it accepts
+// them; OBJECTS when no output word is given); false for a bad count.
+bool parse_head(const Arg* a, int argc, int& i, long long& limit, Output& output) {
+    if (i + 1 < argc && ieq(a[i], "LIMIT")) {
+        if (!parse_count(a[i + 1], limit)) return false;
+        i += 2;
+    }
+    if (i < argc) {
+        if (ieq(a[i], "IDS")) {
+            output = IDS;
+            ++i;
+        } else if (ieq(a[i], "COUNT")) {
+            output = COUNT;
+            ++i;
+        } else if (ieq(a[i], "OBJECTS")) {
+            output = OBJECTS;
+            ++i;
+        }
+    }
+    return true;
+}
+
+// One OBJECTS row of a plain point: [id, its GeoJSON text] (search.py _resp_row, json_text).
+bool put_object_row(std::string& out, PyObject* id, double lat, double lon) {
+    std::string body = "{\"type\":\"Point\",\"coordinates\":[";
+    if (!put_num(body, lon)) return false;
+    body += ',';
+    if (!put_num(body, lat)) return false;
+    body += "]}";
+    out += "*2\r\n";
+    if (!put_id(out, id)) return false;
+    put_bulk(out, body.data(), body.size());
+    return true;
+}
+
+// NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS] POINT lat lon meters over a collection of points only, as
 // commands/search.py cmd_nearby runs it without filters, cursor or expiry: one ring when the
 // wanted rows cover the collection, else store/query.py knn's rings (the same first radius
 // from the same density, x4 each), collected until LIMIT rows.
-Outcome run_nearby(const Arg* a, int argc, PyObject* collections, Col& col, std::string& out) {
+Outcome run_nearby(const Arg* a, int argc, PyObject* collections, PyObject* plain, Col& col,
+                   std::string& out) {
     int i = 2;
     long long limit = -1;
-    if (argc == 9) {
-        if (!ieq(a[2], "LIMIT") || !parse_count(a[3], limit)) return STOP;
-        i = 4;
-    } else if (argc != 7) {
-        return STOP;
-    }
-    bool counting;
-    if (ieq(a[i], "IDS"))
-        counting = false;
-    else if (ieq(a[i], "COUNT"))
-        counting = true;
-    else
-        return STOP;
-    if (!ieq(a[i + 1], "POINT")) return STOP;
+    Output output = OBJECTS;
+    if (!parse_head(a, argc, i, limit, output)) return STOP;
+    const bool counting = output == COUNT;
+    if (argc != i + 4 || !ieq(a[i], "POINT")) return STOP;
     double lat, lon, meters;
-    if (!parse_num(a[i + 2], lat) || !parse_num(a[i + 3], lon) || !parse_num(a[i + 4], meters)) return STOP;
+    if (!parse_num(a[i + 1], lat) || !parse_num(a[i + 2], lon) || !parse_num(a[i + 3], meters)) return STOP;
     if (!(lat >= -90.0 && lat <= 90.0 && lon >= -180.0 && lon <= 180.0 && meters >= 0.0)) return STOP;
     if (limit < 0) limit = counting ? (1LL << 62) : 100;
     if (!counting && limit > SLICE) return STOP;  // maybe sliced (search.py _big)
@@ -403,9 +432,65 @@ Outcome run_nearby(const Arg* a, int argc, PyObject* collections, Col& col, std:
     out += "*2\r\n";
     put_int(out, ':', full ? pos : 0);
     put_int(out, '*', static_cast<long long>(rows.size()));
-    for (const uint32_t s : rows)
-        if (!put_id(out, grid.id_at(s))) return STOP;
+    for (const uint32_t s : rows) {
+        PyObject* id = grid.id_at(s);
+        if (output == IDS) {
+            if (!put_id(out, id)) return STOP;
+            continue;
+        }
+        PyObject* value = PyDict_GetItemWithError(col.items, id);  // borrowed
+        if (value != plain || !put_object_row(out, id, grid.lat_at(s), grid.lon_at(s))) return STOP;
+    }
     return DONE;
+}
+
+// SCAN key [LIMIT n] [IDS|COUNT|OBJECTS] over ids in order, every object a plain point (OBJECTS),
+// as commands/search.py cmd_scan runs it without filters, cursor or expiry.
+Outcome run_scan(const Arg* a, int argc, PyObject* collections, PyObject* plain, Col& col,
+                 std::string& out) {
+    int i = 2;
+    long long limit = -1;
+    Output output = OBJECTS;
+    if (!parse_head(a, argc, i, limit, output) || argc != i) return STOP;
+    if (limit < 0) limit = output == COUNT ? (1LL << 62) : 100;
+    if (output != COUNT && limit > SLICE) return STOP;
+    if (!col.open(collections, a[1])) return STOP;
+    if (col.col == nullptr) {
+        if (col.exists) return STOP;
+        out += output == COUNT ? ":0\r\n" : "*2\r\n:0\r\n*0\r\n";
+        return DONE;
+    }
+    const long long total = static_cast<long long>(PyDict_Size(col.items));
+    const long long take = std::min(total, limit);
+    if (output == COUNT) {
+        put_int(out, ':', take);
+        return DONE;
+    }
+    PyObject* ids = PyObject_CallMethod(col.items, "islice", "nn", static_cast<Py_ssize_t>(0),
+                                        static_cast<Py_ssize_t>(take));
+    PyObject* list = ids ? PySequence_List(ids) : nullptr;
+    Py_XDECREF(ids);
+    if (list == nullptr) return STOP;
+    const Py_ssize_t n = PyList_GET_SIZE(list);
+    out += "*2\r\n";
+    put_int(out, ':', take >= limit ? take : 0);
+    put_int(out, '*', n);
+    Outcome result = DONE;
+    for (Py_ssize_t k = 0; k < n && result == DONE; ++k) {
+        PyObject* id = PyList_GET_ITEM(list, k);
+        if (!PyUnicode_Check(id)) {
+            result = STOP;
+        } else if (output == IDS) {
+            if (!put_id(out, id)) result = STOP;
+        } else {
+            double lat, lon;
+            if (PyDict_GetItemWithError(col.items, id) != plain || !col.grid->point_of(id, lat, lon) ||
+                !put_object_row(out, id, lat, lon))
+                result = STOP;
+        }
+    }
+    Py_DECREF(list);
+    return result;
 }
 
 
@@ -457,8 +542,13 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         return DONE;
     }
     if (name.n == 6 && ieq(name, "NEARBY")) {
-        if (!(mode & SEARCH) || run_nearby(a, argc, collections, col, out) != DONE) return STOP;
+        if (!(mode & SEARCH) || run_nearby(a, argc, collections, plain, col, out) != DONE) return STOP;
         cmd = C_NEARBY;
+        return DONE;
+    }
+    if (name.n == 4 && ieq(name, "SCAN")) {
+        if (!(mode & SEARCH) || run_scan(a, argc, collections, plain, col, out) != DONE) return STOP;
+        cmd = C_SCAN;
         return DONE;
     }
     if (name.n == 3 && ieq(name, "GET")) {
@@ -508,7 +598,7 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
 // execute_batch(buf, start, collections, plain, mode, max_args, max_bulk, max_request, budget)
 // -> (end, replies, aof, stats, last): `end` is where Python's framing resumes (== start: nothing
 // was done), `replies` the RESP replies of the requests done, `aof` their records (mode RECORD),
-// `stats` (count, ns) per command (PING, SET, GET, NEARBY), `last` the last command's index
+// `stats` (count, ns) per command (PING, SET, GET, NEARBY, SCAN), `last` the last command's index
 // (-1: none).
 // Stops once the replies reach `budget` bytes.
 py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py::handle plain, int mode,
@@ -533,8 +623,17 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
         size_t next = 0;
         if (!parse_request(data, pos, end, lim, args, argc, next)) break;
         int cmd = -1;
-        if (run_one(args, argc, mode, collections.ptr(), plain.ptr(), col, out, cmd) != DONE) {
+        const size_t mark = out.size();
+        Outcome done = STOP;
+        try {  // a failure (memory, the index full) leaves this request to Python, keeping the rest
+            done = run_one(args, argc, mode, collections.ptr(), plain.ptr(), col, out, cmd);
+        } catch (py::error_already_set& e) {
+            e.restore();
+        } catch (const std::exception&) {
+        }
+        if (done != DONE) {
             PyErr_Clear();
+            out.resize(mark);  // nothing of a request left to Python is answered here
             break;
         }
         if (cmd == C_SET && (mode & RECORD)) aof.append(data + pos, next - pos);

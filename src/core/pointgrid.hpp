@@ -245,6 +245,8 @@ public:
     }
 
     PyObject* id_at(uint32_t slot) const { return ids_[slot]; }  // borrowed; live slots only
+    double lat_at(uint32_t slot) const { return lats_[slot]; }
+    double lon_at(uint32_t slot) const { return lons_[slot]; }
 
     py::object bounds() const {
         if (!count_) return py::none();

@@ -64,12 +64,14 @@ def random_request(rng: random.Random) -> bytes:
     if r < 0.81:
         return enc("DROP", key)
     if r < 0.83:
-        return enc("SCAN", key, "LIMIT", 5, rng.choice(["IDS", "POINTS", "OBJECTS"]))
+        return enc("SCAN", key, *rng.choice([[], ["LIMIT", 5], ["LIMIT", 1000]]),
+                   *rng.choice([[], ["IDS"], ["POINTS"], ["OBJECTS"], ["COUNT"], ["DESC"]]))
     if r < 0.84:
         return enc("STATS", key, "fleet")
     if r < 0.87:
         limit = rng.choice([[], ["LIMIT", 1], ["LIMIT", 3], ["LIMIT", "0"], ["LIMIT", "03"]])
-        return enc("NEARBY", key, *limit, rng.choice(["IDS", "COUNT", "ids", "POINTS"]), "POINT",
+        out = rng.choice([["IDS"], ["COUNT"], ["ids"], ["POINTS"], ["OBJECTS"], []])
+        return enc("NEARBY", key, *limit, *out, "POINT",
                    rng.choice(["33.005", lat]), rng.choice(["-115.005", lon]),
                    rng.choice(["0", "500", "5000", "1e7", "-1", lat]))
     if r < 0.89:  # empty arrays: skipped by the framing, not requests
@@ -213,7 +215,7 @@ def test_core_framing_decisions_in_process():
     end, replies, aof, counts, last = go(sets + enc("PING") + enc("GET", "fleet", "a"))
     assert end == len(sets) + 14 + len(enc("GET", "fleet", "a"))
     assert replies == b'+OK\r\n+PONG\r\n$40\r\n{"type":"Point","coordinates":[-115,33]}\r\n'
-    assert aof == sets and counts[0::2] == (1, 1, 1, 0) and fastpath.NAMES[last] == "get"
+    assert aof == sets and counts[0::2] == (1, 1, 1, 0, 0) and fastpath.NAMES[last] == "get"
     assert go(sets[:-1])[0] == 0  # incomplete
     assert go(sets + enc("PING")[:-3])[0] == len(sets)
     assert go(b"*3\r\n$3\r\nGET\r\n$05\r\nfleet\r\n$1\r\na\r\n")[0] == 0  # leading zero
@@ -296,10 +298,11 @@ def test_replay_of_plain_sets_matches_the_python_loader(tmp_path):
 
 @pytest.mark.parametrize("seed", range(3))
 def test_nearby_matches_cmd_nearby_in_process(seed):
-    """NEARBY ... IDS|COUNT in the core against commands/search.py cmd_nearby on the same
-    collection: dense cells, exact duplicates (ties), a sparse spread, the knn rings' radii."""
+    """NEARBY and SCAN ... [IDS|COUNT|OBJECTS] in the core against commands/search.py cmd_nearby
+    and cmd_scan on the same collection: dense cells, exact duplicates (ties), a sparse spread,
+    the knn rings' radii, LIMIT above and below the collection's size."""
     from geoserver.commands.base import Ctx
-    from geoserver.commands.search import cmd_nearby
+    from geoserver.commands.search import cmd_nearby, cmd_scan
     from geoserver.protocol.output import render
     from geoserver.store.database import Database
     from geoserver.store.geometry import make_point
@@ -319,14 +322,19 @@ def test_nearby_matches_cmd_nearby_in_process(seed):
         lon = rng.choice([-115.005, rng.uniform(-115.04, -114.99), rng.uniform(-180, 180), 180.0])
         meters = rng.choice([0, 1, 50, 300, 1000, 3000, 20000, 2e6, 3e7])
         limit = rng.choice([None, 1, 2, 5, 100, 1000])
-        out = rng.choice(["IDS", "COUNT"])
-        argv = [b"NEARBY", b"k", *([b"LIMIT", b"%d" % limit] if limit else []), out.encode(), b"POINT",
+        out = rng.choice([[b"IDS"], [b"COUNT"], [b"OBJECTS"], []])
+        argv = [b"NEARBY", b"k", *([b"LIMIT", b"%d" % limit] if limit else []), *out, b"POINT",
                 repr(lat).encode(), repr(lon).encode(), repr(float(meters)).encode()]
         want = render(cmd_nearby(ctx, argv), False, 0, True)
         end, got, *_ = fastpath._execute(bytearray(enc(*argv)), 0, db.collections, PLAIN,
                                          fastpath.SEARCH, 10, 1000, 10000, 1 << 30)
         assert end, argv
         assert got == want, argv
+        scan = [b"SCAN", rng.choice([b"k", b"none"]), *([b"LIMIT", b"%d" % limit] if limit else []), *out]
+        want = render(cmd_scan(ctx, scan), False, 0, True)
+        end, got, *_ = fastpath._execute(bytearray(enc(*scan)), 0, db.collections, PLAIN,
+                                         fastpath.SEARCH, 10, 1000, 10000, 1 << 30)
+        assert end and got == want, scan
     empty = fastpath._execute(bytearray(enc("NEARBY", "none", "IDS", "POINT", 1, 1, 1)), 0, db.collections,
                               PLAIN, fastpath.SEARCH, 10, 1000, 10000, 1 << 30)
     assert empty[1] == b"*2\r\n:0\r\n*0\r\n"
