@@ -74,6 +74,7 @@ async def bootstrap(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
                                  states.pop(leader), list(states.values()), now)
     else:
         out = await _migrate(cluster, pods, previous, request, body, logger)
+        status = {}  # a detach takes a while: the conditions are read again before the write
     await _record(cluster, body, status, previous, out)
 
 
