@@ -14,6 +14,15 @@ Then, ``--rounds`` times each:
      <= delay + 10 s), the bound the runtime reported (lastFailover.behindBytes) and the
      acknowledged writes actually lost.
 Then ``--stop-rounds`` times SIGSTOP of the leader (then SIGCONT): the same figures.
+
+``--kubernetes``: the Kubernetes path instead. The real kopf operator runs against kmock's
+emulated API (no kube-apiserver here; tests/operator/opharness.py plays the StatefulSet
+controller), real geoserver processes stand in for the pods, and the writer goes to the member
+``status.leader`` names (the write Service's endpoint, without kube-proxy's propagation).
+``--rounds`` switchovers by the promote annotation (the operator's writePauseMs, the client's
+longest gap, lost writes), then ``--stop-rounds`` partitions of the leader (SIGSTOP; its pod is
+deleted by the fencing, its process is never killed): time to a write on the new leader, the
+lease length, loss, and the writes the woken old leader accepted (must be 0).
 Not a test: prints a Markdown table, never fails CI.
 """
 
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -147,6 +157,160 @@ async def main(args: argparse.Namespace) -> None:
         print(f"| {label} | {statistics.median(values):.1f} | {max(values):.1f} |")
 
 
+async def main_kubernetes(args: argparse.Namespace) -> None:
+    """The Kubernetes path (see the module docstring)."""
+    sys.path.insert(0, str(ROOT / "tests" / "operator"))
+    os.environ.setdefault("GEOCLUSTER_TICK_SECONDS", "0.3")
+    os.environ.setdefault("GEOCLUSTER_PROBE_TIMEOUT", "1")
+    os.environ.setdefault("GEOCLUSTER_FOLLOW_BY", "ip")
+    import redis.asyncio as aioredis
+    from geocluster import failover, kube
+    from geocluster.spec import parse_spec, parse_time
+    from kmock._internal import apps
+    from opharness import (
+        RESOURCES,
+        SPEC,
+        KopfEmulator,
+        Members,
+        Operator,
+        annotate,
+        gc_status,
+        pod,
+        pod_ip,
+        start_cluster,
+        start_member,
+    )
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    promote = "geo.geocluster.io/promote"
+    spec = {**SPEC, "failover": {"delay": args.delay, "maxFailoversPerHour": 100},
+            "divergence": {**SPEC["divergence"], "gracePeriodSeconds": 60}}
+    handlers_mod = __import__("geocluster.handlers", fromlist=["RENEW_EVERY"])
+    lease = failover.lease_plan(parse_spec(spec), handlers_mod.RENEW_EVERY)
+    tmp = Path(tempfile.mkdtemp(prefix="failover-k8s-bench-"))
+    members = Members(tmp)
+    acked: list[tuple[str, float, str]] = []
+    errors: dict[str, int] = {}
+    stop_writing = asyncio.Event()
+
+    async def write_loop(api) -> None:
+        conns: dict[str, aioredis.Redis] = {}
+        i = 0
+        while not stop_writing.is_set():
+            leader = (gc_status(api).get("leader") if api.objects else None) or pod(0)
+            r = conns.setdefault(leader, aioredis.Redis(host=pod_ip(leader), port=9851, protocol=2,
+                                                        socket_timeout=0.5, socket_connect_timeout=0.5,
+                                                        retry=Retry(NoBackoff(), 0)))
+            try:
+                await r.execute_command("SET", "fleet", f"w{i}", "POINT", 33, -115)
+                acked.append((f"w{i}", time.monotonic(), leader))
+                i += 1
+                await asyncio.sleep(args.write_interval)  # a steady writer, not a saturating one
+            except Exception as exc:  # counted, retried
+                key = str(exc).split(" (")[0][:40]
+                errors[key] = errors.get(key, 0) + 1
+                conns.pop(leader, None)
+                await asyncio.sleep(0.005)
+
+    def gap(since: float) -> float:
+        times = [t for _, t, _ in acked if t >= since]
+        return max((b - a for a, b in itertools.pairwise(times)), default=0.0)
+
+    async def lost(api) -> int:
+        """Writes acknowledged so far that the current leader does not hold."""
+        snapshot = list(acked)
+        leader = gc_status(api)["leader"]
+        async with aioredis.Redis(host=pod_ip(leader), port=9851, protocol=2) as r:
+            r.response_callbacks.clear()
+            have = set()
+            cursor = 0
+            while True:
+                reply = await r.execute_command("SCAN", "fleet", "CURSOR", cursor, "LIMIT", 10000, "IDS")
+                cursor, ids = int(reply[0]), reply[1]
+                have.update(x.decode() for x in ids)
+                if cursor == 0:
+                    break
+        return len([k for k, _, _ in snapshot if k not in have])
+
+    switch, stops = [], []
+    async with KopfEmulator() as api, apps.Server(api):
+        os.environ["GEOCLUSTER_K8S_URL"] = str(api.url).rstrip("/")
+        kube.api.cache_clear()
+        for resource, info in RESOURCES.items():
+            api.resources[resource] = info
+        op = await Operator().start()
+        writer = None
+        try:
+            await start_cluster(api, members, spec)
+            await until(lambda: gc_status(api)["readyFollowers"] == 2, 60)
+            writer = asyncio.create_task(write_loop(api))
+            for k in range(args.rounds):
+                await until(lambda: gc_status(api)["readyFollowers"] == 2 and len(acked) > 50, 60)
+                old = gc_status(api)["leader"]
+                target = next(pod(j) for j in ((k + 1) % 3, (k + 2) % 3) if pod(j) != old)
+                t0, before = time.monotonic(), await lost(api)
+                await annotate(api, {promote: target})
+                await until(lambda: (r := gc_status(api).get("lastFailover") or {}).get("new") == target  # noqa: B023
+                            and r.get("result") == "ok" and acked[-1][2] == target, 60)  # noqa: B023
+                await asyncio.sleep(0.5)
+                pause = gc_status(api)["lastFailover"]["writePauseMs"]
+                switch.append((pause, gap(t0) * 1000, await lost(api) - before))
+            for _ in range(args.stop_rounds):  # once both followers count as candidates
+                await until(lambda: len(gc_status(api)["leaderWatch"]["caughtUp"]) == 2, 120)
+                old = gc_status(api)["leader"]
+                proc = members.procs[old]
+                before = await lost(api)
+                stopped, stopped_wall = time.monotonic(), time.time()
+                os.kill(proc.pid, signal.SIGSTOP)
+                await until(lambda: gc_status(api)["leader"] != old, args.delay + 60)  # noqa: B023
+                promoted = time.monotonic()
+                try:
+                    first = await until(lambda: next((a for a in acked if a[1] > stopped  # noqa: B023
+                                                      and a[2] != old), None), args.delay + 60)  # noqa: B023
+                except TimeoutError:
+                    print("no failover; status:", gc_status(api), "errors:", errors)
+                    raise
+                os.kill(proc.pid, signal.SIGCONT)
+                taken = 0
+                async with aioredis.Redis(host=pod_ip(old), port=9851, protocol=2, socket_timeout=2) as r:
+                    for j in range(20):
+                        with contextlib.suppress(Exception):
+                            await r.execute_command("SET", "fleet", f"split{j}", "POINT", 1, 1)
+                            taken += 1
+                rec = gc_status(api)["lastFailover"]
+                started = parse_time(rec["time"]).timestamp() - stopped_wall  # 1 s resolution
+                loss = await lost(api) - before
+                moved = promoted - stopped
+                stops.append((first[1] - stopped, rec["behindBytes"], loss, taken, started, moved))
+                members.stop(old)  # the node is back: the kubelet restarts the pod, as a follower
+                await start_member(api, members, old, spec=spec)
+        finally:
+            stop_writing.set()
+            if writer is not None:
+                await writer
+            await op.stop()
+            members.close()
+    print(f"\nKubernetes path (kopf on kmock's emulated API, real geoservers): {args.rounds} switchovers, "
+          f"{args.stop_rounds} SIGSTOP partitions, delay {args.delay}s, lease {lease.seconds:.1f}s "
+          f"(+{lease.margin:.2f}s margin), tick {os.environ['GEOCLUSTER_TICK_SECONDS']}s, "
+          f"{len(acked)} writes acknowledged; errors seen by the client: {errors}\n")
+    print("| figure | median | max |\n|---|---|---|")
+    for label, values in [
+        ("switchover: writes refused (operator, ms)", [s[0] for s in switch]),
+        ("switchover: longest gap between acks (client, ms)", [s[1] for s in switch]),
+        ("switchover: acknowledged writes lost", [s[2] for s in switch]),
+        ("partition (SIGSTOP): failover started after (s; status time, whole s)", [f[4] for f in stops]),
+        ("partition (SIGSTOP): status.leader moved after (s)", [f[5] for f in stops]),
+        ("partition (SIGSTOP): time to a write acked by the new leader (s)", [f[0] for f in stops]),
+        ("partition: reported loss bound (behindBytes)", [f[1] for f in stops]),
+        ("partition: acknowledged writes lost", [f[2] for f in stops]),
+        ("partition: writes the woken old leader took (of 20)", [f[3] for f in stops]),
+    ]:
+        if values:
+            print(f"| {label} | {statistics.median(values):.1f} | {max(values):.1f} |")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=10)
@@ -154,4 +318,9 @@ if __name__ == "__main__":
     ap.add_argument("--stop-rounds", type=int, default=3)
     ap.add_argument("--objects", type=int, default=20_000)
     ap.add_argument("--appendfsync", default="always", choices=["always", "everysec", "no"])
-    asyncio.run(main(ap.parse_args()))
+    ap.add_argument("--kubernetes", action="store_true", help="the emulated-API path (see above)")
+    ap.add_argument("--write-interval", type=float, default=0.005,
+                    help="--kubernetes: seconds between writes (a saturating writer keeps followers "
+                    "from ever being seen caught up, which blocks failovers: FailoverBlocked)")
+    parsed = ap.parse_args()
+    asyncio.run(main_kubernetes(parsed) if parsed.kubernetes else main(parsed))
