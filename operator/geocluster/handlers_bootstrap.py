@@ -55,9 +55,11 @@ async def bootstrap(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
     status, annotations = dict(fresh.get("status") or {}), fresh["metadata"].get("annotations") or {}
     request = annotations.get(bs.DETACH_ANNOTATION) if bs.DETACH_ANNOTATION in annotations else None
     boot = spec.bootstrap
-    if boot is None or (boot.from_leader is None and request is not None):
-        await _remove_request(ns, name)
-        kopf.warn(body, reason="DetachRefused", message="not migrating: spec.bootstrap.fromLeader is not set")
+    if boot is None or boot.from_leader is None:
+        if request is not None:
+            await _remove_request(ns, name)
+            kopf.warn(body, reason="DetachRefused",
+                      message="not migrating: spec.bootstrap.fromLeader is not set")
         if boot is None:
             return
         request = None
