@@ -72,10 +72,9 @@ class Outcome:
 
 def _changed(before: BootstrapRecord | None, rec: BootstrapRecord, now: str) -> tuple[Event, ...]:
     """The Event of a phase change, if the phase changed."""
-    if before is not None and before.phase == rec.phase and before.message == rec.message:
-        return ()
-    if before is not None and before.phase == rec.phase and rec.phase != "failed":
-        return ()
+    if before is not None and before.phase == rec.phase and (
+            rec.phase != "failed" or (before.result, before.member) == (rec.result, rec.member)):
+        return ()  # a failure is announced once, not at every restart of its init container
     what = {
         "restoring": ("Normal", "BootstrapRestoring", f"{rec.member}: restoring {rec.source}"),
         "restored": ("Normal", "BootstrapRestored", f"{rec.source}: {rec.aof_size} AOF bytes restored"),

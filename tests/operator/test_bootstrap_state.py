@@ -210,3 +210,12 @@ def test_a_member_that_cannot_restore_later_is_named():
     again = restore(bs.InitState("gc-0", "succeeded", REPORT),
                     [bs.InitState("gc-3", "failed", "Error: backup n refused: it is missing")], late.record)
     assert again.events == () and bs.verdict(again.record).status is True
+
+
+def test_a_crash_looping_restore_is_announced_once():
+    refused = "Error: backup n refused: truncated"
+    first = restore(bs.InitState("gc-0", "failed", refused, 1))
+    later = restore(bs.InitState("gc-0", "failed", refused, 5), previous=first.record)
+    assert len(first.events) == 1 and later.events == () and "restarts: 5" in later.record.message
+    other = restore(bs.InitState("gc-0", "failed", "Error: something else", 6), previous=later.record)
+    assert [e.reason for e in other.events] == ["BootstrapFailed"]
