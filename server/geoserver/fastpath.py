@@ -64,7 +64,7 @@ def modes(server: Server, client: Client) -> int:
             or client.stream is not None or client.monitoring or server.monitors):
         return 0
     mode = PING
-    if (client.authed or not server.requirepass) and not server.loading:
+    if (client._authed or not server.config.requirepass) and not server.loading:  # Client.authed
         follower = server.follower
         if follower is None or follower.caught_up_once:
             mode |= READ
@@ -109,8 +109,7 @@ def observe(server: Server, counts: tuple[int, ...]) -> None:
     time in the latency histogram (what observe_command records per command)."""
     metrics = server.metrics
     for i, name in enumerate(NAMES):
-        n = counts[2 * i]
-        if not n:
+        if not (n := counts[2 * i]):
             continue
         total = counts[2 * i + 1]
         metrics.observe_command(name, total // n, ok=True)

@@ -182,12 +182,23 @@ PyObject* text(const Arg& a) {
     return PyUnicode_DecodeUTF8(a.p, static_cast<Py_ssize_t>(a.n), "surrogateescape");
 }
 
+// Attribute names, interned once (the module holds them for the life of the process).
+PyObject* name_of(const char* s) {
+    PyObject* n = PyUnicode_InternFromString(s);
+    if (n == nullptr) throw py::error_already_set();
+    return n;
+}
+struct Names {
+    PyObject *items, *points, *shapes, *weight, *list_add;
+};
+Names N{};
+
 // The collection of the last key seen, with owned references, and its pending weight change.
 struct Col {
     std::string key;
     bool valid = false;
     bool exists = false;  // the key names a collection (col may still be nullptr: not ours to run)
-    Py_ssize_t shapes = 0;  // len(col.shapes): NEARBY runs here only over points
+    Py_ssize_t shapes = -1;  // len(col.shapes) once asked (num_shapes): NEARBY runs only over points
     PyObject* col = nullptr;  // nullptr: no such collection
     PyObject* items = nullptr;
     PyObject* list_add = nullptr;  // items._list_add (SortedDict's id-order insert), on first use
@@ -199,14 +210,14 @@ struct Col {
     bool release() {  // applies the weight change; false when that failed
         bool ok = true;
         if (col != nullptr && weight != 0) {
-            PyObject* w = PyObject_GetAttrString(col, "weight");
+            PyObject* w = PyObject_GetAttr(col, N.weight);
             PyObject* sum = nullptr;
             if (w != nullptr) {
                 PyObject* d = PyLong_FromLongLong(weight);
                 sum = d ? PyNumber_Add(w, d) : nullptr;
                 Py_XDECREF(d);
             }
-            ok = sum != nullptr && PyObject_SetAttrString(col, "weight", sum) == 0;
+            ok = sum != nullptr && PyObject_SetAttr(col, N.weight, sum) == 0;
             Py_XDECREF(w);
             Py_XDECREF(sum);
             if (!ok) PyErr_Clear();
@@ -217,7 +228,7 @@ struct Col {
         Py_CLEAR(list_add);
         grid = nullptr;
         valid = exists = false;
-        shapes = 0;
+        shapes = -1;
         return ok;
     }
 
@@ -234,18 +245,15 @@ struct Col {
         valid = true;
         if (c == nullptr) return true;
         exists = true;
-        items = PyObject_GetAttrString(c, "items");
-        PyObject* points = items ? PyObject_GetAttrString(c, "points") : nullptr;
-        PyObject* boxes = points ? PyObject_GetAttrString(c, "shapes") : nullptr;
-        shapes = boxes ? PyObject_Length(boxes) : -1;
-        Py_XDECREF(boxes);
-        if (points == nullptr || shapes < 0) {
+        items = PyObject_GetAttr(c, N.items);
+        PyObject* points = items ? PyObject_GetAttr(c, N.points) : nullptr;
+        if (points == nullptr) {
             Py_CLEAR(items);
-            Py_XDECREF(points);
             valid = false;
             return false;
         }
-        if (py::isinstance<PointGrid>(points) && PyDict_Check(items)) {
+        static PyTypeObject* grid_type = reinterpret_cast<PyTypeObject*>(py::type::of<PointGrid>().ptr());
+        if (Py_TYPE(points) == grid_type && PyDict_Check(items)) {
             grid = py::handle(points).cast<PointGrid*>();
             Py_INCREF(c);
             col = c;
@@ -254,6 +262,16 @@ struct Col {
         }
         Py_DECREF(points);  // the collection keeps it alive
         return true;
+    }
+
+    // len(col.shapes) of the open collection (-1: a Python error).
+    Py_ssize_t num_shapes() {
+        if (shapes < 0 && col != nullptr) {
+            PyObject* boxes = PyObject_GetAttr(col, N.shapes);
+            shapes = boxes ? PyObject_Length(boxes) : -1;
+            Py_XDECREF(boxes);
+        }
+        return shapes;
     }
 };
 
@@ -386,7 +404,7 @@ Outcome run_nearby(const Arg* a, int argc, PyObject* collections, PyObject* plai
         out += counting ? ":0\r\n" : "*2\r\n:0\r\n*0\r\n";
         return DONE;
     }
-    if (col.shapes != 0) return STOP;
+    if (col.num_shapes() != 0) return STOP;
     const PointGrid& grid = *col.grid;
     const long long total = static_cast<long long>(PyDict_Size(col.items));
     const long long want = counting ? total : limit;
@@ -522,7 +540,7 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
                 Py_DECREF(oid);
                 return STOP;
             }
-            if (col.list_add == nullptr) col.list_add = PyObject_GetAttrString(col.items, "_list_add");
+            if (col.list_add == nullptr) col.list_add = PyObject_GetAttr(col.items, N.list_add);
             PyObject* r = col.list_add ? PyObject_CallOneArg(col.list_add, oid) : nullptr;
             if (r == nullptr || PyDict_SetItem(col.items, oid, plain) < 0) {
                 Py_XDECREF(r);
@@ -643,12 +661,24 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
         pos = next;
     }
     col.release();
-    py::tuple counts(2 * N_CMDS);
+    PyObject* counts = PyTuple_New(2 * N_CMDS);
+    if (counts == nullptr) throw py::error_already_set();
+    py::object guard = py::reinterpret_steal<py::object>(counts);
     for (int i = 0; i < N_CMDS; ++i) {
-        counts[2 * i] = py::int_(stats.n[i]);
-        counts[2 * i + 1] = py::int_(stats.ns[i]);
+        PyTuple_SET_ITEM(counts, 2 * i, PyLong_FromLongLong(stats.n[i]));
+        PyTuple_SET_ITEM(counts, 2 * i + 1, PyLong_FromLongLong(stats.ns[i]));
     }
-    return py::make_tuple(pos, py::bytes(out), py::bytes(aof), counts, last);
+    PyObject* r = PyTuple_New(5);
+    if (r == nullptr) throw py::error_already_set();
+    py::tuple result = py::reinterpret_steal<py::tuple>(r);
+    PyTuple_SET_ITEM(r, 0, PyLong_FromSize_t(pos));
+    PyTuple_SET_ITEM(r, 1, PyBytes_FromStringAndSize(out.data(), static_cast<Py_ssize_t>(out.size())));
+    PyTuple_SET_ITEM(r, 2, PyBytes_FromStringAndSize(aof.data(), static_cast<Py_ssize_t>(aof.size())));
+    PyTuple_SET_ITEM(r, 3, guard.release().ptr());
+    PyTuple_SET_ITEM(r, 4, PyLong_FromLong(last));
+    for (int k = 0; k < 5; ++k)
+        if (PyTuple_GET_ITEM(r, k) == nullptr) throw py::error_already_set();
+    return result;
 }
 
 // replay_batch(buf, start, collections, plain) -> (end, records): AOF replay of a run of plain
@@ -661,11 +691,46 @@ py::tuple replay_batch(py::handle buf, size_t start, py::handle collections, py:
     return py::make_tuple(r[0], counts[2 * C_SET]);
 }
 
+// execute_batch as a METH_FASTCALL function: called once per client read, where pybind11's
+// argument conversion (~1 us) would be a good part of an unpipelined request's cost here.
+PyObject* execute_batch_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "execute_batch takes 9 arguments");
+        return nullptr;
+    }
+    size_t n[5];
+    const int at[5] = {1, 5, 6, 7, 8};
+    for (int k = 0; k < 5; ++k) {
+        n[k] = PyLong_AsSize_t(args[at[k]]);
+        if (n[k] == static_cast<size_t>(-1) && PyErr_Occurred()) return nullptr;
+    }
+    const long mode = PyLong_AsLong(args[4]);
+    if (mode == -1 && PyErr_Occurred()) return nullptr;
+    try {
+        py::tuple r = execute_batch(args[0], n[0], args[2], args[3], static_cast<int>(mode), n[1], n[2], n[3], n[4]);
+        return r.release().ptr();
+    } catch (py::error_already_set& e) {
+        e.restore();
+    } catch (const std::exception& e) {
+        PyErr_SetString(PyExc_RuntimeError, e.what());
+    }
+    return nullptr;
+}
+
+PyMethodDef EXECUTE_DEF = {"execute_batch", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(execute_batch_fast)),
+                           METH_FASTCALL,
+                           "execute_batch(buf, start, collections, plain, mode, max_args, max_bulk, max_request, "
+                           "budget): the compiled fast path (src/core/fastpath.cpp)"};
+
 }  // namespace
 }  // namespace geocore
 
 void register_fastpath(py::module_& m) {
-    m.def("execute_batch", &geocore::execute_batch, "the compiled fast path (src/core/fastpath.cpp)");
+    using geocore::name_of;
+    geocore::N = {name_of("items"), name_of("points"), name_of("shapes"), name_of("weight"), name_of("_list_add")};
+    PyObject* f = PyCFunction_NewEx(&geocore::EXECUTE_DEF, nullptr, m.attr("__name__").ptr());
+    if (f == nullptr) throw py::error_already_set();
+    m.add_object("execute_batch", py::reinterpret_steal<py::object>(f));
     m.def("replay_batch", &geocore::replay_batch, "AOF replay of plain SET records (src/core/fastpath.cpp)");
     m.attr("FASTPATH_MODES") = py::make_tuple(int{geocore::PING}, int{geocore::READ}, int{geocore::WRITE},
                                               int{geocore::RECORD}, int{geocore::SEARCH});
