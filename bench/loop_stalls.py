@@ -1,7 +1,7 @@
 """The longest loop stall of each long command, in the loop thread's CPU time (issue 9).
 
     python bench/loop_stalls.py [--objects 1000000] [--keys 100000] [--only LABEL ...]
-                                [--repeat N]
+                                [--repeat N] [--gc-off]
 
 bench/long_commands.py's canary measures what a client sees, but on a shared machine its
 round trips mostly measure the scheduler. This one runs the server in this process (its real
@@ -18,7 +18,9 @@ is the collector's, not the command's.
 On a loaded VM even CPU time inflates (stolen time is charged to the running thread), so
 `--repeat N` runs each read-only command N times and prints the smallest and the median of its
 N longest stalls: the smallest is the command's own cost, the spread shows the noise. Writes
-(PDEL, DROP, FLUSHDB, SET) run once.
+(PDEL, DROP, FLUSHDB, SET) run once. `--gc-off` disables the cyclic collector after loading, so
+the stalls are the commands' own (a server never runs so: the collector's share is the
+difference).
 
 For a baseline, copy this file and long_commands.py into a `git worktree` of another commit
 and run it there (it imports the server next to it). Not a test: prints figures, never fails CI.
@@ -55,7 +57,7 @@ def worker(port: int, conn) -> None:
         conn.send(run_http(port, cmd) if isinstance(cmd, str) else run_resp(port, cmd))
 
 
-async def measure(data: Path, keys: int, only: list[str], repeat: int = 1) -> None:
+async def measure(data: Path, keys: int, only: list[str], repeat: int = 1, gc_off: bool = False) -> None:
     port = free_port()
     conn, child = mp.Pipe()
     proc = mp.Process(target=worker, args=(port, child), daemon=True)
@@ -68,6 +70,8 @@ async def measure(data: Path, keys: int, only: list[str], repeat: int = 1) -> No
     gc.set_threshold(100_000, 50, 1000)  # as Server.start does after loading
     gc.collect()
     gc.freeze()
+    if gc_off:
+        gc.disable()
     listener = await asyncio.get_running_loop().create_server(lambda: Client(server), "127.0.0.1", port)
     stalls: list[tuple[float, float, float]] = []  # (wall at end, cpu, wall) between ticks
     running = True
@@ -130,12 +134,13 @@ def main() -> None:
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--only", nargs="*", default=[], help="commands whose label contains one of these")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each read-only command")
+    ap.add_argument("--gc-off", action="store_true", help="no cyclic GC after loading")
     opts = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
         write_aof(data / "appendonly.aof", opts.objects, opts.keys)
-        asyncio.run(measure(data, opts.keys, opts.only, opts.repeat))
+        asyncio.run(measure(data, opts.keys, opts.only, opts.repeat, opts.gc_off))
 
 
 if __name__ == "__main__":
