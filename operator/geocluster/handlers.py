@@ -447,19 +447,19 @@ async def _promote(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[
     fenced_at = time.monotonic()
     behind = 0
     try:
+        # the target's lease first, outside the write pause: as a follower it refuses writes anyway
+        granted = await _grant(ctx, new, epoch, plan.ms)
+        if not granted.ok:
+            raise probe.ProbeError(f"lease for {new.name}: {granted.error}")
         if pr.old_reachable and old is not None:
             await ctx.send(old, "READONLY", "yes")  # writes now get a `read only` error: retry
             fenced_at = time.monotonic()
-            await _grant(ctx, old, epoch, 0)  # revoked at the new epoch: a stale renewal cannot revive it
             if pr.kind == "switchover":
                 await _wait_caught_up(ctx, old, new)
         else:
             await _fence(ctx, pr.old, pods)
         if pr.kind == "failover":
             behind = await _loss_bound(ctx, pr, members, status)
-        granted = await _grant(ctx, new, epoch, plan.ms)  # before it takes a write
-        if not granted.ok:
-            raise probe.ProbeError(f"lease for {new.name}: {granted.error}")
         track.until = failover.lease_end(None, granted.read_at, plan)
         await ctx.send(new, "FOLLOW", "no", "one")
         await ctx.send(new, "READONLY", "no")  # one left by an interrupted switchover
@@ -481,6 +481,8 @@ async def _promote(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[
         metrics.promotion(cluster.namespace, cluster.name, pr.kind, "error")
         return status, ctx, members
     pause_ms = round((time.monotonic() - fenced_at) * 1000)
+    if pr.old_reachable and old is not None:  # revoked at the new epoch (READONLY fences it
+        await _grant(ctx, old, epoch, 0)  # meanwhile): a stale renewal cannot revive it
     status = failover.finish(status, datetime.now(UTC), "ok", behind_bytes=behind,
                              write_pause_ms=pause_ms, leader=pr.new)  # fmt: skip
     await _write_status(cluster, status)  # the new view before anyone follows it

@@ -408,7 +408,8 @@ class LocalCluster:
         if not leader.running:
             return
         grant = await probe.grant_lease(leader.address, int(self.info.get("leaderEpoch") or 1),
-                                        self.lease.ms, self.manifest.password, PROBE_TIMEOUT,
+                                        self.lease.ms, self.manifest.password,
+                                        min(PROBE_TIMEOUT, self.lease.renew_every),  # not a tick's
                                         self.sup.ca_file, now=self.clock.now, adopt=True)
         self.lease_until = failover.lease_end(self.lease_until, grant.read_at, self.lease)
         if grant.error and grant.read_at is not None:  # refused, or the reply was lost
@@ -549,19 +550,19 @@ class LocalCluster:
         fenced_at = time.monotonic()
         old_size: int | None = None
         try:
+            # the target's lease first, outside the write pause: as a follower it refuses writes anyway
+            granted = await lease(new, epoch, self.lease.ms)
+            if not granted.ok:
+                raise probe.ProbeError(f"lease for {new.name}: {granted.error}")
             if pr.old_reachable:
                 await send(old, "READONLY", "yes")  # writes now get `read only`: retry elsewhere
                 fenced_at = time.monotonic()
-                await lease(old, epoch, 0)  # revoked at the new epoch: no stale renewal revives it
                 if pr.kind == "switchover":
                     old_size = await self._wait_caught_up(old, new, aof_size)
                 else:
                     old_size = await aof_size(old)
             else:
                 old_size = await self._kill(old)
-            granted = await lease(new, epoch, self.lease.ms)  # before it takes a write
-            if not granted.ok:
-                raise probe.ProbeError(f"lease for {new.name}: {granted.error}")
             self.lease_until = failover.lease_end(None, granted.read_at, self.lease)
             await send(new, "FOLLOW", "no", "one")
             await send(new, "READONLY", "no")  # a READONLY left by an interrupted switchover
@@ -578,6 +579,9 @@ class LocalCluster:
                     await send(old, "READONLY", "no")
             return failover.finish(self.status, self.clock.now(), f"error: {exc}")
         pause_ms = round((time.monotonic() - fenced_at) * 1000)
+        if pr.old_reachable:  # revoked at the new epoch (READONLY fences it meanwhile): no stale
+            with contextlib.suppress(Exception):  # renewal can revive it
+                await lease(old, epoch, 0)
         new_size = await aof_size(new)
         old.role, new.role = "follower", "leader"
         self.info["leader"] = new.name
