@@ -393,8 +393,7 @@ def nearby_steps(grid: Points, shapes: ShapeBoxes, lat: float, lon: float,
         sids, sh = _shape_havs(shapes, lat, lon)
         skeep = np.flatnonzero(sh <= hi)
         first = len(names)
-        names = list(names)
-        names.extend(sids[i] for i in skeep.tolist())
+        names.extend(sids[i] for i in skeep.tolist())  # names() is a copy: extended in place
         slots = np.concatenate([slots, np.arange(first, first + len(skeep), dtype=slots.dtype)])
         h = np.concatenate([h, sh[skeep]])
     yield
