@@ -24,6 +24,7 @@ import json
 import logging
 import socket
 import ssl
+import threading
 from typing import Any
 
 import hiredis
@@ -53,22 +54,42 @@ def _status_message(body: Any) -> str:
     return "no WebSocket upgrade (is this a Kubernetes API server?)"
 
 
-def open_forward(api_client: Any, namespace: str, pod: str, port: int) -> Any:
-    """A ``kubernetes.stream.ws_client.PortForward`` to ``pod:port`` (its own proxy thread)."""
+def open_forward(api_client: Any, namespace: str, pod: str, port: int, timeout: float = 10.0) -> Any:
+    """A ``kubernetes.stream.ws_client.PortForward`` to ``pod:port`` (its own proxy thread).
+
+    The client's WebSocket connect has no timeout, so it runs in a daemon thread that is given
+    up after ``timeout`` s (an API server that never answers the upgrade is an error, not a
+    hang; the thread ends with the process)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
     from kubernetes.stream import portforward
 
     core = client.CoreV1Api(api_client)
-    try:
-        return portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports=str(port))
-    except ApiException as exc:  # the client turns every failure into ApiException(status=0)
+    done: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            done["forward"] = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace,
+                                          ports=str(port))  # fmt: skip
+        except BaseException as exc:  # handed to the caller's thread
+            done["error"] = exc
+
+    thread = threading.Thread(target=connect, name=f"port-forward {pod}:{port}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise ForwardError(f"cannot open a port-forward: no answer from the API server in {timeout:g} s")
+    exc = done.get("error")
+    if isinstance(exc, ApiException):  # the client turns every failure into ApiException(status=0)
         cause = exc.__context__  # websocket-client's WebSocketBadStatusException, when HTTP said no
         status = getattr(cause, "status_code", None)
         if status:
             raise ForwardError(f"{status} {_status_message(getattr(cause, 'resp_body', b''))}",
                                status) from None
         raise ForwardError(f"cannot open a port-forward: {exc.reason}") from None
+    if exc is not None:
+        raise exc
+    return done["forward"]
 
 
 def _command(*args: str) -> bytes:
@@ -106,7 +127,7 @@ def ask_member(api_client: Any, namespace: str, pod: str, port: int, commands: t
                password: str | None = None, tls: ssl.SSLContext | None = None,
                server_name: str | None = None, timeout: float = 10.0) -> dict[str, str]:
     """{command: the member's JSON reply text} for argument-less read-only commands."""
-    forward = open_forward(api_client, namespace, pod, port)
+    forward = open_forward(api_client, namespace, pod, port, timeout)
     local = forward.socket(port)._socket  # the plain end of the client's socketpair
     local.settimeout(timeout)
     conn: socket.socket = local

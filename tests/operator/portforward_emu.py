@@ -35,6 +35,7 @@ from opharness import KopfEmulator
 
 BINARY = "v4.channel.k8s.io"
 SUPPORTED = (BINARY, "v4.base64.channel.k8s.io")
+STALL = 3.0
 
 
 def status(code: int, reason: str, message: str) -> aiohttp.web.Response:
@@ -46,6 +47,7 @@ class PortForwardEmulator(KopfEmulator):
     """KopfEmulator plus ``pods/<pod>/portforward`` (module docstring)."""
 
     forbidden: tuple[str, ...] = ()  # pod names whose portforward RBAC denies
+    stalled: tuple[str, ...] = ()  # pod names whose upgrade is answered only after STALL seconds
     user = "me"
 
     async def _handle(self, request: rendering.Request):
@@ -58,6 +60,9 @@ class PortForwardEmulator(KopfEmulator):
     async def _portforward(self, request: rendering.Request, ns: str, name: str):
         raw = request._raw_request
         assert raw is not None
+        if name in self.stalled:  # a hung API server (then a 504, so the test's teardown can end)
+            await asyncio.sleep(STALL)
+            return status(504, "Timeout", "the server was unable to return a response in the time allotted")
         if name in self.forbidden:
             return status(403, "Forbidden", f'pods "{name}" is forbidden: User "{self.user}" cannot '
                           f'create resource "pods/portforward" in API group "" in the namespace "{ns}"')

@@ -146,6 +146,10 @@ async def test_ask_member_directly(api, members):
     assert exc.value.status == 404
     with pytest.raises(portforward.ForwardError, match="AUTH: ERR invalid password"):
         await asyncio.to_thread(portforward.ask_member, api_client, NS, pod(0), PORT, ("SERVER",), "x")
+    api.stalled = ("stuck",)  # an upgrade never answered: an error after the timeout, not a hang
+    with pytest.raises(portforward.ForwardError, match=r"no answer from the API server in 0\.5 s"):
+        await asyncio.to_thread(portforward.ask_member, api_client, NS, "stuck", PORT, ("SERVER",),
+                                timeout=0.5)
 
 
 @pytest.mark.parametrize("spec, via, scheme, auth", [
