@@ -3,7 +3,8 @@
 Mocked: only the Kubernetes API server and the kubelet's port-forward
 (:mod:`portforward_emu`, WebSocket with the real channel framing; no cluster runs here). The
 plugin is the real console script, the members are real geoservers with a password (and, in
-one test, TLS requiring client certificates) on loopback addresses standing in for pod IPs.
+one test, TLS requiring client certificates) on loopback addresses standing in for pod IPs;
+the last test runs the real kopf operator, whose generated password Secret the report uses.
 """
 
 from __future__ import annotations
@@ -165,3 +166,31 @@ async def test_ask_member_directly(api, members):
 def test_member_access_picks_the_way(spec, via, scheme, auth):
     access = kp.member_access({"metadata": {"name": NAME, "namespace": NS}, "spec": spec})
     assert (access.via, access.scheme, access.auth is not None) == (via, scheme, auth)
+
+
+async def test_against_the_operator_with_its_generated_password(api, members, kubeconfig, tmp_path):
+    """The real operator generates ``<name>-auth``; members run with it (as their pods' env
+    would give it); the report reads every member's SERVER through port-forwards with it."""
+    from opharness import SPEC, Operator, condition, eventually, start_member
+
+    op = await Operator().start()
+    try:
+        spec = {k: v for k, v in SPEC.items() if k != "server"}  # the default: a generated password
+        await api.post(GC_URL, json={"apiVersion": "geo.geocluster.io/v1alpha1", "kind": "GeoCluster",
+                                     "metadata": {"name": NAME, "namespace": NS}, "spec": spec})  # fmt: skip
+        key = ("v1/secrets", NS, f"{NAME}-auth")
+        await eventually(lambda: api.objects[key]["data"]["password"], what="the generated Secret")
+        password = base64.b64decode(api.objects[key]["data"]["password"]).decode()
+        for k in range(spec["followers"] + 1):
+            await start_member(api, members, pod(k), password=password, spec=spec)
+        await eventually(lambda: condition(api, "Ready")["status"] == "True", what="Ready")
+        files = await report(kubeconfig, tmp_path)
+    finally:
+        await op.stop()
+    roles = {}
+    for k in range(spec["followers"] + 1):
+        assert f"members/{pod(k)}.server.json" in files, files["skipped.txt"]
+        stats = json.loads(files[f"members/{pod(k)}.server.json"])["stats"]
+        roles[pod(k)] = "follower" if stats.get("following") else "leader"
+    assert sorted(roles.values()) == ["follower", "follower", "leader"]
+    assert password not in "".join(files.values())
