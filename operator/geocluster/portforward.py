@@ -119,7 +119,7 @@ class _Resp:
         except OSError as exc:  # the forward ended (the kubelet's error channel says why) or reset
             # (an EPIPE must not escape: click would take it for a closed stdout and exit 1)
             why = self.why_closed()
-            raise ForwardError(why or f"{args[0]}: the connection ended ({exc or 'closed'})") from None
+            raise ForwardError(why or f"{args[0]}: the connection ended ({str(exc) or 'closed'})") from None
         return reply
 
 
