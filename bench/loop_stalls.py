@@ -1,7 +1,7 @@
 """The longest loop stall of each long command, in the loop thread's CPU time (issue 9).
 
     python bench/loop_stalls.py [--objects 1000000] [--keys 100000] [--only LABEL ...]
-                                [--repeat N] [--gc-off]
+                                [--repeat N] [--gc-off] [--gc0 N]
 
 bench/long_commands.py's canary measures what a client sees, but on a shared machine its
 round trips mostly measure the scheduler. This one runs the server in this process (its real
@@ -20,7 +20,7 @@ On a loaded VM even CPU time inflates (stolen time is charged to the running thr
 N longest stalls: the smallest is the command's own cost, the spread shows the noise. Writes
 (PDEL, DROP, FLUSHDB, SET) run once. `--gc-off` disables the cyclic collector after loading, so
 the stalls are the commands' own (a server never runs so: the collector's share is the
-difference).
+difference); `--gc0 N` tries another generation-0 threshold than the server's 100,000.
 
 For a baseline, copy this file and long_commands.py into a `git worktree` of another commit
 and run it there (it imports the server next to it). Not a test: prints figures, never fails CI.
@@ -57,7 +57,8 @@ def worker(port: int, conn) -> None:
         conn.send(run_http(port, cmd) if isinstance(cmd, str) else run_resp(port, cmd))
 
 
-async def measure(data: Path, keys: int, only: list[str], repeat: int = 1, gc_off: bool = False) -> None:
+async def measure(data: Path, keys: int, only: list[str], repeat: int = 1, gc_off: bool = False,
+                  gc0: int = 100_000) -> None:
     port = free_port()
     conn, child = mp.Pipe()
     proc = mp.Process(target=worker, args=(port, child), daemon=True)
@@ -67,7 +68,7 @@ async def measure(data: Path, keys: int, only: list[str], repeat: int = 1, gc_of
     await load_aof(data / "appendonly.aof", lambda argv: dispatch.apply_record(server, argv),
                    lambda done, total: None)
     print(f"loaded in {time.monotonic() - t:.1f}s", flush=True)
-    gc.set_threshold(100_000, 50, 1000)  # as Server.start does after loading
+    gc.set_threshold(gc0, 50, 1000)  # as Server.start does after loading (gen 0: 100,000)
     gc.collect()
     gc.freeze()
     if gc_off:
@@ -135,12 +136,14 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", default=[], help="commands whose label contains one of these")
     ap.add_argument("--repeat", type=int, default=1, help="runs of each read-only command")
     ap.add_argument("--gc-off", action="store_true", help="no cyclic GC after loading")
+    ap.add_argument("--gc0", type=int, default=100_000,
+                    help="generation-0 GC threshold after loading (the server's: 100000)")
     opts = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         data.mkdir()
         write_aof(data / "appendonly.aof", opts.objects, opts.keys)
-        asyncio.run(measure(data, opts.keys, opts.only, opts.repeat, opts.gc_off))
+        asyncio.run(measure(data, opts.keys, opts.only, opts.repeat, opts.gc_off, opts.gc0))
 
 
 if __name__ == "__main__":
