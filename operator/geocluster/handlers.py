@@ -713,6 +713,10 @@ async def _step(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[str
     """At most one migration or update step (roles.plan_migration, roles.plan_update); a
     restart request makes the pods created before it outdated too, until none is left."""
     cluster, spec = ctx.cluster, ctx.cluster.spec
+    if restart_since and _now_str() <= restart_since:
+        # creation times have seconds only: wait out the request's second, so a pod restarted
+        # for it is never taken for one created before it (and restarted twice)
+        return status, ctx, members
     views = _views(pods)
     leader = res.leader_pod(cluster)
     step = roles.plan_migration(bool(ctx.legacy), leader, res.member_pods(cluster), members, views)
