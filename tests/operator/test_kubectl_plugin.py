@@ -308,7 +308,9 @@ async def test_against_the_operator_shrink_restart_pause_status(api, members, ku
         assert code == 0, err
         await eventually(lambda: kp.RESTART not in annotations(api) and kp.RESTARTING in annotations(api),
                          what="the restart taken up")
-        assert "RestartRequested" in [e["reason"] for e in events(api)]
+        # kopf posts the Event after the annotation patch, on its own: wait for it too
+        await eventually(lambda: "RestartRequested" in [e["reason"] for e in events(api)],
+                         what="RestartRequested")
         code, out, err = await plugin(kubeconfig, "status", "-o", "json")
         s = json.loads(out)
         assert s["paused"] and s["phase"] == "Paused" and s["lastShrink"]["result"] == "ok"

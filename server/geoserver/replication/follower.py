@@ -148,6 +148,11 @@ class LeaderConnection:
             if tls is not None and str(exc) == CLOSED:  # TLS 1.3: a refused client certificate
                 raise ReplicationError(CLOSED + TLS_CLOSED_HINT) from None  # is an EOF after it
             raise
+        except ConnectionResetError:  # the same refusal, when the leader's close came as a reset
+            conn.close()
+            if tls is not None:
+                raise ReplicationError(CLOSED + TLS_CLOSED_HINT) from None
+            raise
         except BaseException:
             conn.close()
             raise
