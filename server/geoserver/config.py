@@ -187,6 +187,9 @@ PROPERTIES: dict[str, Property] = {
     "tls-key-file": Property(str, "PEM private key of tls-cert-file"),
     "tls-ca-cert-file": Property(str, "PEM CA certificates that verify client certificates "
                                  "(tls-auth-clients) and the leader's (tls-replication)"),
+    "tls-client-cert-file": Property(str, "PEM certificate a follower presents to its TLS "
+                                     "leader (tls-replication; default: tls-cert-file)"),
+    "tls-client-key-file": Property(str, "PEM private key of tls-client-cert-file"),
     "tls-auth-clients": Property(parse_auth_clients, "client certificates: yes (required), "
                                  "optional (verified when sent), no (not asked for)"),
     "tls-replication": Property(parse_yes_no, "yes: follow the leader over TLS, verifying its "
@@ -262,6 +265,8 @@ class ServerConfig:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_ca_cert_file: str = ""
+    tls_client_cert_file: str = ""  # replication's client certificate (Redis's name)
+    tls_client_key_file: str = ""
     tls_auth_clients: str = "no"
     tls_replication: str = "no"
     tls_reload_interval: int = 5

@@ -32,8 +32,9 @@ HANDSHAKE_TIMEOUT = 10.0  # seconds a connection may take to finish its TLS hand
 # Why a TLS leader may end the connection at once: under TLS 1.3 the client's handshake is done
 # before the server has checked its certificate, and the refusal reaches it as a plain EOF
 TLS_CLOSED_HINT = (" right after the TLS handshake: does it require client certificates "
-                   "(tls-auth-clients yes)? Then this server's tls-cert-file/tls-key-file must be "
-                   "set, signed by a CA the leader trusts, with the clientAuth extended key usage")
+                   "(tls-auth-clients yes)? Then this server needs tls-client-cert-file/"
+                   "tls-client-key-file (or tls-cert-file/tls-key-file) signed by a CA the leader "
+                   "trusts, with the clientAuth extended key usage")
 
 
 def parse_auth_clients(text: str) -> str:
@@ -76,13 +77,19 @@ def replication_context(cfg: ServerConfig) -> ssl.SSLContext | None:
     """The context a follower dials its leader with (`tls-replication yes`), else None.
 
     It verifies the leader's certificate and host name against `tls-ca-cert-file` (the
-    system's CAs when none is set), and presents this server's certificate, for leaders that
-    ask for client certificates. Built per connection, so it always reads the current files."""
+    system's CAs when none is set), and presents a certificate, for leaders that ask for
+    client certificates: `tls-client-cert-file` (a certificate with the clientAuth usage, when
+    the server's own has serverAuth only), else this server's `tls-cert-file`. Built per
+    connection, so it always reads the current files."""
     if cfg.tls_replication != "yes":
         return None
+    if bool(cfg.tls_client_cert_file) != bool(cfg.tls_client_key_file):
+        raise ValueError("tls-client-cert-file and tls-client-key-file go together")
     ctx = ssl.create_default_context(cafile=cfg.tls_ca_cert_file or None)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if cfg.tls_cert_file and cfg.tls_key_file:
+    if cfg.tls_client_cert_file:
+        ctx.load_cert_chain(cfg.tls_client_cert_file, cfg.tls_client_key_file)
+    elif cfg.tls_cert_file and cfg.tls_key_file:
         ctx.load_cert_chain(cfg.tls_cert_file, cfg.tls_key_file)
     return ctx
 

@@ -4,19 +4,23 @@ table without sockets), and the atheris entry point.
 
 Each target module defines `one_input(data: bytes) -> None`, which raises AssertionError (or any
 unexpected exception) on a finding. `python tests/fuzz/fuzz_X.py [-atheris_runs=N] [dir ...]`
-fuzzes it with atheris (libFuzzer's flags); tests/fuzz/test_fuzz_smoke.py replays the corpus in
-tests/fuzz/corpus/<target>/ through the same function under pytest.
+fuzzes it with atheris (libFuzzer's flags); `-blind_runs=N [-blind_seed=S]` mutates the corpus
+without atheris or coverage (for the sanitizer build); tests/fuzz/test_fuzz_smoke.py replays the
+corpus in tests/fuzz/corpus/<target>/ through the same function under pytest.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
 import inspect
 import os
+import random
 import shutil
 import struct
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -112,12 +116,63 @@ def instrument(prefixes: tuple[str, ...] = ("geoserver", "hiredis", "fuzz_", "fu
     return count
 
 
+def mutate(rnd: random.Random, data: bytes, pool: list[bytes]) -> bytes:
+    """A few libFuzzer-style edits: flip, set, insert, erase, duplicate, splice with another input."""
+    buf = bytearray(data)
+    for _ in range(rnd.randint(1, 6)):
+        op, at = rnd.randrange(6), rnd.randrange(len(buf) + 1)
+        if op == 0 and buf:
+            buf[at % len(buf)] ^= 1 << rnd.randrange(8)
+        elif op == 1 and buf:
+            buf[at % len(buf)] = rnd.choice((0, 1, 0x7F, 0x80, 0xFF, 0x2A, 0x24, 0x0D, 0x0A,
+                                             rnd.randrange(256)))
+        elif op == 2:
+            buf[at:at] = rnd.randbytes(rnd.randint(1, 8))
+        elif op == 3 and buf:
+            del buf[at:at + rnd.randint(1, 16)]
+        elif op == 4 and buf:
+            piece = buf[at:at + rnd.randint(1, 64)]
+            buf[at:at] = piece * rnd.randint(1, 4)
+        else:
+            other = rnd.choice(pool)
+            cut = rnd.randrange(len(other) + 1)
+            buf[at:] = other[cut:cut + rnd.randint(0, 512)]
+    return bytes(buf[:1 << 20])
+
+
+def blind(one_input: Callable[[bytes], None], target: str, runs: int, seed: int) -> None:
+    """Mutation fuzzing without coverage feedback (no atheris needed): for runs under the
+    sanitizer build, where atheris's coverage does not work with a preloaded libasan."""
+    rnd = random.Random(seed)
+    pool = [p.read_bytes() for p in corpus(target) if not p.name.startswith("bug-")]
+    pool = [p for p in pool if len(p) <= 65536] or [b""]
+    started = time.monotonic()
+    for i in range(runs):
+        data = mutate(rnd, rnd.choice(pool), pool)
+        try:
+            one_input(data)
+        except BaseException:
+            name = f"crash-{hashlib.sha1(data).hexdigest()}"
+            Path(name).write_bytes(data)
+            print(f"fuzzkit: run {i} failed; input written to {name}", file=sys.stderr)
+            raise
+        if rnd.random() < 0.05:  # keep some inputs that passed, so edits compound
+            pool.append(data)
+    seconds = time.monotonic() - started
+    print(f"fuzzkit: {runs} blind runs in {seconds:.0f} s ({runs / seconds:.0f}/s), seed {seed}, no failure",
+          file=sys.stderr)
+
+
 def main(one_input: Callable[[bytes], None], target: str) -> None:
     """atheris entry point: instrument geoserver's loaded Python code, then fuzz. The C++ core
     is not instrumented for coverage (it is built without -fsanitize=fuzzer): inputs that only
     reach new C++ branches are not kept for that reason.
     With no corpus directory on the command line, the checked-in corpus seeds the run and new
     inputs go to a temporary directory (libFuzzer writes into the first one it is given)."""
+    flags = dict(a.lstrip("-").split("=", 1) for a in sys.argv[1:] if a.startswith("-blind") and "=" in a)
+    if "blind_runs" in flags:  # -blind_runs=N [-blind_seed=S]
+        blind(one_input, target, int(flags["blind_runs"]), int(flags.get("blind_seed", "1")))
+        return
     import atheris
 
     argv = list(sys.argv)

@@ -6,8 +6,9 @@ plaintext `--port`: no certificate, or one from another CA, is refused in the ha
 (TLS 1.3 reports it at the client's first read) and the server goes on serving; a certificate
 of the configured CA is served, through redis-py, redis-cli `--tls --cert --key --cacert`,
 a raw ssl socket and HTTPS (urllib). A follower started with `--follow` presents its own
-certificate to such a leader; one without a certificate, or with a certificate whose
-extended key usage lacks clientAuth, is refused and reports why.
+certificate to such a leader (its `tls-cert-file`, or `tls-client-cert-file` when set); one
+without a certificate, or with a certificate whose extended key usage lacks clientAuth, is
+refused and reports why.
 """
 
 from __future__ import annotations
@@ -223,3 +224,26 @@ def test_follower_without_a_client_certificate_is_refused(make_server, mtls_lead
                                                  "handshake: does it require client certificates"), stats
     assert "clientAuth extended key usage" in stats["replication_error"]
     assert mtls_leader.json("PING")["ok"]  # the leader goes on serving
+
+
+def test_a_separate_client_certificate_for_replication(make_server, mtls_leader, ca, tmp_path):
+    """`tls-client-cert-file`/`tls-client-key-file` (Redis's names): a follower whose own
+    certificate is for serverAuth only presents another one, with clientAuth, to its leader."""
+    own = server_only(ca, tmp_path / "eku")
+    client = ca.issue("replication-client")
+    args = [*follower_args(mtls_leader, ca, own),
+            "--tls-client-cert-file", str(client.cert), "--tls-client-key-file", str(client.key)]
+    follower = make_server("follower", args=args)
+    wait_until(lambda: follower.stats().get("caught_up"), message="caught up with the client certificate")
+    assert follower.stats()["num_objects"] == 20 and follower.stats()["replication_error"] == ""
+    r = follower.client()
+    assert r.config_get("tls-client-cert-file") == {"tls-client-cert-file": str(client.cert)}
+
+
+def test_a_client_certificate_without_its_key_is_a_clear_error(make_server, mtls_leader, ca):
+    client = ca.issue("replication-client")
+    args = [*follower_args(mtls_leader, ca, None), "--tls-client-cert-file", str(client.cert)]
+    follower = make_server("follower", args=args)
+    stats = wait_until(lambda: (s := follower.stats())["replication_error"] and s,
+                       message="a replication_error")
+    assert "tls-client-cert-file and tls-client-key-file go together" in stats["replication_error"], stats
