@@ -140,8 +140,7 @@ async def main(args: argparse.Namespace) -> None:
     print(f"\n{args.rounds} rounds, delay {args.delay}s, probe interval 1s, {args.objects} objects, "
           f"appendfsync {args.appendfsync}, {len(writer.acked)} writes acknowledged; errors seen by the "
           f"client: {dict(writer.errors)}\n")
-    print("| figure | median | max |\n|---|---|---|")
-    for label, values in [
+    print_table([
         ("switchover: writes refused (runtime, ms)", [s[0] for s in switch]),
         ("switchover: longest gap between acks (client, ms)", [s[1] for s in switch]),
         ("switchover: acknowledged writes lost", [s[2] for s in switch]),
@@ -151,10 +150,15 @@ async def main(args: argparse.Namespace) -> None:
         ("SIGSTOP: time to a write acked by the new leader (s)", [f[0] for f in stop]),
         ("SIGSTOP: reported loss bound (behindBytes)", [f[1] for f in stop]),
         ("SIGSTOP: acknowledged writes lost", [f[2] for f in stop]),
-    ]:
-        if not values:
-            continue
-        print(f"| {label} | {statistics.median(values):.1f} | {max(values):.1f} |")
+    ])
+
+
+def print_table(rows: list[tuple[str, list[float]]]) -> None:
+    """The figures as a Markdown table (median and max), rows without values left out."""
+    print("| figure | median | max |\n|---|---|---|")
+    for label, values in rows:
+        if values:
+            print(f"| {label} | {statistics.median(values):.1f} | {max(values):.1f} |")
 
 
 async def main_kubernetes(args: argparse.Namespace) -> None:
@@ -295,8 +299,7 @@ async def main_kubernetes(args: argparse.Namespace) -> None:
           f"{args.stop_rounds} SIGSTOP partitions, delay {args.delay}s, lease {lease.seconds:.1f}s "
           f"(+{lease.margin:.2f}s margin), tick {os.environ['GEOCLUSTER_TICK_SECONDS']}s, "
           f"{len(acked)} writes acknowledged; errors seen by the client: {errors}\n")
-    print("| figure | median | max |\n|---|---|---|")
-    for label, values in [
+    print_table([
         ("switchover: writes refused (operator, ms)", [s[0] for s in switch]),
         ("switchover: longest gap between acks (client, ms)", [s[1] for s in switch]),
         ("switchover: acknowledged writes lost", [s[2] for s in switch]),
@@ -306,9 +309,7 @@ async def main_kubernetes(args: argparse.Namespace) -> None:
         ("partition: reported loss bound (behindBytes)", [f[1] for f in stops]),
         ("partition: acknowledged writes lost", [f[2] for f in stops]),
         ("partition: writes the woken old leader took (of 20)", [f[3] for f in stops]),
-    ]:
-        if values:
-            print(f"| {label} | {statistics.median(values):.1f} | {max(values):.1f} |")
+    ])
 
 
 if __name__ == "__main__":
