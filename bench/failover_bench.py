@@ -1,6 +1,6 @@
 """Switchover and failover of the local runtime: write downtime and acknowledged-write loss.
 
-    python bench/failover_bench.py [--rounds 10] [--stop-rounds 3] [--delay 2] [--objects 20000]
+    python bench/failover_bench.py [--rounds 10] [--stop-rounds 10] [--delay 2] [--objects 20000]
                                    [--appendfsync always]
 
 Runs `geocluster up`'s control loop in-process (real clock, 1 s probe interval) over real
@@ -13,7 +13,10 @@ Then, ``--rounds`` times each:
   2. kill -9 of the leader: time until the first write acknowledged by the new leader (target
      <= delay + 10 s), the bound the runtime reported (lastFailover.behindBytes) and the
      acknowledged writes actually lost.
-Then ``--stop-rounds`` times SIGSTOP of the leader (then SIGCONT): the same figures.
+Then ``--stop-rounds`` times SIGSTOP of the leader (then SIGCONT): the same figures, and the
+writes the woken old process took when tried directly (must be 0: it was fenced).
+After each kill -9 and SIGSTOP round the writer pauses until every member's AOF is
+byte-identical (the killed ex-leader back as a follower, resynced): yes/no per round.
 
 ``--kubernetes``: the Kubernetes path instead. The real kopf operator runs against kmock's
 emulated API (no kube-apiserver here; tests/operator/opharness.py plays the StatefulSet
@@ -38,6 +41,7 @@ import socket
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,6 +52,72 @@ from geocluster.local import LocalCluster  # noqa: E402
 from geocluster.localstate import StateDir  # noqa: E402
 from helpers import _encode  # noqa: E402
 from local_lib import FAST, Writer, manifest, merged  # noqa: E402
+
+MIN_RECORD = 40  # bytes of the smallest `SET fleet w<n> POINT ..` record (as tests/local)
+
+
+class PausingWriter(Writer):
+    """local_lib's Writer (same ids, same log) that can be paused between writes."""
+
+    def __init__(self, cluster: LocalCluster):
+        super().__init__(cluster)
+        self.go = threading.Event()
+        self.go.set()
+
+    def run(self) -> None:
+        import redis
+
+        n, conn, name = 0, None, ""
+        while not self.done.is_set():
+            if not self.go.wait(0.1):
+                continue
+            if conn is None:
+                lead = self.cluster.sup.leader
+                name = lead.name
+                conn = redis.Redis(port=lead.port, protocol=2, socket_timeout=self.timeout,
+                                   socket_connect_timeout=self.timeout)
+            n += 1
+            try:
+                conn.execute_command("SET", self.key, f"w{n}", "POINT", 33 + (n % 1000) / 1000, -115)
+                self.acked.append((f"w{n}", time.monotonic(), name))
+            except redis.RedisError as exc:
+                self.errors[str(exc).split(":")[0][:60]] += 1
+                conn.close()
+                conn = None
+                time.sleep(0.005)
+        if conn is not None:
+            conn.close()
+
+
+def identical(c: LocalCluster) -> bool:
+    files = [(c.state.member_dir(n) / "appendonly.aof").read_bytes() for n in c.sup.procs]
+    return all(f == files[0] for f in files)
+
+
+async def settle(c: LocalCluster, writer: PausingWriter) -> bool:
+    """Writes paused until every member is caught up with byte-identical AOFs (60 s at most)."""
+    writer.go.clear()
+    await asyncio.sleep(0.2)  # a write in flight lands
+    try:
+        await until(lambda: healthy(c) and identical(c), 60)
+        return True
+    except TimeoutError:
+        return False
+    finally:
+        writer.go.set()
+
+
+def taken_by(port: int, tries: int = 20) -> int:
+    """Writes a member on ``port`` acknowledges, of ``tries`` sent to it directly."""
+    import redis
+
+    r = redis.Redis(port=port, protocol=2, socket_timeout=2, socket_connect_timeout=2)
+    taken = 0
+    for j in range(tries):
+        with contextlib.suppress(redis.RedisError):
+            r.execute_command("SET", "fleet", f"split{j}", "POINT", 1, 1)
+            taken += 1
+    return taken
 
 
 def preload(port: int, n: int) -> None:
@@ -88,7 +158,7 @@ async def main(args: argparse.Namespace) -> None:
     loop = asyncio.create_task(cluster.run(stopping))
     preload(cluster.sup.leader.port, args.objects)
     await until(lambda: healthy(cluster), 120)
-    writer = Writer(cluster)
+    writer = PausingWriter(cluster)
     writer.start()
     switch, fail, stop = [], [], []
     try:
@@ -115,9 +185,12 @@ async def main(args: argparse.Namespace) -> None:
             first = await until(lambda: writer.first_ack_after(killed, not_by=old.name), args.delay + 30)  # noqa: B023
             await until(lambda: healthy(cluster), 120)
             rec = cluster.status["lastFailover"]
+            same = await settle(cluster, writer)
             acked = {oid for oid, _, _ in writer.acked[:acked_before]}
             lost = len([o for o in writer.lost(cluster.sup.leader.port) if o in acked])
-            fail.append((first[1] - killed, rec["behindBytes"], lost))
+            fail.append((first[1] - killed, rec["behindBytes"], lost, same))
+            print(f"kill -9 {old.name}: writable after {first[1] - killed:.2f}s, bound "
+                  f"{rec['behindBytes']}, lost {lost}, identical {same}", file=sys.stderr)
         for _ in range(args.stop_rounds):  # SIGSTOP: a partition stand-in, fenced by SIGKILL
             await until(lambda: healthy(cluster), 120)
             old = cluster.sup.leader
@@ -127,11 +200,16 @@ async def main(args: argparse.Namespace) -> None:
             first = await until(lambda: writer.first_ack_after(stopped, not_by=old.name), args.delay + 30)  # noqa: B023
             with contextlib.suppress(ProcessLookupError):
                 os.kill(old_pid, signal.SIGCONT)
+            taken = await asyncio.to_thread(taken_by, old.port)  # the woken old one, directly
             await until(lambda: healthy(cluster), 120)
             rec = cluster.status["lastFailover"]
+            same = await settle(cluster, writer)
             acked = {oid for oid, _, _ in writer.acked[:acked_before]}
             lost = len([o for o in writer.lost(cluster.sup.leader.port) if o in acked])
-            stop.append((first[1] - stopped, rec["behindBytes"], lost))
+            stop.append((first[1] - stopped, rec["behindBytes"], lost, same, taken))
+            print(f"SIGSTOP {old.name}: writable after {first[1] - stopped:.2f}s, bound "
+                  f"{rec['behindBytes']}, lost {lost}, identical {same}, woken took {taken}/20",
+                  file=sys.stderr)
     finally:
         writer.stop()
         stopping.set()
@@ -150,7 +228,14 @@ async def main(args: argparse.Namespace) -> None:
         ("SIGSTOP: time to a write acked by the new leader (s)", [f[0] for f in stop]),
         ("SIGSTOP: reported loss bound (behindBytes)", [f[1] for f in stop]),
         ("SIGSTOP: acknowledged writes lost", [f[2] for f in stop]),
+        ("SIGSTOP: writes the woken old leader took (of 20)", [f[4] for f in stop]),
     ])
+    within = [f for f in fail + stop if f[2] * MIN_RECORD <= f[1]]
+    print(f"\nlost x {MIN_RECORD} bytes <= behindBytes in {len(within)} of {len(fail) + len(stop)} "
+          f"failovers; members byte-identical after {sum(f[3] for f in fail + stop)} of "
+          f"{len(fail) + len(stop)}; kill -9 writable within delay + 10 s in "
+          f"{sum(f[0] <= args.delay + 10 for f in fail)} of {len(fail)}; switchovers losing a "
+          f"write: {sum(s[2] > 0 for s in switch)} of {len(switch)}")
 
 
 def print_table(rows: list[tuple[str, list[float]]]) -> None:
@@ -316,7 +401,7 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--delay", type=int, default=2)
-    ap.add_argument("--stop-rounds", type=int, default=3)
+    ap.add_argument("--stop-rounds", type=int, default=10)
     ap.add_argument("--objects", type=int, default=20_000)
     ap.add_argument("--appendfsync", default="always", choices=["always", "everysec", "no"])
     ap.add_argument("--kubernetes", action="store_true", help="the emulated-API path (see above)")

@@ -297,10 +297,38 @@ def _failover(leader: Member, target: Member, watch: LeaderWatch, reason: str) -
     return Promotion("failover", leader.name, target.name, reason, leader.reachable, behind)
 
 
+def loss_bound(pr: Promotion, known: int | None, target_now: int | None, *,
+               heard: list[int | None] | tuple[int | None, ...] = (),
+               old_held: int | None = None) -> int:
+    """``behindBytes`` measured right before the promotion, replacing the decision's estimate
+    (``pr.behind_bytes``, from probes one tick old: the target may have applied more since).
+
+    ``known``: the most the old leader is known to have held (its aof_size when last seen
+    healthy; the local runtime: the killed leader's AOF file, the exact end of what it
+    acknowledged); ``target_now``: the target's aof_size re-probed now (None: it did not answer,
+    the estimate stands); ``heard``: the ``leader_aof_size`` other followers last got from an
+    unreachable old leader (it may have grown after it was last seen); ``old_held``: an old
+    leader that answers (an empty or much smaller one, fenced by now) holds bytes written since it
+    came back, none of them on the target: all counted."""
+    if target_now is None:
+        return pr.behind_bytes
+    most = max([known or 0, *(h for h in heard if h is not None and not pr.old_reachable)])
+    behind = max(0, most - target_now)
+    if pr.old_reachable:
+        behind += old_held or 0
+    return behind
+
+
 def finish(status: dict[str, Any], now: datetime, result: str, *, behind_bytes: int | None = None,
-           write_pause_ms: int | None = None, leader: str | None = None) -> dict[str, Any]:
+           write_pause_ms: int | None = None, leader: str | None = None,
+           caught_up: list[str] | None = None, leader_aof_size: int | None = None) -> dict[str, Any]:
     """Status after the runtime acted on a promotion: ``result`` "ok" or "error: ...";
-    ``leader``: the member that leads now."""
+    ``leader``: the member that leads now. ``caught_up``: members that hold a prefix of the new
+    leader's data at the promotion (a switchover's old leader, the followers caught up with
+    the old leader): they count as caught up with the new one when it was last seen (its
+    promotion), so a new leader lost before the next look can still be failed over; each keeps
+    that place only until it is seen starting over (``_still_current``: a full resync, a
+    refusal, a restart). ``leader_aof_size``: the new leader's aof_size at its promotion."""
     st = load_status(status)
     rec = st.last_failover
     if rec is not None and rec.result == STARTED:
@@ -310,5 +338,6 @@ def finish(status: dict[str, Any], now: datetime, result: str, *, behind_bytes: 
         rec.write_pause_ms = write_pause_ms
     if leader is not None and result == "ok":
         st.leader = leader
-        st.leader_watch = LeaderWatch(last_seen=rfc3339(now))
+        st.leader_watch = LeaderWatch(last_seen=rfc3339(now), aof_size=leader_aof_size,
+                                      caught_up=sorted(set(caught_up or ()) - {leader}))
     return status_patch(st)

@@ -63,6 +63,7 @@ MAX_BACKOFF = 30.0  # restarts of a crashing process are spaced 0, 1, 2, 4 ... 3
 STABLE_AFTER = 60.0  # a process up this long has its crash count reset
 RENEW_CHECK = 3600.0  # seconds between checks for member certificates due for renewal
 CATCH_UP_TIMEOUT = 15.0  # a switchover target must reach the leader's aof_size by then
+CATCH_UP_POLL = 0.002  # seconds between its polls (writes are refused meanwhile)
 MIN_RENEW = 0.5  # seconds: the shortest lease renewal interval
 
 
@@ -385,8 +386,11 @@ class LocalCluster:
             try:
                 if self.wake.is_set() or self.clock.now() >= due:
                     self.wake.clear()
+                    started = self.clock.now()
                     await self.tick()
-                    due = self.clock.now() + timedelta(seconds=interval)
+                    # every interval from the tick's start: a tick held up by a probe timeout (a
+                    # stopped leader) must not stretch the interval by that timeout
+                    due = started + timedelta(seconds=interval)
                 else:
                     await self.renew_lease()
             except Exception:  # a tick must never end the loop
@@ -442,6 +446,7 @@ class LocalCluster:
             self._renew_certificates()
         await self._observe()
         await self._wire()
+        await self._refollow_resyncing()
         raw = self.state.triggers()
         triggers = Triggers.from_requests(raw)
         if self.backups.migrating:  # the leader follows the old leader: nothing to repair yet
@@ -476,6 +481,7 @@ class LocalCluster:
             generation=self.info["generation"],
             triggers=triggers,
             failover_blocked=lead.blocked,
+            migrating=self.backups.old_leader(),  # Ready/Degraded reason Migrating, not NotReady
         )
         self.status = {**decision.status, "observedGeneration": self.info["generation"]}
         self._persist()  # intent first: a restarted `up` sees what is in flight
@@ -519,53 +525,79 @@ class LocalCluster:
         m = next((m for m in self.members if m.name == name), None)
         return m is not None and m.role == "follower" and m.reachable and not m.following
 
-    async def _refollow(self, p: Proc) -> None:
+    async def _refollow(self, p: Proc, then: str = "then RESYNC") -> None:
         host, port = self.sup.leader.address.split(":")
         await probe.send(p.address, "FOLLOW", host, port, password=self.manifest.password,
                          ca_file=self.sup.ca_file)
-        log.warning("%s followed no one (FOLLOW no one by hand?): FOLLOW %s, then RESYNC",
-                    p.name, self.sup.leader.address)
+        log.warning("%s followed no one (FOLLOW no one by hand?): FOLLOW %s, %s",
+                    p.name, self.sup.leader.address, then)
+
+    async def _refollow_resyncing(self) -> None:
+        """A follower told `FOLLOW no one` while its resync is in flight: nothing is judged until
+        that resync settles, which it then could only do by timing out (timeoutSeconds, 600 s by
+        default). FOLLOW the leader again and RESYNC anew: the record settles as usual."""
+        rec = self.status.get("lastResync") or {}
+        name = rec.get("member") or ""
+        if rec.get("result") != "started" or name not in self.sup.procs or not self._follows_no_one(name):
+            return
+        p = self.sup.procs[name]
+        try:
+            await self._refollow(p, then="then RESYNC again (its resync was in flight)")
+            await probe.start_action(p.address, "resync", self.manifest.password, self.sup.ca_file)
+        except probe.ProbeError as exc:  # e.g. a wrong leaderauth: the resync times out as before
+            log.warning("%s: FOLLOW %s and RESYNC failed: %s", name, self.sup.leader.address, exc)
 
     async def _promote(self, pr: failover.Promotion) -> dict[str, Any]:
         """Carry out a switchover or failover: fence the old leader, (switchover: wait until the
         target has all of its AOF), promote the target, re-point everyone else. Returns the status
-        with ``lastFailover`` settled."""
+        with ``lastFailover`` settled. The target (and a reachable old leader) are spoken to
+        over connections opened before the write pause starts, so the pause holds only the
+        round trips themselves (READONLY, the catch-up polls, FOLLOW no one, READONLY no)."""
         old, new = self.sup.procs[pr.old], self.sup.procs[pr.new]
         pw, ca = self.manifest.password, self.sup.ca_file
 
         async def send(p: Proc, *args: str) -> None:
             await probe.send(p.address, *args, password=pw, ca_file=ca)
 
-        async def aof_size(p: Proc) -> int | None:
-            return (await probe.observe(p.name, p.role, p.address, pw, PROBE_TIMEOUT, ca)).aof_size
-
         async def lease(p: Proc, epoch: int, ms: int) -> probe.Renewal:
             return await probe.grant_lease(p.address, epoch, ms, pw, PROBE_TIMEOUT, ca, now=self.clock.now)
 
+        # the epochs members hold: not asked of an old leader that does not answer (stopped,
+        # hung: it would hold the failover for a whole probe timeout), which is killed anyway
+        asked = [p for p in (old, new) if p.running and (p is new or pr.old_reachable)]
         seen = [i.epoch if i else None for i in await asyncio.gather(
-            *(probe.lease_info(p.address, pw, PROBE_TIMEOUT, ca) for p in (old, new) if p.running))]
+            *(probe.lease_info(p.address, pw, PROBE_TIMEOUT, ca) for p in asked))]
         epoch = failover.next_epoch(int(self.info.get("leaderEpoch") or 1), seen)
         self.info["leaderEpoch"] = epoch
         self._persist()  # the new epoch before anyone holds it
-        fenced_at = time.monotonic()
+        watch = load_status(self.status).leader_watch  # the decision's view, before finish resets it
         old_size: int | None = None
+        target_size: int | None = None
         try:
             # the target's lease first, outside the write pause: as a follower it refuses writes anyway
             granted = await lease(new, epoch, self.lease.ms)
             if not granted.ok:
                 raise probe.ProbeError(f"lease for {new.name}: {granted.error}")
-            if pr.old_reachable:
-                await send(old, "READONLY", "yes")  # writes now get `read only`: retry elsewhere
-                fenced_at = time.monotonic()
-                if pr.kind == "switchover":
-                    old_size = await self._wait_caught_up(old, new, aof_size)
+            async with contextlib.AsyncExitStack() as held:
+                target = await held.enter_async_context(probe.Client(new.address, pw, PROBE_TIMEOUT, ca))
+                if pr.old_reachable:
+                    leader = await held.enter_async_context(probe.Client(old.address, pw, PROBE_TIMEOUT, ca))
+                    await leader.command("READONLY", "yes")  # writes now get `read only`: retry elsewhere
+                    fenced_at = time.monotonic()
+                    if pr.kind == "switchover":
+                        old_size = await self._wait_caught_up(leader, target, new.name)
+                    else:
+                        old_size = await _aof_size(leader)
                 else:
-                    old_size = await aof_size(old)
-            else:
-                old_size = await self._kill(old)
-            self.lease_until = failover.lease_end(None, granted.read_at, self.lease)
-            await send(new, "FOLLOW", "no", "one")
-            await send(new, "READONLY", "no")  # a READONLY left by an interrupted switchover
+                    fenced_at = time.monotonic()
+                    old_size = await self._kill(old)
+                self.lease_until = failover.lease_end(None, granted.read_at, self.lease)
+                if pr.kind == "failover":  # behindBytes at the promotion itself: READONLY first, so
+                    await target.command("READONLY", "yes")  # the size read after FOLLOW no one
+                await target.command("FOLLOW", "no", "one")  # holds every byte it got, no write
+                if pr.kind == "failover":
+                    target_size = await _aof_size(target)
+                await target.command("READONLY", "no")  # also one left by an interrupted switchover
         except Exception as exc:  # not promoted: the old leader stays (writes resume there)
             log.warning("%s %s -> %s failed: %s", pr.kind, pr.old, pr.new, exc)
             self.info["leaderEpoch"] = epoch + 1  # the old leader leads on at a newer epoch
@@ -582,17 +614,24 @@ class LocalCluster:
         if pr.old_reachable:  # revoked at the new epoch (READONLY fences it meanwhile): no stale
             with contextlib.suppress(Exception):  # renewal can revive it
                 await lease(old, epoch, 0)
-        new_size = await aof_size(new)
         old.role, new.role = "follower", "leader"
         self.info["leader"] = new.name
+        before = list(watch.caught_up) if watch else []
         if pr.kind == "switchover":
             behind = 0  # the target had every byte before it was promoted
-        elif pr.old_reachable:  # an empty leader: what it took is lost, and what the target lacked
-            behind = max(pr.behind_bytes, old_size or 0)
-        else:  # the killed leader's file is the real end of what it acknowledged
-            behind = max(0, (old_size or 0) - (new_size or 0))
+            holders = [*before, old.name]  # the old leader has the new one's bytes, exactly
+        else:
+            # the killed leader's file is the real end of what it acknowledged; an old leader that
+            # answers (empty) lost what it took since it came back, and the target lacks what the
+            # leader held when last seen healthy: both counted (failover.loss_bound)
+            known = old_size if not pr.old_reachable and old_size is not None else (
+                watch.aof_size if watch else None)
+            behind = failover.loss_bound(pr, known, target_size,
+                                         old_held=old_size if pr.old_reachable else None)
+            holders = [n for n in before if n != old.name]
         status = failover.finish(self.status, self.clock.now(), "ok", behind_bytes=behind,
-                                 write_pause_ms=pause_ms, leader=new.name)
+                                 write_pause_ms=pause_ms, leader=new.name, caught_up=holders,
+                                 leader_aof_size=old_size if pr.kind == "switchover" else target_size)
         self.status = status
         self._persist()  # the new view before anyone follows it: a restarted `up` resumes it
         log.warning("%s: %s -> %s (%s); writes paused %d ms, new leader behind by %d bytes",
@@ -614,17 +653,18 @@ class LocalCluster:
             self.sup.start(old)  # comes back as a follower of the new leader (--follow)
         return status
 
-    async def _wait_caught_up(self, old: Proc, new: Proc, aof_size: Any) -> int:
-        """Until ``new`` has applied all of ``old``'s AOF (writes on ``old`` are stopped)."""
+    async def _wait_caught_up(self, leader: probe.Client, target: probe.Client, name: str) -> int:
+        """Until the target has applied all of the leader's AOF (writes on it are stopped), over
+        the two held connections; both polled at once."""
         deadline = time.monotonic() + CATCH_UP_TIMEOUT
         while True:
-            target, wanted = await aof_size(new), await aof_size(old)
-            if wanted is not None and target == wanted:
+            wanted, got = await asyncio.gather(_aof_size(leader), _aof_size(target))
+            if wanted is not None and got == wanted:
                 return wanted
             if time.monotonic() > deadline:
-                raise probe.ProbeError(f"{new.name} at aof_size {target}, leader at {wanted} "
+                raise probe.ProbeError(f"{name} at aof_size {got}, leader at {wanted} "
                                        f"after {CATCH_UP_TIMEOUT:.0f}s")
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(CATCH_UP_POLL)
 
     async def _kill(self, p: Proc) -> int | None:
         """Fence a leader that does not answer: kill its process (STONITH; it may be stopped or
@@ -692,6 +732,11 @@ class LocalCluster:
         self.state.write_cluster(self.info)
         if self.status:
             self.state.write_status(self.status)
+
+
+async def _aof_size(client: probe.Client) -> int | None:
+    size = (await client.command("SERVER"))["stats"].get("aof_size")
+    return size if isinstance(size, int) else None
 
 
 def _ident(p: Proc) -> dict[str, Any] | None:
