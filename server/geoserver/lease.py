@@ -81,6 +81,11 @@ class Lease:
             return "revoked"
         return "valid" if self.clock() < self.until else "expired"
 
+    def writes_refused(self) -> bool:
+        """Whether a write now gets :data:`EXPIRED` (a lease given and lapsed, or revoked)."""
+        until = self.until
+        return until is not None and self.clock() >= until
+
     def remaining_ms(self) -> int:
         if self.until is None or self.revoked:
             return 0
@@ -118,11 +123,14 @@ class Lease:
                 "clock": self.now_ms()}
 
     def stats(self) -> dict[str, Any]:
-        """SERVER fields, only once a lease was ever given (Tile38's field set otherwise)."""
+        """SERVER fields (and INFO replication's, serverinfo.info_sections), only once a lease
+        was ever given (Tile38's field set otherwise): state, epoch, remaining ms, and whether
+        writes are refused now because it lapsed or was revoked."""
         if self.until is None and not self.grants:
             return {}
         return {"lease_state": self.state(), "lease_epoch": self.epoch,
-                "lease_remaining_ms": self.remaining_ms()}
+                "lease_remaining_ms": self.remaining_ms(),
+                "lease_writes_refused": self.writes_refused()}
 
 
 class _LeaseCollector:

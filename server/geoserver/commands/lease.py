@@ -17,7 +17,9 @@ def cmd_lease(ctx: Ctx, argv: list[bytes]) -> Any:
     epoch, remaining_ms and clock (this server's monotonic ms); a grant with SINCE clock lasts
     until clock + milliseconds (so a late-delivered grant cannot extend it); milliseconds 0
     revokes it and ends the epoch; an epoch below the highest seen is refused; OFF drops the
-    gate. Not logged to the AOF: each member's own, in memory."""
+    gate. Not logged to the AOF: each member's own, in memory. Once a lease was given, SERVER
+    and INFO's replication section also show lease_state, lease_epoch, lease_remaining_ms and
+    lease_writes_refused (true/1 while writes get `LEASE expired`)."""
     lease = ctx.server.lease
     if len(argv) == 2:
         if argv[1].upper() != b"OFF":

@@ -127,7 +127,8 @@ def _cpu() -> dict[str, str]:
 
 def info_sections(server: Server, basic: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Every INFO section Tile38 has, its fields in its order (`process_id` and `os` in Server,
-    and the replication state of a follower, are ours, documented)."""
+    the replication state of a follower and the `lease_*` fields of a member given a lease,
+    are ours, documented)."""
     follower = server.follower
     replication: dict[str, Any]
     if follower is None:
@@ -143,6 +144,10 @@ def info_sections(server: Server, basic: dict[str, Any]) -> dict[str, dict[str, 
                             "replication_state": follower.state,
                             "replication_error": follower.last_error})
     replication["connected_slaves"] = len(server.live_streams)
+    # the leader lease (geoserver.lease), after Tile38's fields and only once one was given:
+    # lease_state, lease_epoch, lease_remaining_ms, lease_writes_refused (0/1, as Redis flags)
+    for key, value in server.lease.stats().items():
+        replication[key] = int(value) if isinstance(value, bool) else value
     shrink = server.shrink
     return {
         "server": {"tile38_version": TILE38_COMPAT_VERSION, "redis_version": TILE38_COMPAT_VERSION,
