@@ -18,9 +18,10 @@
 // probing all of them (the twin's candidates_in_box docstring states the rule both follow).
 //
 // Invariants: ids[s] != nullptr exactly for live slots s < next_; table_ holds each live slot once;
-// cells_[key].slots lists the live slots in that cell and where_[s] is s's position in its bucket;
-// blocks_[bkey] lists (a pointer to) every cell of that block with a non-empty bucket, and a cell's
-// `pos` is its index there (unordered_map keeps node addresses stable across rehashing).
+// cell_index_[key] is the entry of cells_ (a pool) whose slots list the live slots of that cell, and
+// where_[s] is s's position in its bucket; blocks_[bkey] lists (as pool entries) every cell of that
+// block with a non-empty bucket, and a cell's `pos` is its index there. Both maps are flat
+// open-addressing tables (FlatMap: a key's entry moves on insert/erase, so only pool indexes are kept).
 
 #include "pointgrid.hpp"
 

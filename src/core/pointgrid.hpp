@@ -9,8 +9,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
-#include <unordered_map>
+#include <new>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -41,10 +44,157 @@ inline int64_t block_of(int64_t cy, int64_t cx) { return key_of(cy >> COARSE_SHI
 
 using Slots = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
+// A vector of uint32 that holds up to two values inline (no allocation): with sparse data a cell
+// holds one slot and a block one or two cells. 16 bytes; movable, not copyable.
+class SmallVec {
+public:
+    SmallVec() = default;
+    SmallVec(const SmallVec&) = delete;
+    SmallVec& operator=(const SmallVec&) = delete;
+    SmallVec(SmallVec&& o) noexcept : size_(o.size_), cap_(o.cap_), u_(o.u_) {
+        o.size_ = 0;
+        o.cap_ = INLINE;
+    }
+    SmallVec& operator=(SmallVec&& o) noexcept {
+        if (this != &o) {
+            release();
+            size_ = o.size_;
+            cap_ = o.cap_;
+            u_ = o.u_;
+            o.size_ = 0;
+            o.cap_ = INLINE;
+        }
+        return *this;
+    }
+    ~SmallVec() { release(); }
+
+    uint32_t size() const { return size_; }
+    bool empty() const { return size_ == 0; }
+    const uint32_t* begin() const { return cap_ > INLINE ? u_.heap : u_.inl; }
+    const uint32_t* end() const { return begin() + size_; }
+    uint32_t back() const { return begin()[size_ - 1]; }
+    void pop_back() { --size_; }
+    void set(uint32_t i, uint32_t v) { mut()[i] = v; }
+    void reserve_one() {  // after it, one push_back cannot fail
+        if (size_ == cap_) grow();
+    }
+    void push_back(uint32_t v) {
+        reserve_one();
+        mut()[size_++] = v;
+    }
+
+private:
+    static constexpr uint32_t INLINE = 2;
+    uint32_t* mut() { return cap_ > INLINE ? u_.heap : u_.inl; }
+    void grow() {
+        if (cap_ > (uint32_t{1} << 30)) throw std::length_error("cell is full");
+        const uint32_t cap = cap_ * 2;
+        auto* p = static_cast<uint32_t*>(std::malloc(sizeof(uint32_t) * cap));
+        if (p == nullptr) throw std::bad_alloc();
+        std::memcpy(p, begin(), sizeof(uint32_t) * size_);
+        release();
+        u_.heap = p;
+        cap_ = cap;
+    }
+    void release() {
+        if (cap_ > INLINE) std::free(u_.heap);
+    }
+    uint32_t size_ = 0, cap_ = INLINE;
+    union U {
+        uint32_t inl[INLINE];
+        uint32_t* heap;
+    } u_{};
+};
+
+// int64 key -> V (uint32, or a block's SmallVec held in place): open addressing, linear probing,
+// backward-shift deletion (no tombstones), load <= 1/2. Four consecutive keys (cell or block
+// columns of one row) share a group of four entries, so a row of a query box reads a few cache
+// lines instead of one per key. Values move on insert and erase: hold no pointer across them.
+template <class V>
+class FlatMap {
+public:
+    FlatMap() : t_(16), mask_(15) {}
+
+    size_t size() const { return n_; }
+
+    const V* find(int64_t key) const {
+        for (size_t i = home(key, mask_);; i = (i + 1) & mask_) {
+            const Entry& e = t_[i];
+            if (e.key == key) return &e.val;
+            if (e.key == NONE) return nullptr;
+        }
+    }
+    V* find(int64_t key) { return const_cast<V*>(static_cast<const FlatMap*>(this)->find(key)); }
+
+    V& insert(int64_t key, V val) {  // key must be absent
+        if ((n_ + 1) * 2 > t_.size()) rehash(t_.size() * 2);
+        V& at = place(key, std::move(val));
+        ++n_;
+        return at;
+    }
+
+    void erase(int64_t key) {  // key must be present
+        size_t i = home(key, mask_);
+        while (t_[i].key != key) i = (i + 1) & mask_;
+        size_t j = i;
+        for (;;) {
+            j = (j + 1) & mask_;
+            if (t_[j].key == NONE) break;
+            const size_t h = home(t_[j].key, mask_);
+            const bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+            if (!stays) {
+                t_[i].key = t_[j].key;
+                t_[i].val = std::move(t_[j].val);
+                i = j;
+            }
+        }
+        t_[i].key = NONE;
+        t_[i].val = V();
+        --n_;
+    }
+
+private:
+    struct Entry {
+        int64_t key = NONE;
+        V val{};
+    };
+    static constexpr int64_t NONE = std::numeric_limits<int64_t>::min();
+
+    static size_t home(int64_t key, size_t mask) {
+        const uint64_t k = static_cast<uint64_t>(key);
+        const uint64_t group = ((k >> 2) * 0x9E3779B97F4A7C15ULL) >> 32;
+        return static_cast<size_t>(group * 4 + (k & 3)) & mask;
+    }
+
+    V& place(int64_t key, V&& val) {
+        size_t i = home(key, mask_);
+        while (t_[i].key != NONE) i = (i + 1) & mask_;
+        t_[i].key = key;
+        t_[i].val = std::move(val);
+        return t_[i].val;
+    }
+
+    void rehash(size_t size) {
+        std::vector<Entry> old(size);
+        old.swap(t_);
+        mask_ = size - 1;
+        for (Entry& e : old)
+            if (e.key != NONE) place(e.key, std::move(e.val));
+    }
+
+    std::vector<Entry> t_;
+    size_t mask_;
+    size_t n_ = 0;
+};
+
 struct Cell {
-    std::vector<uint32_t> slots;
-    int64_t cy = 0, cx = 0;  // its row and column
+    SmallVec slots;  // empty: a free entry of the pool
+    int32_t cy = 0, cx = 0;  // its row and column (cell_of clamps to +-1e8)
     uint32_t pos = 0;  // its index in its block's list
+};
+
+struct Pt {
+    double lat, lon, coslat;  // coslat: cos(lat * RAD), computed on insert
 };
 
 class PointGrid {
@@ -59,7 +209,7 @@ public:
 
     size_t size() const { return count_; }
     int64_t capacity() const { return next_; }
-    size_t num_cells() const { return cells_.size(); }
+    size_t num_cells() const { return cell_index_.size(); }
 
     void insert(py::str oid, double lat, double lon) { insert_obj(oid.ptr(), lat, lon); }
 
@@ -73,41 +223,31 @@ public:
         size_t pos = find(oid, h, found);
         if (found) {
             const uint32_t slot = table_[pos];
-            if (key_of(cell_of(lats_[slot]), cell_of(lons_[slot])) == key) {  // moved within its cell
-                lats_[slot] = lat;
-                lons_[slot] = lon;
-                coslat_[slot] = std::cos(lat * RAD);
+            Pt& p = pts_[slot];
+            if (key_of(cell_of(p.lat), cell_of(p.lon)) == key) {  // moved within its cell
+                p = Pt{lat, lon, std::cos(lat * RAD)};
                 return;
             }
             remove_at(pos, slot);
         }
-        uint32_t slot;
-        if (!free_.empty()) {
-            slot = free_.back();
-            free_.pop_back();
-        } else {
-            slot = grow();
-        }
-        lats_[slot] = lat;
-        lons_[slot] = lon;
-        coslat_[slot] = std::cos(lat * RAD);
+        // What can fail (allocation) comes first; at worst it leaves an empty cell (answers do
+        // not change) or an unused pool entry; from taking the slot on, nothing fails.
+        const uint32_t* known = cell_index_.find(key);
+        const uint32_t ci = known != nullptr ? *known : new_cell(cy, cx, key);
+        cells_[ci].slots.reserve_one();
+        if ((count_ + 2) * 10 > table_.size() * 7) rehash(table_.size() * 2);
+        if (free_.empty()) grow();
+        const uint32_t slot = free_.back();
+        free_.pop_back();
+        pts_[slot] = Pt{lat, lon, std::cos(lat * RAD)};
         Py_INCREF(oid);
         ids_[slot] = oid;
         hashes_[slot] = h;
         ++count_;
-        if ((count_ + 1) * 10 > table_.size() * 7) rehash(table_.size() * 2);
         pos = find(oid, h, found);
         table_[pos] = slot;
-        auto [it, created] = cells_.try_emplace(key);
-        Cell& cell = it->second;
-        if (created) {
-            cell.cy = cy;
-            cell.cx = cx;
-            std::vector<Cell*>& block = blocks_[block_of(cy, cx)];
-            cell.pos = static_cast<uint32_t>(block.size());
-            block.push_back(&cell);
-        }
-        where_[slot] = static_cast<uint32_t>(cell.slots.size());
+        Cell& cell = cells_[ci];
+        where_[slot] = cell.slots.size();
         cell.slots.push_back(slot);
     }
 
@@ -128,8 +268,8 @@ public:
         bool found = false;
         const size_t pos = find(oid.ptr(), hash(oid), found);
         if (!found) return py::none();
-        const uint32_t s = table_[pos];
-        return py::make_tuple(lats_[s], lons_[s]);
+        const Pt& p = pts_[table_[pos]];
+        return py::make_tuple(p.lat, p.lon);
     }
 
     // (lat, lon) of an id the caller holds: false when it is not in the index.
@@ -139,8 +279,8 @@ public:
         bool found = false;
         const size_t pos = find(oid, h, found);
         if (!found) return false;
-        lat = lats_[table_[pos]];
-        lon = lons_[table_[pos]];
+        lat = pts_[table_[pos]].lat;
+        lon = pts_[table_[pos]].lon;
         return true;
     }
 
@@ -174,9 +314,9 @@ public:
         double* pa = la.mutable_data();
         double* po = lo.mutable_data();
         for (py::ssize_t i = 0; i < n; ++i) {
-            const uint32_t k = checked(s[i]);
-            pa[i] = lats_[k];
-            po[i] = lons_[k];
+            const Pt& p = pts_[checked(s[i])];
+            pa[i] = p.lat;
+            po[i] = p.lon;
         }
         return py::make_tuple(la, lo);
     }
@@ -192,7 +332,7 @@ public:
         candidates(minlat, minlon, maxlat, maxlon, found);
         size_t n = 0;
         for (const uint32_t s : found) {
-            const double la = lats_[s], lo = lons_[s];
+            const double la = pts_[s].lat, lo = pts_[s].lon;
             if (la >= minlat && la <= maxlat && lo >= minlon && lo <= maxlon) found[n++] = s;
         }
         found.resize(n);
@@ -226,14 +366,15 @@ public:
         const double cos_lat = std::cos(lat * RAD);
         hits.reserve(found.size());
         for (const uint32_t s : found) {
-            double sp = std::sin((lats_[s] - lat) * HALF_RAD);
+            const Pt& p = pts_[s];
+            double sp = std::sin((p.lat - lat) * HALF_RAD);
             sp *= sp;
             // The term is sp + (a product of non-negative factors) when both cosines are >= 0
             // (latitudes within +-90): rounding keeps it >= sp, so sp > hi rejects exactly.
-            if (sp > hi && coslat_[s] >= 0 && cos_lat >= 0) continue;
-            double sl = std::sin((lons_[s] - lon) * HALF_RAD);
+            if (sp > hi && p.coslat >= 0 && cos_lat >= 0) continue;
+            double sl = std::sin((p.lon - lon) * HALF_RAD);
             sl *= sl;
-            double cp = coslat_[s];  // cos(lat * RAD), computed on insert
+            double cp = p.coslat;
             cp *= cos_lat;
             cp *= sl;
             cp += sp;
@@ -245,18 +386,18 @@ public:
     }
 
     PyObject* id_at(uint32_t slot) const { return ids_[slot]; }  // borrowed; live slots only
-    double lat_at(uint32_t slot) const { return lats_[slot]; }
-    double lon_at(uint32_t slot) const { return lons_[slot]; }
+    double lat_at(uint32_t slot) const { return pts_[slot].lat; }
+    double lon_at(uint32_t slot) const { return pts_[slot].lon; }
 
     py::object bounds() const {
         if (!count_) return py::none();
         double minlat = INFINITY, minlon = INFINITY, maxlat = -INFINITY, maxlon = -INFINITY;
         for (uint32_t s = 0; s < next_; ++s) {
             if (!ids_[s]) continue;
-            minlat = std::min(minlat, lats_[s]);
-            maxlat = std::max(maxlat, lats_[s]);
-            minlon = std::min(minlon, lons_[s]);
-            maxlon = std::max(maxlon, lons_[s]);
+            minlat = std::min(minlat, pts_[s].lat);
+            maxlat = std::max(maxlat, pts_[s].lat);
+            minlon = std::min(minlon, pts_[s].lon);
+            maxlon = std::max(maxlon, pts_[s].lon);
         }
         return py::make_tuple(minlon, minlat, maxlon, maxlat);
     }
@@ -330,20 +471,58 @@ private:
         table_[i] = EMPTY;
     }
 
+    // A new (empty) cell entered in the cell index and its block's list; its pool index. A
+    // failure (allocation) leaves at most an empty block list or an unused pool entry.
+    uint32_t new_cell(int64_t cy, int64_t cx, int64_t key) {
+        const int64_t bkey = block_of(cy, cx);
+        SmallVec* block = blocks_.find(bkey);
+        if (block == nullptr) block = &blocks_.insert(bkey, SmallVec());
+        block->reserve_one();
+        const uint32_t ci = take(cells_, cell_free_);
+        cell_index_.insert(key, ci);  // another map: `block` stays valid
+        Cell& cell = cells_[ci];
+        cell.cy = static_cast<int32_t>(cy);
+        cell.cx = static_cast<int32_t>(cx);
+        cell.pos = block->size();
+        block->push_back(ci);
+        return ci;
+    }
+
+    // A free entry of a pool (the last freed, else a new one at the end). `free` keeps the
+    // pool's capacity, so returning an entry to it never fails.
+    template <class T>
+    static uint32_t take(std::vector<T>& pool, std::vector<uint32_t>& free) {
+        if (!free.empty()) {
+            const uint32_t i = free.back();
+            free.pop_back();
+            return i;
+        }
+        if (pool.size() >= MAX_SLOTS) throw std::length_error("point index is full");
+        if (pool.size() == pool.capacity()) {
+            const size_t cap = std::max<size_t>(16, pool.capacity() * 2);
+            free.reserve(cap);
+            pool.reserve(cap);
+        }
+        pool.emplace_back();
+        return static_cast<uint32_t>(pool.size() - 1);
+    }
+
     void remove_at(size_t pos, uint32_t slot) {
         erase(pos);
-        const int64_t key = key_of(cell_of(lats_[slot]), cell_of(lons_[slot]));
-        auto it = cells_.find(key);
-        std::vector<uint32_t>& bucket = it->second.slots;
+        const int64_t key = key_of(cell_of(pts_[slot].lat), cell_of(pts_[slot].lon));
+        const uint32_t ci = *cell_index_.find(key);
+        SmallVec& bucket = cells_[ci].slots;
         const uint32_t last = bucket.back();
         bucket.pop_back();
         if (last != slot) {
             const uint32_t hole = where_[slot];
-            bucket[hole] = last;
+            bucket.set(hole, last);
             where_[last] = hole;
         } else if (bucket.empty()) {
-            leave_block(it->second);
-            cells_.erase(it);
+            leave_block(ci);
+            cell_index_.erase(key);
+            cells_[ci].slots = SmallVec();  // frees a heap buffer
+            cell_free_.push_back(ci);
         }
         PyObject* id = ids_[slot];
         ids_[slot] = nullptr;
@@ -352,28 +531,36 @@ private:
         Py_DECREF(id);
     }
 
-    void leave_block(const Cell& cell) {
-        auto it = blocks_.find(block_of(cell.cy, cell.cx));
-        std::vector<Cell*>& block = it->second;
-        Cell* last = block.back();
+    void leave_block(uint32_t ci) {
+        const Cell& cell = cells_[ci];
+        const int64_t bkey = block_of(cell.cy, cell.cx);
+        SmallVec& block = *blocks_.find(bkey);
+        const uint32_t last = block.back();
         block.pop_back();
-        if (last != &cell) {
-            block[cell.pos] = last;
-            last->pos = cell.pos;
+        if (last != ci) {
+            block.set(cell.pos, last);
+            cells_[last].pos = cell.pos;
         } else if (block.empty()) {
-            blocks_.erase(it);
+            blocks_.erase(bkey);
         }
     }
 
-    uint32_t grow() {
+    // A new slot, on the free list. All its arrays (and the free list) grow first, together.
+    void grow() {
         if (next_ >= MAX_SLOTS) throw std::length_error("point index is full");
-        lats_.push_back(0.0);
-        lons_.push_back(0.0);
-        coslat_.push_back(1.0);
+        if (next_ == pts_.capacity()) {
+            const size_t cap = std::max<size_t>(64, pts_.capacity() * 2);
+            pts_.reserve(cap);
+            ids_.reserve(cap);
+            hashes_.reserve(cap);
+            where_.reserve(cap);
+            free_.reserve(cap);
+        }
+        pts_.push_back(Pt{0.0, 0.0, 1.0});
         ids_.push_back(nullptr);
         hashes_.push_back(0);
         where_.push_back(0);
-        return next_++;
+        free_.push_back(next_++);
     }
 
     void candidates(double minlat, double minlon, double maxlat, double maxlon,
@@ -381,30 +568,31 @@ private:
         const int64_t ay = cell_of(minlat), ax = cell_of(minlon);
         const int64_t by = cell_of(maxlat), bx = cell_of(maxlon);
         const int64_t ncells = (by - ay + 1) * (bx - ax + 1);
-        if (ncells > static_cast<int64_t>(cells_.size())) {
+        if (ncells > static_cast<int64_t>(cell_index_.size())) {
             found.reserve(count_);
             for (uint32_t s = 0; s < next_; ++s)
                 if (ids_[s]) found.push_back(s);
             return;
         }
         if (ncells > FINE_PROBES) {
-            std::vector<const std::vector<Cell*>*> lists;
+            std::vector<const SmallVec*> lists;
             int64_t occupied = 0;
             const int64_t bax = ax >> COARSE_SHIFT, bwidth = (bx >> COARSE_SHIFT) - bax + 1;
             for (int64_t row = key_of(ay >> COARSE_SHIFT, bax); row < key_of(by >> COARSE_SHIFT, bax) + 1;
                  row += ROW) {
                 for (int64_t bkey = row; bkey < row + bwidth; ++bkey) {
-                    auto it = blocks_.find(bkey);
-                    if (it == blocks_.end()) continue;
-                    lists.push_back(&it->second);
-                    occupied += static_cast<int64_t>(it->second.size());
+                    const SmallVec* block = blocks_.find(bkey);
+                    if (block == nullptr) continue;
+                    lists.push_back(block);
+                    occupied += static_cast<int64_t>(block->size());
                 }
             }
             if (occupied < ncells) {
-                for (const auto* block : lists) {
-                    for (const Cell* cell : *block) {
-                        if (cell->cy >= ay && cell->cy <= by && cell->cx >= ax && cell->cx <= bx)
-                            found.insert(found.end(), cell->slots.begin(), cell->slots.end());
+                for (const SmallVec* block : lists) {
+                    for (const uint32_t ci : *block) {
+                        const Cell& cell = cells_[ci];
+                        if (cell.cy >= ay && cell.cy <= by && cell.cx >= ax && cell.cx <= bx)
+                            found.insert(found.end(), cell.slots.begin(), cell.slots.end());
                     }
                 }
                 return;
@@ -413,19 +601,23 @@ private:
         const int64_t width = bx - ax + 1;
         for (int64_t row = key_of(ay, ax); row < key_of(by, ax) + 1; row += ROW) {
             for (int64_t key = row; key < row + width; ++key) {
-                auto it = cells_.find(key);
-                if (it != cells_.end())
-                    found.insert(found.end(), it->second.slots.begin(), it->second.slots.end());
+                const uint32_t* ci = cell_index_.find(key);
+                if (ci != nullptr) {
+                    const SmallVec& slots = cells_[*ci].slots;
+                    found.insert(found.end(), slots.begin(), slots.end());
+                }
             }
         }
     }
 
-    std::vector<double> lats_, lons_, coslat_;
+    std::vector<Pt> pts_;
     std::vector<PyObject*> ids_;  // owned references; nullptr for a free slot
     std::vector<Py_hash_t> hashes_;
     std::vector<uint32_t> where_;
-    std::unordered_map<int64_t, Cell> cells_;
-    std::unordered_map<int64_t, std::vector<Cell*>> blocks_;
+    std::vector<Cell> cells_;  // a pool: entries listed in cell_free_ are unused
+    std::vector<uint32_t> cell_free_;
+    FlatMap<uint32_t> cell_index_;  // cell key -> its entry in cells_
+    FlatMap<SmallVec> blocks_;  // block key -> its occupied cells (entries of cells_)
     std::vector<uint32_t> free_;
     std::vector<uint32_t> table_;
     size_t mask_;
