@@ -35,7 +35,7 @@ def test_notes_upgrade_commands(helm, tmp_path):
 def test_chart_annotation_matches_its_version(helm):
     meta = chart()
     command = meta["annotations"]["geocluster.io/crd-upgrade"]
-    assert command == (f"helm show crds geocluster --version {meta['version']} | "
+    assert command == (f"helm show crds REPO/geocluster --version {meta['version']} | "
                        "kubectl apply --server-side --force-conflicts -f -")
 
 
