@@ -80,7 +80,7 @@ def up(ctx: click.Context, manifest: Path | None, state_dir: Path | None, port: 
     live = sys.stdout.isatty() if live is None else live
     ring = _logging(state, live)
     cluster = LocalCluster(m, state, leader_port=port or None, tls=tls)
-    resume = "geocluster up" + (f" --state-dir {state.path}" if state_dir
+    resume = "geocluster up" + (f" --state-dir {state.path.absolute()}" if state_dir  # from any cwd
                                 else f" -f {m.path}" if m.path else "")
     try:
         asyncio.run(_up(cluster, ring if live else None))
