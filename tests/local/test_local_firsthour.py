@@ -162,6 +162,10 @@ def test_follow_no_one_is_repaired_by_refollowing_first(cluster):
     """After `FOLLOW no one` by hand the ladder's RESYNC would only fail ("not a follower"):
     the runtime re-points the member at the leader first, so the rung succeeds."""
     state, _, _ = cluster
+    # no resync in flight (the shrink above queues them): one in flight is re-pointed and
+    # RESYNCed again without the ladder (tests/local/test_firsthour_resync.py)
+    wait_for(state, lambda st: not st.get("pendingResyncs")
+             and (st.get("lastResync") or {}).get("result") != "started", "resyncs settled")
     f1 = next(mm for mm in info(state)["members"] if mm["name"] == "follower-1")
     r = redis.Redis(port=f1["port"], protocol=2, socket_timeout=5)
     r.execute_command("FOLLOW", "no", "one")
