@@ -380,7 +380,7 @@ def preauth(ctx: Ctx) -> None:
             row.result = short(send_and_read(server.port, b"AUTH " + b"x" * 20000 + b"\r\n"))
 
 
-DEPTHS = (33, 100, 200, 300, 400, 450, 470, 480, 490)
+DEPTHS = (33, 100, 200, 300, 400, 450, 470, 480, 482, 484, 486, 488, 490)
 
 
 def geojson_reload(ctx: Ctx) -> None:
@@ -404,13 +404,18 @@ def geojson_reload(ctx: Ctx) -> None:
         reply = (f"+OK for depths {acked}; " if acked else "all refused; ").encode() + \
             "; ".join(sorted(errors)).encode()
     server.kill9()
-    try:
+    want = 100 + len(acked)
+    try:  # a server may answer PING while it loads and exit at a record it cannot apply
         server.start()
-        restart = f"restart loads {objects(server)} objects"
+        until(lambda: objects(server) == want or server.proc.poll() is not None, 30)
+        time.sleep(2.0)
+        if server.proc.poll() is not None:
+            raise AssertionError("exited")
+        restart = f"restart loads {objects(server)} of {want} acknowledged objects"
     except AssertionError:
         tail = server.log().strip().splitlines()
-        restart = "RESTART FAILS: " + next((line for line in reversed(tail) if "corrupt" in line),
-                                            tail[-1] if tail else "?")[-90:]
+        line = next((line for line in reversed(tail) if "corrupt" in line), tail[-1] if tail else "?")
+        restart = "RESTART FAILS: " + line[max(0, line.find("corrupt")):][:110]
     row.result = f"{short(reply, 120)}; {restart}"
 
 

@@ -27,11 +27,13 @@ import multiprocessing as mp
 import socket
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import hiredis
 import orjson
+import psutil
 import redis
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -184,7 +186,32 @@ def commands(keys: int) -> list[tuple[str, list[str | bytes] | str]]:
 
 
 Span = tuple[str, float, float, int]
-Row = tuple[str, float, int, float, float]
+Row = tuple[str, float, int, float, float, float, float, float]
+
+
+class RssTrace:
+    """The server process's RSS (psutil) every 5 ms from a thread: (monotonic time, bytes)."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.samples: list[tuple[float, int]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.005):
+            try:
+                self.samples.append((time.monotonic(), self.proc.memory_info().rss))
+            except psutil.Error:
+                return
+
+    def around(self, sent: float, done: float) -> tuple[float, float, float]:
+        """MiB before `sent`, the peak from `sent` to `done`, and at `done`."""
+        before = [r for t, r in self.samples if t < sent][-1:] or [0]
+        during = [r for t, r in self.samples if sent <= t <= done] or before
+        after = [r for t, r in self.samples if t <= done][-1:] or before
+        return before[0] / 2**20, max(during) / 2**20, after[0] / 2**20
 
 
 def run(data: Path, keys: int, only: list[str], env: dict[str, str], label: str) -> list[Row]:
@@ -207,6 +234,8 @@ def run(data: Path, keys: int, only: list[str], env: dict[str, str], label: str)
         stop, (recv, send) = mp.Event(), mp.Pipe(duplex=False)
         proc = mp.Process(target=canary, args=(server.port, stop, send), daemon=True)
         proc.start()
+        assert server.proc is not None
+        trace = RssTrace(server.proc.pid)
         time.sleep(1.0)
         spans: list[Span] = []
         for name, cmd in commands(keys):
@@ -217,6 +246,7 @@ def run(data: Path, keys: int, only: list[str], env: dict[str, str], label: str)
             spans.append((name, sent, done, size))
             time.sleep(AFTER + 0.2)
         stop.set()
+        trace.stop.set()
         samples = recv.recv()
         proc.join(5)
     finally:
@@ -229,7 +259,7 @@ def run(data: Path, keys: int, only: list[str], env: dict[str, str], label: str)
         # a ping sent just before the command may wait for it too
         window = [rtt for t0, rtt in samples if sent - 0.01 <= t0 <= done + AFTER]
         rows.append((name, (done - sent) * 1e3, size, max(window, default=float("nan")) * 1e3,
-                     pct(window, 99) * 1e3))
+                     pct(window, 99) * 1e3, *trace.around(sent, done + AFTER)))
     return rows
 
 
@@ -256,12 +286,15 @@ def main() -> None:
             (data / "appendonly.aof").write_bytes(aof)  # PDEL/DROP/FLUSHDB changed the last one
             results[label] = run(data, opts.keys, opts.only, env, label)
     head = "| command | reply |" + "".join(
-        f" {label}: command ms | {label}: canary worst / p99 ms |" for label, _ in builds)
+        f" {label}: command ms | {label}: canary worst / p99 ms | {label}: RSS before / peak / after MiB |"
+        for label, _ in builds)
     print("\n" + head)
-    print("|---|---:|" + "---:|---:|" * len(builds))
-    for i, (name, _ms, size, _w, _p) in enumerate(results["now"]):
+    print("|---|---:|" + "---:|---:|---:|" * len(builds))
+    for i, (name, _ms, size, *_rest) in enumerate(results["now"]):
         cells = "".join(f" {results[label][i][1]:.0f} | {results[label][i][3]:.1f} / "
-                        f"{results[label][i][4]:.1f} |" for label, _ in builds)
+                        f"{results[label][i][4]:.1f} | {results[label][i][5]:.0f} / "
+                        f"{results[label][i][6]:.0f} / {results[label][i][7]:.0f} |"
+                        for label, _ in builds)
         print(f"| `{name}` | {_size(size)} |{cells}")
 
 
