@@ -275,6 +275,7 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
         tls_error=tls_error,
         leader_aliases=frozenset({f"{res.leader_dns(ctx.cluster)}:{GEOSERVER_PORT}"}),
         failover_blocked=blocked,
+        migrating=_old_leader(spec, status),
     )
     cluster = ctx.cluster
     await _write_status(cluster, decision.status)
@@ -293,6 +294,12 @@ async def tick(body: kopf.Body, logger: kopf.Logger, **_: Any) -> None:
             status = await _act(cluster, members, action, status, body, logger, password, tls)
     _post(body, decision.events)
     metrics.record(cluster.namespace, cluster.name, [] if auth_error or tls_error else members, decision)
+
+
+def _old_leader(spec: GeoClusterSpec, status: dict[str, Any]) -> str | None:
+    """The old leader of a live migration not detached yet (the policy's ``migrating``)."""
+    boot = spec.bootstrap
+    return boot.from_leader.address if boot and boot.from_leader and migrating(spec, status) else None
 
 
 def _post(body: kopf.Body, events: Any) -> None:

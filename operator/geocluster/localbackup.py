@@ -88,6 +88,11 @@ class LocalBackups:
         """A fromLeader bootstrap not detached yet: the leader follows the old leader."""
         return self.record.get("kind") == "fromLeader" and self.record.get("result") == "following"
 
+    def old_leader(self) -> str | None:
+        """The old leader's address while migrating (the policy's ``migrating``)."""
+        boot = self.c.manifest.spec.bootstrap
+        return boot.from_leader.address if self.migrating and boot and boot.from_leader else None
+
     def upstream(self) -> tuple[str, str | None] | None:
         """(address, password) of the old leader while migrating."""
         boot = self.c.manifest.spec.bootstrap

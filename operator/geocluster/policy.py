@@ -231,6 +231,7 @@ class _Tick:
     tls_error: str | None = None
     leader_aliases: frozenset[str] = frozenset()
     failover_blocked: tuple[str, str] | None = None
+    migrating: str | None = None  # the old leader of a fromLeader migration not detached yet
 
     @property
     def stamp(self) -> str:
@@ -259,20 +260,24 @@ def decide(
     tls_error: str | None = None,
     leader_aliases: frozenset[str] = frozenset(),
     failover_blocked: tuple[str, str] | None = None,
+    migrating: str | None = None,
 ) -> Decision:
     """One tick of the policy. See the module docstring for the rules. ``auth_error``: the
     members could not be probed because the auth Secret is unavailable (Degraded); ``tls_error``
     the same for the TLS Secret (spec.tls).
     ``leader_aliases``: what followers may follow besides the leader's probed address.
     ``failover_blocked``: (reason, message) of a failover that is due but may not happen
-    (``failover.decide``), reported as Degraded."""
+    (``failover.decide``), reported as Degraded.
+    ``migrating``: the old leader's address while a ``bootstrap.fromLeader`` live migration is
+    not detached (``bootstrap_state.migrating``): a leader that answers but follows someone is
+    then migrating, not unavailable (Ready False and Degraded False, reason ``Migrating``)."""
     st = load_status(status)
     previous_conditions = list(st.conditions)
     leader = next((m for m in members if m.role == "leader"), None)
     followers = sorted((m for m in members if m.role == "follower"), key=lambda m: m.name)
     t = _Tick(
         spec, st, now, leader, followers, triggers, auth_error=auth_error, tls_error=tls_error,
-        leader_aliases=leader_aliases, failover_blocked=failover_blocked,
+        leader_aliases=leader_aliases, failover_blocked=failover_blocked, migrating=migrating,
     )
     _refresh_members(t)
     st.repair_history = [h for h in st.repair_history if _ago(h, now) < HOUR]
@@ -605,16 +610,20 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
     applied = generation is None or st.observed_generation == generation
     if not applied:
         busy = busy or "Reconciling"
-    ready = leader_ok and st.ready_followers >= spec.followers and applied
+    migration = _migration(t)
+    busy = busy or ("Migrating" if migration else None)
+    ready = leader_ok and st.ready_followers >= spec.followers and applied and migration is None
     reason = "AllMembersReady" if ready else "LeaderUnavailable" if not leader_ok else "NotReady"
     message = f"{st.ready_followers}/{spec.followers} followers ready"
     if leader_ok and not applied:
         reason, message = "Reconciling", f"generation {generation} not applied yet; {message}"
+    if migration is not None:  # not "leader does not answer": it answers, and copies the old one
+        reason, message = MIGRATING, migration
     verdicts = [
         cond.Verdict(cond.READY, ready, reason, message),
         cond.Verdict(cond.PROGRESSING, bool(busy), busy or ("Paused" if paused else "Idle")),
         _degraded(leader_ok or leader_waiting, gave_up, _budget_blocked(t, previous), t.auth_error,
-                  t.failover_blocked, t.tls_error, refusing),
+                  t.failover_blocked, t.tls_error, refusing, migration),
     ]
     st.conditions = cond.merge(st.conditions, verdicts, t.stamp, generation)
     for c in cond.changed(previous, st.conditions):
@@ -624,6 +633,23 @@ def _finish(t: _Tick, previous: list, generation: int | None) -> None:
             t.event("Normal", "Ready", c.message)
     degraded = any(c.type == cond.DEGRADED and c.status == "True" for c in st.conditions)
     st.phase = "Paused" if paused else "Degraded" if degraded else "Running" if ready else "Progressing"
+
+
+MIGRATING = "Migrating"
+
+
+def _migration(t: _Tick) -> str | None:
+    """The conditions' message while a live migration holds the leader following: the leader
+    answers (a probe that reached it saw ``following``), so it is not unavailable. None when not
+    migrating, or when the leader does not answer at all (LeaderUnavailable, as always)."""
+    lead, old = t.leader, t.migrating
+    if old is None or lead is None or lead.following is None:
+        return None
+    if lead.following == old:
+        return (f"{lead.name} follows the old leader {old} until detached (annotation "
+                "geo.geocluster.io/detach); status.bootstrap shows the progress")
+    return (f"{lead.name} follows {lead.following}, not yet the old leader {old}: it is pointed "
+            "there next (status.bootstrap shows the progress)")
 
 
 def _budget_blocked(t: _Tick, previous: list) -> str | None:
@@ -642,7 +668,7 @@ def _budget_blocked(t: _Tick, previous: list) -> str | None:
 
 def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None, auth: str | None,
               failover: tuple[str, str] | None = None, tls: str | None = None,
-              refusing: list[str] | None = None) -> cond.Verdict:
+              refusing: list[str] | None = None, migration: str | None = None) -> cond.Verdict:
     if auth:
         return cond.Verdict(cond.DEGRADED, True, "AuthSecretUnavailable", auth)
     if tls:
@@ -661,6 +687,8 @@ def _degraded(leader_ok: bool, gave_up: list[str], blocked: str | None, auth: st
         return cond.Verdict(cond.DEGRADED, True, "RepairsExhausted", msg)
     if blocked:
         return cond.Verdict(cond.DEGRADED, True, "RepairBudgetExhausted", blocked)
+    if migration is not None:  # expected while migrating: no Warning, nothing a person must fix
+        return cond.Verdict(cond.DEGRADED, False, MIGRATING, migration)
     if not leader_ok:
         return cond.Verdict(cond.DEGRADED, True, "LeaderUnavailable", "leader does not answer")
     return cond.Verdict(cond.DEGRADED, False, "AsExpected")
