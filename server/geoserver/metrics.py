@@ -96,6 +96,13 @@ class ServerMetrics:
         self.registry.register(PLATFORM_COLLECTOR)
         self.registry.register(DeliveryCollector(lambda: server.delivery))  # hooks: delivery/stats.py
 
+    def command_stats(self, name: str) -> _CommandStats:
+        """The stats of one command name, created on first use."""
+        stats = self.by_command.get(name)
+        if stats is None:
+            stats = self.by_command[name] = _CommandStats()
+        return stats
+
     def observe_command(self, name: str, elapsed_ns: int, ok: bool) -> None:
         stats = self.by_command.get(name)
         if stats is None:

@@ -610,6 +610,8 @@ class Client(asyncio.Protocol):
                         if held > HIGH_WATER:
                             self._batch_held = True
                             break
+                        if not self.reader.buffered:  # all of it ran in C++ (every -P1 request)
+                            break
                 if (argv := self.reader.next()) is None:
                     break
                 self.request_since = self.last_active  # what is left began in the latest read
@@ -670,12 +672,13 @@ class Client(asyncio.Protocol):
             self.closing = True
         if not out and not self.closing:
             return  # nothing to send (a read that completed no request)
-        data = b"".join(out)
-        if self.server.group_commit:
-            size = self.server.aof_size  # replies wait only if this batch logged records
-            self.server.queue_reply(self, data, size if size != self._aof_mark else 0)
+        data = out[0] if len(out) == 1 else b"".join(out)
+        server = self.server
+        if server.aof is not None:  # group_commit
+            size = server.aof.size  # replies wait only if this batch logged records
+            server.queue_reply(self, data, size if size != self._aof_mark else 0)
         else:
-            self.server.flush_aof()  # acknowledged writes reach the OS before their replies
+            server.flush_aof()  # acknowledged writes reach the OS before their replies
             self.write_now(data)
 
     def write_now(self, data: bytes) -> None:
