@@ -644,6 +644,16 @@ class BootstrapFromAOF(ObjectStoreSpec):
         return self
 
 
+class BootstrapLeaderTLS(_Model):
+    """The shape TLS to an old leader will take (not supported yet: refused when given)."""
+
+    ca_secret_ref: SecretKeyRef | None = Field(default=None, description="Secret key with the CA "
+                                               "that signed the old leader's certificate.")
+    ca_file: str | None = Field(default=None, description="Local runtime: a CA file.")
+    client_cert_secret_name: str | None = Field(default=None, description="A kubernetes.io/tls "
+                                                "Secret with the client certificate to present.")
+
+
 class BootstrapFromLeader(_Model):
     """A running Tile38 or geoserver leader to migrate from live: the new leader follows it
     until detached (annotation geo.geocluster.io/detach, `geocluster detach`)."""
@@ -663,6 +673,21 @@ class BootstrapFromLeader(_Model):
         "after the old one was made read-only; past it the old leader takes writes again "
         "(READONLY no) and the migration goes on.",
     )
+    tls: BootstrapLeaderTLS | None = Field(
+        default=None,
+        description="Not supported yet: TLS to the old leader. A spec that sets it is refused "
+        "(migrate from a plaintext port of the old leader: geoserver's --tls-port keeps --port "
+        "plaintext; Tile38 has no TLS).",
+    )
+
+    @field_validator("tls")
+    @classmethod
+    def _no_tls(cls, value: BootstrapLeaderTLS | None) -> BootstrapLeaderTLS | None:
+        if value is not None:
+            raise ValueError("TLS to the old leader is not supported yet: give the address of a "
+                             "plaintext port (geoserver: --tls-port keeps --port plaintext; Tile38 "
+                             "has no TLS); see docs/backup.md#not-done-yet")
+        return value
 
     @field_validator("address")
     @classmethod
