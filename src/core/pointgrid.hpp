@@ -24,6 +24,7 @@ namespace geocore {
 constexpr double CELL = 0.01;
 constexpr int COARSE_SHIFT = 4;  // a block is 16 x 16 cells (0.16 degrees)
 constexpr int64_t FINE_PROBES = 64;  // larger boxes ask the blocks first
+constexpr size_t PREFETCH = 8;  // ring_hits: candidates read ahead
 constexpr int64_t ROW = int64_t{1} << 16;
 constexpr int64_t COL0 = int64_t{1} << 15;
 constexpr double COORD_LIMIT = 1e6;  // degrees; callers validate +-90 / +-180, this keeps cells in int64
@@ -365,7 +366,13 @@ public:
         if (count_) candidates(minlat, minlon, maxlat, maxlon, found);
         const double cos_lat = std::cos(lat * RAD);
         hits.reserve(found.size());
-        for (const uint32_t s : found) {
+        const size_t n = found.size();
+        for (size_t k = 0; k < n && k < PREFETCH; ++k) __builtin_prefetch(&pts_[found[k]]);
+        for (size_t k = 0; k < n; ++k) {
+            // Candidates are scattered over the slot arrays (slots follow load order, not space):
+            // ask for the point PREFETCH candidates ahead, so the cache misses overlap.
+            if (k + PREFETCH < n) __builtin_prefetch(&pts_[found[k + PREFETCH]]);
+            const uint32_t s = found[k];
             const Pt& p = pts_[s];
             double sp = std::sin((p.lat - lat) * HALF_RAD);
             sp *= sp;
