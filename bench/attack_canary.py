@@ -102,6 +102,7 @@ class Ctx:
     def __init__(self, label: str, env: dict[str, str], tmp: Path, only: set[str] | None) -> None:
         self.label, self.env, self.tmp, self.only = label, env, tmp, only
         self.servers: list[GeoServer] = []
+        self.started = 0
         self.rows: list[Row] = []
 
     def start(self, name: str, args: list[str] | None = None, password: str | None = None,
@@ -109,7 +110,8 @@ class Ctx:
         env = dict(self.env)
         if password is not None:
             env["GEOSERVER_REQUIREPASS"] = password
-        server = GeoServer(data or self.tmp / f"{name}{len(self.servers)}", port=port,
+        self.started += 1  # a fresh data dir per server, across scenarios too
+        server = GeoServer(data or self.tmp / f"{name}{self.started}", port=port,
                            args=args, env=env)
         self.servers.append(server)
         server.start(wait=password is None)
