@@ -64,10 +64,6 @@ def frame(data: bytes, sizes: list[int], limits: FrameLimits) -> Framed:
                 argv = reader.next()
             except ProtocolError as exc:
                 return requests, exc, reader.buffered
-            except TypeError as exc:
-                if fuzzkit.KNOWN_BUGS == "skip" and "unhashable" in str(exc):
-                    return requests, ProtocolError(f"known bug: {exc}"), reader.buffered
-                raise
             if argv is None:
                 break
             end = fed - reader.buffered

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import hiredis
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -20,17 +21,13 @@ import fuzz_request
 import fuzz_store
 import fuzzkit
 from geoserver.errors import ProtocolError
+from geoserver.protocol import framing
+from geoserver.protocol.resp import encode_command
 
 # Open findings, each reproduced by its corpus file; strict: the test fails once it is fixed.
-BUGS = {
-    "bug-resp3-map-with-list-key": (
-        TypeError, "a RESP3 map (`%`) with an array key inside a request makes hiredis raise "
-        "TypeError('unhashable type'), which escapes RequestReader.next (framing.py catches only "
-        "hiredis.ProtocolError): the connection dies without the Protocol error reply"),
-    "bug-scan-order-nonutf8": (
-        fuzz_store.KnownBug, "SCAN lists ids that are not UTF-8 in the order of their surrogateescape "
-        "text (b'\\xff\\xfe' before the UTF-8 of U+1F69A), Tile38 in byte order (store/collection.py)"),
-}
+# None open: found-resp3-map-with-list-key (a TypeError escaped RequestReader) and
+# found-scan-order-nonutf8 (ids not UTF-8 in surrogateescape order) are fixed and pass as seeds.
+BUGS: dict[str, tuple[type[BaseException], str]] = {}
 
 
 def seeds(target: str) -> list:
@@ -76,6 +73,13 @@ REFUSALS = {
     "attack-plus-ok": "Protocol error",
     "attack-leading-zero": "Protocol error",
     "attack-bulk-longer-than-declared": "Protocol error",
+    "attack-nested-array-3e9": "expected '$', got '*'",
+    "attack-nested-set-3e9": "expected '$', got '~'",
+    "attack-resp3-push": "expected '$', got '>'",
+    "attack-resp3-attribute": "expected '$', got '|'",
+    "attack-resp3-map-of-sets": "expected '$', got '%'",
+    "attack-resp3-scalars": "expected '$', got '='",
+    "found-resp3-map-with-list-key": "expected '$', got '%'",
 }
 
 
@@ -86,6 +90,50 @@ def test_attacks_are_refused(name: str) -> None:
         _requests, err, left = fuzz_request.frame(data, sizes, fuzz_request.DEFAULT)
         assert isinstance(err, ProtocolError) and REFUSALS[name] in str(err), (sizes[0], err)
         assert left <= (64 << 10) + fuzz_request.HEADER_SLACK + sizes[0]  # a limit, plus one read
+
+
+@pytest.mark.parametrize("element", [b"*", b"%", b"~", b">", b"|", b"=", b"(", b",", b"#", b"_",
+                                     b"!", b"-", b":", b"+"])
+def test_every_element_that_is_not_a_bulk_string_is_refused_with_its_type_byte(element: bytes) -> None:
+    data = b"*3\r\n$3\r\nGET\r\n$1\r\nk\r\n" + element + b"1\r\n$1\r\na\r\n$1\r\nb\r\n"
+    for sizes in ([len(data)], [1], [5]):
+        requests, err, _ = fuzz_request.frame(data, sizes, fuzz_request.DEFAULT)
+        assert not requests and str(err) == f"Protocol error: expected '$', got '{element.decode()}'", err
+
+
+class Recording(hiredis.Reader):
+    """hiredis's reader, keeping every byte RequestReader feeds it."""
+
+    made: list[Recording] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fed = bytearray()
+        Recording.made.append(self)
+
+    def feed(self, data: bytes | bytearray, offset: int = 0, length: int = -1) -> None:
+        end = len(data) if length < 0 else offset + length
+        self.fed += data[offset:end]
+        super().feed(data, offset, end - offset)
+
+
+@pytest.mark.parametrize("header", [b"*3000000000", b"~3000000000", b">4294967295", b"*1048577"])
+def test_hiredis_never_sees_a_nested_container_header_over_the_limit(
+        monkeypatch: pytest.MonkeyPatch, header: bytes) -> None:
+    """hiredis allocates a container at its header (a nested *3000000000 reserved 22 GiB and took
+    5 s to free): the reader stops feeding it before such a header until it has walked there,
+    and feeds it the same header inside a bulk."""
+    monkeypatch.setattr(framing.hiredis, "Reader", Recording)
+    payload = b"\r\n" + header + b"\r\n"
+    ok = encode_command([b"SET", b"k", b"v", b"STRING", payload])
+    data = ok + b"*3\r\n$3\r\nGET\r\n$1\r\nk\r\n" + header + b"\r\n$1\r\na\r\n" + ok
+    for sizes in ([len(data)], [1], [7], [len(ok) + 13]):
+        Recording.made = []
+        requests, err, _ = fuzz_request.frame(data, sizes, fuzz_request.DEFAULT)
+        assert [argv for argv, _inline in requests] == [[b"SET", b"k", b"v", b"STRING", payload]]
+        assert str(err) == f"Protocol error: expected '$', got '{chr(header[0])}'", err
+        first = Recording.made[0].fed  # the framing's reader (others: the harness's round trips)
+        assert first.startswith(ok) and b"k\r\n" + header[:1] not in first, (sizes, first[len(ok):])
 
 
 def test_a_1mb_argument_is_framed_within_the_default_limits_and_refused_before_auth() -> None:

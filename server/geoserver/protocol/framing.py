@@ -8,6 +8,15 @@ a 13-byte `*3000000000` header is refused at once instead of making a parser res
 no limit, so requests are framed here, like Redis's own processMultibulkBuffer). Scanning is
 linear in the bytes received, however they are split into reads.
 
+A request array may hold bulk strings only. hiredis builds a container at its header: a nested
+`*3000000000` (or `~`, `>`) made it reserve 22 GiB, and freeing that list took 5 s of loop, so
+hiredis is never fed a nested container header whose count has as many digits as `max_args`
+(`FrameLimits.danger`): the bytes up to one are fed, and past it the bulk headers are walked
+here first (`_check_partial`), so a nested container costs at most what a top-level array within
+the limits does. Anything else hiredis makes of a non-bulk element (a map with an array key:
+TypeError; an integer; a RESP3 scalar) is refused as Redis does: `Protocol error: expected '$',
+got 'X'`.
+
 Sans-I/O: `feed(bytes)`, then `next()` until it returns None; a ProtocolError means the
 connection must be closed after its reply.
 """
@@ -15,7 +24,8 @@ connection must be closed after its reply.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NoReturn
 
 import hiredis
 
@@ -30,6 +40,7 @@ from geoserver.protocol.resp import command_length, encode_command
 
 _LONGEST_HEADER = 24  # `*` or `$`, up to 20 digits, CRLF
 _NOT_CANONICAL = re.compile(rb"\r\n(?:\+|\$0\d)")
+_CONTAINERS = rb"*%~>|"  # array, RESP3 map, set, push, attribute
 
 
 @dataclass(slots=True)
@@ -38,6 +49,14 @@ class FrameLimits:
     max_bulk: int  # bytes of one bulk string
     max_inline: int  # bytes of one inline line
     max_request: int  # bytes of one whole request
+    # A container header with as many count digits as `max_args` (or one still arriving): what
+    # hiredis is fed stops before it until `_check_partial` has walked past it (inside a bulk).
+    danger: re.Pattern[bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        digits = len(str(self.max_args))
+        self.danger = re.compile(rb"\n[%s](?:[0-9]{%d}|[0-9]{0,%d}\Z)"
+                                 % (re.escape(_CONTAINERS), digits, digits - 1))
 
 
 class RequestReader:
@@ -46,9 +65,12 @@ class RequestReader:
     headers of a request still arriving, and takes inline lines itself, so a connection may mix
     both (Tile38 decides per request). `_buf` mirrors the bytes fed to hiredis from the start of
     the current request, so headers are read at exact offsets: `_pos` is where the next request
-    starts (hiredis's returned arrays give their exact encoded size, `command_length`)."""
+    starts (hiredis's returned arrays give their exact encoded size, `command_length`). hiredis
+    is fed lazily, in `next`, up to `_fed`: never past a container header not walked (module
+    docstring)."""
 
-    __slots__ = ("_buf", "_checked", "_pos", "_reader", "_scan_from", "_walked", "inline", "limits")
+    __slots__ = ("_buf", "_checked", "_fed", "_left", "_pos", "_reader", "_scan_from", "_scanned",
+                 "_walked", "inline", "limits")
 
     def __init__(self, limits: FrameLimits) -> None:
         self.limits = limits  # may be swapped between requests (after AUTH)
@@ -57,7 +79,10 @@ class RequestReader:
         self._scan_from = 0  # where the search for an inline line's end resumes
         self._checked = False  # the array header at `_pos` passed the limits
         self._walked = 0  # offset from `_pos` of the next bulk header `_check_partial` reads
+        self._left = 0  # elements not yet walked by `_check_partial` (with `_walked`)
         self._reader: hiredis.Reader | None = None  # fed from `_pos` on while RESP
+        self._fed = 0  # offset in `_buf` up to which `_reader` was fed
+        self._scanned = 0  # no element header before this offset in `_buf` is `limits.danger`
         self.inline = False  # the last request returned was an inline line
 
     @property
@@ -69,10 +94,18 @@ class RequestReader:
         if self._pos:  # keep only the current request's bytes
             del self._buf[: self._pos]
             self._scan_from -= self._pos
+            self._fed -= self._pos
+            self._scanned -= self._pos
             self._pos = 0
-        self._buf += data
-        if self._reader is not None:
+        buf = self._buf
+        start = len(buf)
+        buf += data
+        # hiredis holds every byte so far: it may have these too unless they hold a dangerous
+        # header (then `next` feeds it up to there and walks past it)
+        if self._fed == start and self._reader is not None \
+                and self.limits.danger.search(buf, start - 1 if start else 0) is None:
             self._reader.feed(data)
+            self._fed = self._scanned = len(buf)
 
     def next(self) -> list[bytes] | None:
         """The next complete request, or None until more bytes arrive."""
@@ -88,8 +121,8 @@ class RequestReader:
                     return argv
                 continue  # an empty line
             if not self._checked:
-                if len(buf) > pos + 3 and buf[pos + 2] == 13 and 48 < buf[pos + 1] <= 57 \
-                        and buf[pos + 1] - 48 <= self.limits.max_args:
+                if len(buf) > pos + 3 and buf[pos + 2] == 13 and buf[pos + 3] == 10 \
+                        and 48 < buf[pos + 1] <= 57 and buf[pos + 1] - 48 <= self.limits.max_args:
                     count = 1  # `*1` .. `*9` (most requests), within the limit: nothing to check
                 else:
                     count = self._array_header()
@@ -97,40 +130,69 @@ class RequestReader:
                     return None
                 if count == 0:  # `*0` and `*-1` are nothing, as in Redis
                     self._pos = buf.find(b"\n", pos) + 1
-                    self._reader = None  # it holds those bytes: start a new one at `_pos`
+                    self._reader = None  # start a new one at `_pos`
                     continue
                 self._checked = True
-            if self._reader is None:
-                self._reader = hiredis.Reader()
-                self._reader.feed(bytes(buf[pos:]))
+            reader = self._reader
+            if reader is None:
+                reader = self._reader = hiredis.Reader()
+                self._fed = pos
+            n = len(buf)
+            fed = self._fed
+            if fed < n:  # feed hiredis up to the next dangerous header, if any
+                first = buf.find(b"\r\n", pos) + 2  # the first element (the header was checked)
+                stop = self._scanned
+                if stop < n:
+                    found = self.limits.danger.search(buf, (stop if stop > first else first) - 1)
+                    stop = self._scanned = n if found is None else found.start() + 1
+                if stop < first:
+                    stop = first
+                if stop > fed:
+                    reader.feed(buf, fed, stop - fed)
+                    self._fed = fed = stop
             try:
-                item = self._reader.gets()
-            except hiredis.ProtocolError as exc:
-                raise ProtocolError(f"Protocol error: {exc}") from None
-            if item is False:
-                self._check_partial()
-                return None
+                item = reader.gets()
+                if item is False:
+                    verified = self._check_partial()  # the headers of what arrived, walked
+                    if verified <= fed:
+                        return None
+                    reader.feed(buf, fed, verified - fed)
+                    self._fed = verified
+                    self._scanned = max(self._scanned, verified)
+                    continue  # on to the next dangerous header past what was walked
+            except ProtocolError:
+                raise
+            except Exception as exc:  # hiredis.ProtocolError, or anything else it raises
+                self._refuse(f"Protocol error: {exc}")
             self._checked = False
             self._walked = 0
             if item.__class__ is not list:  # `*` was checked: hiredis returns an array
-                raise ProtocolError("Protocol error: expected a RESP array of bulk strings")
+                self._refuse("Protocol error: expected a RESP array of bulk strings")
             try:
                 size = command_length(item, self.limits.max_bulk)
-            except TypeError:  # an integer or nested array inside the request
-                raise ProtocolError("Protocol error: expected '$'") from None
+            except TypeError:  # an integer, a null or a RESP3 scalar inside the request
+                self._refuse("Protocol error: expected '$'")
             # `_pos` must land where hiredis stopped, or the next header checked would not be
             # the one hiredis parses. hiredis consumes exactly the canonical size except for a
-            # `+OK` element (returned as bytes like `$2\r\nOK\r\n`, but shorter) and a bulk
-            # length with leading zeros; a request that may hold one (rare: the pattern also
-            # matches binary payloads) is compared with its canonical encoding in full. A
-            # last bulk longer than declared is caught by its missing CRLF.
+            # `+OK` element (returned as bytes like `$2\r\nOK\r\n`, but shorter), other RESP3
+            # scalars it returns as bytes (`=`, `(`) and a bulk length with leading zeros; a
+            # request that may hold one (rare: the pattern also matches binary payloads) is
+            # compared with its canonical encoding in full. A last bulk longer than declared is
+            # caught by its missing CRLF.
             end = pos + size
             if (end > len(buf) or buf[end - 2:end] != b"\r\n"
                     or (_NOT_CANONICAL.search(buf, pos, end) and buf[pos:end] != encode_command(item))):
-                raise ProtocolError("Protocol error: expected '$', got '+'")  # Tile38's text
+                self._refuse("Protocol error: expected '$', got '+'")  # Tile38's text
             self._pos = end
             self.inline = False
             return item
+
+    def _refuse(self, message: str) -> NoReturn:
+        """Refuse the request at `_pos`: with Redis's `expected '$', got 'X'` when one of its
+        elements is not a bulk string (walked from its start), else with `message`."""
+        self._walked = 0
+        self._check_partial()
+        raise ProtocolError(message)
 
     def _array_header(self) -> int | None:
         """The element count of the `*n` line at `_pos`, checked; None when incomplete."""
@@ -150,22 +212,30 @@ class RequestReader:
             raise too_many_arguments(count, self.limits.max_args)
         return count
 
-    def _check_partial(self) -> None:
-        """Walk the bulk headers of the request still arriving: a declared length over the
-        limits is refused now, before its bytes are waited for and buffered. The walk resumes
-        where the previous read left it, so a request of a million small arguments arriving in
-        many reads is walked once, not once per read."""
-        buf, limits = self._buf, self.limits
-        pos = self._pos + self._walked if self._walked else buf.find(b"\r\n", self._pos) + 2
-        while pos < len(buf):
+    def _check_partial(self) -> int:
+        """Walk the bulk headers of the request at `_pos` that have arrived: an element that is
+        not a bulk string is refused, and a declared length over the limits is refused now,
+        before its bytes are waited for and buffered. The walk resumes where the previous one
+        left it, so a request of a million small arguments arriving in many reads is walked once,
+        not once per read, and stops at the request's last element. Returns the offset in `_buf`
+        up to which the request is walked (hiredis may be fed up to there)."""
+        buf, limits, start = self._buf, self.limits, self._pos
+        if self._walked:
+            pos, left = start + self._walked, self._left
+        else:  # from the array header (checked)
+            pos = buf.find(b"\r\n", start) + 2
+            left = int(buf[start + 1:pos - 2])
+        n = len(buf)
+        verified = n
+        while left and pos < n:
             if buf[pos] != 0x24:  # `$`
                 got = chr(buf[pos]) if 32 < buf[pos] < 127 else f"\\x{buf[pos]:02x}"
                 raise ProtocolError(f"Protocol error: expected '$', got '{got}'")
             end = buf.find(b"\r\n", pos, pos + _LONGEST_HEADER)
             if end < 0:
-                if len(buf) - pos >= _LONGEST_HEADER:
+                if n - pos >= _LONGEST_HEADER:
                     raise ProtocolError("Protocol error: invalid bulk length")
-                break
+                break  # a `$`: hiredis waits for the rest of its header
             digits = buf[pos + 1:end]
             if not digits.isdigit():
                 raise ProtocolError("Protocol error: invalid bulk length")
@@ -173,9 +243,13 @@ class RequestReader:
             if size > limits.max_bulk:
                 raise argument_too_large(size, limits.max_bulk)
             pos = end + 2 + size + 2
-            if pos - self._pos > limits.max_request:
+            left -= 1
+            if pos - start > limits.max_request:
                 raise request_too_large(limits.max_request)
-        self._walked = pos - self._pos
+        else:
+            verified = min(pos, n)  # inside a bulk, or the request's end
+        self._walked, self._left = pos - start, left
+        return verified
 
     def _inline(self) -> list[bytes] | None:
         buf, start = self._buf, self._pos

@@ -12,15 +12,13 @@ import heapq
 from collections.abc import Generator, Iterator
 from typing import Any
 
-from sortedcontainers import SortedDict
-
 from geoserver.store import reclaim
-from geoserver.store.collection import Collection
+from geoserver.store.collection import Collection, IdOrdered, byte_ordered
 
 
 class Database:
     def __init__(self) -> None:
-        self.collections: SortedDict[str, Collection] = SortedDict()
+        self.collections: IdOrdered = IdOrdered()  # keys in byte order, as Tile38's KEYS lists them
         self._expiry: list[tuple[float, str, str]] = []
         self._compacted_size = 0  # heap entries after the last compaction
 
@@ -48,7 +46,7 @@ class Database:
 
     def flush(self) -> None:
         """Detach everything at once; the old objects are freed in slices (store/reclaim.py)."""
-        old, self.collections = self.collections, SortedDict()
+        old, self.collections = self.collections, IdOrdered()
         reclaim.later(old)
         reclaim.later(self._expiry)
         self._expiry = []
@@ -136,4 +134,4 @@ class Database:
             "num_strings": strings,
             "in_memory_size": weight,
         }
-        return totals, sorted((key, col) for _n, key, col in top)
+        return totals, sorted((byte_ordered(key), col) for _n, key, col in top)
