@@ -95,7 +95,7 @@ bytes)`); compiled patterns are kept in an LRU of 256.
 
 GeoJSON (SET ... OBJECT, and the OBJECT area of WITHIN / INTERSECTS) is measured before anything
 is built or acknowledged: `geojson-max-vertices` positions (`invalid geojson: too many vertices
-(limit 1000000)`), `geojson-max-parts` rings, lines, polygons and collection members (`invalid
+(limit 200000)`), `geojson-max-parts` rings, lines, polygons and collection members (`invalid
 geojson: too many rings, lines, polygons or members (limit 100000)`), `geojson-max-depth` nested
 Feature / FeatureCollection / GeometryCollection levels, at most 100 whatever the setting
 (`invalid geojson: nested too deep (limit 32)`); bytes are bounded by `max-request-size`. The AOF
@@ -117,9 +117,14 @@ when nothing else writes meanwhile. When other clients write while a sliced comm
   id that exists for the whole command is listed exactly once, in order; one created or
   deleted meanwhile may or may not be. Each object is shown as it is when its slice is read.
   The returned cursor counts positions, so it is approximate if the range changed meanwhile.
-- WITHIN, INTERSECTS, NEARBY: the matching set (and NEARBY's distances) is fixed when the
-  command starts; objects deleted meanwhile are left out, objects changed meanwhile are shown
-  with their new value (they may no longer match), objects created meanwhile are not included.
+- NEARBY: the ring (positions and ids) is the data as it was when the command started, in the
+  order of those distances; objects deleted meanwhile are left out, objects moved meanwhile keep
+  their place but are shown as they are now, objects created meanwhile are not included.
+- WITHIN, INTERSECTS: a point counts if it was inside when the command started and still
+  exists; a non-point object counts if it was inside when its step tested it (objects are
+  tested in the order of the candidate list taken at the start) and still exists. Either is
+  shown as it is when its row is read (it may no longer match); objects created meanwhile are
+  not included.
 - STATS, SERVER, INFO: each key is counted as it is when its slice reads it (the totals are a
   sum over slightly different moments, exact when nothing writes meanwhile).
 - PDEL: other writes to its key (and FLUSHDB, DROP or RENAME of it) wait until it ends, so it
