@@ -26,7 +26,9 @@ the AOF loads.
 Differences from Tile38 1.30, on purpose:
 - `SERVER` is never refused on a catching-up follower (operators must see it), and it has extra
   fields: `aof_shrinking`, `last_shrink_time`, `last_shrink_result`, `last_shrink_duration_ms`,
-  `resyncs`, `leader_aof_size`, `replication_state`, `replication_error`.
+  `resyncs`, `leader_aof_size`, `replication_state`, `replication_error`, and once a leader
+  lease was given (`LEASE`) `lease_state`, `lease_epoch`, `lease_remaining_ms`,
+  `lease_writes_refused` (also in `INFO replication`).
 - `RESYNC` (follower): full resync now. `HELLO 2|3` answers the handshake RESP3-era clients send.
 - Over HTTP, admin commands need POST, writes and admin commands from another site's page are
   refused, and CORS headers go only to origins in `cors-origins`; requests are framed against
