@@ -38,7 +38,7 @@ from geoserver.commands.replies import (
 from geoserver.errors import ID_NOT_FOUND, KEY_NOT_FOUND, ArityError, CommandError, invalid_argument
 from geoserver.protocol.resp import Raw
 from geoserver.store import query
-from geoserver.store.collection import Collection, Item, literal_prefix
+from geoserver.store.collection import Collection, Item, id_sorted, literal_prefix
 from geoserver.store.expression import Predicate, compile_where
 from geoserver.store.fields import (
     MISSING,
@@ -758,7 +758,7 @@ def _sparse(ctx: Ctx, col: Collection, s: Search, ids: list[str],
     `center`: NEARBY's point, for DISTANCE."""
     items, now = col.items, ctx.now
     boxes = []
-    for oid in sorted(ids):
+    for oid in id_sorted(ids):
         item = items.get(oid)
         if item is None or item.expired(now) or not s.accept(oid, item):
             continue
@@ -875,7 +875,7 @@ def _hits(ctx: Ctx, s: Search, col: Collection, area: query.Area, within: bool, 
         ids = [i for i in point_ids() if i is not None] + shape_ids
         if s.id_prefix:
             ids = [oid for oid in ids if oid.startswith(s.id_prefix)]
-        batches = [query.Batch(sorted(ids))]
+        batches = [query.Batch(id_sorted(ids))]
     rows, count, cursor = slices.run(_collect_steps(ctx, col, batches, s, names is not None))
     if s.clip:
         rows = _clip_rows(rows, area)
