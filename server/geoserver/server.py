@@ -251,18 +251,15 @@ class Server:
             self.aof_error = ""
         return True
 
-    @property
-    def group_commit(self) -> bool:
-        """Replies wait for one AOF write (and, with `appendfsync always`, one fsync) shared
-        by every client served in the same loop iteration: one syscall per iteration instead of
-        one per client batch, as Redis does before it sleeps. Without an AOF too: the replies of
-        a loop iteration are written after all its reads (one delivery-queue commit for them,
-        and fewer, fuller loop iterations: SET -P1 22.7 -> ~11 us of server CPU per request,
-        docs/benchmarks.md)."""
-        return True
-
     def queue_reply(self, client: Client, data: bytes, needs: int) -> None:
-        """Send `data` once the AOF file holds `needs` bytes (0: it depends on no record)."""
+        """Send `data` once the AOF file holds `needs` bytes (0: it depends on no record).
+
+        Group commit: replies wait for one AOF write (and, with `appendfsync always`, one
+        fsync) shared by every client served in the same loop iteration, one syscall per
+        iteration instead of one per client batch, as Redis does before it sleeps. Without an
+        AOF too: the replies of a loop iteration are written after all its reads (one
+        delivery-queue commit for them, and fewer, fuller loop iterations: SET -P1 22.7 -> ~11
+        us of server CPU per request, docs/benchmarks.md)."""
         self._pending_replies.append((client, data, needs))
         if len(self._pending_replies) == 1:
             asyncio.get_running_loop().call_soon(self._commit)
@@ -676,7 +673,7 @@ class Client(asyncio.Protocol):
         if not out and not self.closing:
             return  # nothing to send (a read that completed no request)
         data = out[0] if len(out) == 1 else b"".join(out)
-        server = self.server  # group commit, with or without an AOF (Server.group_commit)
+        server = self.server  # group commit, with or without an AOF (Server.queue_reply)
         size = server.aof.size if server.aof is not None else 0
         server.queue_reply(self, data, size if size != self._aof_mark else 0)  # waits only if it logged
 
