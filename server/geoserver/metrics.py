@@ -13,6 +13,7 @@ import gc
 import os
 import time
 from bisect import bisect_left
+from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
@@ -72,7 +73,7 @@ class GcClock:
 class ServerMetrics:
     def __init__(self, server: Server) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.by_command: dict[str, _CommandStats] = {}
+        self.by_command: defaultdict[str, _CommandStats] = defaultdict(_CommandStats)  # on first use
         self.gc = GcClock()
         self.expired_keys = 0  # objects deleted by expiry (Tile38's expired_keys)
         self.connections_received = 0
@@ -96,17 +97,8 @@ class ServerMetrics:
         self.registry.register(PLATFORM_COLLECTOR)
         self.registry.register(DeliveryCollector(lambda: server.delivery))  # hooks: delivery/stats.py
 
-    def command_stats(self, name: str) -> _CommandStats:
-        """The stats of one command name, created on first use."""
-        stats = self.by_command.get(name)
-        if stats is None:
-            stats = self.by_command[name] = _CommandStats()
-        return stats
-
     def observe_command(self, name: str, elapsed_ns: int, ok: bool) -> None:
-        stats = self.by_command.get(name)
-        if stats is None:
-            stats = self.by_command[name] = _CommandStats()
+        stats = self.by_command[name]
         if ok:
             stats.ok += 1
         else:
