@@ -319,6 +319,15 @@ def loss_bound(pr: Promotion, known: int | None, target_now: int | None, *,
     return behind
 
 
+def holders(pr: Promotion, watch: LeaderWatch | None) -> list[str]:
+    """The members that hold a prefix of the new leader's data at the promotion (``finish``'s
+    ``caught_up``): those caught up with the old leader when it was last seen (``watch``, the
+    decision's view), and for a switchover the old leader itself, which has the new one's bytes
+    exactly; after a failover, never the old leader."""
+    before = list(watch.caught_up) if watch else []
+    return [*before, pr.old] if pr.kind == "switchover" else [n for n in before if n != pr.old]
+
+
 def finish(status: dict[str, Any], now: datetime, result: str, *, behind_bytes: int | None = None,
            write_pause_ms: int | None = None, leader: str | None = None,
            caught_up: list[str] | None = None, leader_aof_size: int | None = None) -> dict[str, Any]:

@@ -490,9 +490,7 @@ async def _promote(ctx: _Ctx, members: list[probe.Member], pods: dict[str, dict[
     pause_ms = round((time.monotonic() - fenced_at) * 1000)
     if pr.old_reachable and old is not None:  # revoked at the new epoch (READONLY fences it
         await _grant(ctx, old, epoch, 0)  # meanwhile): a stale renewal cannot revive it
-    watch = load_status(status).leader_watch  # the decision's view, before finish resets it
-    before = list(watch.caught_up) if watch else []
-    holders = [*before, pr.old] if pr.kind == "switchover" else [n for n in before if n != pr.old]
+    holders = failover.holders(pr, load_status(status).leader_watch)  # the decision's view
     status = failover.finish(status, datetime.now(UTC), "ok", behind_bytes=behind,
                              write_pause_ms=pause_ms, leader=pr.new, caught_up=holders)  # fmt: skip
     await _write_status(cluster, status)  # the new view before anyone follows it

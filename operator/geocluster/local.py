@@ -616,10 +616,8 @@ class LocalCluster:
                 await lease(old, epoch, 0)
         old.role, new.role = "follower", "leader"
         self.info["leader"] = new.name
-        before = list(watch.caught_up) if watch else []
         if pr.kind == "switchover":
             behind = 0  # the target had every byte before it was promoted
-            holders = [*before, old.name]  # the old leader has the new one's bytes, exactly
         else:
             # the killed leader's file is the real end of what it acknowledged; an old leader that
             # answers (empty) lost what it took since it came back, and the target lacks what the
@@ -628,9 +626,9 @@ class LocalCluster:
                 watch.aof_size if watch else None)
             behind = failover.loss_bound(pr, known, target_size,
                                          old_held=old_size if pr.old_reachable else None)
-            holders = [n for n in before if n != old.name]
         status = failover.finish(self.status, self.clock.now(), "ok", behind_bytes=behind,
-                                 write_pause_ms=pause_ms, leader=new.name, caught_up=holders,
+                                 write_pause_ms=pause_ms, leader=new.name,
+                                 caught_up=failover.holders(pr, watch),
                                  leader_aof_size=old_size if pr.kind == "switchover" else target_size)
         self.status = status
         self._persist()  # the new view before anyone follows it: a restarted `up` resumes it
