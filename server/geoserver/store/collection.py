@@ -208,13 +208,8 @@ class Item:
 
     def field_list(self) -> list[tuple[str, FieldValue]]:
         """The fields by name in byte order (Tile38's)."""
-        if not self.fields:
-            return []
-        out = sorted(self.fields.items())
-        names = "".join(self.fields)
-        if not names.isascii() and _ESCAPED.search(names):
-            out.sort(key=lambda kv: _bytes(kv[0]))
-        return out
+        fields = self.fields
+        return [(name, fields[name]) for name in id_sorted(fields)] if fields else []
 
 
 class _Plain:
