@@ -24,7 +24,8 @@
 //
 // The store is Python's: db.collections (a dict subclass) of Collection objects whose `items`
 // (a SortedDict of id -> PLAIN | Item) and `points` (PointGrid) are updated as Collection.set
-// does for a plain point (SortedList add of a new id, dict store of PLAIN, index insert, weight).
+// does for a plain point (a new id appended to the id order's `_pending` list, which IdList
+// merges in on its next ordered read; dict store of PLAIN; index insert; weight).
 // Runs under the GIL.
 
 #include "pointgrid.hpp"
@@ -189,7 +190,7 @@ PyObject* name_of(const char* s) {
     return n;
 }
 struct Names {
-    PyObject *items, *points, *shapes, *weight, *list_add;
+    PyObject *items, *points, *shapes, *weight, *pending;
 };
 Names N{};
 
@@ -201,7 +202,7 @@ struct Col {
     Py_ssize_t shapes = -1;  // len(col.shapes) once asked (num_shapes): NEARBY runs only over points
     PyObject* col = nullptr;  // nullptr: no such collection
     PyObject* items = nullptr;
-    PyObject* list_add = nullptr;  // items._list_add (SortedDict's id-order insert), on first use
+    PyObject* pending = nullptr;  // items._pending (IdList's new ids, merged into the order lazily)
     PointGrid* grid = nullptr;  // nullptr: not the compiled index (then nothing runs here)
     long long weight = 0;
 
@@ -225,7 +226,7 @@ struct Col {
         weight = 0;
         Py_CLEAR(col);
         Py_CLEAR(items);
-        Py_CLEAR(list_add);
+        Py_CLEAR(pending);
         grid = nullptr;
         valid = exists = false;
         shapes = -1;
@@ -540,14 +541,19 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
                 Py_DECREF(oid);
                 return STOP;
             }
-            if (col.list_add == nullptr) col.list_add = PyObject_GetAttr(col.items, N.list_add);
-            PyObject* r = col.list_add ? PyObject_CallOneArg(col.list_add, oid) : nullptr;
-            if (r == nullptr || PyDict_SetItem(col.items, oid, plain) < 0) {
-                Py_XDECREF(r);
+            if (col.pending == nullptr) {
+                col.pending = PyObject_GetAttr(col.items, N.pending);
+                if (col.pending != nullptr && !PyList_CheckExact(col.pending)) Py_CLEAR(col.pending);
+            }
+            if (col.pending == nullptr || PyDict_SetItem(col.items, oid, plain) < 0) {
                 Py_DECREF(oid);
                 return STOP;
             }
-            Py_DECREF(r);
+            if (PyList_Append(col.pending, oid) < 0) {  // undo the store: nothing half done
+                if (PyDict_DelItem(col.items, oid) < 0) PyErr_Clear();
+                Py_DECREF(oid);
+                return STOP;
+            }
             col.weight += 16 + PyUnicode_GET_LENGTH(oid);
         } else if (old != plain) {
             Py_DECREF(oid);
@@ -727,7 +733,7 @@ PyMethodDef EXECUTE_DEF = {"execute_batch", reinterpret_cast<PyCFunction>(reinte
 
 void register_fastpath(py::module_& m) {
     using geocore::name_of;
-    geocore::N = {name_of("items"), name_of("points"), name_of("shapes"), name_of("weight"), name_of("_list_add")};
+    geocore::N = {name_of("items"), name_of("points"), name_of("shapes"), name_of("weight"), name_of("_pending")};
     PyObject* f = PyCFunction_NewEx(&geocore::EXECUTE_DEF, nullptr, m.attr("__name__").ptr());
     if (f == nullptr) throw py::error_already_set();
     m.add_object("execute_batch", py::reinterpret_steal<py::object>(f));

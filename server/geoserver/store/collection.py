@@ -13,15 +13,16 @@ is the byte order of its UTF-8, so valid UTF-8 ids are compared as plain str (in
 holding bytes that are not UTF-8 (escaped as U+DC80..U+DCFF by `binary.text`, which sort
 among the code points instead of after U+10FFFF or before U+0080) is held in the order list as
 a `RawOrder`, a str that compares by its bytes. `IdList` converts every id it is given or asked
-about, so callers (and the compiled fast path, through `_list_add` and `islice`) pass plain str.
+about, so callers (and the compiled fast path, through `_pending` and `islice`) pass plain str.
 """
 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -106,27 +107,57 @@ def prefix_end(prefix: str) -> str | None:
 
 class IdList(SortedList):
     """sortedcontainers' SortedList of ids in byte order: every value given or asked about goes
-    through `byte_ordered` (a no-op for ASCII and other UTF-8 ids)."""
+    through `byte_ordered` (a no-op for ASCII and other UTF-8 ids).
+
+    Inserts are lazy: `add` appends to `pending` (O(1); the compiled fast path appends there
+    too, so a SET of a new id costs no ordered insert), and the first read of the order merges
+    the pending ids in, sorted, in one pass. Every SortedList method reaches its state through
+    the `_lists`, `_maxes`, `_index` and `_len` properties below, which merge first, so no
+    method can see the order without the pending ids. A write-only load (the AOF, a fleet's
+    SETs) never pays for order it does not read."""
+
+    def __init__(self, iterable: Iterable[str] | None = None) -> None:
+        self.pending: list[str] = []  # never rebound: the compiled fast path holds it
+        super().__init__(iterable)
+
+    def _merge(self) -> None:
+        pending = self.pending
+        values = sorted(map(byte_ordered, pending))
+        pending.clear()  # first: the reads below see no pending ids
+        lists, state = self._lists, self.__dict__
+        if len(values) * 4 < state["_len_"]:
+            for value in values:  # few: inserted one by one (SortedList.update's small case)
+                SortedList.add(self, value)
+            return
+        values.extend(chain.from_iterable(lists))  # many: two sorted runs, merged by one sort
+        values.sort()
+        load = self._load
+        lists[:] = [values[i:i + load] for i in range(0, len(values), load)]
+        self._maxes[:] = [sublist[-1] for sublist in lists]
+        state["_len_"] = len(values)
+        del self._index[:]
+
+    def _state(name: str) -> property:  # type: ignore[misc]
+        key = name + "_"
+
+        def get(self: IdList) -> Any:
+            if self.pending:
+                self._merge()
+            return self.__dict__[key]
+
+        def put(self: IdList, value: Any) -> None:
+            self.__dict__[key] = value
+
+        return property(get, put)
+
+    _lists = _state("_lists")
+    _maxes = _state("_maxes")
+    _index = _state("_index")
+    _len = _state("_len")
+    del _state
 
     def add(self, value: str) -> None:
-        if not value.isascii() and not value.isprintable():
-            value = byte_ordered(value)
-        # SortedList.add, inline (every new id takes this path: no call more than before)
-        _lists = self._lists
-        _maxes = self._maxes
-        if _maxes:
-            pos = bisect_right(_maxes, value)
-            if pos == len(_maxes):
-                pos -= 1
-                _lists[pos].append(value)
-                _maxes[pos] = value
-            else:
-                insort(_lists[pos], value)
-            self._expand(pos)
-        else:
-            _lists.append([value])
-            _maxes.append(value)
-        self._len += 1
+        self.pending.append(value)
 
     def update(self, iterable: Iterable[str]) -> None:
         super().update(map(byte_ordered, iterable))
@@ -178,6 +209,7 @@ class IdOrdered(SortedDict):
         super().__init__()
         _list = self._list = IdList()
         self._list_add = _list.add
+        self._pending = _list.pending  # new ids: the compiled fast path appends here
         self._list_clear = _list.clear
         self._list_iter = _list.__iter__
         self._list_reversed = _list.__reversed__
