@@ -431,7 +431,8 @@ Outcome run_nearby(const Arg* a, int argc, PyObject* collections, PyObject* plai
     } else {
         const double cap = meters;
         const double per_cell =
-            static_cast<double>(grid.size()) / static_cast<double>(std::max<size_t>(1, grid.num_cells()));
+            static_cast<double>(grid.size()) /
+            static_cast<double>(std::max<size_t>(1, grid.num_blocks() << (2 * COARSE_SHIFT)));  // as query.py knn
         const double cell_m = CELL * 111195.0 * std::max(0.05, std::cos(lat * TO_RAD));
         double radius = std::max(50.0, cell_m * std::sqrt(2.0 * static_cast<double>(std::max(want, 1LL)) /
                                                           (M_PI * std::max(per_cell, 1e-9))));

@@ -41,6 +41,7 @@ PYBIND11_MODULE(_core, m) {
         .def("point", &PointGrid::point, py::arg("oid"))
         .def("capacity", &PointGrid::capacity)
         .def("num_cells", &PointGrid::num_cells)
+        .def("num_blocks", &PointGrid::num_blocks)
         .def("ids_of", &PointGrid::ids_of, py::arg("slots"))
         .def("names", &PointGrid::names)
         .def("coords", &PointGrid::coords, py::arg("slots"))

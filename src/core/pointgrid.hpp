@@ -211,6 +211,7 @@ public:
     size_t size() const { return count_; }
     int64_t capacity() const { return next_; }
     size_t num_cells() const { return cell_index_.size(); }
+    size_t num_blocks() const { return blocks_.size(); }  // occupied blocks: knn's density guess
 
     void insert(py::str oid, double lat, double lon) { insert_obj(oid.ptr(), lat, lon); }
 

@@ -73,8 +73,8 @@ def hav_terms(lat: float, lon: float, lats: np.ndarray, lons: np.ndarray) -> np.
 # What collections, queries and commands may call on a point index (both implementations):
 POINT_INDEX_API = (
     "__len__", "insert", "remove",  # by id
-    "slot", "point", "capacity", "num_cells",  # slot (-1: none) and (lat, lon) (None) of an id,
-    # slots ever used, occupied cells
+    "slot", "point", "capacity", "num_cells", "num_blocks",  # slot (-1: none) and (lat, lon)
+    # (None) of an id, slots ever used, occupied cells and blocks
     "ids_of", "names", "coords",  # ids / (lats, lons) of slots; a copy of the ids by slot
     "candidates_in_box", "slots_in_box", "ring", "bounds",  # searches
 )
@@ -238,6 +238,10 @@ class PointGrid:
 
     def num_cells(self) -> int:
         return len(self.cells)
+
+    def num_blocks(self) -> int:
+        """Occupied blocks (of COARSE x COARSE cells): knn's density guess."""
+        return len(self.blocks)
 
     def ids_of(self, slots: np.ndarray) -> list[str | None]:
         ids = self.ids
