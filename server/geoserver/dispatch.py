@@ -48,6 +48,7 @@ Reply = bytes | Awaitable[bytes]
 def execute(server: Server, client: Client, argv: list[bytes], json: bool) -> Reply:
     """Execute a client's command and return the encoded reply (or an awaitable of it)."""
     start = time.perf_counter_ns()
+    server.gate_version += 1  # any command may change what the fast path may run (fastpath.py)
     name = argv[0].decode("utf-8", "replace").lower()
     deadline = None
     cmd = TABLE.get(name)
@@ -171,6 +172,7 @@ async def _finish_later(server: Server, client: Client, name: str, start: int, j
         return _error(server, client, name, start, json, CommandError(f"internal error: {exc}"))
     finally:
         ctx.finish_write(argv)  # a sliced write (PDEL) is logged when it ends, as one record
+        server.gate_version += 1  # what it changed while it ran (fastpath.py)
     return _ok(server, client, name, start, json, result)
 
 
@@ -193,6 +195,7 @@ def apply_record(server: Server, argv: list[bytes], db: Database | None = None) 
         raise CommandError(f"'{name}' is not a write command")
     if not cmd.check_arity(len(argv)):
         raise ArityError(name)
+    server.gate_version += 1  # a leader's SETHOOK, FLUSHDB... (fastpath.py)
     ctx = Ctx(server, None, True, time.time(), db if db is not None else server.db)
     if not server.loading and server.fences.active:  # a follower's channels and live fences
         ctx.changes = []

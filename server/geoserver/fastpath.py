@@ -23,6 +23,13 @@ Invariant: the fast path runs a request only when the command table would do exa
   read-only, MISCONF, maxmemory, lease), no live fence, hook or channel would hear them
   (`FenceEngine.active`) and no sliced write holds any key (`slices.blocker`).
 
+`modes` is cached per client (`Client.fast_gate`) until `Server.gate_version` or
+`slices.generation` moves: every command through the table bumps the version as it starts and as
+an awaited one ends, and so does every setting of a server attribute the gate reads
+(`gate_input`: loading, follower, aof_error, over_maxmemory; a follower's caught_up_once). What
+changes with the clock alone is checked per call: the lease's end, and the next expiry.
+The core counts what it runs into `metrics.CoreCounts` itself (no Python per request).
+
 The core stops at anything else: other commands, options, errors (Python renders them), a new
 key, an id holding a non-plain object, numbers it cannot parse or print exactly as Python does.
 `GEOSERVER_FASTPATH=0` turns it off (tests/server/test_fastpath_differential.py runs both).
@@ -32,13 +39,11 @@ from __future__ import annotations
 
 import os
 import time
-from bisect import bisect_left
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from geoserver import dispatch
 from geoserver.commands import slices
-from geoserver.metrics import _BUCKETS_NS
 from geoserver.store import index
 from geoserver.store.collection import PLAIN
 
@@ -58,24 +63,59 @@ ENABLED = (os.environ.get("GEOSERVER_FASTPATH", "1") != "0" and _execute is not 
            and index.CORE == "cpp")
 
 
+NO_GATE = (-1, -1, 0, None)  # Client.fast_gate before its first request: computed then
+
+
+def gate_input(name: str) -> property:
+    """A Server (or Follower) attribute the cached gate depends on: setting it to a new value
+    invalidates every client's gate (`gate_version` of the object, or of its `server`)."""
+    key = "_" + name
+
+    def get(self: Any) -> Any:
+        return self.__dict__[key]
+
+    def put(self: Any, value: Any) -> None:
+        state = self.__dict__
+        if state.get(key, _UNSET) != value:
+            state[key] = value
+            getattr(self, "server", self).gate_version += 1
+
+    return property(get, put)
+
+
+_UNSET = object()
+
+
 def modes(server: Server, client: Client) -> int:
-    """Which requests the fast path may run for this client now (0: none)."""
+    """Which requests the fast path may run for this client now (0: none): its cached gate,
+    less writes once the lease has lapsed and searches while an expiry is near."""
+    gate = client.fast_gate
+    if gate[0] != server.gate_version or gate[1] != slices.generation:
+        gate = client.fast_gate = (server.gate_version, slices.generation, *_gate(server, client))
+    mode, write_until = gate[2], gate[3]
+    if write_until is not None and mode & WRITE and time.monotonic() >= write_until:
+        mode &= ~WRITE  # the lease lapsed (dispatch.write_refusal answers the write)
+    if mode & SEARCH and server.db.may_have_expired(time.time() + EXPIRY_MARGIN):
+        mode &= ~SEARCH  # the Python path checks each candidate's expiry
+    return mode
+
+
+def _gate(server: Server, client: Client) -> tuple[int, float | None]:
+    """modes() without the clock: the mode, and the monotonic time writes end (the lease)."""
     if (client.json or not client.resp_conn or client.subscriber is not None or client.live is not None
             or client.stream is not None or client.monitoring or server.monitors):
-        return 0
+        return 0, None
     mode = PING
     if (client._authed or not server.config.requirepass) and not server.loading:  # Client.authed
         follower = server.follower
         if follower is None or follower.caught_up_once:
-            mode |= READ
-            if not server.db.may_have_expired(time.time() + EXPIRY_MARGIN):  # no expiry check due
-                mode |= SEARCH
+            mode |= READ | SEARCH
         if (dispatch.write_refusal(server, True) is None and not server.fences.active
                 and slices.blocker(server.db, "flushdb", []) is None):  # flushdb: any key held
             mode |= WRITE
     if server.aof is not None:
         mode |= RECORD
-    return mode
+    return mode, server.lease.until
 
 
 def run(client: Client, budget: int) -> bytes:
@@ -90,34 +130,17 @@ def run(client: Client, budget: int) -> bytes:
     if not mode:
         return b""
     limits = reader.limits
-    end, replies, aof, counts, last = _execute(buf, pos, server.db.collections, PLAIN, mode,
-                                               limits.max_args, limits.max_bulk, limits.max_request,
-                                               budget)
+    end, replies, aof, last, _ = _execute(buf, pos, server.db.collections, PLAIN, mode,
+                                          limits.max_args, limits.max_bulk, limits.max_request,
+                                          budget, server.metrics.core.buf)
     if end == pos:
         return b""
     advance(reader, end)
     if aof:
         server.aof.append(aof)  # type: ignore[union-attr]  # RECORD is set only with an AOF
-    observe(server, counts)
     client.last_cmd = NAMES[last]
     client.request_since = client.last_active
     return replies
-
-
-def observe(server: Server, counts: tuple[int, ...]) -> None:
-    """Command metrics for a batch: each command's count, its total time, and the batch's mean
-    time in the latency histogram (what observe_command records per command). Most batches
-    (every unpipelined request) hold one command: one stats update, no per-name calls."""
-    by_command = server.metrics.by_command
-    for i in range(0, 2 * len(NAMES), 2):
-        n = counts[i]
-        if not n:
-            continue
-        stats = by_command[NAMES[i >> 1]]
-        total = counts[i + 1]
-        stats.ok += n
-        stats.total_ns += total
-        stats.buckets[bisect_left(_BUCKETS_NS, total // n)] += n
 
 
 def advance(reader: RequestReader, end: int) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import struct
 import time
 from bisect import bisect_left
 from collections import defaultdict
@@ -52,6 +53,44 @@ class _CommandStats:
         self.buckets = [0] * (len(BUCKETS) + 1)  # last one is +Inf
 
 
+class CoreCounts:
+    """What the compiled fast path counts as it runs requests (fastpath.py): per command of
+    its own, the count, total ns and latency histogram, as int64s in one bytearray the core adds
+    to directly, so an unpipelined request costs no Python for its metrics. Laid out as
+    [len(bounds), the bucket bounds in ns, then per command: count, ns, the buckets];
+    `ServerMetrics.commands()` folds them into by_command whenever counts are read."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        nb = len(_BUCKETS_NS)
+        self._first = 1 + nb  # where the first command's row starts
+        self._width = nb + 3
+        self.buf = bytearray(8 * (self._first + self._width * len(names)))
+        self._view = memoryview(self.buf).cast("q")
+        self._view[: self._first] = memoryview(bytes(_pack_counts(nb, *_BUCKETS_NS))).cast("q")
+
+    def fold_into(self, by_command: defaultdict[str, _CommandStats]) -> None:
+        view, width = self._view, self._width
+        for i, name in enumerate(self.names):
+            at = self._first + i * width
+            if not view[at]:
+                continue
+            row = view[at: at + width].tolist()
+            view[at: at + width] = self._zeros(width)
+            stats = by_command[name]
+            stats.ok += row[0]
+            stats.total_ns += row[1]
+            stats.buckets = [a + b for a, b in zip(stats.buckets, row[2:], strict=True)]
+
+    @staticmethod
+    def _zeros(width: int) -> memoryview:
+        return memoryview(bytes(8 * width)).cast("q")
+
+
+def _pack_counts(*values: int) -> bytes:
+    return struct.pack(f"{len(values)}q", *values)
+
+
 class GcClock:
     """Time spent in CPython's collector and when it last ran (SERVER EXT's gc_cpu_fraction
     and last_gc_time_seconds), from gc.callbacks: two clock reads per collection."""
@@ -71,9 +110,11 @@ class GcClock:
 
 
 class ServerMetrics:
-    def __init__(self, server: Server) -> None:
+    def __init__(self, server: Server, core_commands: tuple[str, ...] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # read through commands(): the fast path's counts are folded in there
         self.by_command: defaultdict[str, _CommandStats] = defaultdict(_CommandStats)  # on first use
+        self.core = CoreCounts(core_commands)
         self.gc = GcClock()
         self.expired_keys = 0  # objects deleted by expiry (Tile38's expired_keys)
         self.connections_received = 0
@@ -106,6 +147,11 @@ class ServerMetrics:
         stats.total_ns += elapsed_ns
         stats.buckets[bisect_left(_BUCKETS_NS, elapsed_ns)] += 1
 
+    def commands(self) -> defaultdict[str, _CommandStats]:
+        """Counts and latency by command name, with the fast path's folded in."""
+        self.core.fold_into(self.by_command)
+        return self.by_command
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -123,7 +169,7 @@ class _CommandCollector:
                                     labels=["cmd", "result"])
         latency = HistogramMetricFamily("tile38_cmd_duration_seconds",
                                         "Command execution time in seconds.", labels=["cmd"])
-        for name, s in sorted(m.by_command.items()):
+        for name, s in sorted(m.commands().items()):
             total.add_metric([name, "ok"], s.ok)
             total.add_metric([name, "error"], s.errors)
             cumulative, running = [], 0

@@ -58,11 +58,18 @@ LINGER = 1.0  # seconds a connection closed for a protocol error is drained befo
 
 
 class Server:
+    # Inputs of the fast path's cached gate (fastpath.py): setting one invalidates it.
+    loading = fastpath.gate_input("loading")
+    follower = fastpath.gate_input("follower")
+    over_maxmemory = fastpath.gate_input("over_maxmemory")
+    aof_error = fastpath.gate_input("aof_error")
+
     def __init__(self, config: ServerConfig) -> None:
+        self.gate_version = 0  # moves with anything the fast path's gate depends on
         self.config = config
         self.db = Database()
         self.aof: AofLog | None = None
-        self.metrics = ServerMetrics(self)
+        self.metrics = ServerMetrics(self, fastpath.NAMES)
         self.lease = dispatch.attach_lease(self)  # leader lease: writes only while valid (geoserver.lease)
         self.clients: set[Client] = set()
         self.monitors: set[Client] = set()  # connections in MONITOR (commands/clients.py)
@@ -446,6 +453,7 @@ class Client(asyncio.Protocol):
         self.live: LiveFence | None = None  # after NEARBY|WITHIN|INTERSECTS ... FENCE
         self.http_streaming = False  # an HTTP response sent as chunks, one event each
         self.ws: FrameProtocol | None = None  # an HTTP request upgraded to a WebSocket (Tile38)
+        self.fast_gate = fastpath.NO_GATE  # which requests fastpath may run (fastpath.modes)
 
     @property
     def authed(self) -> bool:

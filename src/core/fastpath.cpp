@@ -276,9 +276,33 @@ struct Col {
     }
 };
 
-struct Stats {
-    long long n[N_CMDS] = {};
-    long long ns[N_CMDS] = {};
+// metrics.CoreCounts' bytearray, which the core adds to per request (no Python per request):
+// int64 [nb, nb bucket bounds in ns, then per command: count, total ns, nb + 1 histogram buckets].
+struct Counts {
+    const int64_t* bounds = nullptr;
+    int64_t nb = 0;
+    int64_t* rows = nullptr;  // nullptr: not counted (AOF replay)
+
+    bool attach(PyObject* buf) {
+        if (!PyByteArray_Check(buf)) return false;
+        const size_t size = static_cast<size_t>(PyByteArray_GET_SIZE(buf));
+        if (size < sizeof(int64_t)) return false;
+        int64_t* all = reinterpret_cast<int64_t*>(PyByteArray_AS_STRING(buf));
+        nb = all[0];
+        if (nb < 0 || nb > 64 || size != sizeof(int64_t) * static_cast<size_t>(1 + nb + (nb + 3) * N_CMDS))
+            return false;
+        bounds = all + 1;
+        rows = all + 1 + nb;
+        return true;
+    }
+
+    void add(int cmd, int64_t ns) {
+        if (rows == nullptr) return;
+        int64_t* row = rows + cmd * (nb + 3);
+        row[0] += 1;
+        row[1] += ns;
+        row[2 + (std::lower_bound(bounds, bounds + nb, ns) - bounds)] += 1;  // bisect_left
+    }
 };
 
 enum Outcome { DONE, STOP };
@@ -620,14 +644,15 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
     return STOP;
 }
 
-// execute_batch(buf, start, collections, plain, mode, max_args, max_bulk, max_request, budget)
-// -> (end, replies, aof, stats, last): `end` is where Python's framing resumes (== start: nothing
-// was done), `replies` the RESP replies of the requests done, `aof` their records (mode RECORD),
-// `stats` (count, ns) per command (PING, SET, GET, NEARBY, SCAN), `last` the last command's index
-// (-1: none).
+// execute_batch(buf, start, collections, plain, mode, max_args, max_bulk, max_request, budget,
+// counts) -> (end, replies, aof, last, done): `end` is where Python's framing resumes (== start:
+// nothing was done), `replies` the RESP replies of the requests done, `aof` their records (mode
+// RECORD), `last` the last command's index (PING, SET, GET, NEARBY, SCAN; -1: none), `done` how
+// many requests ran; each is counted into `counts` (metrics.CoreCounts' bytearray, or None).
 // Stops once the replies reach `budget` bytes.
 py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py::handle plain, int mode,
-                        size_t max_args, size_t max_bulk, size_t max_request, size_t budget) {
+                        size_t max_args, size_t max_bulk, size_t max_request, size_t budget,
+                        py::handle counts_buf) {
     if (!PyByteArray_Check(buf.ptr()) && !PyBytes_Check(buf.ptr()))
         throw py::type_error("buf must be bytearray or bytes");
     if (!PyDict_Check(collections.ptr())) throw py::type_error("collections must be a dict");
@@ -635,10 +660,13 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
                                                     : PyBytes_AS_STRING(buf.ptr());
     const size_t end = static_cast<size_t>(Py_SIZE(buf.ptr()));
     const Limits lim{max_args, max_bulk, max_request};
+    Counts counts;
+    if (!counts_buf.is_none() && !counts.attach(counts_buf.ptr()))
+        throw py::type_error("counts must be metrics.CoreCounts' bytearray");
     std::string out, aof;
-    Stats stats;
     Col col;
     int last = -1;
+    long long done_count = 0;
     size_t pos = start;
     Arg args[MAX_ARGS];
     using clock = std::chrono::steady_clock;
@@ -662,27 +690,20 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
             break;
         }
         if (cmd == C_SET && (mode & RECORD)) aof.append(data + pos, next - pos);
-        stats.n[cmd] += 1;
-        stats.ns[cmd] += std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count();
+        counts.add(cmd, std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
+        ++done_count;
         last = cmd;
         pos = next;
     }
     col.release();
-    PyObject* counts = PyTuple_New(2 * N_CMDS);
-    if (counts == nullptr) throw py::error_already_set();
-    py::object guard = py::reinterpret_steal<py::object>(counts);
-    for (int i = 0; i < N_CMDS; ++i) {
-        PyTuple_SET_ITEM(counts, 2 * i, PyLong_FromLongLong(stats.n[i]));
-        PyTuple_SET_ITEM(counts, 2 * i + 1, PyLong_FromLongLong(stats.ns[i]));
-    }
     PyObject* r = PyTuple_New(5);
     if (r == nullptr) throw py::error_already_set();
     py::tuple result = py::reinterpret_steal<py::tuple>(r);
     PyTuple_SET_ITEM(r, 0, PyLong_FromSize_t(pos));
     PyTuple_SET_ITEM(r, 1, PyBytes_FromStringAndSize(out.data(), static_cast<Py_ssize_t>(out.size())));
     PyTuple_SET_ITEM(r, 2, PyBytes_FromStringAndSize(aof.data(), static_cast<Py_ssize_t>(aof.size())));
-    PyTuple_SET_ITEM(r, 3, guard.release().ptr());
-    PyTuple_SET_ITEM(r, 4, PyLong_FromLong(last));
+    PyTuple_SET_ITEM(r, 3, PyLong_FromLong(last));
+    PyTuple_SET_ITEM(r, 4, PyLong_FromLongLong(done_count));
     for (int k = 0; k < 5; ++k)
         if (PyTuple_GET_ITEM(r, k) == nullptr) throw py::error_already_set();
     return result;
@@ -693,16 +714,15 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
 // dispatch.apply_record would apply them; stops at the first other record.
 py::tuple replay_batch(py::handle buf, size_t start, py::handle collections, py::handle plain) {
     constexpr size_t HUGE = size_t{1} << 40;  // the AOF holds what was acknowledged: no limits
-    py::tuple r = execute_batch(buf, start, collections, plain, REPLAY, MAX_ARGS, HUGE, HUGE, HUGE);
-    py::tuple counts = r[3];
-    return py::make_tuple(r[0], counts[2 * C_SET]);
+    py::tuple r = execute_batch(buf, start, collections, plain, REPLAY, MAX_ARGS, HUGE, HUGE, HUGE, py::none());
+    return py::make_tuple(r[0], r[4]);  // REPLAY runs SET records only
 }
 
 // execute_batch as a METH_FASTCALL function: called once per client read, where pybind11's
 // argument conversion (~1 us) would be a good part of an unpipelined request's cost here.
 PyObject* execute_batch_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "execute_batch takes 9 arguments");
+    if (nargs != 10) {
+        PyErr_SetString(PyExc_TypeError, "execute_batch takes 10 arguments");
         return nullptr;
     }
     size_t n[5];
@@ -714,10 +734,13 @@ PyObject* execute_batch_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs)
     const long mode = PyLong_AsLong(args[4]);
     if (mode == -1 && PyErr_Occurred()) return nullptr;
     try {
-        py::tuple r = execute_batch(args[0], n[0], args[2], args[3], static_cast<int>(mode), n[1], n[2], n[3], n[4]);
+        py::tuple r = execute_batch(args[0], n[0], args[2], args[3], static_cast<int>(mode), n[1], n[2], n[3], n[4],
+                                    args[9]);
         return r.release().ptr();
     } catch (py::error_already_set& e) {
         e.restore();
+    } catch (py::builtin_exception& e) {  // py::type_error: a TypeError
+        e.set_error();
     } catch (const std::exception& e) {
         PyErr_SetString(PyExc_RuntimeError, e.what());
     }
@@ -727,7 +750,7 @@ PyObject* execute_batch_fast(PyObject*, PyObject* const* args, Py_ssize_t nargs)
 PyMethodDef EXECUTE_DEF = {"execute_batch", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(execute_batch_fast)),
                            METH_FASTCALL,
                            "execute_batch(buf, start, collections, plain, mode, max_args, max_bulk, max_request, "
-                           "budget): the compiled fast path (src/core/fastpath.cpp)"};
+                           "budget, counts): the compiled fast path (src/core/fastpath.cpp)"};
 
 }  // namespace
 }  // namespace geocore

@@ -201,21 +201,35 @@ def test_follower_copies_the_fast_leaders_aof(tmp_path):
 
 def test_core_framing_decisions_in_process():
     """Where execute_batch stops: incomplete, non-canonical, over a limit, an unknown form."""
+    from collections import defaultdict
+
+    from geoserver.metrics import CoreCounts, _CommandStats
     from geoserver.store.collection import Collection
 
     cols = {"fleet": Collection()}
     run = fastpath._execute
     modes = fastpath.PING | fastpath.READ | fastpath.WRITE | fastpath.RECORD
+    counts = CoreCounts(fastpath.NAMES)
 
     def go(data: bytes, max_args: int = 100, max_bulk: int = 1000, max_request: int = 10000,
            budget: int = 1 << 20):
-        return run(bytearray(data), 0, cols, PLAIN, modes, max_args, max_bulk, max_request, budget)
+        return run(bytearray(data), 0, cols, PLAIN, modes, max_args, max_bulk, max_request, budget, None)
 
     sets = enc("SET", "fleet", "a", "POINT", 33, -115)
-    end, replies, aof, counts, last = go(sets + enc("PING") + enc("GET", "fleet", "a"))
-    assert end == len(sets) + 14 + len(enc("GET", "fleet", "a"))
-    assert replies == b'+OK\r\n+PONG\r\n$40\r\n{"type":"Point","coordinates":[-115,33]}\r\n'
-    assert aof == sets and counts[0::2] == (1, 1, 1, 0, 0) and fastpath.NAMES[last] == "get"
+    batch = bytearray(sets + enc("PING") + enc("GET", "fleet", "a") + enc("PING"))
+    end, replies, aof, last, done = run(batch, 0, cols, PLAIN, modes, 100, 1000, 10000, 1 << 20, counts.buf)
+    assert end == len(batch) and done == 4
+    assert replies == b'+OK\r\n+PONG\r\n$40\r\n{"type":"Point","coordinates":[-115,33]}\r\n+PONG\r\n'
+    assert aof == sets and fastpath.NAMES[last] == "ping"
+    stats: defaultdict[str, _CommandStats] = defaultdict(_CommandStats)
+    counts.fold_into(stats)
+    assert {name: (s.ok, sum(s.buckets)) for name, s in stats.items()} == \
+        {"set": (1, 1), "ping": (2, 2), "get": (1, 1)}
+    assert all(s.total_ns > 0 for s in stats.values())
+    counts.fold_into(stats)  # folded once: the core's counters start again from zero
+    assert stats["ping"].ok == 2
+    with pytest.raises(TypeError):
+        run(bytearray(enc("PING")), 0, cols, PLAIN, modes, 100, 1000, 10000, 1 << 20, bytearray(8))
     assert go(sets[:-1])[0] == 0  # incomplete
     assert go(sets + enc("PING")[:-3])[0] == len(sets)
     assert go(b"*3\r\n$3\r\nGET\r\n$05\r\nfleet\r\n$1\r\na\r\n")[0] == 0  # leading zero
@@ -228,7 +242,7 @@ def test_core_framing_decisions_in_process():
     assert go(enc("SET", "new", "a", "POINT", 1, 1))[0] == 0  # a new key: Python creates it
     assert go(enc("SET", "fleet", "a", "POINT", "1_0", 1))[0] == 0
     assert go(enc("GET", "fleet", "a", "BOUNDS"))[0] == 0
-    only_ping = run(bytearray(sets + enc("PING")), 0, cols, PLAIN, fastpath.PING, 100, 1000, 10000, 1000)
+    only_ping = run(bytearray(sets + enc("PING")), 0, cols, PLAIN, fastpath.PING, 100, 1000, 10000, 1000, None)
     assert only_ping[0] == 0
     assert len(cols["fleet"]) == 1 and cols["fleet"].weight == 17
 
@@ -252,7 +266,7 @@ def test_number_formats_match_python():
         item = col.get(str(i))
         want = encode_resp(item.obj.json_text()) + encode_resp(point_resp(item.obj))
         data = bytearray(enc("GET", "k", i) + enc("GET", "k", i, "POINT"))
-        end, got, *_ = fastpath._execute(data, 0, cols, PLAIN, fastpath.READ, 10, 100, 1000, 1 << 20)
+        end, got, *_ = fastpath._execute(data, 0, cols, PLAIN, fastpath.READ, 10, 100, 1000, 1 << 20, None)
         if end == len(data):
             assert got == want, v
         else:  # stopped (|v| < 1e-4): what it did answer is right
@@ -327,14 +341,14 @@ def test_nearby_matches_cmd_nearby_in_process(seed):
                 repr(lat).encode(), repr(lon).encode(), repr(float(meters)).encode()]
         want = render(cmd_nearby(ctx, argv), False, 0, True)
         end, got, *_ = fastpath._execute(bytearray(enc(*argv)), 0, db.collections, PLAIN,
-                                         fastpath.SEARCH, 10, 1000, 10000, 1 << 30)
+                                         fastpath.SEARCH, 10, 1000, 10000, 1 << 30, None)
         assert end, argv
         assert got == want, argv
         scan = [b"SCAN", rng.choice([b"k", b"none"]), *([b"LIMIT", b"%d" % limit] if limit else []), *out]
         want = render(cmd_scan(ctx, scan), False, 0, True)
         end, got, *_ = fastpath._execute(bytearray(enc(*scan)), 0, db.collections, PLAIN,
-                                         fastpath.SEARCH, 10, 1000, 10000, 1 << 30)
+                                         fastpath.SEARCH, 10, 1000, 10000, 1 << 30, None)
         assert end and got == want, scan
     empty = fastpath._execute(bytearray(enc("NEARBY", "none", "IDS", "POINT", 1, 1, 1)), 0, db.collections,
-                              PLAIN, fastpath.SEARCH, 10, 1000, 10000, 1 << 30)
+                              PLAIN, fastpath.SEARCH, 10, 1000, 10000, 1 << 30, None)
     assert empty[1] == b"*2\r\n:0\r\n*0\r\n"

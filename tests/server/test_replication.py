@@ -128,8 +128,10 @@ def test_follower_restart_resumes_by_prefix(make_server):
     (possibly shorter) AOF is a prefix and continues from there, no full resync."""
     leader, f = synced_pair(make_server, 500)
     with writing(leader, "w"):
-        wait_until(lambda: f.stats()["aof_size"] > leader.stats()["aof_size"] - 1 and
-                   leader.stats()["aof_size"] > 60_000, 15, message="streaming writes")
+        # streaming: caught up with the handshake's size and well past the 500 loaded objects
+        # (not "as long as the leader's": a writer that never pauses rarely lets a read see that)
+        wait_until(lambda: (st := f.stats())["caught_up"] and st["aof_size"] > 60_000, 15,
+                   message="streaming writes")
         f.kill9()  # mid-stream
     load(leader, 500, start=500)
     f.args = []  # no --follow: the persisted config must resume following

@@ -32,7 +32,7 @@ INFO_SECTIONS = ("server", "clients", "memory", "persistence", "stats", "replica
 
 
 def total_commands(server: Server) -> int:
-    return sum(s.ok + s.errors for s in server.metrics.by_command.values())
+    return sum(s.ok + s.errors for s in server.metrics.commands().values())
 
 
 def messages_sent(server: Server) -> int:

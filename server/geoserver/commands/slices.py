@@ -145,21 +145,25 @@ def points_in_steps(grid: query.Points, area: query.Area) -> Steps:
 # ---- holding writes while a sliced write runs -------------------------------------------------
 
 _held: weakref.WeakKeyDictionary[Database, dict[bytes, asyncio.Future]] = weakref.WeakKeyDictionary()
+generation = 0  # moves whenever a key is held or released (fastpath.modes caches blocker())
 
 
 @asynccontextmanager
 async def hold(db: Database, key: bytes) -> AsyncIterator[None]:
     """Mark `key` as written by a sliced command until the block ends (after waiting for
     another sliced write on it: two may have been accepted in the same loop turn)."""
+    global generation
     keys = _held.setdefault(db, {})
     while key in keys:
         await asyncio.shield(keys[key])
     done = asyncio.get_running_loop().create_future()
     keys[key] = done
+    generation += 1
     try:
         yield
     finally:
         del keys[key]
+        generation += 1
         done.set_result(None)
 
 

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 import hiredis
 import orjson
 
-from geoserver import dispatch
+from geoserver import dispatch, fastpath
 from geoserver.aof.log import private_file
 from geoserver.errors import CommandError, GeoServerError, ProtocolError
 from geoserver.protocol.framing import FrameLimits, RequestReader
@@ -278,6 +278,8 @@ def _release_memory() -> None:
 
 
 class Follower:
+    caught_up_once = fastpath.gate_input("caught_up_once")  # reads are served from then on
+
     def __init__(self, server: Server, host: str, port: int) -> None:
         self.server = server
         self.host = host
