@@ -242,7 +242,8 @@ def test_core_framing_decisions_in_process():
     assert go(enc("SET", "new", "a", "POINT", 1, 1))[0] == 0  # a new key: Python creates it
     assert go(enc("SET", "fleet", "a", "POINT", "1_0", 1))[0] == 0
     assert go(enc("GET", "fleet", "a", "BOUNDS"))[0] == 0
-    only_ping = run(bytearray(sets + enc("PING")), 0, cols, PLAIN, fastpath.PING, 100, 1000, 10000, 1000, None)
+    only_ping = run(bytearray(sets + enc("PING")), 0, cols, PLAIN, fastpath.PING, 100, 1000, 10000, 1000,
+                    None)
     assert only_ping[0] == 0
     assert len(cols["fleet"]) == 1 and cols["fleet"].weight == 17
 
