@@ -2,8 +2,8 @@
 //
 // The same algorithm as the pure-Python twin, geoserver.store.index.PointGrid, step for step,
 // so that both give identical answers in identical order (tests/server/test_core_differential.py):
-// slots of (lat, lon, id) allocated from a LIFO free list, bucketed by 0.01-degree cells keyed
-// row * 2^16 + column + 2^15, swap-removal from a bucket through `where`, the "more cells than
+// slots allocated from a LIFO free list, bucketed by 0.01-degree cells keyed row * 2^16 + column
+// + 2^15, swap-removal from a bucket (each slot knows its index there), the "more cells than
 // occupied -> every live slot in slot order" rule, and the haversine term sin^2(d / 2R) computed
 // with the same operations in the same order (compiled with -ffp-contract=off: no fused multiply-add;
 // cos(lat) of each point is computed once, on insert, and a candidate whose latitude term alone
@@ -17,11 +17,17 @@
 // so a box over many mostly empty cells (sparse world-wide data) visits the occupied ones instead of
 // probing all of them (the twin's candidates_in_box docstring states the rule both follow).
 //
-// Invariants: ids[s] != nullptr exactly for live slots s < next_; table_ holds each live slot once;
-// cell_index_[key] is the entry of cells_ (a pool) whose slots list the live slots of that cell, and
-// where_[s] is s's position in its bucket; blocks_[bkey] lists (as pool entries) every cell of that
-// block with a non-empty bucket, and a cell's `pos` is its index there. Both maps are flat
-// open-addressing tables (FlatMap: a key's entry moves on insert/erase, so only pool indexes are kept).
+// Storage (issue 15, scale): a cell's points are kept in its bucket, contiguous, as (lat, lon,
+// coslat, slot) entries in the twin's bucket order, so a ring scan reads one array per cell; a
+// slot's record holds its id, the id's hash and where its point is (cell pool entry, index in the
+// bucket). Slot numbers, bucket order and every answer are the twin's.
+//
+// Invariants: slots_[s].id != nullptr exactly for live slots s < next_; table_ holds each live slot
+// once; cell_index_[key] is the entry of cells_ (a pool) whose bucket holds the points of the live
+// slots of that cell, and for a live slot s, cells_[slots_[s].cell].pts[slots_[s].pos].slot == s;
+// blocks_[bkey] lists (as pool entries) every cell of that block with a non-empty bucket, and a
+// cell's `pos` is its index there. Both maps are flat open-addressing tables (FlatMap: a key's
+// entry moves on insert/erase, so only pool indexes are kept).
 
 #include "pointgrid.hpp"
 

@@ -24,7 +24,6 @@ namespace geocore {
 constexpr double CELL = 0.01;
 constexpr int COARSE_SHIFT = 4;  // a block is 16 x 16 cells (0.16 degrees)
 constexpr int64_t FINE_PROBES = 64;  // larger boxes ask the blocks first
-constexpr size_t PREFETCH = 8;  // ring_hits: candidates read ahead
 constexpr int64_t ROW = int64_t{1} << 16;
 constexpr int64_t COL0 = int64_t{1} << 15;
 constexpr double COORD_LIMIT = 1e6;  // degrees; callers validate +-90 / +-180, this keeps cells in int64
@@ -188,14 +187,89 @@ private:
     size_t n_ = 0;
 };
 
+// One point of a cell's bucket: its coordinates (coslat = cos(lat * RAD), computed on insert) and
+// its slot. 32 bytes.
+struct Entry {
+    double lat, lon, coslat;
+    uint32_t slot;
+};
+
+// A cell's points, contiguous (a ring scan reads one array per cell): one entry inline (no
+// allocation for the one-point cells of sparse data), else on the heap, grown by ~1.5x. 40 bytes;
+// movable, not copyable. Entry order is the bucket order the twin keeps (appends, swap-removal).
+class Bucket {
+public:
+    Bucket() = default;
+    Bucket(const Bucket&) = delete;
+    Bucket& operator=(const Bucket&) = delete;
+    Bucket(Bucket&& o) noexcept : size_(o.size_), cap_(o.cap_), u_(o.u_) {
+        o.size_ = 0;
+        o.cap_ = INLINE;
+    }
+    Bucket& operator=(Bucket&& o) noexcept {
+        if (this != &o) {
+            release();
+            size_ = o.size_;
+            cap_ = o.cap_;
+            u_ = o.u_;
+            o.size_ = 0;
+            o.cap_ = INLINE;
+        }
+        return *this;
+    }
+    ~Bucket() { release(); }
+
+    uint32_t size() const { return size_; }
+    bool empty() const { return size_ == 0; }
+    const Entry* begin() const { return cap_ > INLINE ? u_.heap : &u_.inl; }
+    const Entry* end() const { return begin() + size_; }
+    const Entry& operator[](uint32_t i) const { return begin()[i]; }
+    Entry& at(uint32_t i) { return mut()[i]; }
+    const Entry& back() const { return begin()[size_ - 1]; }
+    void pop_back() { --size_; }
+    void reserve_one() {  // after it, one push_back cannot fail
+        if (size_ == cap_) grow();
+    }
+    void push_back(const Entry& e) {
+        reserve_one();
+        mut()[size_++] = e;
+    }
+
+private:
+    static constexpr uint32_t INLINE = 1;
+    Entry* mut() { return cap_ > INLINE ? u_.heap : &u_.inl; }
+    void grow() {
+        if (cap_ > (uint32_t{1} << 30)) throw std::length_error("cell is full");
+        const uint32_t cap = cap_ < 4 ? 4 : cap_ + cap_ / 2;
+        auto* p = static_cast<Entry*>(std::malloc(sizeof(Entry) * cap));
+        if (p == nullptr) throw std::bad_alloc();
+        std::memcpy(static_cast<void*>(p), begin(), sizeof(Entry) * size_);
+        release();
+        u_.heap = p;
+        cap_ = cap;
+    }
+    void release() {
+        if (cap_ > INLINE) std::free(u_.heap);
+    }
+    uint32_t size_ = 0, cap_ = INLINE;
+    union U {
+        Entry inl;
+        Entry* heap;
+    } u_{};
+};
+
 struct Cell {
-    SmallVec slots;  // empty: a free entry of the pool
+    Bucket pts;  // empty: a free entry of the pool
     int32_t cy = 0, cx = 0;  // its row and column (cell_of clamps to +-1e8)
     uint32_t pos = 0;  // its index in its block's list
 };
 
-struct Pt {
-    double lat, lon, coslat;  // coslat: cos(lat * RAD), computed on insert
+// What the index keeps per slot: the id (an owned reference; nullptr for a free slot), its hash,
+// and where its point is: the pool entry of its cell and its index in that cell's bucket.
+struct Slot {
+    PyObject* id;
+    Py_hash_t hash;
+    uint32_t cell, pos;
 };
 
 class PointGrid {
@@ -205,7 +279,7 @@ public:
     PointGrid& operator=(const PointGrid&) = delete;
 
     ~PointGrid() {
-        for (PyObject* id : ids_) Py_XDECREF(id);
+        for (const Slot& s : slots_) Py_XDECREF(s.id);
     }
 
     size_t size() const { return count_; }
@@ -225,9 +299,10 @@ public:
         size_t pos = find(oid, h, found);
         if (found) {
             const uint32_t slot = table_[pos];
-            Pt& p = pts_[slot];
-            if (key_of(cell_of(p.lat), cell_of(p.lon)) == key) {  // moved within its cell
-                p = Pt{lat, lon, std::cos(lat * RAD)};
+            const Slot& sl = slots_[slot];
+            Cell& old = cells_[sl.cell];
+            if (key_of(old.cy, old.cx) == key) {  // moved within its cell
+                old.pts.at(sl.pos) = Entry{lat, lon, std::cos(lat * RAD), slot};
                 return;
             }
             remove_at(pos, slot);
@@ -236,21 +311,18 @@ public:
         // not change) or an unused pool entry; from taking the slot on, nothing fails.
         const uint32_t* known = cell_index_.find(key);
         const uint32_t ci = known != nullptr ? *known : new_cell(cy, cx, key);
-        cells_[ci].slots.reserve_one();
+        cells_[ci].pts.reserve_one();
         if ((count_ + 2) * 10 > table_.size() * 7) rehash(table_.size() * 2);
         if (free_.empty()) grow();
         const uint32_t slot = free_.back();
         free_.pop_back();
-        pts_[slot] = Pt{lat, lon, std::cos(lat * RAD)};
         Py_INCREF(oid);
-        ids_[slot] = oid;
-        hashes_[slot] = h;
+        Cell& cell = cells_[ci];
+        slots_[slot] = Slot{oid, h, ci, cell.pts.size()};
+        cell.pts.push_back(Entry{lat, lon, std::cos(lat * RAD), slot});
         ++count_;
         pos = find(oid, h, found);
         table_[pos] = slot;
-        Cell& cell = cells_[ci];
-        where_[slot] = cell.slots.size();
-        cell.slots.push_back(slot);
     }
 
     void remove(py::str oid) {
@@ -270,7 +342,7 @@ public:
         bool found = false;
         const size_t pos = find(oid.ptr(), hash(oid), found);
         if (!found) return py::none();
-        const Pt& p = pts_[table_[pos]];
+        const Entry& p = entry(table_[pos]);
         return py::make_tuple(p.lat, p.lon);
     }
 
@@ -281,8 +353,9 @@ public:
         bool found = false;
         const size_t pos = find(oid, h, found);
         if (!found) return false;
-        lat = pts_[table_[pos]].lat;
-        lon = pts_[table_[pos]].lon;
+        const Entry& p = entry(table_[pos]);
+        lat = p.lat;
+        lon = p.lon;
         return true;
     }
 
@@ -291,7 +364,7 @@ public:
         const int64_t* s = slots.data();
         py::list out(n);
         for (py::ssize_t i = 0; i < n; ++i) {
-            PyObject* id = ids_[checked(s[i])];
+            PyObject* id = slots_[checked(s[i])].id;
             id = id ? id : Py_None;
             Py_INCREF(id);
             PyList_SET_ITEM(out.ptr(), i, id);
@@ -302,13 +375,14 @@ public:
     py::list names() const {
         py::list out(next_);
         for (uint32_t s = 0; s < next_; ++s) {
-            PyObject* id = ids_[s] ? ids_[s] : Py_None;
+            PyObject* id = slots_[s].id ? slots_[s].id : Py_None;
             Py_INCREF(id);
             PyList_SET_ITEM(out.ptr(), s, id);
         }
         return out;
     }
 
+    // (lats, lons) of the slots (0, 0 for a free slot: callers pass live ones).
     py::tuple coords(const Slots& slots) const {
         const auto n = slots.size();
         const int64_t* s = slots.data();
@@ -316,7 +390,12 @@ public:
         double* pa = la.mutable_data();
         double* po = lo.mutable_data();
         for (py::ssize_t i = 0; i < n; ++i) {
-            const Pt& p = pts_[checked(s[i])];
+            const uint32_t slot = checked(s[i]);
+            if (slots_[slot].id == nullptr) {
+                pa[i] = po[i] = 0.0;
+                continue;
+            }
+            const Entry& p = entry(slot);
             pa[i] = p.lat;
             po[i] = p.lon;
         }
@@ -325,19 +404,30 @@ public:
 
     Slots candidates_in_box(double minlat, double minlon, double maxlat, double maxlon) const {
         std::vector<uint32_t> found;
-        candidates(minlat, minlon, maxlat, maxlon, found);
+        const bool cells = each_cell(minlat, minlon, maxlat, maxlon, [&](const Cell& c) {
+            for (const Entry& e : c.pts) found.push_back(e.slot);
+        });
+        if (!cells) all_slots(found);
         return to_array(found);
     }
 
     Slots slots_in_box(double minlat, double minlon, double maxlat, double maxlon) const {
         std::vector<uint32_t> found;
-        candidates(minlat, minlon, maxlat, maxlon, found);
-        size_t n = 0;
-        for (const uint32_t s : found) {
-            const double la = pts_[s].lat, lo = pts_[s].lon;
-            if (la >= minlat && la <= maxlat && lo >= minlon && lo <= maxlon) found[n++] = s;
+        auto inside = [&](const Entry& e) {
+            return e.lat >= minlat && e.lat <= maxlat && e.lon >= minlon && e.lon <= maxlon;
+        };
+        const bool cells = each_cell(minlat, minlon, maxlat, maxlon, [&](const Cell& c) {
+            for (const Entry& e : c.pts)
+                if (inside(e)) found.push_back(e.slot);
+        });
+        if (!cells) {  // every live slot, in slot order: mark them cell by cell, then read the marks
+            std::vector<uint8_t> mark(next_, 0);
+            for (const Cell& c : cells_)
+                for (const Entry& e : c.pts)
+                    if (inside(e)) mark[e.slot] = 1;
+            for (uint32_t s = 0; s < next_; ++s)
+                if (mark[s]) found.push_back(s);
         }
-        found.resize(n);
         return to_array(found);
     }
 
@@ -358,59 +448,74 @@ public:
         return py::make_tuple(slots, havs);
     }
 
-    // ring()'s (haversine term, slot) pairs, ordered by term when `sort` (stable); the fast path
-    // (fastpath.cpp) reads them without building arrays.
+    // ring()'s (haversine term, slot) pairs, ordered by term when `sort` (stable over the
+    // candidate order); unsorted, they come in storage order. The fast path (fastpath.cpp) reads
+    // them without building arrays. When sorting, the first hits' slot records and id objects
+    // are prefetched: the caller reads them next, and each is a cache miss on a big collection.
     void ring_hits(double lat, double lon, double minlat, double minlon, double maxlat, double maxlon,
                    double lo, double hi, std::vector<std::pair<double, uint32_t>>& hits, bool sort) const {
         hits.clear();
-        std::vector<uint32_t> found;
-        if (count_) candidates(minlat, minlon, maxlat, maxlon, found);
+        if (!count_) return;
         const double cos_lat = std::cos(lat * RAD);
-        hits.reserve(found.size());
-        const size_t n = found.size();
-        for (size_t k = 0; k < n && k < PREFETCH; ++k) __builtin_prefetch(&pts_[found[k]]);
-        for (size_t k = 0; k < n; ++k) {
-            // Candidates are scattered over the slot arrays (slots follow load order, not space):
-            // ask for the point PREFETCH candidates ahead, so the cache misses overlap.
-            if (k + PREFETCH < n) __builtin_prefetch(&pts_[found[k + PREFETCH]]);
-            const uint32_t s = found[k];
-            const Pt& p = pts_[s];
-            double sp = std::sin((p.lat - lat) * HALF_RAD);
-            sp *= sp;
-            // The term is sp + (a product of non-negative factors) when both cosines are >= 0
-            // (latitudes within +-90): rounding keeps it >= sp, so sp > hi rejects exactly.
-            if (sp > hi && p.coslat >= 0 && cos_lat >= 0) continue;
-            double sl = std::sin((p.lon - lon) * HALF_RAD);
-            sl *= sl;
-            double cp = p.coslat;
-            cp *= cos_lat;
-            cp *= sl;
-            cp += sp;
-            if (cp <= hi && (lo < 0 || cp > lo)) hits.emplace_back(cp, s);
-        }
-        if (sort)
+        const size_t ahead = sort ? PREFETCH_IDS : 0;
+        auto scan = [&](const Cell& c) {
+            for (const Entry& p : c.pts) {
+                double sp = std::sin((p.lat - lat) * HALF_RAD);
+                sp *= sp;
+                // The term is sp + (a product of non-negative factors) when both cosines are >= 0
+                // (latitudes within +-90): rounding keeps it >= sp, so sp > hi rejects exactly.
+                if (sp > hi && p.coslat >= 0 && cos_lat >= 0) continue;
+                double sl = std::sin((p.lon - lon) * HALF_RAD);
+                sl *= sl;
+                double cp = p.coslat;
+                cp *= cos_lat;
+                cp *= sl;
+                cp += sp;
+                if (cp <= hi && (lo < 0 || cp > lo)) {
+                    if (hits.size() < ahead) __builtin_prefetch(&slots_[p.slot]);
+                    hits.emplace_back(cp, p.slot);
+                }
+            }
+        };
+        const bool cells = each_cell(minlat, minlon, maxlat, maxlon, scan);
+        if (!cells)  // every live slot: read in storage order, sorted as if read in slot order
+            for (const Cell& c : cells_) scan(c);
+        if (!sort) return;
+        if (cells)
             std::stable_sort(hits.begin(), hits.end(),
                              [](const auto& a, const auto& b) { return a.first < b.first; });
+        else  // a stable sort of the slot-ordered hits by term = a sort by (term, slot)
+            std::sort(hits.begin(), hits.end());
+        const size_t m = std::min(hits.size(), PREFETCH_IDS);
+        for (size_t k = 0; k < m; ++k) {
+            const char* id = reinterpret_cast<const char*>(slots_[hits[k].second].id);
+            __builtin_prefetch(id + 16);  // a str's length and state, then its first characters
+            __builtin_prefetch(id + 56);
+        }
     }
 
-    PyObject* id_at(uint32_t slot) const { return ids_[slot]; }  // borrowed; live slots only
-    double lat_at(uint32_t slot) const { return pts_[slot].lat; }
-    double lon_at(uint32_t slot) const { return pts_[slot].lon; }
+    PyObject* id_at(uint32_t slot) const { return slots_[slot].id; }  // borrowed; live slots only
+    double lat_at(uint32_t slot) const { return entry(slot).lat; }  // live slots only
+    double lon_at(uint32_t slot) const { return entry(slot).lon; }
 
     py::object bounds() const {
         if (!count_) return py::none();
         double minlat = INFINITY, minlon = INFINITY, maxlat = -INFINITY, maxlon = -INFINITY;
-        for (uint32_t s = 0; s < next_; ++s) {
-            if (!ids_[s]) continue;
-            minlat = std::min(minlat, pts_[s].lat);
-            maxlat = std::max(maxlat, pts_[s].lat);
-            minlon = std::min(minlon, pts_[s].lon);
-            maxlon = std::max(maxlon, pts_[s].lon);
+        for (const Cell& c : cells_) {
+            for (const Entry& p : c.pts) {
+                minlat = std::min(minlat, p.lat);
+                maxlat = std::max(maxlat, p.lat);
+                minlon = std::min(minlon, p.lon);
+                maxlon = std::max(maxlon, p.lon);
+            }
         }
         return py::make_tuple(minlon, minlat, maxlon, maxlat);
     }
 
 private:
+    static constexpr size_t PREFETCH_IDS = 128;  // ring_hits: hits whose slot and id are prefetched
+    static constexpr size_t CELL_BATCH = 16;  // each_cell: cells probed before their points are read
+
     static Py_hash_t hash(const py::str& oid) {
         const Py_hash_t h = PyObject_Hash(oid.ptr());
         if (h == -1) throw py::error_already_set();
@@ -422,11 +527,22 @@ private:
         return static_cast<uint32_t>(s);
     }
 
+    const Entry& entry(uint32_t slot) const {  // a live slot's point
+        const Slot& s = slots_[slot];
+        return cells_[s.cell].pts[s.pos];
+    }
+
     static Slots to_array(const std::vector<uint32_t>& found) {
         Slots out(static_cast<py::ssize_t>(found.size()));
         int64_t* p = out.mutable_data();
         for (size_t i = 0; i < found.size(); ++i) p[i] = found[i];
         return out;
+    }
+
+    void all_slots(std::vector<uint32_t>& found) const {
+        found.reserve(count_);
+        for (uint32_t s = 0; s < next_; ++s)
+            if (slots_[s].id) found.push_back(s);
     }
 
     // Position of `key` in the table (found) or of the empty entry where it would go.
@@ -438,8 +554,9 @@ private:
                 found = false;
                 return i;
             }
-            if (hashes_[s] == h) {
-                PyObject* k = ids_[s];
+            const Slot& sl = slots_[s];
+            if (sl.hash == h) {
+                PyObject* k = sl.id;
                 if (k == key) break;
                 const int eq = PyObject_RichCompareBool(k, key, Py_EQ);
                 if (eq < 0) throw py::error_already_set();
@@ -455,8 +572,8 @@ private:
         table_.assign(size, EMPTY);
         mask_ = size - 1;
         for (uint32_t s = 0; s < next_; ++s) {
-            if (!ids_[s]) continue;
-            size_t i = static_cast<size_t>(hashes_[s]) & mask_;
+            if (!slots_[s].id) continue;
+            size_t i = static_cast<size_t>(slots_[s].hash) & mask_;
             while (table_[i] != EMPTY) i = (i + 1) & mask_;
             table_[i] = s;
         }
@@ -469,7 +586,7 @@ private:
             j = (j + 1) & mask_;
             const uint32_t s = table_[j];
             if (s == EMPTY) break;
-            const size_t home = static_cast<size_t>(hashes_[s]) & mask_;
+            const size_t home = static_cast<size_t>(slots_[s].hash) & mask_;
             const bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
             if (!stays) {
                 table_[i] = s;
@@ -517,23 +634,22 @@ private:
 
     void remove_at(size_t pos, uint32_t slot) {
         erase(pos);
-        const int64_t key = key_of(cell_of(pts_[slot].lat), cell_of(pts_[slot].lon));
-        const uint32_t ci = *cell_index_.find(key);
-        SmallVec& bucket = cells_[ci].slots;
-        const uint32_t last = bucket.back();
+        Slot& sl = slots_[slot];
+        const uint32_t ci = sl.cell;
+        Bucket& bucket = cells_[ci].pts;
+        const Entry last = bucket.back();
         bucket.pop_back();
-        if (last != slot) {
-            const uint32_t hole = where_[slot];
-            bucket.set(hole, last);
-            where_[last] = hole;
+        if (last.slot != slot) {
+            bucket.at(sl.pos) = last;
+            slots_[last.slot].pos = sl.pos;
         } else if (bucket.empty()) {
             leave_block(ci);
-            cell_index_.erase(key);
-            cells_[ci].slots = SmallVec();  // frees a heap buffer
+            cell_index_.erase(key_of(cells_[ci].cy, cells_[ci].cx));
+            cells_[ci].pts = Bucket();  // frees a heap buffer
             cell_free_.push_back(ci);
         }
-        PyObject* id = ids_[slot];
-        ids_[slot] = nullptr;
+        PyObject* id = sl.id;
+        sl.id = nullptr;
         --count_;
         free_.push_back(slot);
         Py_DECREF(id);
@@ -553,35 +669,27 @@ private:
         }
     }
 
-    // A new slot, on the free list. All its arrays (and the free list) grow first, together.
+    // A new slot, on the free list. Its record (and the free list) grow first, together.
     void grow() {
         if (next_ >= MAX_SLOTS) throw std::length_error("point index is full");
-        if (next_ == pts_.capacity()) {
-            const size_t cap = std::max<size_t>(64, pts_.capacity() * 2);
-            pts_.reserve(cap);
-            ids_.reserve(cap);
-            hashes_.reserve(cap);
-            where_.reserve(cap);
+        if (next_ == slots_.capacity()) {
+            const size_t cap = std::max<size_t>(64, slots_.capacity() * 2);
+            slots_.reserve(cap);
             free_.reserve(cap);
         }
-        pts_.push_back(Pt{0.0, 0.0, 1.0});
-        ids_.push_back(nullptr);
-        hashes_.push_back(0);
-        where_.push_back(0);
+        slots_.push_back(Slot{nullptr, 0, 0, 0});
         free_.push_back(next_++);
     }
 
-    void candidates(double minlat, double minlon, double maxlat, double maxlon,
-                    std::vector<uint32_t>& found) const {
+    // Calls f(cell) for each occupied cell whose points are the box's candidates, in candidate
+    // order; false (no call) when the box covers more cells than are occupied: then every live
+    // slot is a candidate, in slot order. The rules are the twin's (index.py candidates_in_box).
+    template <class F>
+    bool each_cell(double minlat, double minlon, double maxlat, double maxlon, F&& f) const {
         const int64_t ay = cell_of(minlat), ax = cell_of(minlon);
         const int64_t by = cell_of(maxlat), bx = cell_of(maxlon);
         const int64_t ncells = (by - ay + 1) * (bx - ax + 1);
-        if (ncells > static_cast<int64_t>(cell_index_.size())) {
-            found.reserve(count_);
-            for (uint32_t s = 0; s < next_; ++s)
-                if (ids_[s]) found.push_back(s);
-            return;
-        }
+        if (ncells > static_cast<int64_t>(cell_index_.size())) return false;
         if (ncells > FINE_PROBES) {
             std::vector<const SmallVec*> lists;
             int64_t occupied = 0;
@@ -599,35 +707,46 @@ private:
                 for (const SmallVec* block : lists) {
                     for (const uint32_t ci : *block) {
                         const Cell& cell = cells_[ci];
-                        if (cell.cy >= ay && cell.cy <= by && cell.cx >= ax && cell.cx <= bx)
-                            found.insert(found.end(), cell.slots.begin(), cell.slots.end());
+                        if (cell.cy >= ay && cell.cy <= by && cell.cx >= ax && cell.cx <= bx) f(cell);
                     }
                 }
-                return;
+                return true;
             }
         }
+        // Probe the cells in batches: a batch's cell records, then their first points, are
+        // asked for before the first is read, so the cache misses overlap.
+        uint32_t batch[CELL_BATCH];
+        size_t nb = 0;
+        auto flush = [&] {
+            for (size_t i = 0; i < nb; ++i) {
+                const Entry* p = cells_[batch[i]].pts.begin();
+                __builtin_prefetch(p);
+                __builtin_prefetch(p + 2);
+            }
+            for (size_t i = 0; i < nb; ++i) f(cells_[batch[i]]);
+            nb = 0;
+        };
         const int64_t width = bx - ax + 1;
         for (int64_t row = key_of(ay, ax); row < key_of(by, ax) + 1; row += ROW) {
             for (int64_t key = row; key < row + width; ++key) {
                 const uint32_t* ci = cell_index_.find(key);
-                if (ci != nullptr) {
-                    const SmallVec& slots = cells_[*ci].slots;
-                    found.insert(found.end(), slots.begin(), slots.end());
-                }
+                if (ci == nullptr) continue;
+                __builtin_prefetch(&cells_[*ci]);
+                batch[nb++] = *ci;
+                if (nb == CELL_BATCH) flush();
             }
         }
+        flush();
+        return true;
     }
 
-    std::vector<Pt> pts_;
-    std::vector<PyObject*> ids_;  // owned references; nullptr for a free slot
-    std::vector<Py_hash_t> hashes_;
-    std::vector<uint32_t> where_;
+    std::vector<Slot> slots_;  // by slot
     std::vector<Cell> cells_;  // a pool: entries listed in cell_free_ are unused
     std::vector<uint32_t> cell_free_;
     FlatMap<uint32_t> cell_index_;  // cell key -> its entry in cells_
     FlatMap<SmallVec> blocks_;  // block key -> its occupied cells (entries of cells_)
     std::vector<uint32_t> free_;
-    std::vector<uint32_t> table_;
+    std::vector<uint32_t> table_;  // id -> slot (open addressing over slots_' hashes)
     size_t mask_;
     uint32_t next_ = 0;
     size_t count_ = 0;
