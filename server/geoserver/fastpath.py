@@ -118,6 +118,27 @@ def _gate(server: Server, client: Client) -> tuple[int, float | None]:
     return mode, server.lease.until
 
 
+def serve(client: Client, data: bytes, budget: int) -> tuple[bytes, int, bool]:
+    """Run a read straight from the socket while the reader holds nothing (every unpipelined
+    request): (replies, bytes of `data` consumed, whether their writes were appended to the
+    AOF). The caller feeds what was not consumed to the reader; no copy, no framing state."""
+    if not data or data[0] != 0x2A:  # `*`: only RESP arrays
+        return b"", 0, False
+    server = client.server
+    mode = modes(server, client)
+    if not mode:
+        return b"", 0, False
+    limits = client.reader.limits
+    end, replies, aof, last, _ = _execute(data, 0, server.db.collections, PLAIN, mode,
+                                          limits.max_args, limits.max_bulk, limits.max_request,
+                                          budget, server.metrics.core.buf)
+    if end:
+        if aof:
+            server.aof.append(aof)  # type: ignore[union-attr]  # RECORD is set only with an AOF
+        client.last_cmd = NAMES[last]
+    return replies, end, bool(aof)
+
+
 def run(client: Client, budget: int) -> bytes:
     """Run the client's buffered requests from the reader's position while the core handles
     them; returns their replies (b"": none ran) and leaves the reader at the next request."""

@@ -570,7 +570,7 @@ class Client(asyncio.Protocol):
         if self.closing:
             return
         self.last_active = now = time.monotonic()
-        if not self.reader.buffered:
+        if idle := not self.reader.buffered:
             self.request_since = now
         if self.stream is not None:
             self.stream.close("follower sent data on the stream")  # Tile38: input ends a stream
@@ -592,18 +592,40 @@ class Client(asyncio.Protocol):
         if self.http is not None:
             self._http_received(data)
             return
+        if idle and not self._waiting and fastpath.ENABLED:  # straight from the read (every -P1 request)
+            held = self.transport.get_write_buffer_size()  # type: ignore[union-attr]
+            replies, done, logged = fastpath.serve(self, data, max(0, HIGH_WATER - held))
+            hard = self.output.limit.hard
+            if done == len(data) and not (hard and held + len(replies) > hard):
+                server = self.server
+                server.queue_reply(self, replies, server.aof.size if logged else 0)  # type: ignore[union-attr]
+                return
+            if done:  # the rest (or the output limits) through the reader, replies in order
+                self.reader.feed(data[done:])
+                self._process([replies], logged)
+                return
         self.reader.feed(data)
         if not self._waiting:
             self._process()
 
-    def _process(self) -> None:
+    def _process(self, out: list[bytes] | None = None, logged: bool = False) -> None:
         """Run every complete buffered command; stop at one that must wait for I/O, and while
-        the unsent output is above the high-water mark (the rest runs once it drains)."""
+        the unsent output is above the high-water mark (the rest runs once it drains).
+        `out`: replies already produced for this batch (fastpath.serve), `logged` whether
+        their writes were appended to the AOF (then the batch's reply waits for it)."""
         assert self.transport is not None
-        out: list[bytes] = []
-        self._aof_mark = self.server.aof_size
-        held = self.transport.get_write_buffer_size()
+        self._aof_mark = -1 if logged else self.server.aof_size
+        if out is None:
+            out = []
+        held = self.transport.get_write_buffer_size() + sum(map(len, out))
         hard = self.output.limit.hard
+        if hard and held > hard:
+            self.disconnect(f"output buffer {held} bytes over the hard limit {hard}")
+            return
+        if out and held > HIGH_WATER:  # fastpath.serve's replies alone are over the mark
+            self._batch_held = True  # write_now or resume_writing runs the rest
+            self._send(out)
+            return
         fast = fastpath.ENABLED
         try:
             while True:
