@@ -472,7 +472,11 @@ public:
                 cp *= sl;
                 cp += sp;
                 if (cp <= hi && (lo < 0 || cp > lo)) {
-                    if (hits.size() < ahead) __builtin_prefetch(&slots_[p.slot]);
+                    const size_t n = hits.size();
+                    if (n < ahead) {  // this hit's slot record; the id of the hit LAG before, whose
+                        __builtin_prefetch(&slots_[p.slot]);  // record should be here by now
+                        if (n >= LAG) prefetch_id(hits[n - LAG].second);
+                    }
                     hits.emplace_back(cp, p.slot);
                 }
             }
@@ -486,12 +490,8 @@ public:
                              [](const auto& a, const auto& b) { return a.first < b.first; });
         else  // a stable sort of the slot-ordered hits by term = a sort by (term, slot)
             std::sort(hits.begin(), hits.end());
-        const size_t m = std::min(hits.size(), PREFETCH_IDS);
-        for (size_t k = 0; k < m; ++k) {
-            const char* id = reinterpret_cast<const char*>(slots_[hits[k].second].id);
-            __builtin_prefetch(id + 16);  // a str's length and state, then its first characters
-            __builtin_prefetch(id + 56);
-        }
+        const size_t m = std::min(hits.size(), PREFETCH_IDS);  // the rest (most are here already)
+        for (size_t k = 0; k < m; ++k) prefetch_id(hits[k].second);
     }
 
     PyObject* id_at(uint32_t slot) const { return slots_[slot].id; }  // borrowed; live slots only
@@ -514,7 +514,9 @@ public:
 
 private:
     static constexpr size_t PREFETCH_IDS = 128;  // ring_hits: hits whose slot and id are prefetched
+    static constexpr size_t LAG = 8;  // ring_hits: hits between a slot's record and its id object
     static constexpr size_t CELL_BATCH = 16;  // each_cell: cells probed before their points are read
+    static constexpr uint32_t CELL_HEAD = 12;  // each_cell: a cell's first points asked for (6 lines)
 
     static Py_hash_t hash(const py::str& oid) {
         const Py_hash_t h = PyObject_Hash(oid.ptr());
@@ -525,6 +527,12 @@ private:
     uint32_t checked(int64_t s) const {
         if (s < 0 || s >= static_cast<int64_t>(next_)) throw py::index_error("slot out of range");
         return static_cast<uint32_t>(s);
+    }
+
+    void prefetch_id(uint32_t slot) const {  // a str's length and state, then its first characters
+        const char* id = reinterpret_cast<const char*>(slots_[slot].id);
+        __builtin_prefetch(id + 16);
+        __builtin_prefetch(id + 56);
     }
 
     const Entry& entry(uint32_t slot) const {  // a live slot's point
@@ -719,9 +727,9 @@ private:
         size_t nb = 0;
         auto flush = [&] {
             for (size_t i = 0; i < nb; ++i) {
-                const Entry* p = cells_[batch[i]].pts.begin();
-                __builtin_prefetch(p);
-                __builtin_prefetch(p + 2);
+                const Bucket& pts = cells_[batch[i]].pts;
+                const Entry* p = pts.begin();
+                for (uint32_t k = 0; k < pts.size() && k < CELL_HEAD; k += 2) __builtin_prefetch(p + k);
             }
             for (size_t i = 0; i < nb; ++i) f(cells_[batch[i]]);
             nb = 0;
