@@ -46,6 +46,9 @@ constexpr size_t LONGEST_HEADER = 24;  // `*` or `$`, up to 20 digits, CRLF (as 
 enum Mode : int { PING = 1, READ = 2, WRITE = 4, RECORD = 8, REPLAY = 16, SEARCH = 32 };
 enum Cmd : int { C_PING = 0, C_SET = 1, C_GET = 2, C_NEARBY = 3, C_SCAN = 4, N_CMDS = 5 };
 
+// New ids waiting for the id order at which IdList merges them (store/collection.py reads it as
+// _core.MERGE_IDS_AT): ~1 ms of SortedList inserts, so no merge holds the loop for long.
+constexpr Py_ssize_t MERGE_IDS_AT = 1024;
 constexpr long long SLICE = 10000;  // commands/slices.py SLICE: bigger NEARBY IDS replies run sliced
 constexpr double EARTH_RADIUS_M = 6371e3;  // store/geometry.py
 constexpr double HALF_EARTH_M = M_PI * EARTH_RADIUS_M;  // store/query.py
@@ -190,7 +193,7 @@ PyObject* name_of(const char* s) {
     return n;
 }
 struct Names {
-    PyObject *items, *points, *shapes, *weight, *pending;
+    PyObject *items, *points, *shapes, *weight, *pending, *merge_pending;
 };
 Names N{};
 
@@ -579,6 +582,11 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
                 Py_DECREF(oid);
                 return STOP;
             }
+            if (PyList_GET_SIZE(col.pending) >= MERGE_IDS_AT) {  // IdList.add's rule: a short merge
+                PyObject* r = PyObject_CallMethodNoArgs(col.items, N.merge_pending);
+                if (r == nullptr) PyErr_Clear();  // the ids stay pending: merged by the next read
+                Py_XDECREF(r);
+            }
             col.weight += 16 + PyUnicode_GET_LENGTH(oid);
         } else if (old != plain) {
             Py_DECREF(oid);
@@ -757,11 +765,13 @@ PyMethodDef EXECUTE_DEF = {"execute_batch", reinterpret_cast<PyCFunction>(reinte
 
 void register_fastpath(py::module_& m) {
     using geocore::name_of;
-    geocore::N = {name_of("items"), name_of("points"), name_of("shapes"), name_of("weight"), name_of("_pending")};
+    geocore::N = {name_of("items"), name_of("points"), name_of("shapes"), name_of("weight"), name_of("_pending"),
+                   name_of("_merge_pending")};
     PyObject* f = PyCFunction_NewEx(&geocore::EXECUTE_DEF, nullptr, m.attr("__name__").ptr());
     if (f == nullptr) throw py::error_already_set();
     m.add_object("execute_batch", py::reinterpret_steal<py::object>(f));
     m.def("replay_batch", &geocore::replay_batch, "AOF replay of plain SET records (src/core/fastpath.cpp)");
+    m.attr("MERGE_IDS_AT") = geocore::MERGE_IDS_AT;
     m.attr("FASTPATH_MODES") = py::make_tuple(int{geocore::PING}, int{geocore::READ}, int{geocore::WRITE},
                                               int{geocore::RECORD}, int{geocore::SEARCH});
 }

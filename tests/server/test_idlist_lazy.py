@@ -123,3 +123,27 @@ def test_ordered_dict_sees_pending_ids_everywhere() -> None:
     assert "m" not in od and list(od.irange("l", "n")) == [k for k in want if "l" <= k <= "n"]
     assert od.pop("zzz") == 3 and list(od)[-1] == want[-1]
     od._list._check()
+
+
+def test_pending_ids_never_pile_up() -> None:
+    """A load of new ids that never reads the order (an AOF replay, a fleet's SETs) still merges
+    every MERGE_AT ids, through IdList.add and through the compiled fast path: no read after
+    it pays for a million at once."""
+    from geoserver import fastpath
+    from geoserver.store.collection import MERGE_AT, PLAIN, Collection
+
+    ids = IdList()
+    for i in range(3 * MERGE_AT + 5):
+        ids.add(f"py{i:06d}")
+    assert len(ids.pending) == 5 and len(ids.__dict__["_lists_"][0]) > 0  # merged, not by a read
+    col = Collection()
+    if not fastpath.ENABLED:
+        pytest.skip("no compiled fast path")
+    cols = {"fleet": col}
+    sets = b"".join(b"*6\r\n$3\r\nSET\r\n$5\r\nfleet\r\n$8\r\nc%07d\r\n$5\r\nPOINT\r\n"
+                    b"$1\r\n1\r\n$1\r\n2\r\n" % i for i in range(2 * MERGE_AT))
+    end, *_ = fastpath._execute(bytearray(sets), 0, cols, PLAIN, fastpath.WRITE, 10, 100, 1000, 1 << 30, None)
+    assert end == len(sets)
+    assert len(col.items._list.pending) < MERGE_AT
+    assert list(col.items.islice(0, 2)) == ["c0000000", "c0000001"] and len(col.items._list) == len(col.items)
+    col.items._list._check()
