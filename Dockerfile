@@ -24,17 +24,24 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 # The sources are needed to build the project's own wheel, so any source edit rebuilds this
 # layer (dependency wheels included). README.md* tolerates a missing README.
-COPY pyproject.toml README.md* ./
+# All runtime dependencies ship manylinux wheels for amd64 and arm64; the project's own wheel
+# compiles geoserver._core (setup.py, src/core), so the builder alone gets g++ (it cannot leak
+# into the final stage, which links the core against the base image's libstdc++).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/*
+COPY pyproject.toml setup.py README.md* ./
+COPY src ./src
 COPY server ./server
 COPY operator ./operator
 
-# All runtime dependencies ship manylinux wheels for amd64 and arm64, so no
-# compiler is installed (and none could leak into the final stage anyway).
+# The last check fails the build if the wheel came out without the compiled core.
 RUN python -m pip wheel --wheel-dir /wheels . \
  && python -m venv /opt/geocluster \
  && /opt/geocluster/bin/pip install --no-index --find-links /wheels geocluster \
  && /opt/geocluster/bin/geoserver --help >/dev/null \
- && /opt/geocluster/bin/geocluster --help >/dev/null
+ && /opt/geocluster/bin/geocluster --help >/dev/null \
+ && /opt/geocluster/bin/python -c "from geoserver import fastpath; assert fastpath.ENABLED"
 
 # ---------------------------------------------------------------------------
 # final: the slim base plus the installed venv, nothing else.

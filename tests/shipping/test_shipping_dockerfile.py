@@ -50,6 +50,16 @@ def test_multi_stage_on_python_311_slim():
     assert not re.search(r"apt-get install|pip install|gcc|build-essential", runs)
 
 
+def test_builder_compiles_the_core():
+    """The project's wheel builds geoserver._core from setup.py and src/core (g++ in the builder
+    only), and the build fails if it came out without it (the image would run the slow twin)."""
+    builder = stages()[0]["ins"]
+    copies = " ".join(r for i, r in builder if i == "COPY")
+    assert "setup.py" in copies and re.search(r"\bsrc ./src\b", copies), copies
+    runs = " ".join(r for i, r in builder if i == "RUN")
+    assert "g++" in runs and "fastpath.ENABLED" in runs
+
+
 def final_user():
     users = [r for i, r in stages()[-1]["ins"] if i == "USER"]
     assert users, "final stage has no USER"
