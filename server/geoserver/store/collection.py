@@ -19,7 +19,7 @@ about, so callers (and the compiled fast path, through `_pending` and `islice`) 
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import chain
@@ -135,16 +135,25 @@ class IdList(SortedList):
         lists, maxes, index = state["_lists_"], state["_maxes_"], state["_index_"]
         if maxes and len(values) * 4 < state["_len_"]:  # few: SortedList.add's steps, inline
             twice = self._load << 1
+            pos = at = 0  # the values are sorted: each lands at or right of the one before
+            last = -1  # the sublist the last value went into (-1: none, or it was split)
             for value in values:
-                pos = bisect_right(maxes, value)
+                pos = bisect_right(maxes, value, pos)
                 if pos == len(maxes):
                     pos -= 1
-                    lists[pos].append(value)
+                    sublist = lists[pos]
+                    sublist.append(value)
                     maxes[pos] = value
+                    at = len(sublist)
                 else:
-                    insort(lists[pos], value)
-                if len(lists[pos]) > twice:
+                    sublist = lists[pos]
+                    at = bisect_right(sublist, value, at if pos == last else 0)
+                    sublist.insert(at, value)
+                    at += 1
+                last = pos
+                if len(sublist) > twice:
                     self._expand(pos)  # the split (and the positional index dropped)
+                    last = -1
                 elif index:
                     child = self._offset + pos
                     while child:
