@@ -1,7 +1,9 @@
-"""The compiled fast path for whole commands (issue 15): a connection's buffered requests run in
-C++ (`geoserver._core.execute_batch`, src/core/fastpath.cpp) while they are the simplest hot
-forms, and from the first other request on through the normal path (RequestReader ->
-dispatch.execute), unchanged. docs/architecture.md#the-fast-path describes it.
+"""The compiled fast path for whole commands (issue 15): a connection's requests run in C++
+(`geoserver._core.execute_batch`, src/core/fastpath.cpp) while they are the simplest hot forms,
+and from the first other request on through the normal path (RequestReader ->
+dispatch.execute), unchanged: `serve` takes a read straight from the socket while the reader
+holds nothing (every unpipelined request), `run` the reader's buffered bytes.
+docs/architecture.md#the-fast-path describes it.
 
 Handled in C++: `PING [message]`; `GET key id [POINT]` of a plain point or a miss;
 `SET key id POINT lat lon` into an existing collection over nothing or a plain point;
