@@ -7,9 +7,10 @@ docs/architecture.md#the-fast-path describes it.
 
 Handled in C++: `PING [message]`; `GET key id [POINT]` of a plain point or a miss;
 `SET key id POINT lat lon` into an existing collection over nothing or a plain point;
+`DEL key id` of a plain point that is not its collection's last object, or of nothing;
 `NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS] POINT lat lon meters` over a collection of points only;
 `SCAN key [LIMIT n] [IDS|COUNT|OBJECTS]` (OBJECTS: while every row is a plain point). Replies
-are what the command table renders in RESP output mode; a SET's AOF record is its request
+are what the command table renders in RESP output mode; a SET's (a deleting DEL's) AOF record is its request
 bytes, which the core accepts only in canonical RESP, i.e. exactly `encode_command(argv)`, and
 goes through the same AofLog buffer (group commit, fsync, followers, AOFSHRINK's capture).
 
@@ -57,7 +58,7 @@ _core = index._core
 _execute = getattr(_core, "execute_batch", None)
 _replay = getattr(_core, "replay_batch", None)
 PING, READ, WRITE, RECORD, SEARCH = getattr(_core, "FASTPATH_MODES", (1, 2, 4, 8, 16))
-NAMES = ("ping", "set", "get", "nearby", "scan")  # the core's command indexes, as the table names them
+NAMES = ("ping", "set", "get", "nearby", "scan", "del")  # the core's command indexes, as the table names them
 EXPIRY_MARGIN = 1.0  # seconds: NEARBY and SCAN run in C++ only while no object can expire this soon
 
 # On unless GEOSERVER_FASTPATH=0, and only with the compiled point index (the core updates it).

@@ -9,6 +9,7 @@
 //   GET key id [POINT]   a plain point or a miss    (mode READ)
 //   SET key id POINT lat lon   into a collection that exists, over nothing or a plain point
 //                                                   (mode WRITE)
+//   DEL key id           of a plain point (not a collection's last object) or a miss (mode WRITE)
 //   NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS] POINT lat lon meters   over points only
 //   SCAN key [LIMIT n] [IDS|COUNT|OBJECTS]          (mode SEARCH: reads, and no expiry due;
 //                                                   OBJECTS rows only of plain points)
@@ -44,7 +45,7 @@ constexpr int MAX_ARGS = 10;
 constexpr size_t LONGEST_HEADER = 24;  // `*` or `$`, up to 20 digits, CRLF (as framing.py)
 
 enum Mode : int { PING = 1, READ = 2, WRITE = 4, RECORD = 8, REPLAY = 16, SEARCH = 32 };
-enum Cmd : int { C_PING = 0, C_SET = 1, C_GET = 2, C_NEARBY = 3, C_SCAN = 4, N_CMDS = 5 };
+enum Cmd : int { C_PING = 0, C_SET = 1, C_GET = 2, C_NEARBY = 3, C_SCAN = 4, C_DEL = 5, N_CMDS = 6 };
 
 // New ids waiting for the id order at which IdList merges them (store/collection.py reads it as
 // _core.MERGE_IDS_AT): ~1 ms of SortedList inserts, so no merge holds the loop for long.
@@ -193,7 +194,7 @@ PyObject* name_of(const char* s) {
     return n;
 }
 struct Names {
-    PyObject *items, *points, *shapes, *weight, *pending, *merge_pending;
+    PyObject *items, *points, *shapes, *weight, *pending, *merge_pending, *list_remove;
 };
 Names N{};
 
@@ -206,6 +207,7 @@ struct Col {
     PyObject* col = nullptr;  // nullptr: no such collection
     PyObject* items = nullptr;
     PyObject* pending = nullptr;  // items._pending (IdList's new ids, merged into the order lazily)
+    PyObject* list_remove = nullptr;  // items._list_remove (the id order's removal), on first use
     PointGrid* grid = nullptr;  // nullptr: not the compiled index (then nothing runs here)
     long long weight = 0;
 
@@ -230,6 +232,7 @@ struct Col {
         Py_CLEAR(col);
         Py_CLEAR(items);
         Py_CLEAR(pending);
+        Py_CLEAR(list_remove);
         grid = nullptr;
         valid = exists = false;
         shapes = -1;
@@ -543,7 +546,7 @@ Outcome run_scan(const Arg* a, int argc, PyObject* collections, PyObject* plain,
 
 // Run one parsed request; STOP leaves it (and everything after it) to Python.
 Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObject* plain, Col& col,
-                std::string& out, int& cmd) {
+                std::string& out, int& cmd, bool& logged) {
     const Arg& name = a[0];
     if (name.n == 4 && ieq(name, "PING")) {
         if (!(mode & PING) || argc > 2) return STOP;
@@ -596,6 +599,7 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         Py_DECREF(oid);
         if (!(mode & REPLAY)) out += "+OK\r\n";
         cmd = C_SET;
+        logged = true;
         return DONE;
     }
     if (name.n == 6 && ieq(name, "NEARBY")) {
@@ -649,13 +653,56 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         cmd = C_GET;
         return DONE;
     }
+    if (name.n == 3 && ieq(name, "DEL")) {  // commands/keys.py cmd_del without ERRON404
+        if (!(mode & WRITE) || argc != 3) return STOP;
+        if (!col.open(collections, a[1])) return STOP;
+        cmd = C_DEL;
+        if (col.col == nullptr) {
+            if (col.exists) return STOP;
+            out += ":0\r\n";  // no such key: nothing deleted, nothing logged
+            return DONE;
+        }
+        PyObject* oid = text(a[2]);
+        if (oid == nullptr) return STOP;
+        PyObject* value = PyDict_GetItemWithError(col.items, oid);  // borrowed
+        if (value == nullptr) {
+            Py_DECREF(oid);
+            if (PyErr_Occurred()) return STOP;
+            out += ":0\r\n";
+            return DONE;
+        }
+        if (value != plain || PyDict_Size(col.items) <= 1) {  // an Item; or the last: Python drops the key
+            Py_DECREF(oid);
+            return STOP;
+        }
+        // The id order first: what can fail fails before anything changed.
+        if (col.list_remove == nullptr) col.list_remove = PyObject_GetAttr(col.items, N.list_remove);
+        PyObject* r = col.list_remove ? PyObject_CallOneArg(col.list_remove, oid) : nullptr;
+        if (r == nullptr) {
+            Py_DECREF(oid);
+            return STOP;
+        }
+        Py_DECREF(r);
+        if (PyDict_DelItem(col.items, oid) < 0) {  // cannot fail for a str just found; if it did,
+            PyErr_Clear();                          // the id goes back into the order
+            if (col.pending == nullptr || PyList_Append(col.pending, oid) < 0) PyErr_Clear();
+            Py_DECREF(oid);
+            return STOP;
+        }
+        col.grid->remove(py::reinterpret_borrow<py::str>(oid));
+        col.weight -= 16 + PyUnicode_GET_LENGTH(oid);  // Collection._unindex of a plain point
+        Py_DECREF(oid);
+        out += ":1\r\n";
+        logged = true;
+        return DONE;
+    }
     return STOP;
 }
 
 // execute_batch(buf, start, collections, plain, mode, max_args, max_bulk, max_request, budget,
 // counts) -> (end, replies, aof, last, done): `end` is where Python's framing resumes (== start:
 // nothing was done), `replies` the RESP replies of the requests done, `aof` their records (mode
-// RECORD), `last` the last command's index (PING, SET, GET, NEARBY, SCAN; -1: none), `done` how
+// RECORD), `last` the last command's index (PING, SET, GET, NEARBY, SCAN, DEL; -1: none), `done` how
 // many requests ran; each is counted into `counts` (metrics.CoreCounts' bytearray, or None).
 // Stops once the replies reach `budget` bytes.
 py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py::handle plain, int mode,
@@ -684,10 +731,11 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
         size_t next = 0;
         if (!parse_request(data, pos, end, lim, args, argc, next)) break;
         int cmd = -1;
+        bool logged = false;  // its record goes to the AOF (a SET, a DEL that deleted)
         const size_t mark = out.size();
         Outcome done = STOP;
         try {  // a failure (memory, the index full) leaves this request to Python, keeping the rest
-            done = run_one(args, argc, mode, collections.ptr(), plain.ptr(), col, out, cmd);
+            done = run_one(args, argc, mode, collections.ptr(), plain.ptr(), col, out, cmd, logged);
         } catch (py::error_already_set& e) {
             e.restore();
         } catch (const std::exception&) {
@@ -697,7 +745,7 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
             out.resize(mark);  // nothing of a request left to Python is answered here
             break;
         }
-        if (cmd == C_SET && (mode & RECORD)) aof.append(data + pos, next - pos);
+        if (logged && (mode & RECORD)) aof.append(data + pos, next - pos);
         counts.add(cmd, std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
         ++done_count;
         last = cmd;
@@ -766,7 +814,7 @@ PyMethodDef EXECUTE_DEF = {"execute_batch", reinterpret_cast<PyCFunction>(reinte
 void register_fastpath(py::module_& m) {
     using geocore::name_of;
     geocore::N = {name_of("items"), name_of("points"), name_of("shapes"), name_of("weight"), name_of("_pending"),
-                   name_of("_merge_pending")};
+                   name_of("_merge_pending"), name_of("_list_remove")};
     PyObject* f = PyCFunction_NewEx(&geocore::EXECUTE_DEF, nullptr, m.attr("__name__").ptr());
     if (f == nullptr) throw py::error_already_set();
     m.add_object("execute_batch", py::reinterpret_steal<py::object>(f));

@@ -60,7 +60,7 @@ def random_request(rng: random.Random) -> bytes:
     if r < 0.77:
         return enc(*rng.choice([("PING",), ("ping", "hello"), ("PING", "a", "b"), ("PING", b"\x00\xff")]))
     if r < 0.80:
-        return enc("DEL", key, oid)
+        return enc(rng.choice(["DEL", "del"]), key, oid, *rng.choice([[], [], [], ["ERRON404"], ["x"]]))
     if r < 0.81:
         return enc("DROP", key)
     if r < 0.83:
