@@ -8,8 +8,9 @@ docs/architecture.md#the-fast-path describes it.
 Handled in C++: `PING [message]`; `GET key id [POINT]` of a plain point or a miss;
 `SET key id POINT lat lon` into an existing collection over nothing or a plain point;
 `DEL key id` of a plain point that is not its collection's last object, or of nothing;
-`NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS] POINT lat lon meters` over a collection of points only;
-`SCAN key [LIMIT n] [IDS|COUNT|OBJECTS]` (OBJECTS: while every row is a plain point). Replies
+`NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS] POINT lat lon meters` over a collection of points
+only; `SCAN key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS]` (OBJECTS, POINTS: while every row is a plain
+point). Replies
 are what the command table renders in RESP output mode; a SET's (a deleting DEL's) AOF record is its request
 bytes, which the core accepts only in canonical RESP, i.e. exactly `encode_command(argv)`, and
 goes through the same AofLog buffer (group commit, fsync, followers, AOFSHRINK's capture).

@@ -10,9 +10,9 @@
 //   SET key id POINT lat lon   into a collection that exists, over nothing or a plain point
 //                                                   (mode WRITE)
 //   DEL key id           of a plain point (not a collection's last object) or a miss (mode WRITE)
-//   NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS] POINT lat lon meters   over points only
-//   SCAN key [LIMIT n] [IDS|COUNT|OBJECTS]          (mode SEARCH: reads, and no expiry due;
-//                                                   OBJECTS rows only of plain points)
+//   NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS] POINT lat lon meters   over points only
+//   SCAN key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS]   (mode SEARCH: reads, and no expiry due;
+//                                                   OBJECTS/POINTS rows only of plain points)
 //
 // Every answer is the byte string the Python path renders in RESP output mode (JSON output is
 // left to Python), every SET's AOF record is its request bytes, which for canonical RESP (no
@@ -375,7 +375,7 @@ bool put_id(std::string& out, PyObject* id) {
     return true;
 }
 
-enum Output { IDS, COUNT, OBJECTS };
+enum Output { IDS, COUNT, OBJECTS, POINTS };
 
 // `[LIMIT n] [IDS|COUNT|OBJECTS]` from a[i] on (search.py parse_options in the order it accepts
 // them; OBJECTS when no output word is given); false for a bad count.
@@ -393,6 +393,9 @@ bool parse_head(const Arg* a, int argc, int& i, long long& limit, Output& output
             ++i;
         } else if (ieq(a[i], "OBJECTS")) {
             output = OBJECTS;
+            ++i;
+        } else if (ieq(a[i], "POINTS")) {
+            output = POINTS;
             ++i;
         }
     }
@@ -412,7 +415,23 @@ bool put_object_row(std::string& out, PyObject* id, double lat, double lon) {
     return true;
 }
 
-// NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS] POINT lat lon meters over a collection of points only, as
+// One POINTS row of a plain point: [id, [lat, lon]] (search.py's point rows, format_float).
+bool put_point_row(std::string& out, PyObject* id, double lat, double lon) {
+    std::string la, lo;
+    if (!put_num(la, lat) || !put_num(lo, lon)) return false;
+    out += "*2\r\n";
+    if (!put_id(out, id)) return false;
+    out += "*2\r\n";
+    put_bulk(out, la.data(), la.size());
+    put_bulk(out, lo.data(), lo.size());
+    return true;
+}
+
+bool put_row(std::string& out, Output output, PyObject* id, double lat, double lon) {
+    return output == POINTS ? put_point_row(out, id, lat, lon) : put_object_row(out, id, lat, lon);
+}
+
+// NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS] POINT lat lon meters over a collection of points only, as
 // commands/search.py cmd_nearby runs it without filters, cursor or expiry: one ring when the
 // wanted rows cover the collection, else store/query.py knn's rings (the same first radius
 // from the same density, x4 each), collected until LIMIT rows.
@@ -489,7 +508,7 @@ Outcome run_nearby(const Arg* a, int argc, PyObject* collections, PyObject* plai
             continue;
         }
         PyObject* value = PyDict_GetItemWithError(col.items, id);  // borrowed
-        if (value != plain || !put_object_row(out, id, grid.lat_at(s), grid.lon_at(s))) return STOP;
+        if (value != plain || !put_row(out, output, id, grid.lat_at(s), grid.lon_at(s))) return STOP;
     }
     return DONE;
 }
@@ -535,7 +554,7 @@ Outcome run_scan(const Arg* a, int argc, PyObject* collections, PyObject* plain,
         } else {
             double lat, lon;
             if (PyDict_GetItemWithError(col.items, id) != plain || !col.grid->point_of(id, lat, lon) ||
-                !put_object_row(out, id, lat, lon))
+                !put_row(out, output, id, lat, lon))
                 result = STOP;
         }
     }

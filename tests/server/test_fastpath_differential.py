@@ -337,7 +337,7 @@ def test_nearby_matches_cmd_nearby_in_process(seed):
         lon = rng.choice([-115.005, rng.uniform(-115.04, -114.99), rng.uniform(-180, 180), 180.0])
         meters = rng.choice([0, 1, 50, 300, 1000, 3000, 20000, 2e6, 3e7])
         limit = rng.choice([None, 1, 2, 5, 100, 1000])
-        out = rng.choice([[b"IDS"], [b"COUNT"], [b"OBJECTS"], []])
+        out = rng.choice([[b"IDS"], [b"COUNT"], [b"OBJECTS"], [b"POINTS"], []])
         argv = [b"NEARBY", b"k", *([b"LIMIT", b"%d" % limit] if limit else []), *out, b"POINT",
                 repr(lat).encode(), repr(lon).encode(), repr(float(meters)).encode()]
         want = render(cmd_nearby(ctx, argv), False, 0, True)
