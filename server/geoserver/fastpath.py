@@ -10,15 +10,17 @@ Handled in C++: `PING [message]`; `GET key id [POINT]` of a plain point or a mis
 `DEL key id` of a plain point that is not its collection's last object, or of nothing;
 `NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS] POINT lat lon meters` over a collection of points
 only; `SCAN key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS]` (OBJECTS, POINTS: while every row is a plain
-point). Replies
-are what the command table renders in RESP output mode; a SET's (a deleting DEL's) AOF record is its request
-bytes, which the core accepts only in canonical RESP, i.e. exactly `encode_command(argv)`, and
-goes through the same AofLog buffer (group commit, fsync, followers, AOFSHRINK's capture).
+point). Replies are what the command table renders in RESP output mode; on a RESP connection in
+JSON output (OUTPUT json: pyle38, tile38-ts) only PING, SET, DEL and a GET that finds a plain point
+run, as `{"ok":true,...,"elapsed":"..."}` bulks (errors, searches: Python). A SET's (a deleting
+DEL's) AOF record is its request bytes, which the core accepts only in canonical RESP, i.e.
+exactly `encode_command(argv)`, and goes through the same AofLog buffer (group commit, fsync,
+followers, AOFSHRINK's capture).
 
 Invariant: the fast path runs a request only when the command table would do exactly the same.
 `run` decides, per batch, from the server's state, which of PING / reads / writes may run:
 
-- none on a connection in JSON output, subscribed, in a live fence, streaming the AOF or in
+- none over HTTP, on a connection subscribed, in a live fence, streaming the AOF or in
   MONITOR, nor while any client MONITORs (they must see each command);
 - reads and writes only when the client is authenticated (or no requirepass) and the AOF is not
   loading; reads not on a follower still catching up (CatchingUpError); NEARBY, SCAN only while no
@@ -58,7 +60,7 @@ if TYPE_CHECKING:
 _core = index._core
 _execute = getattr(_core, "execute_batch", None)
 _replay = getattr(_core, "replay_batch", None)
-PING, READ, WRITE, RECORD, SEARCH = getattr(_core, "FASTPATH_MODES", (1, 2, 4, 8, 16))
+PING, READ, WRITE, RECORD, SEARCH, JSON = getattr(_core, "FASTPATH_MODES", (1, 2, 4, 8, 16, 32))
 NAMES = ("ping", "set", "get", "nearby", "scan", "del")  # the core's command indexes, as the table names them
 EXPIRY_MARGIN = 1.0  # seconds: NEARBY and SCAN run in C++ only while no object can expire this soon
 
@@ -107,10 +109,10 @@ def modes(server: Server, client: Client) -> int:
 
 def _gate(server: Server, client: Client) -> tuple[int, float | None]:
     """modes() without the clock: the mode, and the monotonic time writes end (the lease)."""
-    if (client.json or not client.resp_conn or client.subscriber is not None or client.live is not None
+    if (not client.resp_conn or client.subscriber is not None or client.live is not None
             or client.stream is not None or client.monitoring or server.monitors):
         return 0, None
-    mode = PING
+    mode = PING | JSON if client.json else PING
     if (client._authed or not server.config.requirepass) and not server.loading:  # Client.authed
         follower = server.follower
         if follower is None or follower.caught_up_once:

@@ -33,6 +33,7 @@
 
 #include <charconv>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -44,7 +45,7 @@ namespace {
 constexpr int MAX_ARGS = 10;
 constexpr size_t LONGEST_HEADER = 24;  // `*` or `$`, up to 20 digits, CRLF (as framing.py)
 
-enum Mode : int { PING = 1, READ = 2, WRITE = 4, RECORD = 8, REPLAY = 16, SEARCH = 32 };
+enum Mode : int { PING = 1, READ = 2, WRITE = 4, RECORD = 8, REPLAY = 16, SEARCH = 32, JSON = 64 };
 enum Cmd : int { C_PING = 0, C_SET = 1, C_GET = 2, C_NEARBY = 3, C_SCAN = 4, C_DEL = 5, N_CMDS = 6 };
 
 // New ids waiting for the id order at which IdList merges them (store/collection.py reads it as
@@ -353,6 +354,29 @@ void circle_box(double lat, double lon, double meters, double box[4]) {
     box[3] = maxlon;
 }
 
+// output.py elapsed_text (Go's Duration.String for short durations): 850ns, 23.1µs, 1.2ms, 2.5s.
+void put_elapsed(std::string& out, long long ns) {
+    char tmp[64];
+    if (ns < 1000) {
+        const auto r = std::to_chars(tmp, tmp + sizeof tmp, ns < 0 ? 0 : ns);
+        out.append(tmp, r.ptr);
+        out += "ns";
+        return;
+    }
+    const char* unit = "s";
+    int n = 0;
+    if (ns < 1000LL * 1000)
+        n = std::snprintf(tmp, sizeof tmp, "%.3f", static_cast<double>(ns) / 1e3), unit = "\xc2\xb5s";
+    else if (ns < 1000LL * 1000000)
+        n = std::snprintf(tmp, sizeof tmp, "%.3f", static_cast<double>(ns) / 1e6), unit = "ms";
+    else
+        n = std::snprintf(tmp, sizeof tmp, "%.6f", static_cast<double>(ns) / 1e9);
+    while (n > 0 && tmp[n - 1] == '0') --n;  // rstrip("0").rstrip(".")
+    if (n > 0 && tmp[n - 1] == '.') --n;
+    out.append(tmp, static_cast<size_t>(n));
+    out += unit;
+}
+
 void put_int(std::string& out, char kind, long long v) {
     char tmp[32];
     out += kind;
@@ -569,7 +593,9 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
     const Arg& name = a[0];
     if (name.n == 4 && ieq(name, "PING")) {
         if (!(mode & PING) || argc > 2) return STOP;
-        if (argc == 1)
+        if (mode & JSON)
+            out += ",\"ping\":\"pong\"";  // with or without a message, as cmd_ping
+        else if (argc == 1)
             out += "+PONG\r\n";
         else
             put_bulk(out, a[1].p, a[1].n);
@@ -616,18 +642,20 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         }
         col.grid->insert_obj(oid, lat, lon);
         Py_DECREF(oid);
-        if (!(mode & REPLAY)) out += "+OK\r\n";
+        if (!(mode & (REPLAY | JSON))) out += "+OK\r\n";
         cmd = C_SET;
         logged = true;
         return DONE;
     }
     if (name.n == 6 && ieq(name, "NEARBY")) {
-        if (!(mode & SEARCH) || run_nearby(a, argc, collections, plain, col, out) != DONE) return STOP;
+        if (!(mode & SEARCH) || (mode & JSON) || run_nearby(a, argc, collections, plain, col, out) != DONE)
+            return STOP;
         cmd = C_NEARBY;
         return DONE;
     }
     if (name.n == 4 && ieq(name, "SCAN")) {
-        if (!(mode & SEARCH) || run_scan(a, argc, collections, plain, col, out) != DONE) return STOP;
+        if (!(mode & SEARCH) || (mode & JSON) || run_scan(a, argc, collections, plain, col, out) != DONE)
+            return STOP;
         cmd = C_SCAN;
         return DONE;
     }
@@ -635,7 +663,7 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         if (!(mode & READ) || (argc != 3 && !(argc == 4 && ieq(a[3], "POINT")))) return STOP;
         if (!col.open(collections, a[1])) return STOP;
         if (col.col == nullptr) {
-            if (col.exists) return STOP;  // not the compiled index: Python answers
+            if (col.exists || (mode & JSON)) return STOP;  // another index / a JSON error: Python's
             out += "$-1\r\n";
             cmd = C_GET;
             return DONE;
@@ -648,14 +676,28 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         if (value == plain) found = col.grid->point_of(oid, lat, lon);
         Py_DECREF(oid);
         if (value == nullptr) {
-            if (PyErr_Occurred()) return STOP;
+            if (PyErr_Occurred() || (mode & JSON)) return STOP;  // JSON: "id not found" is Python's
             out += "$-1\r\n";
             cmd = C_GET;
             return DONE;
         }
         if (!found) return STOP;  // an Item: expiry, fields, other kinds are Python's
         std::string body;
-        if (argc == 3) {
+        if (mode & JSON) {  // commands/keys.py cmd_get's JSON body of a plain point
+            if (argc == 3) {
+                out += ",\"object\":{\"type\":\"Point\",\"coordinates\":[";
+                if (!put_num(out, lon)) return STOP;
+                out += ',';
+                if (!put_num(out, lat)) return STOP;
+                out += "]}";
+            } else {
+                out += ",\"point\":{\"lat\":";
+                if (!put_num(out, lat)) return STOP;
+                out += ",\"lon\":";
+                if (!put_num(out, lon)) return STOP;
+                out += '}';
+            }
+        } else if (argc == 3) {
             body = "{\"type\":\"Point\",\"coordinates\":[";
             if (!put_num(body, lon)) return STOP;
             body += ',';
@@ -676,9 +718,10 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         if (!(mode & WRITE) || argc != 3) return STOP;
         if (!col.open(collections, a[1])) return STOP;
         cmd = C_DEL;
+        const bool json = mode & JSON;  // {"ok":true} whether or not it deleted
         if (col.col == nullptr) {
             if (col.exists) return STOP;
-            out += ":0\r\n";  // no such key: nothing deleted, nothing logged
+            if (!json) out += ":0\r\n";  // no such key: nothing deleted, nothing logged
             return DONE;
         }
         PyObject* oid = text(a[2]);
@@ -687,7 +730,7 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         if (value == nullptr) {
             Py_DECREF(oid);
             if (PyErr_Occurred()) return STOP;
-            out += ":0\r\n";
+            if (!json) out += ":0\r\n";
             return DONE;
         }
         if (value != plain || PyDict_Size(col.items) <= 1) {  // an Item; or the last: Python drops the key
@@ -711,7 +754,7 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         col.grid->remove(py::reinterpret_borrow<py::str>(oid));
         col.weight -= 16 + PyUnicode_GET_LENGTH(oid);  // Collection._unindex of a plain point
         Py_DECREF(oid);
-        out += ":1\r\n";
+        if (!json) out += ":1\r\n";
         logged = true;
         return DONE;
     }
@@ -737,7 +780,8 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
     Counts counts;
     if (!counts_buf.is_none() && !counts.attach(counts_buf.ptr()))
         throw py::type_error("counts must be metrics.CoreCounts' bytearray");
-    std::string out, aof;
+    std::string out, aof, fields;  // fields: a JSON reply's members after "ok" (mode JSON)
+    const bool json = mode & JSON;
     Col col;
     int last = -1;
     long long done_count = 0;
@@ -753,8 +797,18 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
         bool logged = false;  // its record goes to the AOF (a SET, a DEL that deleted)
         const size_t mark = out.size();
         Outcome done = STOP;
+        fields.clear();
         try {  // a failure (memory, the index full) leaves this request to Python, keeping the rest
-            done = run_one(args, argc, mode, collections.ptr(), plain.ptr(), col, out, cmd, logged);
+            done = run_one(args, argc, mode, collections.ptr(), plain.ptr(), col, json ? fields : out, cmd,
+                           logged);
+            if (done == DONE && json) {  // output.py json_ok, as a RESP bulk (a JSON-mode RESP client)
+                std::string doc = "{\"ok\":true";
+                doc += fields;
+                doc += ",\"elapsed\":\"";
+                put_elapsed(doc, std::chrono::duration_cast<std::chrono::nanoseconds>(clock::now() - t0).count());
+                doc += "\"}";
+                put_bulk(out, doc.data(), doc.size());
+            }
         } catch (py::error_already_set& e) {
             e.restore();
         } catch (const std::exception&) {
@@ -840,5 +894,10 @@ void register_fastpath(py::module_& m) {
     m.def("replay_batch", &geocore::replay_batch, "AOF replay of plain SET records (src/core/fastpath.cpp)");
     m.attr("MERGE_IDS_AT") = geocore::MERGE_IDS_AT;
     m.attr("FASTPATH_MODES") = py::make_tuple(int{geocore::PING}, int{geocore::READ}, int{geocore::WRITE},
-                                              int{geocore::RECORD}, int{geocore::SEARCH});
+                                              int{geocore::RECORD}, int{geocore::SEARCH}, int{geocore::JSON});
+    m.def("elapsed_text", [](long long ns) {
+        std::string s;
+        geocore::put_elapsed(s, ns);
+        return py::bytes(s);
+    }, "output.py elapsed_text as the fast path writes it (UTF-8 bytes), for tests");
 }

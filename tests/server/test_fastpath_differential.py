@@ -8,6 +8,7 @@ followers) and the core's framing decisions in process."""
 from __future__ import annotations
 
 import random
+import re
 import socket
 import time
 from pathlib import Path
@@ -82,7 +83,17 @@ def random_request(rng: random.Random) -> bytes:
         return enc("SET", "new", oid, "POINT", 33, -115)  # a new key each time after DROP
     if r < 0.95:
         return enc("TIMEOUT", 1, "GET", key, oid)
+    if r < 0.97:  # JSON replies over RESP (pyle38's mode): the core writes PING/SET/GET/DEL ones
+        return enc("OUTPUT", rng.choice(["json", "JSON", "resp"]))
     return enc("SET", key, oid, "POINT", lat, lon, "z")  # arity / trailing token
+
+
+_ELAPSED = re.compile(rb'\$\d+\r\n(\{"ok":[^\r\n]*?),"elapsed":"[0-9.]+(?:ns|\xc2\xb5s|ms|s)"\}\r\n')
+
+
+def without_elapsed(replies: bytes) -> bytes:
+    """JSON bulks with their `elapsed` (and so their length) taken out: the rest must match."""
+    return _ELAPSED.sub(lambda m: b"J" + m.group(1) + b"}\r\n", replies)
 
 
 def exchange(sock: socket.socket, data: bytes, rng: random.Random) -> bytes:
@@ -111,7 +122,7 @@ def start(tmp_path: Path, name: str, fast: bool, args: list[str] | None = None) 
 @pytest.mark.parametrize("seed", range(6))
 def test_random_streams_match_the_python_path(tmp_path, seed):
     rng = random.Random(seed)
-    stream = b"".join(random_request(rng) for _ in range(600))
+    stream = b"".join(random_request(rng) for _ in range(600)) + enc("OUTPUT", "resp")
     servers = [start(tmp_path, "fast", True), start(tmp_path, "slow", False)]
     try:
         replies = []
@@ -123,7 +134,8 @@ def test_random_streams_match_the_python_path(tmp_path, seed):
             replies[-1] += exchange(sock, b"".join(enc("SCAN", k, "LIMIT", 1000, "POINTS") for k in set(KEYS))
                                     + b"".join(enc("STATS", k) for k in set(KEYS)), random.Random(seed))
             sock.close()
-        assert replies[0] == replies[1]
+        assert b'{"ok":true,"elapsed":"' in replies[0]  # JSON replies the core wrote
+        assert without_elapsed(replies[0]) == without_elapsed(replies[1])
         assert b"+OK" in replies[0]
         for s in servers:
             s.stop()
@@ -242,10 +254,33 @@ def test_core_framing_decisions_in_process():
     assert go(enc("SET", "new", "a", "POINT", 1, 1))[0] == 0  # a new key: Python creates it
     assert go(enc("SET", "fleet", "a", "POINT", "1_0", 1))[0] == 0
     assert go(enc("GET", "fleet", "a", "BOUNDS"))[0] == 0
+    # JSON output (a RESP connection after OUTPUT json): PING, SET, GET of a found point, DEL
+    json_batch = bytearray(enc("PING", "x") + sets + enc("GET", "fleet", "a")
+                           + enc("GET", "fleet", "a", "POINT") + enc("DEL", "fleet", "nope")
+                           + enc("GET", "fleet", "nope"))
+    end, replies, aof, last, done = run(json_batch, 0, cols, PLAIN, modes | fastpath.JSON, 100, 1000, 10000,
+                                        1 << 20, None)
+    assert done == 5 and fastpath.NAMES[last] == "del" and aof == sets  # a GET miss is an error: Python's
+    assert without_elapsed(replies) == (b'J{"ok":true,"ping":"pong"}\r\nJ{"ok":true}\r\n'
+                                        b'J{"ok":true,"object":{"type":"Point","coordinates":[-115,33]}}\r\n'
+                                        b'J{"ok":true,"point":{"lat":33,"lon":-115}}\r\nJ{"ok":true}\r\n')
+    assert run(bytearray(enc("SCAN", "fleet")), 0, cols, PLAIN, modes | fastpath.SEARCH | fastpath.JSON, 100,
+               1000, 10000, 1 << 20, None)[0] == 0  # JSON searches: Python's
     only_ping = run(bytearray(sets + enc("PING")), 0, cols, PLAIN, fastpath.PING, 100, 1000, 10000, 1000,
                     None)
     assert only_ping[0] == 0
     assert len(cols["fleet"]) == 1 and cols["fleet"].weight == 17
+
+
+def test_elapsed_text_matches_python():
+    """The `elapsed` of the core's JSON replies is formatted as output.py elapsed_text does."""
+    from geoserver.protocol.output import elapsed_text
+
+    rng = random.Random(3)
+    values = [0, 1, 999, 1000, 1001, 1500, 999_999, 1_000_000, 999_999_999, 10**9, 12_345_678_901]
+    values += [rng.randrange(10**k) for k in range(1, 13) for _ in range(2000)]
+    for ns in values:
+        assert fastpath._core.elapsed_text(ns).decode() == elapsed_text(ns), ns
 
 
 def test_number_formats_match_python():
