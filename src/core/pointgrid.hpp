@@ -485,7 +485,14 @@ public:
         if (!cells)  // every live slot: read in storage order, sorted as if read in slot order
             for (const Cell& c : cells_) scan(c);
         if (!sort) return;
-        if (cells)
+        if (cells && hits.size() <= INSERTION_SORT) {  // stable: an entry passes only greater terms
+            for (size_t i = 1; i < hits.size(); ++i) {
+                const auto x = hits[i];
+                size_t j = i;
+                for (; j > 0 && x.first < hits[j - 1].first; --j) hits[j] = hits[j - 1];
+                hits[j] = x;
+            }
+        } else if (cells)
             std::stable_sort(hits.begin(), hits.end(),
                              [](const auto& a, const auto& b) { return a.first < b.first; });
         else  // a stable sort of the slot-ordered hits by term = a sort by (term, slot)
@@ -514,7 +521,8 @@ public:
 
 private:
     static constexpr size_t PREFETCH_IDS = 128;  // ring_hits: hits whose slot and id are prefetched
-    static constexpr size_t LAG = 8;  // ring_hits: hits between a slot's record and its id object
+    static constexpr size_t LAG = 8;
+    static constexpr size_t INSERTION_SORT = 64;  // ring_hits: fewer hits are sorted by insertion  // ring_hits: hits between a slot's record and its id object
     static constexpr size_t CELL_BATCH = 16;  // each_cell: cells probed before their points are read
     static constexpr uint32_t CELL_HEAD = 12;  // each_cell: a cell's first points asked for (6 lines)
 
