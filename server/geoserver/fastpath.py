@@ -11,8 +11,9 @@ Handled in C++: `PING [message]`; `GET key id [POINT]` of a plain point or a mis
 `NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS] POINT lat lon meters` over a collection of points
 only; `SCAN key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS]` (OBJECTS, POINTS: while every row is a plain
 point). Replies are what the command table renders in RESP output mode; on a RESP connection in
-JSON output (OUTPUT json: pyle38, tile38-ts) only PING, SET, DEL and a GET that finds a plain point
-run, as `{"ok":true,...,"elapsed":"..."}` bulks (errors, searches: Python). A SET's (a deleting
+JSON output (OUTPUT json: pyle38, tile38-ts) PING, SET, DEL, a GET that finds a plain point and
+the searches above (rows whose ids orjson writes unescaped) run, as `{"ok":true,...,"elapsed":...}`
+bulks (errors: Python). A SET's (a deleting
 DEL's) AOF record is its request bytes, which the core accepts only in canonical RESP, i.e.
 exactly `encode_command(argv)`, and goes through the same AofLog buffer (group commit, fsync,
 followers, AOFSHRINK's capture).

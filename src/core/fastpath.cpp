@@ -377,6 +377,12 @@ void put_elapsed(std::string& out, long long ns) {
     out += unit;
 }
 
+void put_plain_int(std::string& out, long long v) {
+    char tmp[32];
+    const auto r = std::to_chars(tmp, tmp + sizeof tmp, v);
+    out.append(tmp, r.ptr);
+}
+
 void put_int(std::string& out, char kind, long long v) {
     char tmp[32];
     out += kind;
@@ -455,12 +461,88 @@ bool put_row(std::string& out, Output output, PyObject* id, double lat, double l
     return output == POINTS ? put_point_row(out, id, lat, lon) : put_object_row(out, id, lat, lon);
 }
 
+// A JSON string of an id orjson writes as is: printable ASCII without `"` or `\` (any other id
+// stops the request: Python escapes it).
+bool put_json_id(std::string& out, PyObject* id) {
+    if (!PyUnicode_IS_ASCII(id)) return false;
+    const char* p = static_cast<const char*>(PyUnicode_DATA(id));
+    const Py_ssize_t n = PyUnicode_GET_LENGTH(id);
+    for (Py_ssize_t k = 0; k < n; ++k)
+        if (p[k] < 0x20 || p[k] == 0x7f || p[k] == '"' || p[k] == '\\') return false;
+    out += '"';
+    out.append(p, static_cast<size_t>(n));
+    out += '"';
+    return true;
+}
+
+// The rows of a search reply (not COUNT): RESP `[cursor, [row ...]]` or, in JSON output,
+// search.py _reply_json's members `"ids"|"objects"|"points":[...],"count":n,"cursor":c` of plain
+// points (no fields: no "fields" member).
+struct Rows {
+    bool json;
+    Output output;
+    std::string body;
+    long long n = 0;
+
+    bool add(PyObject* id, double lat, double lon) {
+        if (!json) {
+            ++n;
+            return output == IDS ? put_id(body, id) : put_row(body, output, id, lat, lon);
+        }
+        if (n++) body += ',';
+        if (output == IDS) return put_json_id(body, id);
+        body += "{\"id\":";
+        if (!put_json_id(body, id)) return false;
+        if (output == OBJECTS) {
+            body += ",\"object\":{\"type\":\"Point\",\"coordinates\":[";
+            if (!put_num(body, lon)) return false;
+            body += ',';
+            if (!put_num(body, lat)) return false;
+            body += "]}}";
+        } else {
+            body += ",\"point\":{\"lat\":";
+            if (!put_num(body, lat)) return false;
+            body += ",\"lon\":";
+            if (!put_num(body, lon)) return false;
+            body += "}}";
+        }
+        return true;
+    }
+
+    void finish(std::string& out, long long cursor) const {
+        if (!json) {
+            out += "*2\r\n";
+            put_int(out, ':', cursor);
+            put_int(out, '*', n);
+            out += body;
+            return;
+        }
+        out += output == IDS ? ",\"ids\":[" : output == OBJECTS ? ",\"objects\":[" : ",\"points\":[";
+        out += body;
+        out += "],\"count\":";
+        put_plain_int(out, n);
+        out += ",\"cursor\":";
+        put_plain_int(out, cursor);
+    }
+};
+
+// COUNT's reply: `:n`, or in JSON `"count":n,"cursor":0` (a count's cursor is always 0).
+void put_count(std::string& out, bool json, long long count) {
+    if (!json) {
+        put_int(out, ':', count);
+        return;
+    }
+    out += ",\"count\":";
+    put_plain_int(out, count);
+    out += ",\"cursor\":0";
+}
+
 // NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS] POINT lat lon meters over a collection of points only, as
 // commands/search.py cmd_nearby runs it without filters, cursor or expiry: one ring when the
 // wanted rows cover the collection, else store/query.py knn's rings (the same first radius
 // from the same density, x4 each), collected until LIMIT rows.
 Outcome run_nearby(const Arg* a, int argc, PyObject* collections, PyObject* plain, Col& col,
-                   std::string& out) {
+                   std::string& out, bool json) {
     int i = 2;
     long long limit = -1;
     Output output = OBJECTS;
@@ -475,7 +557,10 @@ Outcome run_nearby(const Arg* a, int argc, PyObject* collections, PyObject* plai
     if (!col.open(collections, a[1])) return STOP;
     if (col.col == nullptr) {
         if (col.exists) return STOP;
-        out += counting ? ":0\r\n" : "*2\r\n:0\r\n*0\r\n";
+        if (counting)
+            put_count(out, json, 0);
+        else
+            Rows{json, output}.finish(out, 0);
         return DONE;
     }
     if (col.num_shapes() != 0) return STOP;
@@ -519,28 +604,23 @@ Outcome run_nearby(const Arg* a, int argc, PyObject* collections, PyObject* plai
         }
     }
     if (counting) {
-        put_int(out, ':', count);
+        put_count(out, json, count);
         return DONE;
     }
-    out += "*2\r\n";
-    put_int(out, ':', full ? pos : 0);
-    put_int(out, '*', static_cast<long long>(rows.size()));
+    Rows reply{json, output};
     for (const uint32_t s : rows) {
         PyObject* id = grid.id_at(s);
-        if (output == IDS) {
-            if (!put_id(out, id)) return STOP;
-            continue;
-        }
-        PyObject* value = PyDict_GetItemWithError(col.items, id);  // borrowed
-        if (value != plain || !put_row(out, output, id, grid.lat_at(s), grid.lon_at(s))) return STOP;
+        if (output != IDS && PyDict_GetItemWithError(col.items, id) != plain) return STOP;  // borrowed
+        if (!reply.add(id, grid.lat_at(s), grid.lon_at(s))) return STOP;
     }
+    reply.finish(out, full ? pos : 0);
     return DONE;
 }
 
 // SCAN key [LIMIT n] [IDS|COUNT|OBJECTS] over ids in order, every object a plain point (OBJECTS),
 // as commands/search.py cmd_scan runs it without filters, cursor or expiry.
 Outcome run_scan(const Arg* a, int argc, PyObject* collections, PyObject* plain, Col& col,
-                 std::string& out) {
+                 std::string& out, bool json) {
     int i = 2;
     long long limit = -1;
     Output output = OBJECTS;
@@ -550,13 +630,16 @@ Outcome run_scan(const Arg* a, int argc, PyObject* collections, PyObject* plain,
     if (!col.open(collections, a[1])) return STOP;
     if (col.col == nullptr) {
         if (col.exists) return STOP;
-        out += output == COUNT ? ":0\r\n" : "*2\r\n:0\r\n*0\r\n";
+        if (output == COUNT)
+            put_count(out, json, 0);
+        else
+            Rows{json, output}.finish(out, 0);
         return DONE;
     }
     const long long total = static_cast<long long>(PyDict_Size(col.items));
     const long long take = std::min(total, limit);
     if (output == COUNT) {
-        put_int(out, ':', take);
+        put_count(out, json, take);
         return DONE;
     }
     PyObject* ids = PyObject_CallMethod(col.items, "islice", "nn", static_cast<Py_ssize_t>(0),
@@ -565,24 +648,19 @@ Outcome run_scan(const Arg* a, int argc, PyObject* collections, PyObject* plain,
     Py_XDECREF(ids);
     if (list == nullptr) return STOP;
     const Py_ssize_t n = PyList_GET_SIZE(list);
-    out += "*2\r\n";
-    put_int(out, ':', take >= limit ? take : 0);
-    put_int(out, '*', n);
+    Rows reply{json, output};
     Outcome result = DONE;
     for (Py_ssize_t k = 0; k < n && result == DONE; ++k) {
         PyObject* id = PyList_GET_ITEM(list, k);
-        if (!PyUnicode_Check(id)) {
+        double lat = 0, lon = 0;
+        if (!PyUnicode_Check(id) ||
+            (output != IDS && (PyDict_GetItemWithError(col.items, id) != plain ||
+                               !col.grid->point_of(id, lat, lon))) ||
+            !reply.add(id, lat, lon))
             result = STOP;
-        } else if (output == IDS) {
-            if (!put_id(out, id)) result = STOP;
-        } else {
-            double lat, lon;
-            if (PyDict_GetItemWithError(col.items, id) != plain || !col.grid->point_of(id, lat, lon) ||
-                !put_row(out, output, id, lat, lon))
-                result = STOP;
-        }
     }
     Py_DECREF(list);
+    if (result == DONE) reply.finish(out, take >= limit ? take : 0);
     return result;
 }
 
@@ -648,13 +726,13 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         return DONE;
     }
     if (name.n == 6 && ieq(name, "NEARBY")) {
-        if (!(mode & SEARCH) || (mode & JSON) || run_nearby(a, argc, collections, plain, col, out) != DONE)
+        if (!(mode & SEARCH) || run_nearby(a, argc, collections, plain, col, out, mode & JSON) != DONE)
             return STOP;
         cmd = C_NEARBY;
         return DONE;
     }
     if (name.n == 4 && ieq(name, "SCAN")) {
-        if (!(mode & SEARCH) || (mode & JSON) || run_scan(a, argc, collections, plain, col, out) != DONE)
+        if (!(mode & SEARCH) || run_scan(a, argc, collections, plain, col, out, mode & JSON) != DONE)
             return STOP;
         cmd = C_SCAN;
         return DONE;
