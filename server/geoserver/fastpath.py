@@ -183,7 +183,7 @@ def advance(reader: RequestReader, end: int) -> None:
 
 
 def replayer(server: Server) -> Callable[[RequestReader], int] | None:
-    """For aof/loader.py: applies a run of plain-point SET records at the reader's position
+    """For aof/loader.py: applies a run of plain-point SET and DEL records at the reader's position
     into the server's dataset (as dispatch.apply_record would) and returns how many; None when
     the fast path is off."""
     if not ENABLED or _replay is None:

@@ -793,13 +793,14 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         return DONE;
     }
     if (name.n == 3 && ieq(name, "DEL")) {  // commands/keys.py cmd_del without ERRON404
-        if (!(mode & WRITE) || argc != 3) return STOP;
+        if (!(mode & (WRITE | REPLAY)) || argc != 3) return STOP;
         if (!col.open(collections, a[1])) return STOP;
         cmd = C_DEL;
         const bool json = mode & JSON;  // {"ok":true} whether or not it deleted
+        const bool quiet = json || (mode & REPLAY);
         if (col.col == nullptr) {
             if (col.exists) return STOP;
-            if (!json) out += ":0\r\n";  // no such key: nothing deleted, nothing logged
+            if (!quiet) out += ":0\r\n";  // no such key: nothing deleted, nothing logged
             return DONE;
         }
         PyObject* oid = text(a[2]);
@@ -808,7 +809,7 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         if (value == nullptr) {
             Py_DECREF(oid);
             if (PyErr_Occurred()) return STOP;
-            if (!json) out += ":0\r\n";
+            if (!quiet) out += ":0\r\n";
             return DONE;
         }
         if (value != plain || PyDict_Size(col.items) <= 1) {  // an Item; or the last: Python drops the key
@@ -832,7 +833,7 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         col.grid->remove(py::reinterpret_borrow<py::str>(oid));
         col.weight -= 16 + PyUnicode_GET_LENGTH(oid);  // Collection._unindex of a plain point
         Py_DECREF(oid);
-        if (!json) out += ":1\r\n";
+        if (!quiet) out += ":1\r\n";
         logged = true;
         return DONE;
     }
@@ -916,13 +917,13 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
     return result;
 }
 
-// replay_batch(buf, start, collections, plain) -> (end, records): AOF replay of a run of plain
-// `SET key id POINT lat lon` records into existing collections (aof/loader.py), as
-// dispatch.apply_record would apply them; stops at the first other record.
+// replay_batch(buf, start, collections, plain) -> (end, records): AOF replay (at start-up only:
+// aof/loader.py) of a run of plain `SET key id POINT lat lon` and `DEL key id` records into
+// existing collections, as dispatch.apply_record would apply them; stops at the first other one.
 py::tuple replay_batch(py::handle buf, size_t start, py::handle collections, py::handle plain) {
     constexpr size_t HUGE = size_t{1} << 40;  // the AOF holds what was acknowledged: no limits
     py::tuple r = execute_batch(buf, start, collections, plain, REPLAY, MAX_ARGS, HUGE, HUGE, HUGE, py::none());
-    return py::make_tuple(r[0], r[4]);  // REPLAY runs SET records only
+    return py::make_tuple(r[0], r[4]);
 }
 
 // execute_batch as a METH_FASTCALL function: called once per client read, where pybind11's

@@ -318,7 +318,7 @@ def test_number_formats_match_python():
 
 def test_replay_of_plain_sets_matches_the_python_loader(tmp_path):
     """aof/loader.py's fast replay (fastpath.replayer) against apply_record: runs of plain SETs
-    mixed with other records, moves, a new key mid-run, a torn final record."""
+    and DELs mixed with other records, moves, a new key mid-run, a torn final record."""
     rng = random.Random(11)
     records = [enc("SET", "fleet", "seed", "POINT", 1, 1)]
     for i in range(5000):
@@ -329,8 +329,8 @@ def test_replay_of_plain_sets_matches_the_python_loader(tmp_path):
             records.append(enc("set", "fleet", oid, "POINT", lat, lon))
         elif r < 0.85:
             records.append(enc("SET", "fleet", oid, "FIELD", "f", i, "POINT", 1, 2))
-        elif r < 0.9:
-            records.append(enc("DEL", "fleet", oid))
+        elif r < 0.9:  # a plain point, a miss, another kind, or a small key's last object
+            records.append(enc(rng.choice(["DEL", "del"]), rng.choice(["fleet", "fleet", f"k{i % 7}"]), oid))
         elif r < 0.95:
             records.append(enc("SET", f"k{i % 7}", oid, "POINT", 3, 4))
         else:
