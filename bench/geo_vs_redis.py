@@ -125,7 +125,7 @@ def wait_port(port: int, proc: subprocess.Popen, name: str, timeout: float = 20.
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
                 s.sendall(b"*1\r\n$4\r\nPING\r\n")
-                if s.recv(64).startswith(b"+PONG"):
+                if s.recv(128).startswith((b"+PONG", b"$")):  # $: a JSON reply (--output json)
                     return
         except OSError:
             time.sleep(0.05)
@@ -152,12 +152,15 @@ def label(core: str) -> str:
     return core.split("@", 1)[0]
 
 
+GEO_OUTPUT = ["resp"]  # --output json: geoservers reply in JSON (as pyle38 reads them)
+
+
 def start_geoserver(port: int, workdir: Path, aof: bool, core: str = "cpp",
                     extra_env: dict[str, str] | None = None) -> subprocess.Popen:
     persistence = ["--appendonly", "yes", "--appendfsync", "everysec"] if aof else ["--appendonly", "no"]
     name = label(core)
     cmd = [*pin(0), sys.executable, "-m", "geoserver", "--host", "127.0.0.1", "--port", str(port),
-           "--dir", str(workdir / f"geo-{name}"), "-q", *persistence]
+           "--dir", str(workdir / f"geo-{name}"), "-q", *persistence, "--output", GEO_OUTPUT[0]]
     env = {**os.environ, **core_env(core), **(extra_env or {})}
     log = open(workdir / f"geo-{name}.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, env=env)
@@ -209,7 +212,9 @@ def load(port: int, commands: list[list[str]]) -> float:
                 lines = buf.split(b"\r\n")
                 buf = lines.pop()
                 for line in lines:
-                    if line.startswith(b"-"):
+                    if line.startswith(b"$"):  # a JSON reply's bulk header (--output json)
+                        continue
+                    if line.startswith(b"-") or line.startswith(b'{"ok":false'):
                         raise SystemExit(f"load failed: {line.decode()}")
                     seen += 1
     return time.perf_counter() - started
@@ -315,7 +320,8 @@ def render(results: list[Result], args: argparse.Namespace, env: str) -> str:
     pinned = "servers on CPU 0, redis-benchmark on CPU 1" if pin(0) else "not pinned"
     lines = [
         f"Run: `python bench/geo_vs_redis.py{' --quick' if args.quick else ''}"
-        f"{' --aof' if args.aof else ''} --cores {args.cores} --repeats {args.repeats}` "
+        f"{' --aof' if args.aof else ''}{' --output json' if args.output == 'json' else ''}"
+        f" --cores {args.cores} --repeats {args.repeats}` "
         f"({time.strftime('%Y-%m-%d')}; {mode}; {POINTS // 1000}k points loaded; {CLIENTS} clients; "
         f"{args.requests} requests per SET/GET run, {args.nearby_requests} per NEARBY/OBJECTS/SCAN run; "
         f"{pinned}; "
@@ -366,9 +372,13 @@ def main() -> None:
                         "label@/path/to/_core.so")
     p.add_argument("--workloads", default=ALL_WORKLOADS, help=f"comma-separated, of {ALL_WORKLOADS}")
     p.add_argument("--repeats", type=int, default=3, help="alternating repeats per measurement")
+    p.add_argument("--output", choices=("resp", "json"), default="resp",
+                   help="geoservers' reply format (json: every reply a JSON bulk, as pyle38 and "
+                        "tile38-ts read them; redis stays RESP)")
     p.add_argument("--baseline-src", type=Path, default=None,
                    help="also run the geoserver of another checkout (its server/ first on PYTHONPATH)")
     args = p.parse_args()
+    GEO_OUTPUT[0] = args.output
     args.requests = args.requests or (20_000 if args.quick else 200_000)
     args.nearby_requests = args.nearby_requests or (10_000 if args.quick else 60_000)
     specs = args.cores.split(",")
