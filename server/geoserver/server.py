@@ -490,6 +490,8 @@ class Client(asyncio.Protocol):
             self.server.pubsub.drop(self.subscriber)
         if self.live is not None:
             self.server.fences.remove_live(self.live)
+        if self in self.server.monitors or self.live is not None:  # others may run fast again
+            self.server.gate_version += 1
         self.server.monitors.discard(self)
         if self.stream is not None:
             self.stream.close("follower disconnected")

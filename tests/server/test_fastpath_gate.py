@@ -141,3 +141,37 @@ def test_fast_batch_pauses_while_replies_go_unread(make_server) -> None:
         for _ in range(n):
             assert slow.read_frame().startswith(b"*2\r\n:100\r\n*100\r\n$10\r\ntruck00000")
         assert slow.call("PING") == "PONG"
+
+
+def test_a_monitor_leaving_lets_others_run_fast_again() -> None:
+    """In process (a Server and two Clients over a stub transport, no socket: the gate is
+    internal state): MONITOR turns every connection's gate off, and its connection closing
+    turns it back on although no command ran since."""
+    import asyncio
+
+    from geoserver import fastpath
+    from geoserver.config import ServerConfig
+    from geoserver.server import Client, Server
+
+    class Transport(asyncio.Transport):
+        def get_extra_info(self, name: str, default: object = None) -> object:
+            return ("127.0.0.1", 1) if name == "peername" else default
+
+        def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+            pass
+
+    async def run() -> None:
+        config = ServerConfig()
+        config.appendonly = False
+        server = Server(config)
+        writer, monitor = Client(server), Client(server)
+        for c in (writer, monitor):
+            c.connection_made(Transport())
+        assert fastpath.modes(server, writer) & fastpath.WRITE
+        server.monitors.add(monitor)  # what MONITOR does, through the command table
+        server.gate_version += 1
+        assert fastpath.modes(server, writer) == 0
+        monitor.connection_lost(None)
+        assert fastpath.modes(server, writer) & fastpath.WRITE
+
+    asyncio.run(run())
