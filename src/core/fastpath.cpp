@@ -433,12 +433,29 @@ bool parse_head(const Arg* a, int argc, int& i, long long& limit, Output& output
 }
 
 // One OBJECTS row of a plain point: [id, its GeoJSON text] (search.py _resp_row, json_text).
+// A plain point's GeoJSON text (GeoObject.json_text), and its JSON `{"lat":..,"lon":..}`
+// (replies.point_json): the two renderings every reply of a point is made of.
+bool put_geojson(std::string& out, double lat, double lon) {
+    out += "{\"type\":\"Point\",\"coordinates\":[";
+    if (!put_num(out, lon)) return false;
+    out += ',';
+    if (!put_num(out, lat)) return false;
+    out += "]}";
+    return true;
+}
+
+bool put_latlon(std::string& out, double lat, double lon) {
+    out += "{\"lat\":";
+    if (!put_num(out, lat)) return false;
+    out += ",\"lon\":";
+    if (!put_num(out, lon)) return false;
+    out += '}';
+    return true;
+}
+
 bool put_object_row(std::string& out, PyObject* id, double lat, double lon) {
-    std::string body = "{\"type\":\"Point\",\"coordinates\":[";
-    if (!put_num(body, lon)) return false;
-    body += ',';
-    if (!put_num(body, lat)) return false;
-    body += "]}";
+    std::string body;
+    if (!put_geojson(body, lat, lon)) return false;
     out += "*2\r\n";
     if (!put_id(out, id)) return false;
     put_bulk(out, body.data(), body.size());
@@ -493,19 +510,9 @@ struct Rows {
         if (output == IDS) return put_json_id(body, id);
         body += "{\"id\":";
         if (!put_json_id(body, id)) return false;
-        if (output == OBJECTS) {
-            body += ",\"object\":{\"type\":\"Point\",\"coordinates\":[";
-            if (!put_num(body, lon)) return false;
-            body += ',';
-            if (!put_num(body, lat)) return false;
-            body += "]}}";
-        } else {
-            body += ",\"point\":{\"lat\":";
-            if (!put_num(body, lat)) return false;
-            body += ",\"lon\":";
-            if (!put_num(body, lon)) return false;
-            body += "}}";
-        }
+        body += output == OBJECTS ? ",\"object\":" : ",\"point\":";
+        if (!(output == OBJECTS ? put_geojson(body, lat, lon) : put_latlon(body, lat, lon))) return false;
+        body += '}';
         return true;
     }
 
@@ -762,25 +769,10 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         if (!found) return STOP;  // an Item: expiry, fields, other kinds are Python's
         std::string body;
         if (mode & JSON) {  // commands/keys.py cmd_get's JSON body of a plain point
-            if (argc == 3) {
-                out += ",\"object\":{\"type\":\"Point\",\"coordinates\":[";
-                if (!put_num(out, lon)) return STOP;
-                out += ',';
-                if (!put_num(out, lat)) return STOP;
-                out += "]}";
-            } else {
-                out += ",\"point\":{\"lat\":";
-                if (!put_num(out, lat)) return STOP;
-                out += ",\"lon\":";
-                if (!put_num(out, lon)) return STOP;
-                out += '}';
-            }
+            out += argc == 3 ? ",\"object\":" : ",\"point\":";
+            if (!(argc == 3 ? put_geojson(out, lat, lon) : put_latlon(out, lat, lon))) return STOP;
         } else if (argc == 3) {
-            body = "{\"type\":\"Point\",\"coordinates\":[";
-            if (!put_num(body, lon)) return STOP;
-            body += ',';
-            if (!put_num(body, lat)) return STOP;
-            body += "]}";
+            if (!put_geojson(body, lat, lon)) return STOP;
             put_bulk(out, body.data(), body.size());
         } else {
             std::string b;
