@@ -130,46 +130,41 @@ def serve(client: Client, data: bytes, budget: int) -> tuple[bytes, int, bool]:
     """Run a read straight from the socket while the reader holds nothing (every unpipelined
     request): (replies, bytes of `data` consumed, whether their writes were appended to the
     AOF). The caller feeds what was not consumed to the reader; no copy, no framing state."""
-    if not data or data[0] != 0x2A:  # `*`: only RESP arrays
-        return b"", 0, False
-    server = client.server
-    mode = modes(server, client)
-    if not mode:
-        return b"", 0, False
-    limits = client.reader.limits
-    end, replies, aof, last, _ = _execute(data, 0, server.db.collections, PLAIN, mode,
-                                          limits.max_args, limits.max_bulk, limits.max_request,
-                                          budget, server.metrics.core.buf)
-    if end:
-        if aof:
-            server.aof.append(aof)  # type: ignore[union-attr]  # RECORD is set only with an AOF
-        client.last_cmd = NAMES[last]
-    return replies, end, bool(aof)
+    end, replies, logged = _run_core(client, data, 0, budget)
+    return replies, end, logged
 
 
 def run(client: Client, budget: int) -> bytes:
     """Run the client's buffered requests from the reader's position while the core handles
     them; returns their replies (b"": none ran) and leaves the reader at the next request."""
     reader = client.reader
-    buf, pos = reader._buf, reader._pos
-    if pos >= len(buf) or buf[pos] != 0x2A:  # `*`: only RESP arrays
-        return b""
-    server = client.server
-    mode = modes(server, client)
-    if not mode:
-        return b""
-    limits = reader.limits
-    end, replies, aof, last, _ = _execute(buf, pos, server.db.collections, PLAIN, mode,
-                                          limits.max_args, limits.max_bulk, limits.max_request,
-                                          budget, server.metrics.core.buf)
+    pos = reader._pos
+    end, replies, _ = _run_core(client, reader._buf, pos, budget)
     if end == pos:
         return b""
     advance(reader, end)
-    if aof:
-        server.aof.append(aof)  # type: ignore[union-attr]  # RECORD is set only with an AOF
-    client.last_cmd = NAMES[last]
     client.request_since = client.last_active
     return replies
+
+
+def _run_core(client: Client, buf: bytes | bytearray, pos: int, budget: int) -> tuple[int, bytes, bool]:
+    """`_core.execute_batch` from `buf[pos]` under the client's modes and frame limits:
+    (where it stopped, the replies, whether records went to the AOF), the records appended."""
+    if pos >= len(buf) or buf[pos] != 0x2A:  # `*`: only RESP arrays
+        return pos, b"", False
+    server = client.server
+    mode = modes(server, client)
+    if not mode:
+        return pos, b"", False
+    limits = client.reader.limits
+    end, replies, aof, last, _ = _execute(buf, pos, server.db.collections, PLAIN, mode,
+                                          limits.max_args, limits.max_bulk, limits.max_request,
+                                          budget, server.metrics.core.buf)
+    if end != pos:
+        if aof:
+            server.aof.append(aof)  # type: ignore[union-attr]  # RECORD is set only with an AOF
+        client.last_cmd = NAMES[last]
+    return end, replies, bool(aof)
 
 
 def advance(reader: RequestReader, end: int) -> None:
