@@ -62,33 +62,23 @@ class CoreCounts:
 
     def __init__(self, names: tuple[str, ...]) -> None:
         self.names = names
-        nb = len(_BUCKETS_NS)
-        self._first = 1 + nb  # where the first command's row starts
-        self._width = nb + 3
-        self.buf = bytearray(8 * (self._first + self._width * len(names)))
-        self._view = memoryview(self.buf).cast("q")
-        self._view[: self._first] = memoryview(bytes(_pack_counts(nb, *_BUCKETS_NS))).cast("q")
+        header = struct.pack(f"{1 + len(_BUCKETS_NS)}q", len(_BUCKETS_NS), *_BUCKETS_NS)
+        self._row = struct.Struct(f"{len(_BUCKETS_NS) + 3}q")  # count, ns, the buckets
+        self._first = len(header)  # byte offset of the first command's row
+        self.buf = bytearray(header) + bytearray(self._row.size * len(names))
 
     def fold_into(self, by_command: defaultdict[str, _CommandStats]) -> None:
-        view, width = self._view, self._width
+        row_format, buf = self._row, self.buf
         for i, name in enumerate(self.names):
-            at = self._first + i * width
-            if not view[at]:
+            at = self._first + i * row_format.size
+            row = row_format.unpack_from(buf, at)
+            if not row[0]:
                 continue
-            row = view[at: at + width].tolist()
-            view[at: at + width] = self._zeros(width)
+            buf[at: at + row_format.size] = bytes(row_format.size)  # the core counts from zero again
             stats = by_command[name]
             stats.ok += row[0]
             stats.total_ns += row[1]
             stats.buckets = [a + b for a, b in zip(stats.buckets, row[2:], strict=True)]
-
-    @staticmethod
-    def _zeros(width: int) -> memoryview:
-        return memoryview(bytes(8 * width)).cast("q")
-
-
-def _pack_counts(*values: int) -> bytes:
-    return struct.pack(f"{len(values)}q", *values)
 
 
 class GcClock:
