@@ -17,26 +17,21 @@ from helpers import GeoServer
 from wire import Wire, encode
 
 
-def ask(sock: socket.socket, data: bytes, replies: int) -> bytes:
-    """Send `data` and read until `replies` CRLF-ended simple replies arrived."""
-    sock.sendall(data)
-    got = b""
-    while got.count(b"\r\n") < replies:
-        chunk = sock.recv(65536)
-        assert chunk, got
-        got += chunk
-    return got
+def ask(w: Wire, data: bytes, replies: int) -> bytes:
+    """Send `data` and return the next `replies` reply frames, joined."""
+    w.send(data)
+    return b"".join(w.read_frame() for _ in range(replies))
 
 
 def test_another_connections_config_set_requirepass_reaches_a_fast_connection(server: GeoServer) -> None:
-    sock = socket.create_connection(("127.0.0.1", server.port))
-    assert ask(sock, encode("SET", "fleet", "a", "POINT", 33, -115), 1) == b"+OK\r\n"
-    assert ask(sock, encode("SET", "fleet", "b", "POINT", 33, -115), 1) == b"+OK\r\n"  # the fast path's
+    w = Wire(server.port)
+    assert ask(w, encode("SET", "fleet", "a", "POINT", 33, -115), 1) == b"+OK\r\n"
+    assert ask(w, encode("SET", "fleet", "b", "POINT", 33, -115), 1) == b"+OK\r\n"  # the fast path's
     server.client().config_set("requirepass", "pw")
-    got = ask(sock, encode("SET", "fleet", "c", "POINT", 33, -115), 1)
+    got = ask(w, encode("SET", "fleet", "c", "POINT", 33, -115), 1)
     assert got.startswith(b"-") and b"auth" in got.lower()
-    assert ask(sock, encode("GET", "fleet", "a"), 1).startswith(b"-")
-    assert ask(sock, encode("AUTH", "pw") + encode("GET", "fleet", "a", "POINT"), 6) == \
+    assert ask(w, encode("GET", "fleet", "a"), 1).startswith(b"-")
+    assert ask(w, encode("AUTH", "pw") + encode("GET", "fleet", "a", "POINT"), 2) == \
         b"+OK\r\n*2\r\n$2\r\n33\r\n$4\r\n-115\r\n"
 
 
@@ -47,12 +42,12 @@ def test_memory_sampler_turns_fast_writes_into_oom(server: GeoServer) -> None:
     c.execute_command("SET", "fleet", "seed", "POINT", 1, 1)
     rss = server.stats()["mem_alloc"]
     c.config_set("maxmemory", str(rss + 40 * 1024 * 1024))
-    sock = socket.create_connection(("127.0.0.1", server.port))
+    w = Wire(server.port)
     pad = "x" * 300
     refused = b""
     for batch in range(400):  # ~400 B an object: past the limit within ~100k objects
         data = b"".join(encode("SET", "fleet", f"{pad}{batch}-{i}", "POINT", 33, -115) for i in range(500))
-        got = ask(sock, data, 500)
+        got = ask(w, data, 500)
         if b"-" in got:
             refused = got
             break
@@ -64,25 +59,25 @@ def test_memory_sampler_turns_fast_writes_into_oom(server: GeoServer) -> None:
 def test_lease_given_by_another_connection_lapses_for_a_fast_connection(server: GeoServer) -> None:
     """The lease is granted on one connection and lapses on the clock alone; the writer's own
     connection sends only SETs."""
-    sock = socket.create_connection(("127.0.0.1", server.port))
-    assert ask(sock, encode("SET", "fleet", "a", "POINT", 33, -115), 1) == b"+OK\r\n"
+    w = Wire(server.port)
+    assert ask(w, encode("SET", "fleet", "a", "POINT", 33, -115), 1) == b"+OK\r\n"
     server.client().execute_command("LEASE", 1, 400)
-    assert ask(sock, encode("SET", "fleet", "b", "POINT", 33, -115), 1) == b"+OK\r\n"
+    assert ask(w, encode("SET", "fleet", "b", "POINT", 33, -115), 1) == b"+OK\r\n"
     time.sleep(0.5)
-    got = ask(sock, encode("SET", "fleet", "c", "POINT", 33, -115), 1)
+    got = ask(w, encode("SET", "fleet", "c", "POINT", 33, -115), 1)
     assert got.startswith(b"-LEASE"), got
     server.client().execute_command("LEASE", 2, 10_000)
-    assert ask(sock, encode("SET", "fleet", "c", "POINT", 33, -115), 1) == b"+OK\r\n"
+    assert ask(w, encode("SET", "fleet", "c", "POINT", 33, -115), 1) == b"+OK\r\n"
 
 
 def test_fast_connections_commands_are_counted(server: GeoServer) -> None:
     """The core counts what it runs into metrics.CoreCounts: INFO and /metrics see them."""
     c = server.client()
     before = c.info("stats")["total_commands_processed"]  # counted once it has replied
-    sock = socket.create_connection(("127.0.0.1", server.port))
-    ask(sock, encode("SET", "fleet", "a", "POINT", 33, -115), 1)  # a new key: the table's
-    ask(sock, b"".join(encode("GET", "fleet", "a", "POINT") for _ in range(25)), 25 * 5)
-    ask(sock, b"".join(encode("PING") for _ in range(10)), 10)
+    w = Wire(server.port)
+    ask(w, encode("SET", "fleet", "a", "POINT", 33, -115), 1)  # a new key: the table's
+    ask(w, b"".join(encode("GET", "fleet", "a", "POINT") for _ in range(25)), 25)
+    ask(w, b"".join(encode("PING") for _ in range(10)), 10)
     assert c.info("stats")["total_commands_processed"] - before == 1 + 1 + 25 + 10
     with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/metrics", timeout=10) as r:
         assert 'tile38_cmd_total{cmd="get",result="ok"} 25.0' in r.read().decode()
