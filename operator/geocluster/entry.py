@@ -23,7 +23,28 @@ def main() -> None:
         signal.signal(signal.SIGINT, previous)
     if interrupted:
         sys.exit(130)
+    sys.exit(_run(cli.cli))
+
+
+def _run(group) -> int:
+    """Run the CLI as click's standalone mode would, except that a Ctrl-C is status 130.
+
+    Standalone click turns a KeyboardInterrupt into "Aborted!" and status 1, so a Ctrl-C after
+    the imports but before `up` installs its signal handlers (while it reads the manifest or
+    takes the state dir's lock) looked like a failure.
+    """
+    import click
+
     try:
-        cli.cli()
+        code = group.main(standalone_mode=False)
     except KeyboardInterrupt:
-        sys.exit(130)
+        return 130
+    except click.exceptions.Abort as exc:
+        if isinstance(exc.__cause__, KeyboardInterrupt):  # click already ended the ^C line
+            return 130
+        click.echo("Aborted!", err=True)
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    return code if isinstance(code, int) else 0  # commands return None, or an Exit's code

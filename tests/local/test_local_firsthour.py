@@ -233,7 +233,30 @@ def test_ctrl_c_in_the_first_second_is_one_line(tmp_path, after):
     up.send_signal(signal.SIGINT)
     _, err = up.communicate(timeout=30)
     assert "Traceback" not in err, err
-    assert up.returncode in (0, 130, -signal.SIGINT)
+    assert up.returncode in (0, 130, -signal.SIGINT), err
+
+
+INTERRUPT_WHILE_READING_THE_MANIFEST = """
+import os, signal
+from geocluster import entry, local_cli
+real = local_cli.load_manifest
+def interrupted(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGINT)
+    return real(*args, **kwargs)
+local_cli.load_manifest = interrupted
+entry.main()
+"""
+
+
+def test_ctrl_c_after_the_imports_and_before_the_handlers_is_130(tmp_path):
+    """The window a timed Ctrl-C hits on a loaded machine: click has started and `up` has not
+    installed its handlers. Standalone click made that "Aborted!" and status 1."""
+    out = subprocess.run([sys.executable, "-c", INTERRUPT_WHILE_READING_THE_MANIFEST, "up", "--no-live",
+                          "--state-dir", str(tmp_path / "s"), "--port", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert (out.returncode, out.stdout) == (130, ""), out.stderr
+    assert "Traceback" not in out.stderr and "Aborted" not in out.stderr, out.stderr
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
 
 
 def test_view_says_what_happened_to_repairs():
