@@ -23,10 +23,10 @@ def main() -> None:
         signal.signal(signal.SIGINT, previous)
     if interrupted:
         sys.exit(130)
-    sys.exit(_run(cli.cli))
+    sys.exit(run_click(cli.cli))
 
 
-def _run(group) -> int:
+def run_click(command, **extra) -> int:
     """Run the CLI as click's standalone mode would, except that a Ctrl-C is status 130.
 
     Standalone click turns a KeyboardInterrupt into "Aborted!" and status 1, so a Ctrl-C after
@@ -36,7 +36,7 @@ def _run(group) -> int:
     import click
 
     try:
-        code = group.main(standalone_mode=False)
+        code = command.main(standalone_mode=False, **extra)
     except KeyboardInterrupt:
         return 130
     except click.exceptions.Abort as exc:

@@ -40,6 +40,7 @@ import click  # noqa: E402
 import yaml  # noqa: E402
 
 from . import resources as res  # noqa: E402
+from .entry import run_click  # noqa: E402
 from .spec import GEOSERVER_PORT, GROUP, PLURAL, VERSION, MetricsSpec, SecretKeyRef, parse_spec  # noqa: E402
 
 if _previous is not None:
@@ -684,7 +685,4 @@ def main() -> None:
     """Console-script entry point (``kubectl-geocluster``, found by kubectl on $PATH)."""
     if _interrupted:  # Ctrl-C while this module imported
         sys.exit(130)
-    try:
-        cli(prog_name="kubectl geocluster")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(run_click(cli, prog_name="kubectl geocluster"))
