@@ -14,6 +14,7 @@
 #include <limits>
 #include <new>
 #include <stdexcept>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -44,69 +45,77 @@ inline int64_t block_of(int64_t cy, int64_t cx) { return key_of(cy >> COARSE_SHI
 
 using Slots = py::array_t<int64_t, py::array::c_style | py::array::forcecast>;
 
-// A vector of uint32 that holds up to two values inline (no allocation): with sparse data a cell
-// holds one slot and a block one or two cells. 16 bytes; movable, not copyable.
-class SmallVec {
+// A vector of trivially copyable T whose first `Inline` values live in the object (no
+// allocation: with sparse data most cells hold one point and most blocks one or two cells);
+// beyond that on the heap, grown to 4, then by ~1.5x. Movable, not copyable; order is kept by
+// push_back and changed only by the caller's swap-removal (at(i) = back(); pop_back()).
+template <class T, uint32_t Inline>
+class InlineVec {
+    static_assert(std::is_trivially_copyable_v<T>);
+
 public:
-    SmallVec() = default;
-    SmallVec(const SmallVec&) = delete;
-    SmallVec& operator=(const SmallVec&) = delete;
-    SmallVec(SmallVec&& o) noexcept : size_(o.size_), cap_(o.cap_), u_(o.u_) {
+    InlineVec() = default;
+    InlineVec(const InlineVec&) = delete;
+    InlineVec& operator=(const InlineVec&) = delete;
+    InlineVec(InlineVec&& o) noexcept : size_(o.size_), cap_(o.cap_), u_(o.u_) {
         o.size_ = 0;
-        o.cap_ = INLINE;
+        o.cap_ = Inline;
     }
-    SmallVec& operator=(SmallVec&& o) noexcept {
+    InlineVec& operator=(InlineVec&& o) noexcept {
         if (this != &o) {
             release();
             size_ = o.size_;
             cap_ = o.cap_;
             u_ = o.u_;
             o.size_ = 0;
-            o.cap_ = INLINE;
+            o.cap_ = Inline;
         }
         return *this;
     }
-    ~SmallVec() { release(); }
+    ~InlineVec() { release(); }
 
     uint32_t size() const { return size_; }
     bool empty() const { return size_ == 0; }
-    const uint32_t* begin() const { return cap_ > INLINE ? u_.heap : u_.inl; }
-    const uint32_t* end() const { return begin() + size_; }
-    uint32_t back() const { return begin()[size_ - 1]; }
+    const T* begin() const { return cap_ > Inline ? u_.heap : u_.inl; }
+    const T* end() const { return begin() + size_; }
+    const T& operator[](uint32_t i) const { return begin()[i]; }
+    T& at(uint32_t i) { return mut()[i]; }
+    const T& back() const { return begin()[size_ - 1]; }
     void pop_back() { --size_; }
-    void set(uint32_t i, uint32_t v) { mut()[i] = v; }
     void reserve_one() {  // after it, one push_back cannot fail
         if (size_ == cap_) grow();
     }
-    void push_back(uint32_t v) {
+    void push_back(const T& v) {
         reserve_one();
         mut()[size_++] = v;
     }
 
 private:
-    static constexpr uint32_t INLINE = 2;
-    uint32_t* mut() { return cap_ > INLINE ? u_.heap : u_.inl; }
+    T* mut() { return cap_ > Inline ? u_.heap : u_.inl; }
     void grow() {
         if (cap_ > (uint32_t{1} << 30)) throw std::length_error("cell is full");
-        const uint32_t cap = cap_ * 2;
-        auto* p = static_cast<uint32_t*>(std::malloc(sizeof(uint32_t) * cap));
+        const uint32_t cap = cap_ < 4 ? 4 : cap_ + cap_ / 2;
+        auto* p = static_cast<T*>(std::malloc(sizeof(T) * cap));
         if (p == nullptr) throw std::bad_alloc();
-        std::memcpy(p, begin(), sizeof(uint32_t) * size_);
+        std::memcpy(static_cast<void*>(p), begin(), sizeof(T) * size_);
         release();
         u_.heap = p;
         cap_ = cap;
     }
     void release() {
-        if (cap_ > INLINE) std::free(u_.heap);
+        if (cap_ > Inline) std::free(u_.heap);
     }
-    uint32_t size_ = 0, cap_ = INLINE;
+    uint32_t size_ = 0, cap_ = Inline;
     union U {
-        uint32_t inl[INLINE];
-        uint32_t* heap;
+        T inl[Inline];
+        T* heap;
     } u_{};
 };
 
-// int64 key -> V (uint32, or a block's SmallVec held in place): open addressing, linear probing,
+// A block's occupied cells (entries of the cell pool): 16 bytes.
+using BlockCells = InlineVec<uint32_t, 2>;
+
+// int64 key -> V (uint32, or a block's BlockCells held in place): open addressing, linear probing,
 // backward-shift deletion (no tombstones), load <= 1/2. Four consecutive keys (cell or block
 // columns of one row) share a group of four entries, so a row of a query box reads a few cache
 // lines instead of one per key. Values move on insert and erase: hold no pointer across them.
@@ -194,69 +203,9 @@ struct Entry {
     uint32_t slot;
 };
 
-// A cell's points, contiguous (a ring scan reads one array per cell): one entry inline (no
-// allocation for the one-point cells of sparse data), else on the heap, grown by ~1.5x. 40 bytes;
-// movable, not copyable. Entry order is the bucket order the twin keeps (appends, swap-removal).
-class Bucket {
-public:
-    Bucket() = default;
-    Bucket(const Bucket&) = delete;
-    Bucket& operator=(const Bucket&) = delete;
-    Bucket(Bucket&& o) noexcept : size_(o.size_), cap_(o.cap_), u_(o.u_) {
-        o.size_ = 0;
-        o.cap_ = INLINE;
-    }
-    Bucket& operator=(Bucket&& o) noexcept {
-        if (this != &o) {
-            release();
-            size_ = o.size_;
-            cap_ = o.cap_;
-            u_ = o.u_;
-            o.size_ = 0;
-            o.cap_ = INLINE;
-        }
-        return *this;
-    }
-    ~Bucket() { release(); }
-
-    uint32_t size() const { return size_; }
-    bool empty() const { return size_ == 0; }
-    const Entry* begin() const { return cap_ > INLINE ? u_.heap : &u_.inl; }
-    const Entry* end() const { return begin() + size_; }
-    const Entry& operator[](uint32_t i) const { return begin()[i]; }
-    Entry& at(uint32_t i) { return mut()[i]; }
-    const Entry& back() const { return begin()[size_ - 1]; }
-    void pop_back() { --size_; }
-    void reserve_one() {  // after it, one push_back cannot fail
-        if (size_ == cap_) grow();
-    }
-    void push_back(const Entry& e) {
-        reserve_one();
-        mut()[size_++] = e;
-    }
-
-private:
-    static constexpr uint32_t INLINE = 1;
-    Entry* mut() { return cap_ > INLINE ? u_.heap : &u_.inl; }
-    void grow() {
-        if (cap_ > (uint32_t{1} << 30)) throw std::length_error("cell is full");
-        const uint32_t cap = cap_ < 4 ? 4 : cap_ + cap_ / 2;
-        auto* p = static_cast<Entry*>(std::malloc(sizeof(Entry) * cap));
-        if (p == nullptr) throw std::bad_alloc();
-        std::memcpy(static_cast<void*>(p), begin(), sizeof(Entry) * size_);
-        release();
-        u_.heap = p;
-        cap_ = cap;
-    }
-    void release() {
-        if (cap_ > INLINE) std::free(u_.heap);
-    }
-    uint32_t size_ = 0, cap_ = INLINE;
-    union U {
-        Entry inl;
-        Entry* heap;
-    } u_{};
-};
+// A cell's points, contiguous (a ring scan reads one array per cell), one inline: 40 bytes.
+// Entry order is the bucket order the twin keeps (appends, swap-removal).
+using Bucket = InlineVec<Entry, 1>;
 
 struct Cell {
     Bucket pts;  // empty: a free entry of the pool
@@ -616,8 +565,8 @@ private:
     // failure (allocation) leaves at most an empty block list or an unused pool entry.
     uint32_t new_cell(int64_t cy, int64_t cx, int64_t key) {
         const int64_t bkey = block_of(cy, cx);
-        SmallVec* block = blocks_.find(bkey);
-        if (block == nullptr) block = &blocks_.insert(bkey, SmallVec());
+        BlockCells* block = blocks_.find(bkey);
+        if (block == nullptr) block = &blocks_.insert(bkey, BlockCells());
         block->reserve_one();
         const uint32_t ci = take(cells_, cell_free_);
         cell_index_.insert(key, ci);  // another map: `block` stays valid
@@ -674,11 +623,11 @@ private:
     void leave_block(uint32_t ci) {
         const Cell& cell = cells_[ci];
         const int64_t bkey = block_of(cell.cy, cell.cx);
-        SmallVec& block = *blocks_.find(bkey);
+        BlockCells& block = *blocks_.find(bkey);
         const uint32_t last = block.back();
         block.pop_back();
         if (last != ci) {
-            block.set(cell.pos, last);
+            block.at(cell.pos) = last;
             cells_[last].pos = cell.pos;
         } else if (block.empty()) {
             blocks_.erase(bkey);
@@ -707,20 +656,20 @@ private:
         const int64_t ncells = (by - ay + 1) * (bx - ax + 1);
         if (ncells > static_cast<int64_t>(cell_index_.size())) return false;
         if (ncells > FINE_PROBES) {
-            std::vector<const SmallVec*> lists;
+            std::vector<const BlockCells*> lists;
             int64_t occupied = 0;
             const int64_t bax = ax >> COARSE_SHIFT, bwidth = (bx >> COARSE_SHIFT) - bax + 1;
             for (int64_t row = key_of(ay >> COARSE_SHIFT, bax); row < key_of(by >> COARSE_SHIFT, bax) + 1;
                  row += ROW) {
                 for (int64_t bkey = row; bkey < row + bwidth; ++bkey) {
-                    const SmallVec* block = blocks_.find(bkey);
+                    const BlockCells* block = blocks_.find(bkey);
                     if (block == nullptr) continue;
                     lists.push_back(block);
                     occupied += static_cast<int64_t>(block->size());
                 }
             }
             if (occupied < ncells) {
-                for (const SmallVec* block : lists) {
+                for (const BlockCells* block : lists) {
                     for (const uint32_t ci : *block) {
                         const Cell& cell = cells_[ci];
                         if (cell.cy >= ay && cell.cy <= by && cell.cx >= ax && cell.cx <= bx) f(cell);
@@ -760,7 +709,7 @@ private:
     std::vector<Cell> cells_;  // a pool: entries listed in cell_free_ are unused
     std::vector<uint32_t> cell_free_;
     FlatMap<uint32_t> cell_index_;  // cell key -> its entry in cells_
-    FlatMap<SmallVec> blocks_;  // block key -> its occupied cells (entries of cells_)
+    FlatMap<BlockCells> blocks_;  // block key -> its occupied cells (entries of cells_)
     std::vector<uint32_t> free_;
     std::vector<uint32_t> table_;  // id -> slot (open addressing over slots_' hashes)
     size_t mask_;
