@@ -13,6 +13,8 @@ everysec: --aof), loads the same 100k random points of an ~80 km city box into b
     NEARBY ... OBJECTS ... (OBJECTS)                   vs  GEOSEARCH ... WITHCOORD
     GET gfleet <id> POINT                              vs  GEOPOS gfleet <id>
     SCAN gfleet LIMIT 100 (SCAN)                       vs  ZRANGE gfleet 0 99 WITHSCORES
+    SET fleet <id> FIELD speed 55 FIELD heading 270 POINT <lat> <lon>   (SETFIELDS, by name only)
+                                                       vs  GEOADD fleet <lon> <lat> <id>
 
 with 50 clients, unpipelined (-P 1) and pipelined (-P 16). redis-benchmark replaces each
 `__rand_int__` with its own random 12-digit number below -r (an `int`, drawn with the 31-bit
@@ -81,6 +83,11 @@ WORKLOADS = {
         ["SET", "fleet", "__rand_int__", "POINT", COORD, COORD],
         ["GEOADD", "fleet", COORD, COORD, "__rand_int__"],
     ),
+    "SETFIELDS": (  # a fleet tracker's SET: two numeric fields (redis has no fields: GEOADD)
+        ["SET", "fleet", "__rand_int__", "FIELD", "speed", "55", "FIELD", "heading", "270",
+         "POINT", COORD, COORD],
+        ["GEOADD", "fleet", COORD, COORD, "__rand_int__"],
+    ),
     "GET": (  # ids g000000000000..g000000099999 of a second key (GET_RANGE): every GET hits
         ["GET", "gfleet", "g__rand_int__", "POINT"],
         ["GEOPOS", "gfleet", "g__rand_int__"],
@@ -95,6 +102,7 @@ WORKLOADS = {
     ),
 }
 ALL_WORKLOADS = "NEARBY,OBJECTS,SCAN,SET,GET"  # searches before SET: same 100k points
+MORE_WORKLOADS = "SETFIELDS"  # by name only (--workloads SET,SETFIELDS): not one of issue 15's goals
 GET_RANGE = str(POINTS)
 
 
@@ -370,7 +378,8 @@ def main() -> None:
     p.add_argument("--cores", default="cpp,nofast",
                    help="geoservers to run: cpp, nofast (cpp without the fast path), python, "
                         "label@/path/to/_core.so")
-    p.add_argument("--workloads", default=ALL_WORKLOADS, help=f"comma-separated, of {ALL_WORKLOADS}")
+    p.add_argument("--workloads", default=ALL_WORKLOADS,
+                   help=f"comma-separated, of {ALL_WORKLOADS},{MORE_WORKLOADS}")
     p.add_argument("--repeats", type=int, default=3, help="alternating repeats per measurement")
     p.add_argument("--output", choices=("resp", "json"), default="resp",
                    help="geoservers' reply format (json: every reply a JSON bulk, as pyle38 and "

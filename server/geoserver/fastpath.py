@@ -6,7 +6,10 @@ holds nothing (every unpipelined request), `run` the reader's buffered bytes.
 docs/architecture.md#the-fast-path describes it.
 
 Handled in C++: `PING [message]`; `GET key id [POINT]` of a plain point or a miss;
-`SET key id POINT lat lon` into an existing collection over nothing or a plain point;
+`SET key id POINT lat lon` into an existing collection over nothing or a plain point, and
+`SET key id FIELD name value ... POINT lat lon` (up to 8 FIELDs, each a non-zero JSON number, names
+not z/lat/lon and ASCII) over nothing, a plain point or a point Item without expiry, merging the
+old fields as Collection.set does;
 `DEL key id` of a plain point that is not its collection's last object, or of nothing;
 `NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS] POINT lat lon meters` over a collection of points
 only; `SCAN key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS]` (OBJECTS, POINTS: while every row is a plain
@@ -52,7 +55,7 @@ from typing import TYPE_CHECKING, Any
 from geoserver import dispatch
 from geoserver.commands import slices
 from geoserver.store import index
-from geoserver.store.collection import PLAIN
+from geoserver.store.collection import STORE_KINDS
 
 if TYPE_CHECKING:
     from geoserver.protocol.framing import RequestReader
@@ -157,7 +160,7 @@ def _run_core(client: Client, buf: bytes | bytearray, pos: int, budget: int) -> 
     if not mode:
         return pos, b"", False
     limits = client.reader.limits
-    end, replies, aof, last, _ = _execute(buf, pos, server.db.collections, PLAIN, mode,
+    end, replies, aof, last, _ = _execute(buf, pos, server.db.collections, STORE_KINDS, mode,
                                           limits.max_args, limits.max_bulk, limits.max_request,
                                           budget, server.metrics.core.buf)
     if end != pos:
@@ -188,7 +191,7 @@ def replayer(server: Server) -> Callable[[RequestReader], int] | None:
         buf, pos = reader._buf, reader._pos
         if pos >= len(buf) or buf[pos] != 0x2A:
             return 0
-        end, records = _replay(buf, pos, server.db.collections, PLAIN)
+        end, records = _replay(buf, pos, server.db.collections, STORE_KINDS)
         if end != pos:
             advance(reader, end)
         return records

@@ -9,6 +9,8 @@
 //   GET key id [POINT]   a plain point or a miss    (mode READ)
 //   SET key id POINT lat lon   into a collection that exists, over nothing or a plain point
 //                                                   (mode WRITE)
+//   SET key id FIELD name value [FIELD ...] POINT lat lon   up to MAX_FIELDS non-zero numbers,
+//                        over nothing, a plain point or a point Item without expiry (mode WRITE)
 //   DEL key id           of a plain point (not a collection's last object) or a miss (mode WRITE)
 //   NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS] POINT lat lon meters   over points only
 //   SCAN key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS]   (mode SEARCH: reads, and no expiry due;
@@ -18,15 +20,16 @@
 // left to Python), every SET's AOF record is its request bytes, which for canonical RESP (no
 // leading zeros, `$` bulks only: checked here) are exactly encode_command(argv). Anything the
 // Python path would answer with an error (bad numbers, a latitude out of range, arity), any
-// non-plain object (fields, expiry, z, other geometries) and any number this file does not
+// other object (expiry, z, other geometries; fields except as above) and any number this file does not
 // format exactly like Python (|v| < 1e-4) stops the batch before that request. The caller
 // decides which modes the server's state allows (auth, loading, the write gate, fences,
 // MONITOR, sliced writes); see fastpath.py.
 //
 // The store is Python's: db.collections (a dict subclass) of Collection objects whose `items`
 // (a SortedDict of id -> PLAIN | Item) and `points` (PointGrid) are updated as Collection.set
-// does for a plain point (a new id appended to the id order's `_pending` list, which IdList
-// merges in on its next ordered read; dict store of PLAIN; index insert; weight).
+// does for a point (a new id appended to the id order's `_pending` list, which IdList merges in
+// on its next ordered read; dict store of PLAIN, or of an Item built from collection.STORE_KINDS'
+// types with the merged fields; index insert; weight).
 // Runs under the GIL.
 
 #include "pointgrid.hpp"
@@ -42,7 +45,8 @@ namespace py = pybind11;
 namespace geocore {
 namespace {
 
-constexpr int MAX_ARGS = 10;
+constexpr int MAX_FIELDS = 8;  // SET's FIELD pairs run here (more: Python)
+constexpr int MAX_ARGS = 6 + 3 * MAX_FIELDS;
 constexpr size_t LONGEST_HEADER = 24;  // `*` or `$`, up to 20 digits, CRLF (as framing.py)
 
 enum Mode : int { PING = 1, READ = 2, WRITE = 4, RECORD = 8, REPLAY = 16, SEARCH = 32, JSON = 64 };
@@ -196,8 +200,24 @@ PyObject* name_of(const char* s) {
 }
 struct Names {
     PyObject *items, *points, *shapes, *weight, *pending, *merge_pending, *list_remove;
+    PyObject *obj, *fields, *expires_at, *kind, *z, *point;  // an Item's and a GeoObject's; "point"
 };
 Names N{};
+
+// The store's Python types (store/collection.py STORE_KINDS): the marker of a compact plain
+// point, Item (a value with fields, expiry or another geometry) and GeoObject.
+struct Kinds {
+    PyObject *plain, *item, *geo;
+
+    explicit Kinds(py::handle t) {
+        if (!PyTuple_Check(t.ptr()) || PyTuple_GET_SIZE(t.ptr()) != 3 || !PyType_Check(PyTuple_GET_ITEM(t.ptr(), 1)) ||
+            !PyType_Check(PyTuple_GET_ITEM(t.ptr(), 2)))
+            throw py::type_error("kinds must be collection.STORE_KINDS: (PLAIN, Item, GeoObject)");
+        plain = PyTuple_GET_ITEM(t.ptr(), 0);
+        item = PyTuple_GET_ITEM(t.ptr(), 1);
+        geo = PyTuple_GET_ITEM(t.ptr(), 2);
+    }
+};
 
 // The collection of the last key seen, with owned references, and its pending weight change.
 struct Col {
@@ -672,9 +692,177 @@ Outcome run_scan(const Arg* a, int argc, PyObject* collections, PyObject* plain,
 }
 
 
+// `lat lon` of a SET's POINT: parse_num's forms, within +-90 / +-180 (else Python's error).
+bool parse_point(const Arg* a, double& lat, double& lon) {
+    if (!parse_num(a[0], lat) || !parse_num(a[1], lon)) return false;
+    return lat >= -90.0 && lat <= 90.0 && lon >= -180.0 && lon <= 180.0;
+}
+
+// Store `value` under a new id as Collection.set does for it: into the dict, and the id onto
+// the id order's pending list (merged by IdList once MERGE_IDS_AT wait, as IdList.add's rule).
+// False (a Python error set, or nothing pending to append to) with nothing changed.
+bool store_new(Col& col, PyObject* oid, PyObject* value) {
+    if (PyErr_Occurred()) return false;  // the lookup that found nothing failed
+    if (col.pending == nullptr) {
+        col.pending = PyObject_GetAttr(col.items, N.pending);
+        if (col.pending != nullptr && !PyList_CheckExact(col.pending)) Py_CLEAR(col.pending);
+    }
+    if (col.pending == nullptr || PyDict_SetItem(col.items, oid, value) < 0) return false;
+    if (PyList_Append(col.pending, oid) < 0) {  // undo the store: nothing half done
+        if (PyDict_DelItem(col.items, oid) < 0) PyErr_Clear();
+        return false;
+    }
+    if (PyList_GET_SIZE(col.pending) >= MERGE_IDS_AT) {
+        PyObject* r = PyObject_CallMethodNoArgs(col.items, N.merge_pending);
+        if (r == nullptr) PyErr_Clear();  // the ids stay pending: merged by the next read
+        Py_XDECREF(r);
+    }
+    return true;
+}
+
+// A FIELD name check_field_name accepts, ASCII only (Python lowers other text by Unicode
+// rules): not empty, not z / lat / lon in any case.
+bool plain_field_name(const Arg& a) {
+    if (a.n == 0) return false;
+    for (size_t i = 0; i < a.n; ++i)
+        if (static_cast<unsigned char>(a.p[i]) >= 0x80) return false;
+    return !(ieq(a, "Z") || ieq(a, "LAT") || ieq(a, "LON"));
+}
+
+// A FIELD value that fields.value_of reads as a non-zero finite number: exactly its _NUMBER
+// pattern -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? (no spaces, sign or leading zeros),
+// then float(). Zero (which deletes the field), overflow, strings and JSON are Python's.
+bool parse_field_number(const Arg& a, double& out) {
+    if (a.n == 0 || a.n > 64) return false;
+    const char* q = a.p;
+    const char* e = a.p + a.n;
+    if (*q == '-') ++q;
+    if (q == e || *q < '0' || *q > '9') return false;
+    if (*q == '0')
+        ++q;
+    else
+        while (q < e && *q >= '0' && *q <= '9') ++q;
+    if (q < e && *q == '.') {
+        const char* frac = ++q;
+        while (q < e && *q >= '0' && *q <= '9') ++q;
+        if (q == frac) return false;
+    }
+    if (q < e && (*q == 'e' || *q == 'E')) {
+        ++q;
+        if (q < e && (*q == '+' || *q == '-')) ++q;
+        const char* exp = q;
+        while (q < e && *q >= '0' && *q <= '9') ++q;
+        if (q == exp) return false;
+    }
+    if (q != e) return false;
+    const auto r = std::from_chars(a.p, e, out, std::chars_format::general);
+    return r.ec == std::errc() && r.ptr == e && std::isfinite(out) && out != 0.0;
+}
+
+// Collection weight of fields (Collection._index: len(name) + 8 each); -1 if not a dict.
+long long fields_weight(PyObject* fields) {
+    if (fields == Py_None) return 0;
+    if (!PyDict_CheckExact(fields)) return -1;
+    long long w = 0;
+    Py_ssize_t i = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(fields, &i, &k, &v)) {
+        if (!PyUnicode_Check(k)) return -1;
+        w += PyUnicode_GET_LENGTH(k) + 8;
+    }
+    return w;
+}
+
+// What Collection.set keeps of an id's old value when a point with fields replaces it: its
+// fields (a new reference, or None) and the weight _unindex takes off. False: Python's case
+// (an Item with expiry, or not a point; a Python error).
+bool old_point_fields(PyObject* old, PyObject* oid, const Kinds& kinds, PyObject*& fields, long long& weight) {
+    const long long id_weight = PyUnicode_GET_LENGTH(oid);
+    if (old == kinds.plain) {
+        fields = Py_NewRef(Py_None);
+        weight = 16 + id_weight;
+        return true;
+    }
+    if (!PyObject_TypeCheck(old, reinterpret_cast<PyTypeObject*>(kinds.item))) return false;
+    PyObject* expires = PyObject_GetAttr(old, N.expires_at);
+    const bool lasting = expires == Py_None;
+    Py_XDECREF(expires);
+    if (!lasting) return false;
+    PyObject* obj = PyObject_GetAttr(old, N.obj);
+    PyObject* kind = obj ? PyObject_GetAttr(obj, N.kind) : nullptr;
+    PyObject* z = kind ? PyObject_GetAttr(obj, N.z) : nullptr;
+    const bool point = z != nullptr && PyUnicode_Check(kind) && PyUnicode_Compare(kind, N.point) == 0;
+    const long long obj_weight = z == Py_None ? 16 : 24;  // GeoObject.weight of a point
+    Py_XDECREF(obj);
+    Py_XDECREF(kind);
+    Py_XDECREF(z);
+    if (!point) return false;
+    fields = PyObject_GetAttr(old, N.fields);
+    const long long fw = fields ? fields_weight(fields) : -1;
+    if (fw < 0) {
+        Py_CLEAR(fields);
+        return false;
+    }
+    weight = obj_weight + id_weight + fw;
+    return true;
+}
+
+// SET key id FIELD name value [FIELD name value ...] POINT lat lon (up to MAX_FIELDS), every
+// value a non-zero number, into a collection that exists, over nothing, a plain point or a
+// point Item without expiry: Collection.set's merge (old fields, then these in order), a new
+// Item(GeoObject("point", lat, lon, None, (lon, lat, lon, lat)), fields, None), the index
+// insert, the weight change.
+Outcome run_set_fields(const Arg* a, int argc, PyObject* collections, const Kinds& kinds, Col& col) {
+    if (argc < 9 || (argc - 6) % 3 != 0 || !ieq(a[argc - 3], "POINT")) return STOP;
+    const int nfields = (argc - 6) / 3;
+    double values[MAX_FIELDS];
+    for (int f = 0; f < nfields; ++f) {
+        const Arg* t = a + 3 + 3 * f;
+        if (!ieq(t[0], "FIELD") || !plain_field_name(t[1]) || !parse_field_number(t[2], values[f])) return STOP;
+    }
+    double lat, lon;
+    if (!parse_point(a + argc - 2, lat, lon)) return STOP;
+    if (!col.open(collections, a[1]) || col.col == nullptr) return STOP;
+    py::object oid = py::reinterpret_steal<py::object>(text(a[2]));
+    if (!oid) return STOP;
+    PyObject* old = PyDict_GetItemWithError(col.items, oid.ptr());  // borrowed
+    if (old == nullptr && PyErr_Occurred()) return STOP;
+    PyObject* had = nullptr;
+    long long old_weight = 0;
+    if (old != nullptr && !old_point_fields(old, oid.ptr(), kinds, had, old_weight)) return STOP;
+    py::object old_fields = py::reinterpret_steal<py::object>(had);
+    py::object fields = py::reinterpret_steal<py::object>(
+        old_fields && old_fields.ptr() != Py_None ? PyDict_Copy(old_fields.ptr()) : PyDict_New());
+    if (!fields) return STOP;
+    for (int f = 0; f < nfields; ++f) {
+        py::object name = py::reinterpret_steal<py::object>(text(a[4 + 3 * f]));
+        py::object value = py::reinterpret_steal<py::object>(PyFloat_FromDouble(values[f]));
+        if (!name || !value || PyDict_SetItem(fields.ptr(), name.ptr(), value.ptr()) < 0) return STOP;
+    }
+    py::object la = py::reinterpret_steal<py::object>(PyFloat_FromDouble(lat));
+    py::object lo = py::reinterpret_steal<py::object>(PyFloat_FromDouble(lon));
+    if (!la || !lo) return STOP;
+    py::object bbox = py::reinterpret_steal<py::object>(PyTuple_Pack(4, lo.ptr(), la.ptr(), lo.ptr(), la.ptr()));
+    if (!bbox) return STOP;
+    PyObject* geo_args[] = {N.point, la.ptr(), lo.ptr(), Py_None, bbox.ptr()};
+    py::object obj = py::reinterpret_steal<py::object>(PyObject_Vectorcall(kinds.geo, geo_args, 5, nullptr));
+    if (!obj) return STOP;
+    PyObject* item_args[] = {obj.ptr(), fields.ptr(), Py_None};
+    py::object item = py::reinterpret_steal<py::object>(PyObject_Vectorcall(kinds.item, item_args, 3, nullptr));
+    if (!item) return STOP;
+    // From here the store changes; what can fail fails first (the dict entry, the pending id).
+    if (old == nullptr ? !store_new(col, oid.ptr(), item.ptr()) : PyDict_SetItem(col.items, oid.ptr(), item.ptr()) < 0)
+        return STOP;
+    col.grid->insert_obj(oid.ptr(), lat, lon);
+    col.weight += 16 + PyUnicode_GET_LENGTH(oid.ptr()) + fields_weight(fields.ptr()) - old_weight;
+    return DONE;
+}
+
+
 // Run one parsed request; STOP leaves it (and everything after it) to Python.
-Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObject* plain, Col& col,
+Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, const Kinds& kinds, Col& col,
                 std::string& out, int& cmd, bool& logged) {
+    PyObject* const plain = kinds.plain;
     const Arg& name = a[0];
     if (name.n == 4 && ieq(name, "PING")) {
         if (!(mode & PING) || argc > 2) return STOP;
@@ -688,45 +876,26 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
         return DONE;
     }
     if (name.n == 3 && ieq(name, "SET")) {
-        if (!(mode & (WRITE | REPLAY)) || argc != 6 || !ieq(a[3], "POINT")) return STOP;
-        double lat, lon;
-        if (!parse_num(a[4], lat) || !parse_num(a[5], lon)) return STOP;
-        if (!(lat >= -90.0 && lat <= 90.0 && lon >= -180.0 && lon <= 180.0)) return STOP;
-        if (!col.open(collections, a[1])) return STOP;
-        if (col.col == nullptr) return STOP;  // a new key: Python creates the collection
-        PyObject* oid = text(a[2]);
-        if (oid == nullptr) return STOP;
-        PyObject* old = PyDict_GetItemWithError(col.items, oid);  // borrowed
-        if (old == nullptr) {
-            if (PyErr_Occurred()) {
-                Py_DECREF(oid);
-                return STOP;
+        if (!(mode & (WRITE | REPLAY))) return STOP;
+        if (argc != 6) {
+            if (run_set_fields(a, argc, collections, kinds, col) != DONE) return STOP;
+        } else {
+            if (!ieq(a[3], "POINT")) return STOP;
+            double lat, lon;
+            if (!parse_point(a + 4, lat, lon)) return STOP;
+            if (!col.open(collections, a[1])) return STOP;
+            if (col.col == nullptr) return STOP;  // a new key: Python creates the collection
+            PyObject* oid = text(a[2]);
+            if (oid == nullptr) return STOP;
+            PyObject* old = PyDict_GetItemWithError(col.items, oid);  // borrowed
+            if (old == nullptr ? !store_new(col, oid, plain) : old != plain) {
+                Py_DECREF(oid);  // a Python error; or fields, expiry, z or another geometry:
+                return STOP;     // Collection.set's full path
             }
-            if (col.pending == nullptr) {
-                col.pending = PyObject_GetAttr(col.items, N.pending);
-                if (col.pending != nullptr && !PyList_CheckExact(col.pending)) Py_CLEAR(col.pending);
-            }
-            if (col.pending == nullptr || PyDict_SetItem(col.items, oid, plain) < 0) {
-                Py_DECREF(oid);
-                return STOP;
-            }
-            if (PyList_Append(col.pending, oid) < 0) {  // undo the store: nothing half done
-                if (PyDict_DelItem(col.items, oid) < 0) PyErr_Clear();
-                Py_DECREF(oid);
-                return STOP;
-            }
-            if (PyList_GET_SIZE(col.pending) >= MERGE_IDS_AT) {  // IdList.add's rule: a short merge
-                PyObject* r = PyObject_CallMethodNoArgs(col.items, N.merge_pending);
-                if (r == nullptr) PyErr_Clear();  // the ids stay pending: merged by the next read
-                Py_XDECREF(r);
-            }
-            col.weight += 16 + PyUnicode_GET_LENGTH(oid);
-        } else if (old != plain) {
+            if (old == nullptr) col.weight += 16 + PyUnicode_GET_LENGTH(oid);
+            col.grid->insert_obj(oid, lat, lon);
             Py_DECREF(oid);
-            return STOP;  // fields, expiry, z or another geometry: Collection.set's full path
         }
-        col.grid->insert_obj(oid, lat, lon);
-        Py_DECREF(oid);
         if (!(mode & (REPLAY | JSON))) out += "+OK\r\n";
         cmd = C_SET;
         logged = true;
@@ -838,12 +1007,13 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, PyObjec
 // RECORD), `last` the last command's index (PING, SET, GET, NEARBY, SCAN, DEL; -1: none), `done` how
 // many requests ran; each is counted into `counts` (metrics.CoreCounts' bytearray, or None).
 // Stops once the replies reach `budget` bytes.
-py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py::handle plain, int mode,
+py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py::handle kinds_tuple, int mode,
                         size_t max_args, size_t max_bulk, size_t max_request, size_t budget,
                         py::handle counts_buf) {
     if (!PyByteArray_Check(buf.ptr()) && !PyBytes_Check(buf.ptr()))
         throw py::type_error("buf must be bytearray or bytes");
     if (!PyDict_Check(collections.ptr())) throw py::type_error("collections must be a dict");
+    const Kinds kinds(kinds_tuple);
     const char* data = PyByteArray_Check(buf.ptr()) ? PyByteArray_AS_STRING(buf.ptr())
                                                     : PyBytes_AS_STRING(buf.ptr());
     const size_t end = static_cast<size_t>(Py_SIZE(buf.ptr()));
@@ -870,7 +1040,7 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
         Outcome done = STOP;
         fields.clear();
         try {  // a failure (memory, the index full) leaves this request to Python, keeping the rest
-            done = run_one(args, argc, mode, collections.ptr(), plain.ptr(), col, json ? fields : out, cmd,
+            done = run_one(args, argc, mode, collections.ptr(), kinds, col, json ? fields : out, cmd,
                            logged);
             if (done == DONE && json) {  // output.py json_ok, as a RESP bulk (a JSON-mode RESP client)
                 std::string doc = "{\"ok\":true";
@@ -912,9 +1082,9 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
 // replay_batch(buf, start, collections, plain) -> (end, records): AOF replay (at start-up only:
 // aof/loader.py) of a run of plain `SET key id POINT lat lon` and `DEL key id` records into
 // existing collections, as dispatch.apply_record would apply them; stops at the first other one.
-py::tuple replay_batch(py::handle buf, size_t start, py::handle collections, py::handle plain) {
+py::tuple replay_batch(py::handle buf, size_t start, py::handle collections, py::handle kinds) {
     constexpr size_t HUGE = size_t{1} << 40;  // the AOF holds what was acknowledged: no limits
-    py::tuple r = execute_batch(buf, start, collections, plain, REPLAY, MAX_ARGS, HUGE, HUGE, HUGE, py::none());
+    py::tuple r = execute_batch(buf, start, collections, kinds, REPLAY, MAX_ARGS, HUGE, HUGE, HUGE, py::none());
     return py::make_tuple(r[0], r[4]);
 }
 
@@ -958,7 +1128,8 @@ PyMethodDef EXECUTE_DEF = {"execute_batch", reinterpret_cast<PyCFunction>(reinte
 void register_fastpath(py::module_& m) {
     using geocore::name_of;
     geocore::N = {name_of("items"), name_of("points"), name_of("shapes"), name_of("weight"), name_of("_pending"),
-                   name_of("_merge_pending"), name_of("_list_remove")};
+                   name_of("_merge_pending"), name_of("_list_remove"), name_of("obj"), name_of("fields"),
+                   name_of("expires_at"), name_of("kind"), name_of("z"), name_of("point")};
     PyObject* f = PyCFunction_NewEx(&geocore::EXECUTE_DEF, nullptr, m.attr("__name__").ptr());
     if (f == nullptr) throw py::error_already_set();
     m.add_object("execute_batch", py::reinterpret_steal<py::object>(f));

@@ -56,6 +56,7 @@ NUMS = (b"33", b"33.5", b"-115.25", b"0", b"-0", b"0.0001", b"1e-5", b"0.0000123
         b"1e-300", b"89.99999999999999", b"179.99999999999997", b"00033", b"-0.0", b"1" * 400)
 
 
+FIELD_NAMES = (b"speed", b"speed", b"heading", b"z", b"LAT", b"Lon", b"", b"\xc3\xa9", b"POINT", b"x" * 300)
 METERS = (b"0", b"1", b"100", b"1000", b"50000", b"2e7", b"1e300", b"-1", b"nan", b"0.5", b"1e-5")
 
 
@@ -81,8 +82,10 @@ def request(d: fuzzkit.Data) -> bytes:
         args = [b"PING", *([d.take(d.below(8))] if d.below(2) else [])]
     elif r == 12:
         args = [set_, key, oid, point, number(d), number(d), d.pick((b"1", b"EX", b"NX", b"XX")), b"100"]
-    elif r == 13:
-        args = [set_, key, oid, b"FIELD", b"speed", number(d), point, number(d), number(d)]
+    elif r == 13:  # FIELD pairs (the core takes up to 8 non-zero numbers) before the point
+        pairs = [[d.pick((b"FIELD", b"field", b"FIELDS")), d.pick(FIELD_NAMES), number(d)]
+                 for _ in range(1 + d.below(10))]
+        args = [set_, key, oid, *(a for pair in pairs for a in pair), point, number(d), number(d)]
     elif r == 14:
         args = [set_, key, oid, b"STRING", d.take(d.below(8))]
     elif r == 15:

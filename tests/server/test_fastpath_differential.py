@@ -11,11 +11,15 @@ import random
 import re
 import socket
 import time
+from itertools import chain
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from geoserver import fastpath
 from geoserver.store.collection import PLAIN
+from geoserver.store.collection import STORE_KINDS as KINDS
+from geoserver.store.database import Database
 from helpers import GeoServer, wait_until
 
 pytestmark = pytest.mark.skipif(not fastpath.ENABLED, reason="the compiled core is not built")
@@ -33,6 +37,26 @@ NUMS = ["33", "33.5", "-115.25", "0", "-0", "0.0001", "1e-5", "0.00001234", "12.
         "0x10", "33.0", "1E2", "abc", ""]
 
 
+FIELD_NAMES = ["speed", "speed", "heading", "Speed", "a.b", "z", "LAT", "lon", "", "é", "x" * 40, "POINT"]
+FIELD_VALUES = ["10", "55.5", "-3", "1e5", "1E-3", "2.5e+2", "0", "-0", "0.0", "0e3", "010", "1.", ".5",
+                "+1", "1e400", "1e-400", "-1e400", "5e-324", " 5", "5 ", "inf", "NaN", "abc", "true", "null",
+                '{"a":1}', '"quoted"', "[1, 2]", "", "12345678901234567890", "0.1", "-0.5"]
+
+
+def field_options(rng: random.Random, clean: bool = False) -> list[str]:
+    """1-9 FIELD pairs: numbers the core stores (all, when `clean`), with the near misses that
+    are Python's (a zero, a string, JSON, a reserved name, a ninth pair, a typo)."""
+    out: list[str] = []
+    for _ in range(rng.choice([1, 1, 2, 2, 3, 8] if clean else [1, 1, 2, 2, 3, 8, 9])):
+        if clean:
+            out += [rng.choice(["FIELD", "field"]), rng.choice([*FIELD_NAMES[:5], "x" * 40]),
+                    rng.choice(FIELD_VALUES[:6] + FIELD_VALUES[-2:])]
+        else:
+            out += [rng.choice(["FIELD", "FIELD", "field", "FIELDS"]), rng.choice(FIELD_NAMES),
+                    rng.choice(FIELD_VALUES[:4] * 4 + FIELD_VALUES)]
+    return out
+
+
 def random_request(rng: random.Random) -> bytes:
     key, oid = rng.choice(KEYS), rng.choice(IDS)
     lat = rng.choice([*NUMS, repr(rng.uniform(-90, 90)), repr(rng.uniform(33, 33.01))])
@@ -43,7 +67,8 @@ def random_request(rng: random.Random) -> bytes:
     if r < 0.36:
         return enc("SET", key, oid, "POINT", lat, lon, rng.choice(["1", "EX"]), "100")
     if r < 0.40:
-        return enc("SET", key, oid, "FIELD", "speed", "10", "POINT", lat, lon)
+        return enc("SET", key, oid, *field_options(rng), "POINT", lat, lon, *rng.choice([[]] * 8 + [
+            ["FIELD", "speed", "7"], ["EX", "100"], ["XX"]]))
     if r < 0.43:
         return enc("SET", key, oid, "STRING", "hello")
     if r < 0.45:
@@ -51,7 +76,7 @@ def random_request(rng: random.Random) -> bytes:
     if r < 0.47:
         return enc("EXPIRE", key, oid, 100)
     if r < 0.49:
-        return enc("FSET", key, oid, "speed", rng.choice(["0", "5"]))
+        return enc("FSET", key, oid, rng.choice(["speed", "heading"]), rng.choice(["0", "5", "x"]))
     if r < 0.62:
         return enc("GET", key, oid)
     if r < 0.70:
@@ -119,6 +144,13 @@ def start(tmp_path: Path, name: str, fast: bool, args: list[str] | None = None) 
     return GeoServer(tmp_path / name, args=args, env={"GEOSERVER_FASTPATH": "1" if fast else "0"}).start()
 
 
+def dump_requests() -> bytes:
+    """Every key's points, objects with their fields, and STATS (in_memory_size: the weight)."""
+    keys = sorted(set(KEYS))
+    return b"".join(enc("SCAN", k, "LIMIT", 1000, "POINTS") + enc("SCAN", k, "LIMIT", 1000) + enc("STATS", k)
+                    for k in keys)
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_streams_match_the_python_path(tmp_path, seed):
     rng = random.Random(seed)
@@ -131,8 +163,7 @@ def test_random_streams_match_the_python_path(tmp_path, seed):
             sock.sendall(b"".join(enc("SET", k, "seed", "POINT", 33, -115)
                                   for k in (b"fleet", b"other", b"\xff\xfekey")))
             replies.append(exchange(sock, stream, random.Random(seed)))
-            replies[-1] += exchange(sock, b"".join(enc("SCAN", k, "LIMIT", 1000, "POINTS") for k in set(KEYS))
-                                    + b"".join(enc("STATS", k) for k in set(KEYS)), random.Random(seed))
+            replies[-1] += exchange(sock, dump_requests(), random.Random(seed))
             sock.close()
         assert b'{"ok":true,"elapsed":"' in replies[0]  # JSON replies the core wrote
         assert without_elapsed(replies[0]) == without_elapsed(replies[1])
@@ -143,9 +174,7 @@ def test_random_streams_match_the_python_path(tmp_path, seed):
         # and the AOF the fast path wrote replays (through the loader's fast replay) to the same data
         for s in servers:
             s.start()
-        dumps = [exchange(socket.create_connection(("127.0.0.1", s.port)),
-                          b"".join(enc("SCAN", k, "LIMIT", 1000, "POINTS") for k in set(KEYS))
-                          + b"".join(enc("STATS", k) for k in set(KEYS)), random.Random(0))
+        dumps = [exchange(socket.create_connection(("127.0.0.1", s.port)), dump_requests(), random.Random(0))
                  for s in servers]
         assert dumps[0] == dumps[1]
     finally:
@@ -225,11 +254,11 @@ def test_core_framing_decisions_in_process():
 
     def go(data: bytes, max_args: int = 100, max_bulk: int = 1000, max_request: int = 10000,
            budget: int = 1 << 20):
-        return run(bytearray(data), 0, cols, PLAIN, modes, max_args, max_bulk, max_request, budget, None)
+        return run(bytearray(data), 0, cols, KINDS, modes, max_args, max_bulk, max_request, budget, None)
 
     sets = enc("SET", "fleet", "a", "POINT", 33, -115)
     batch = bytearray(sets + enc("PING") + enc("GET", "fleet", "a") + enc("PING"))
-    end, replies, aof, last, done = run(batch, 0, cols, PLAIN, modes, 100, 1000, 10000, 1 << 20, counts.buf)
+    end, replies, aof, last, done = run(batch, 0, cols, KINDS, modes, 100, 1000, 10000, 1 << 20, counts.buf)
     assert end == len(batch) and done == 4
     assert replies == b'+OK\r\n+PONG\r\n$40\r\n{"type":"Point","coordinates":[-115,33]}\r\n+PONG\r\n'
     assert aof == sets and fastpath.NAMES[last] == "ping"
@@ -241,7 +270,7 @@ def test_core_framing_decisions_in_process():
     counts.fold_into(stats)  # folded once: the core's counters start again from zero
     assert stats["ping"].ok == 2
     with pytest.raises(TypeError):
-        run(bytearray(enc("PING")), 0, cols, PLAIN, modes, 100, 1000, 10000, 1 << 20, bytearray(8))
+        run(bytearray(enc("PING")), 0, cols, KINDS, modes, 100, 1000, 10000, 1 << 20, bytearray(8))
     assert go(sets[:-1])[0] == 0  # incomplete
     assert go(sets + enc("PING")[:-3])[0] == len(sets)
     assert go(b"*3\r\n$3\r\nGET\r\n$05\r\nfleet\r\n$1\r\na\r\n")[0] == 0  # leading zero
@@ -258,22 +287,22 @@ def test_core_framing_decisions_in_process():
     json_batch = bytearray(enc("PING", "x") + sets + enc("GET", "fleet", "a")
                            + enc("GET", "fleet", "a", "POINT") + enc("DEL", "fleet", "nope")
                            + enc("GET", "fleet", "nope"))
-    end, replies, aof, last, done = run(json_batch, 0, cols, PLAIN, modes | fastpath.JSON, 100, 1000, 10000,
+    end, replies, aof, last, done = run(json_batch, 0, cols, KINDS, modes | fastpath.JSON, 100, 1000, 10000,
                                         1 << 20, None)
     assert done == 5 and fastpath.NAMES[last] == "del" and aof == sets  # a GET miss is an error: Python's
     assert without_elapsed(replies) == (b'J{"ok":true,"ping":"pong"}\r\nJ{"ok":true}\r\n'
                                         b'J{"ok":true,"object":{"type":"Point","coordinates":[-115,33]}}\r\n'
                                         b'J{"ok":true,"point":{"lat":33,"lon":-115}}\r\nJ{"ok":true}\r\n')
-    end, replies, *_ = run(bytearray(enc("SCAN", "fleet", "POINTS")), 0, cols, PLAIN,
+    end, replies, *_ = run(bytearray(enc("SCAN", "fleet", "POINTS")), 0, cols, KINDS,
                            modes | fastpath.SEARCH | fastpath.JSON, 100, 1000, 10000, 1 << 20, None)
     assert without_elapsed(replies) == \
         b'J{"ok":true,"points":[{"id":"a","point":{"lat":33,"lon":-115}}],"count":1,"cursor":0}\r\n'
     cols["fleet"].set('q"uote', cols["fleet"].get("a").obj, None, None)  # escaped by orjson: Python's
     json_search = modes | fastpath.SEARCH | fastpath.JSON
-    assert run(bytearray(enc("SCAN", "fleet", "IDS")), 0, cols, PLAIN, json_search, 100, 1000, 10000, 1 << 20,
+    assert run(bytearray(enc("SCAN", "fleet", "IDS")), 0, cols, KINDS, json_search, 100, 1000, 10000, 1 << 20,
                None)[0] == 0
     cols["fleet"].delete('q"uote')
-    only_ping = run(bytearray(sets + enc("PING")), 0, cols, PLAIN, fastpath.PING, 100, 1000, 10000, 1000,
+    only_ping = run(bytearray(sets + enc("PING")), 0, cols, KINDS, fastpath.PING, 100, 1000, 10000, 1000,
                     None)
     assert only_ping[0] == 0
     assert len(cols["fleet"]) == 1 and cols["fleet"].weight == 17
@@ -309,7 +338,7 @@ def test_number_formats_match_python():
         item = col.get(str(i))
         want = encode_resp(item.obj.json_text()) + encode_resp(point_resp(item.obj))
         data = bytearray(enc("GET", "k", i) + enc("GET", "k", i, "POINT"))
-        end, got, *_ = fastpath._execute(data, 0, cols, PLAIN, fastpath.READ, 10, 100, 1000, 1 << 20, None)
+        end, got, *_ = fastpath._execute(data, 0, cols, KINDS, fastpath.READ, 10, 100, 1000, 1 << 20, None)
         if end == len(data):
             assert got == want, v
         else:  # stopped (|v| < 1e-4): what it did answer is right
@@ -327,8 +356,10 @@ def test_replay_of_plain_sets_matches_the_python_loader(tmp_path):
         if r < 0.8:
             lat, lon = repr(rng.uniform(-90, 90)), repr(rng.uniform(-180, 180))
             records.append(enc("set", "fleet", oid, "POINT", lat, lon))
-        elif r < 0.85:
-            records.append(enc("SET", "fleet", oid, "FIELD", "f", i, "POINT", 1, 2))
+        elif r < 0.85:  # fields: merged into an old point's, zero (deletes), a string
+            pairs = [("FIELD", rng.choice("fgh"), rng.choice([i, 0, 1.5, "x"]))
+                     for _ in range(rng.randrange(3))]
+            records.append(enc("SET", "fleet", oid, "FIELD", "f", i, *chain(*pairs), "POINT", 1, 2))
         elif r < 0.9:  # a plain point, a miss, another kind, or a small key's last object
             records.append(enc(rng.choice(["DEL", "del"]), rng.choice(["fleet", "fleet", f"k{i % 7}"]), oid))
         elif r < 0.95:
@@ -351,6 +382,61 @@ def test_replay_of_plain_sets_matches_the_python_loader(tmp_path):
         finally:
             s.kill9()
     assert dumps[0] == dumps[1]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_set_with_fields_matches_cmd_set_in_process(seed):
+    """SET ... FIELD ... POINT in the core against commands/keys.py cmd_set on a twin database:
+    over nothing, plain points, items with fields (merged), with z, with an expiry, strings;
+    the stored items, the id order and the weight must be the same, and most must run in C++."""
+    from geoserver.commands.base import Ctx
+    from geoserver.commands.keys import cmd_set
+    from geoserver.config import ServerConfig
+    from geoserver.errors import CommandError
+
+    rng = random.Random(seed)
+    server = SimpleNamespace(config=ServerConfig())  # what cmd_set reads of it: the GeoJSON limits
+    twins, now = [], time.time()
+    for _ in range(2):
+        db = Database()
+        db.get_or_create("k")
+        twins.append((db, Ctx(server, object(), False, now, db)))  # type: ignore[arg-type]
+    shapes = [[b"POINT", b"1", b"2"], [b"POINT", b"1", b"2", b"3"], [b"STRING", b"s"],
+              [b"EX", b"1000", b"FIELD", b"f", b"1", b"POINT", b"1", b"2"],
+              [b"BOUNDS", b"1", b"1", b"2", b"2"], [b"FIELD", b"f", b"0", b"POINT", b"1", b"2"]]
+    ran = 0
+    for _ in range(3000):
+        oid = b"id%d" % rng.randrange(300)
+        r = rng.random()
+        if r < 0.7:
+            fields = field_options(rng, clean=rng.random() < 0.7)
+            argv = [b"SET", b"k", oid, *(w.encode() for w in fields), b"POINT",
+                    repr(rng.uniform(-90, 90)).encode(), repr(rng.uniform(-180, 180)).encode()]
+        else:  # what the fast SET meets: plain points, z, an expiry, a string, a shape
+            argv = [b"SET", b"k", oid, *rng.choice(shapes)]
+        end, got, *_ = fastpath._execute(bytearray(enc(*argv)), 0, twins[0][0].collections, KINDS,
+                                         fastpath.WRITE, 40, 1000, 10000, 1 << 30, None)
+        if end:
+            ran += 1
+            assert got == b"+OK\r\n", argv
+        for _db, ctx in twins[bool(end):]:
+            try:
+                cmd_set(ctx, argv)
+            except CommandError:  # Python's to answer (the core stopped): both twins skip it
+                assert not end, argv
+    assert ran > 600  # the numeric FIELD forms ran in the core
+    fast, slow = (db.collections["k"] for db, _ in twins)
+    assert list(fast.items) == list(slow.items) and fast.weight == slow.weight
+    for oid in slow.items:
+        a, b = fast.items.raw(oid), slow.items.raw(oid)
+        if b is PLAIN or a is PLAIN:
+            assert a is b, oid
+            continue
+        assert (type(a), a.fields, list(a.fields or ()), a.expires_at) == \
+            (type(b), b.fields, list(b.fields or ()), b.expires_at), oid
+        assert (a.obj.kind, a.obj.lat, a.obj.lon, a.obj.z, a.obj.bbox, a.obj.text) == \
+            (b.obj.kind, b.obj.lat, b.obj.lon, b.obj.z, b.obj.bbox, b.obj.text), oid
+        assert fast.points.point(oid) == slow.points.point(oid)
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -386,15 +472,15 @@ def test_nearby_matches_cmd_nearby_in_process(seed):
         argv = [b"NEARBY", b"k", *([b"LIMIT", b"%d" % limit] if limit else []), *out, b"POINT",
                 repr(lat).encode(), repr(lon).encode(), repr(float(meters)).encode()]
         want = render(cmd_nearby(ctx, argv), json, 0, True)
-        end, got, *_ = fastpath._execute(bytearray(enc(*argv)), 0, db.collections, PLAIN,
+        end, got, *_ = fastpath._execute(bytearray(enc(*argv)), 0, db.collections, KINDS,
                                          mode, 10, 1000, 10000, 1 << 30, None)
         assert end, argv
         assert without_elapsed(got) == without_elapsed(want), argv
         scan = [b"SCAN", rng.choice([b"k", b"none"]), *([b"LIMIT", b"%d" % limit] if limit else []), *out]
         want = render(cmd_scan(ctx, scan), json, 0, True)
-        end, got, *_ = fastpath._execute(bytearray(enc(*scan)), 0, db.collections, PLAIN,
+        end, got, *_ = fastpath._execute(bytearray(enc(*scan)), 0, db.collections, KINDS,
                                          mode, 10, 1000, 10000, 1 << 30, None)
         assert end and without_elapsed(got) == without_elapsed(want), scan
     empty = fastpath._execute(bytearray(enc("NEARBY", "none", "IDS", "POINT", 1, 1, 1)), 0, db.collections,
-                              PLAIN, fastpath.SEARCH, 10, 1000, 10000, 1 << 30, None)
+                              KINDS, fastpath.SEARCH, 10, 1000, 10000, 1 << 30, None)
     assert empty[1] == b"*2\r\n:0\r\n*0\r\n"

@@ -130,7 +130,7 @@ def test_pending_ids_never_pile_up() -> None:
     every MERGE_AT ids, through IdList.add and through the compiled fast path: no read after
     it pays for a million at once."""
     from geoserver import fastpath
-    from geoserver.store.collection import MERGE_AT, PLAIN, Collection
+    from geoserver.store.collection import MERGE_AT, STORE_KINDS, Collection
 
     ids = IdList()
     for i in range(3 * MERGE_AT + 5):
@@ -142,7 +142,8 @@ def test_pending_ids_never_pile_up() -> None:
     cols = {"fleet": col}
     sets = b"".join(b"*6\r\n$3\r\nSET\r\n$5\r\nfleet\r\n$8\r\nc%07d\r\n$5\r\nPOINT\r\n"
                     b"$1\r\n1\r\n$1\r\n2\r\n" % i for i in range(2 * MERGE_AT))
-    end, *_ = fastpath._execute(bytearray(sets), 0, cols, PLAIN, fastpath.WRITE, 10, 100, 1000, 1 << 30, None)
+    end, *_ = fastpath._execute(bytearray(sets), 0, cols, STORE_KINDS, fastpath.WRITE, 10, 100, 1000,
+                                1 << 30, None)
     assert end == len(sets)
     assert len(col.items._list.pending) < MERGE_AT
     assert list(col.items.islice(0, 2)) == ["c0000000", "c0000001"] and len(col.items._list) == len(col.items)

@@ -308,6 +308,9 @@ class PointItem(Item):
         object.__setattr__(self, name, value)
 
 
+STORE_KINDS = (PLAIN, Item, GeoObject)  # for the compiled fast path (src/core/fastpath.cpp), which
+# stores PLAIN for a plain point and Item(GeoObject("point", ...), fields, None) for one with fields
+
 _new_item = PointItem.__new__
 _put = object.__setattr__  # slot stores that bypass PointItem.__setattr__
 
