@@ -329,6 +329,7 @@ def render(results: list[Result], args: argparse.Namespace, env: str) -> str:
     lines = [
         f"Run: `python bench/geo_vs_redis.py{' --quick' if args.quick else ''}"
         f"{' --aof' if args.aof else ''}{' --output json' if args.output == 'json' else ''}"
+        f"{'' if args.workloads == ALL_WORKLOADS else ' --workloads ' + args.workloads}"
         f" --cores {args.cores} --repeats {args.repeats}` "
         f"({time.strftime('%Y-%m-%d')}; {mode}; {POINTS // 1000}k points loaded; {CLIENTS} clients; "
         f"{args.requests} requests per SET/GET run, {args.nearby_requests} per NEARBY/OBJECTS/SCAN run; "
