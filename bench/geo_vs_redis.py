@@ -15,6 +15,7 @@ everysec: --aof), loads the same 100k random points of an ~80 km city box into b
     SCAN gfleet LIMIT 100 (SCAN)                       vs  ZRANGE gfleet 0 99 WITHSCORES
     SET fleet <id> FIELD speed 55 FIELD heading 270 POINT <lat> <lon>   (SETFIELDS, by name only)
                                                        vs  GEOADD fleet <lon> <lat> <id>
+    FSET gfleet <id> speed <n> (FSET, by name only)    vs  HSET <id> speed <n>
 
 with 50 clients, unpipelined (-P 1) and pipelined (-P 16). redis-benchmark replaces each
 `__rand_int__` with its own random 12-digit number below -r (an `int`, drawn with the 31-bit
@@ -96,13 +97,18 @@ WORKLOADS = {
         ["NEARBY", "fleet", "LIMIT", "100", "OBJECTS", "POINT", COORD, COORD, "1000"],
         ["GEOSEARCH", "fleet", "FROMLONLAT", COORD, COORD, "BYRADIUS", "1", "km", "WITHCOORD"],
     ),
+    "FSET": (  # one numeric field of an existing object (gfleet's ids: every FSET hits; run it last,
+        # it turns those plain points into items with a field), against one field of a redis hash
+        ["FSET", "gfleet", "g__rand_int__", "speed", "1__rand_int__"],
+        ["HSET", "g__rand_int__", "speed", "1__rand_int__"],
+    ),
     "SCAN": (  # the first 100 objects of the second key in id order, against its first 100 members
         ["SCAN", "gfleet", "LIMIT", "100"],
         ["ZRANGE", "gfleet", "0", "99", "WITHSCORES"],
     ),
 }
 ALL_WORKLOADS = "NEARBY,OBJECTS,SCAN,SET,GET"  # searches before SET: same 100k points
-MORE_WORKLOADS = "SETFIELDS"  # by name only (--workloads SET,SETFIELDS): not one of issue 15's goals
+MORE_WORKLOADS = "SETFIELDS,FSET"  # by name only (--workloads SET,SETFIELDS,FSET): not issue 15's goals
 GET_RANGE = str(POINTS)
 
 
@@ -431,7 +437,7 @@ def main() -> None:
             for workload in args.workloads.split(","):
                 geo_cmd, redis_cmd = WORKLOADS[workload]
                 n = args.nearby_requests if workload in ("NEARBY", "OBJECTS", "SCAN") else args.requests
-                rand_range = GET_RANGE if workload == "GET" else RAND_RANGE
+                rand_range = GET_RANGE if workload in ("GET", "FSET") else RAND_RANGE
                 for pipeline in (1, 16):
                     res = Result(workload, pipeline)
                     measure(res, procs, order, args.repeats, geo_cmd, redis_cmd, n, rand_range)

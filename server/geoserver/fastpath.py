@@ -10,14 +10,16 @@ Handled in C++: `PING [message]`; `GET key id [POINT]` of a plain point or a mis
 `SET key id FIELD name value ... POINT lat lon` (up to 8 FIELDs, each a non-zero JSON number, names
 not z/lat/lon and ASCII) over nothing, a plain point or a point Item without expiry, merging the
 old fields as Collection.set does;
+`FSET key id [XX] name value ...` (up to 8 pairs, values as above, no RETURN) of a plain point or
+an Item without expiry, as Collection.set_field per pair (a plain point becomes the point Item);
 `DEL key id` of a plain point that is not its collection's last object, or of nothing;
 `NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS] POINT lat lon meters` over a collection of points
 only; `SCAN key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS]` (OBJECTS, POINTS: while every row is a plain
 point). Replies are what the command table renders in RESP output mode; on a RESP connection in
-JSON output (OUTPUT json: pyle38, tile38-ts) PING, SET, DEL, a GET that finds a plain point and
+JSON output (OUTPUT json: pyle38, tile38-ts) PING, SET, FSET, DEL, a GET that finds a plain point and
 the searches above (rows whose ids orjson writes unescaped) run, as `{"ok":true,...,"elapsed":...}`
 bulks (errors: Python). A SET's (a deleting
-DEL's) AOF record is its request bytes, which the core accepts only in canonical RESP, i.e.
+DEL's, a changing FSET's) AOF record is its request bytes, which the core accepts only in canonical RESP, i.e.
 exactly `encode_command(argv)`, and goes through the same AofLog buffer (group commit, fsync,
 followers, AOFSHRINK's capture).
 
@@ -65,7 +67,8 @@ _core = index._core
 _execute = getattr(_core, "execute_batch", None)
 _replay = getattr(_core, "replay_batch", None)
 PING, READ, WRITE, RECORD, SEARCH, JSON = getattr(_core, "FASTPATH_MODES", (1, 2, 4, 8, 16, 32))
-NAMES = ("ping", "set", "get", "nearby", "scan", "del")  # the core's command indexes, as the table names them
+# the core's command indexes (src/core/fastpath.cpp Cmd), as the command table names them
+NAMES = ("ping", "set", "get", "nearby", "scan", "del", "fset")
 EXPIRY_MARGIN = 1.0  # seconds: NEARBY and SCAN run in C++ only while no object can expire this soon
 
 # On unless GEOSERVER_FASTPATH=0, and only with the compiled point index (the core updates it).
@@ -181,9 +184,9 @@ def advance(reader: RequestReader, end: int) -> None:
 
 
 def replayer(server: Server) -> Callable[[RequestReader], int] | None:
-    """For aof/loader.py: applies a run of plain-point SET and DEL records at the reader's position
-    into the server's dataset (as dispatch.apply_record would) and returns how many; None when
-    the fast path is off."""
+    """For aof/loader.py: applies a run of the SET, FSET and DEL records the core runs, at the
+    reader's position, into the server's dataset (as dispatch.apply_record would) and returns
+    how many; None when the fast path is off."""
     if not ENABLED or _replay is None:
         return None
 

@@ -11,6 +11,8 @@
 //                                                   (mode WRITE)
 //   SET key id FIELD name value [FIELD ...] POINT lat lon   up to MAX_FIELDS non-zero numbers,
 //                        over nothing, a plain point or a point Item without expiry (mode WRITE)
+//   FSET key id [XX] name value [name value ...]   up to MAX_FIELDS non-zero numbers, of a
+//                        plain point or an Item without expiry (mode WRITE)
 //   DEL key id           of a plain point (not a collection's last object) or a miss (mode WRITE)
 //   NEARBY key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS] POINT lat lon meters   over points only
 //   SCAN key [LIMIT n] [IDS|COUNT|OBJECTS|POINTS]   (mode SEARCH: reads, and no expiry due;
@@ -45,12 +47,12 @@ namespace py = pybind11;
 namespace geocore {
 namespace {
 
-constexpr int MAX_FIELDS = 8;  // SET's FIELD pairs run here (more: Python)
+constexpr int MAX_FIELDS = 8;  // SET's FIELD pairs, FSET's pairs run here (more: Python)
 constexpr int MAX_ARGS = 6 + 3 * MAX_FIELDS;
 constexpr size_t LONGEST_HEADER = 24;  // `*` or `$`, up to 20 digits, CRLF (as framing.py)
 
 enum Mode : int { PING = 1, READ = 2, WRITE = 4, RECORD = 8, REPLAY = 16, SEARCH = 32, JSON = 64 };
-enum Cmd : int { C_PING = 0, C_SET = 1, C_GET = 2, C_NEARBY = 3, C_SCAN = 4, C_DEL = 5, N_CMDS = 6 };
+enum Cmd : int { C_PING = 0, C_SET = 1, C_GET = 2, C_NEARBY = 3, C_SCAN = 4, C_DEL = 5, C_FSET = 6, N_CMDS = 7 };
 
 // New ids waiting for the id order at which IdList merges them (store/collection.py reads it as
 // _core.MERGE_IDS_AT): ~1 ms of SortedList inserts, so no merge holds the loop for long.
@@ -807,6 +809,21 @@ bool old_point_fields(PyObject* old, PyObject* oid, const Kinds& kinds, PyObject
     return true;
 }
 
+// Item(GeoObject("point", lat, lon, None, (lon, lat, lon, lat)), fields, None): what
+// Collection.set stores for a point with fields (empty: a Python error).
+py::object point_item(const Kinds& kinds, double lat, double lon, PyObject* fields) {
+    py::object la = py::reinterpret_steal<py::object>(PyFloat_FromDouble(lat));
+    py::object lo = py::reinterpret_steal<py::object>(PyFloat_FromDouble(lon));
+    if (!la || !lo) return {};
+    py::object bbox = py::reinterpret_steal<py::object>(PyTuple_Pack(4, lo.ptr(), la.ptr(), lo.ptr(), la.ptr()));
+    if (!bbox) return {};
+    PyObject* geo_args[] = {N.point, la.ptr(), lo.ptr(), Py_None, bbox.ptr()};
+    py::object obj = py::reinterpret_steal<py::object>(PyObject_Vectorcall(kinds.geo, geo_args, 5, nullptr));
+    if (!obj) return {};
+    PyObject* item_args[] = {obj.ptr(), fields, Py_None};
+    return py::reinterpret_steal<py::object>(PyObject_Vectorcall(kinds.item, item_args, 3, nullptr));
+}
+
 // SET key id FIELD name value [FIELD name value ...] POINT lat lon (up to MAX_FIELDS), every
 // value a non-zero number, into a collection that exists, over nothing, a plain point or a
 // point Item without expiry: Collection.set's merge (old fields, then these in order), a new
@@ -839,22 +856,78 @@ Outcome run_set_fields(const Arg* a, int argc, PyObject* collections, const Kind
         py::object value = py::reinterpret_steal<py::object>(PyFloat_FromDouble(values[f]));
         if (!name || !value || PyDict_SetItem(fields.ptr(), name.ptr(), value.ptr()) < 0) return STOP;
     }
-    py::object la = py::reinterpret_steal<py::object>(PyFloat_FromDouble(lat));
-    py::object lo = py::reinterpret_steal<py::object>(PyFloat_FromDouble(lon));
-    if (!la || !lo) return STOP;
-    py::object bbox = py::reinterpret_steal<py::object>(PyTuple_Pack(4, lo.ptr(), la.ptr(), lo.ptr(), la.ptr()));
-    if (!bbox) return STOP;
-    PyObject* geo_args[] = {N.point, la.ptr(), lo.ptr(), Py_None, bbox.ptr()};
-    py::object obj = py::reinterpret_steal<py::object>(PyObject_Vectorcall(kinds.geo, geo_args, 5, nullptr));
-    if (!obj) return STOP;
-    PyObject* item_args[] = {obj.ptr(), fields.ptr(), Py_None};
-    py::object item = py::reinterpret_steal<py::object>(PyObject_Vectorcall(kinds.item, item_args, 3, nullptr));
+    py::object item = point_item(kinds, lat, lon, fields.ptr());
     if (!item) return STOP;
     // From here the store changes; what can fail fails first (the dict entry, the pending id).
     if (old == nullptr ? !store_new(col, oid.ptr(), item.ptr()) : PyDict_SetItem(col.items, oid.ptr(), item.ptr()) < 0)
         return STOP;
     col.grid->insert_obj(oid.ptr(), lat, lon);
     col.weight += 16 + PyUnicode_GET_LENGTH(oid.ptr()) + fields_weight(fields.ptr()) - old_weight;
+    return DONE;
+}
+
+// FSET key id [XX] name value [name value ...] (up to MAX_FIELDS pairs, every value a non-zero
+// number, no RETURN) of a plain point or an Item without expiry, in a collection that exists:
+// Collection.set_field per pair in order (a value that differs counts; a new name adds
+// len(name) + 8 to the weight), applied to a copy of the fields that replaces them at the end,
+// so a failure on the way changes nothing. A plain point becomes the point Item SET would store.
+// `changed` is the reply; nothing changed: nothing stored, nothing logged (cmd_fset's dirty).
+Outcome run_fset(const Arg* a, int argc, PyObject* collections, const Kinds& kinds, Col& col,
+                 long long& changed) {
+    const int at = argc > 3 && ieq(a[3], "XX") ? 4 : 3;
+    const int npairs = (argc - at) / 2;
+    if (npairs < 1 || npairs > MAX_FIELDS || (argc - at) % 2 != 0) return STOP;
+    double values[MAX_FIELDS];
+    for (int f = 0; f < npairs; ++f) {
+        const Arg* t = a + at + 2 * f;
+        if (ieq(t[0], "RETURN") || !plain_field_name(t[0]) || !parse_field_number(t[1], values[f])) return STOP;
+    }
+    if (!col.open(collections, a[1]) || col.col == nullptr) return STOP;
+    py::object oid = py::reinterpret_steal<py::object>(text(a[2]));
+    if (!oid) return STOP;
+    PyObject* value = PyDict_GetItemWithError(col.items, oid.ptr());  // borrowed
+    if (value == nullptr) return STOP;  // a miss (XX's 0, or Python's error), or a Python error
+    const bool plain = value == kinds.plain;
+    py::object fields;
+    if (plain) {
+        fields = py::reinterpret_steal<py::object>(PyDict_New());
+    } else {
+        if (!PyObject_TypeCheck(value, reinterpret_cast<PyTypeObject*>(kinds.item))) return STOP;
+        py::object expires = py::reinterpret_steal<py::object>(PyObject_GetAttr(value, N.expires_at));
+        if (!expires || expires.ptr() != Py_None) return STOP;  // expiry: _live_item's check is Python's
+        py::object old = py::reinterpret_steal<py::object>(PyObject_GetAttr(value, N.fields));
+        if (!old || (old.ptr() != Py_None && !PyDict_CheckExact(old.ptr()))) return STOP;
+        fields = py::reinterpret_steal<py::object>(old.ptr() == Py_None ? PyDict_New() : PyDict_Copy(old.ptr()));
+    }
+    if (!fields) return STOP;
+    long long added = 0;
+    changed = 0;
+    for (int f = 0; f < npairs; ++f) {
+        py::object name = py::reinterpret_steal<py::object>(text(a[at + 2 * f]));
+        py::object number = py::reinterpret_steal<py::object>(PyFloat_FromDouble(values[f]));
+        if (!name || !number) return STOP;
+        PyObject* current = PyDict_GetItemWithError(fields.ptr(), name.ptr());  // borrowed
+        if (current == nullptr) {
+            if (PyErr_Occurred()) return STOP;
+            added += PyUnicode_GET_LENGTH(name.ptr()) + 8;
+        } else {
+            const int same = PyObject_RichCompareBool(current, number.ptr(), Py_EQ);
+            if (same < 0) return STOP;
+            if (same) continue;
+        }
+        if (PyDict_SetItem(fields.ptr(), name.ptr(), number.ptr()) < 0) return STOP;
+        ++changed;
+    }
+    if (changed == 0) return DONE;
+    if (plain) {
+        double lat, lon;
+        if (!col.grid->point_of(oid.ptr(), lat, lon)) return STOP;
+        py::object item = point_item(kinds, lat, lon, fields.ptr());
+        if (!item || PyDict_SetItem(col.items, oid.ptr(), item.ptr()) < 0) return STOP;
+    } else if (PyObject_SetAttr(value, N.fields, fields.ptr()) < 0) {
+        return STOP;
+    }
+    col.weight += added;
     return DONE;
 }
 
@@ -899,6 +972,18 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, const K
         if (!(mode & (REPLAY | JSON))) out += "+OK\r\n";
         cmd = C_SET;
         logged = true;
+        return DONE;
+    }
+    if (name.n == 4 && ieq(name, "FSET")) {
+        long long changed = 0;
+        if (!(mode & (WRITE | REPLAY)) || run_fset(a, argc, collections, kinds, col, changed) != DONE) return STOP;
+        if (!(mode & (REPLAY | JSON))) {
+            out += ':';
+            out += std::to_string(changed);
+            out += "\r\n";
+        }
+        cmd = C_FSET;
+        logged = changed > 0;
         return DONE;
     }
     if (name.n == 6 && ieq(name, "NEARBY")) {
@@ -1004,7 +1089,7 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, const K
 // execute_batch(buf, start, collections, plain, mode, max_args, max_bulk, max_request, budget,
 // counts) -> (end, replies, aof, last, done): `end` is where Python's framing resumes (== start:
 // nothing was done), `replies` the RESP replies of the requests done, `aof` their records (mode
-// RECORD), `last` the last command's index (PING, SET, GET, NEARBY, SCAN, DEL; -1: none), `done` how
+// RECORD), `last` the last command's index (PING, SET, GET, NEARBY, SCAN, DEL, FSET; -1: none), `done` how
 // many requests ran; each is counted into `counts` (metrics.CoreCounts' bytearray, or None).
 // Stops once the replies reach `budget` bytes.
 py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py::handle kinds_tuple, int mode,
@@ -1035,7 +1120,7 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
         size_t next = 0;
         if (!parse_request(data, pos, end, lim, args, argc, next)) break;
         int cmd = -1;
-        bool logged = false;  // its record goes to the AOF (a SET, a DEL that deleted)
+        bool logged = false;  // its record goes to the AOF (a SET, a DEL that deleted, an FSET that changed)
         const size_t mark = out.size();
         Outcome done = STOP;
         fields.clear();
@@ -1079,8 +1164,8 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
     return result;
 }
 
-// replay_batch(buf, start, collections, plain) -> (end, records): AOF replay (at start-up only:
-// aof/loader.py) of a run of plain `SET key id POINT lat lon` and `DEL key id` records into
+// replay_batch(buf, start, collections, kinds) -> (end, records): AOF replay (at start-up only:
+// aof/loader.py) of a run of the writes execute_batch runs (SET of points, FSET, DEL) into
 // existing collections, as dispatch.apply_record would apply them; stops at the first other one.
 py::tuple replay_batch(py::handle buf, size_t start, py::handle collections, py::handle kinds) {
     constexpr size_t HUGE = size_t{1} << 40;  // the AOF holds what was acknowledged: no limits

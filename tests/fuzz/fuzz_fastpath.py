@@ -6,10 +6,11 @@ does (fastpath.run first, then the reader and the command table for what the cor
 other only through the command table. Both get the same byte stream in the same pieces. The
 stream is either the input's own bytes (first byte 0 mod 4) or a program read from the input:
 the hot forms (`SET key id POINT lat lon`, `GET key id [POINT]`, `PING`, `NEARBY key [LIMIT n]
-IDS|COUNT POINT lat lon meters`) and their near misses (other casings, options, FIELD / EX,
-STRING, other NEARBY outputs and options, non-canonical RESP, inline lines, numbers Python
-refuses or prints differently, binary and 64 KB ids, new keys), under the default or tiny limits
-and with a reply budget per fastpath.run call from none to unbounded.
+IDS|COUNT POINT lat lon meters`, `FSET key id [XX] name value ...`) and their near misses (other
+casings, options, FIELD / EX, RETURN, STRING, other NEARBY outputs and options, non-canonical
+RESP, inline lines, numbers Python refuses or prints differently, binary and 64 KB ids, new
+keys), under the default or tiny limits and with a reply budget per fastpath.run call from none
+to unbounded.
 Invariants: the core never crashes, and after every piece the replies so far, the AOF records
 and at the end the datasets are byte-identical; so a request over a limit is refused by both.
 
@@ -73,7 +74,7 @@ def request(d: fuzzkit.Data) -> bytes:
     key, oid = d.pick(KEYS), d.pick(IDS)
     set_ = d.pick((b"SET", b"set", b"Set", b"SeT"))
     point = d.pick((b"POINT", b"point", b"Point"))
-    r = d.below(24)
+    r = d.below(25)
     if r < 8:
         args = [set_, key, oid, point, number(d), number(d)]
     elif r < 11:
@@ -103,6 +104,10 @@ def request(d: fuzzkit.Data) -> bytes:
                 d.pick(METERS) if d.below(3) else number(d)]
         if r == 22:
             args.insert(2, d.pick((b"CURSOR", b"MATCH", b"DISTANCE", b"SPARSE")))
+    elif r == 23:  # FSET [XX] name value ... (the core takes up to 8 non-zero numbers), RETURN
+        pairs = [[d.pick((*FIELD_NAMES, b"XX", b"RETURN")), number(d)] for _ in range(1 + d.below(10))]
+        args = [d.pick((b"FSET", b"fset")), key, oid, *([b"XX"] if d.below(4) == 0 else []),
+                *(a for pair in pairs for a in pair), *([b"RETURN", point] if d.below(8) == 0 else [])]
     else:  # a few raw bytes: broken framing in the middle of a batch
         return d.take(d.below(12))
     return resp(args)

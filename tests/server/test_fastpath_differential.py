@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 from geoserver import fastpath
-from geoserver.store.collection import PLAIN
+from geoserver.store.collection import PLAIN, Item
 from geoserver.store.collection import STORE_KINDS as KINDS
 from geoserver.store.database import Database
 from helpers import GeoServer, wait_until
@@ -57,6 +57,22 @@ def field_options(rng: random.Random, clean: bool = False) -> list[str]:
     return out
 
 
+def fset_options(rng: random.Random, clean: bool = False) -> list[str]:
+    """FSET's `[XX] name value ...`: 1-8 pairs the core runs (all, when `clean`), with the near
+    misses that are Python's (zero, strings, JSON, reserved names, a ninth pair, RETURN, odd arity)."""
+    out = ["XX"] if rng.random() < 0.2 else []
+    clean_names, clean_values = [*FIELD_NAMES[:5], "x" * 40], FIELD_VALUES[:6] + FIELD_VALUES[-2:]
+    for _ in range(rng.choice([1, 1, 2, 3, 8] if clean else [1, 1, 2, 3, 8, 9])):
+        if clean:
+            out += [rng.choice(clean_names), rng.choice(clean_values)]
+        else:
+            out += [rng.choice([*FIELD_NAMES, "XX", "return"]),
+                    rng.choice(FIELD_VALUES[:4] * 4 + FIELD_VALUES)]
+    if not clean and rng.random() < 0.1:
+        out += rng.choice([["RETURN", "POINT"], ["speed"], []])
+    return out
+
+
 def random_request(rng: random.Random) -> bytes:
     key, oid = rng.choice(KEYS), rng.choice(IDS)
     lat = rng.choice([*NUMS, repr(rng.uniform(-90, 90)), repr(rng.uniform(33, 33.01))])
@@ -76,7 +92,7 @@ def random_request(rng: random.Random) -> bytes:
     if r < 0.47:
         return enc("EXPIRE", key, oid, 100)
     if r < 0.49:
-        return enc("FSET", key, oid, rng.choice(["speed", "heading"]), rng.choice(["0", "5", "x"]))
+        return enc("FSET", key, oid, *fset_options(rng))
     if r < 0.62:
         return enc("GET", key, oid)
     if r < 0.70:
@@ -360,6 +376,9 @@ def test_replay_of_plain_sets_matches_the_python_loader(tmp_path):
             pairs = [("FIELD", rng.choice("fgh"), rng.choice([i, 0, 1.5, "x"]))
                      for _ in range(rng.randrange(3))]
             records.append(enc("SET", "fleet", oid, "FIELD", "f", i, *chain(*pairs), "POINT", 1, 2))
+        elif r < 0.87:  # FSET of a plain point, an item with fields, a miss, a string
+            records.append(enc("FSET", "fleet", oid, "f", rng.choice([i, 0, 1.5, "x"]),
+                               *rng.choice([[], ["g", 2], ["f", i]])))
         elif r < 0.9:  # a plain point, a miss, another kind, or a small key's last object
             records.append(enc(rng.choice(["DEL", "del"]), rng.choice(["fleet", "fleet", f"k{i % 7}"]), oid))
         elif r < 0.95:
@@ -385,12 +404,13 @@ def test_replay_of_plain_sets_matches_the_python_loader(tmp_path):
 
 
 @pytest.mark.parametrize("seed", range(3))
-def test_set_with_fields_matches_cmd_set_in_process(seed):
-    """SET ... FIELD ... POINT in the core against commands/keys.py cmd_set on a twin database:
-    over nothing, plain points, items with fields (merged), with z, with an expiry, strings;
-    the stored items, the id order and the weight must be the same, and most must run in C++."""
+def test_set_and_fset_with_fields_match_the_command_table_in_process(seed):
+    """SET ... FIELD ... POINT and FSET in the core against commands/keys.py cmd_set and
+    cmd_fset on a twin database: over nothing, plain points, items with fields (merged), with z,
+    with an expiry, strings; every reply and AOF record the core gives, the stored items, the id
+    order and the weight must be the command table's, and most must run in C++."""
     from geoserver.commands.base import Ctx
-    from geoserver.commands.keys import cmd_set
+    from geoserver.commands.keys import cmd_fset, cmd_set
     from geoserver.config import ServerConfig
     from geoserver.errors import CommandError
 
@@ -404,27 +424,34 @@ def test_set_with_fields_matches_cmd_set_in_process(seed):
     shapes = [[b"POINT", b"1", b"2"], [b"POINT", b"1", b"2", b"3"], [b"STRING", b"s"],
               [b"EX", b"1000", b"FIELD", b"f", b"1", b"POINT", b"1", b"2"],
               [b"BOUNDS", b"1", b"1", b"2", b"2"], [b"FIELD", b"f", b"0", b"POINT", b"1", b"2"]]
-    ran = 0
-    for _ in range(3000):
+    ran = {b"SET": 0, b"FSET": 0}
+    for _ in range(4000):
         oid = b"id%d" % rng.randrange(300)
         r = rng.random()
-        if r < 0.7:
+        if r < 0.5:
             fields = field_options(rng, clean=rng.random() < 0.7)
             argv = [b"SET", b"k", oid, *(w.encode() for w in fields), b"POINT",
                     repr(rng.uniform(-90, 90)).encode(), repr(rng.uniform(-180, 180)).encode()]
-        else:  # what the fast SET meets: plain points, z, an expiry, a string, a shape
+        elif r < 0.75:
+            argv = [b"FSET", b"k", oid, *(w.encode() for w in fset_options(rng, clean=rng.random() < 0.7))]
+        else:  # what the fast SET and FSET meet: plain points, z, an expiry, a string, a shape
             argv = [b"SET", b"k", oid, *rng.choice(shapes)]
-        end, got, *_ = fastpath._execute(bytearray(enc(*argv)), 0, twins[0][0].collections, KINDS,
-                                         fastpath.WRITE, 40, 1000, 10000, 1 << 30, None)
-        if end:
-            ran += 1
-            assert got == b"+OK\r\n", argv
+        mode = fastpath.WRITE | fastpath.RECORD
+        end, got, aof, *_ = fastpath._execute(bytearray(enc(*argv)), 0, twins[0][0].collections, KINDS,
+                                              mode, 40, 1000, 10000, 1 << 30, None)
+        replies = []
         for _db, ctx in twins[bool(end):]:
+            ctx.dirty = False
             try:
-                cmd_set(ctx, argv)
+                replies.append((cmd_set if argv[0] == b"SET" else cmd_fset)(ctx, argv))
             except CommandError:  # Python's to answer (the core stopped): both twins skip it
                 assert not end, argv
-    assert ran > 600  # the numeric FIELD forms ran in the core
+                continue
+            if end:  # the core's reply and AOF record are the command table's
+                assert got == (b"+OK\r\n" if argv[0] == b"SET" else b":%d\r\n" % replies[0]), argv
+                assert aof == (enc(*(ctx.record or argv)) if ctx.dirty else b""), argv
+        ran[argv[0]] += bool(end)
+    assert ran[b"SET"] > 500 and ran[b"FSET"] > 250, ran  # the numeric forms ran in the core
     fast, slow = (db.collections["k"] for db, _ in twins)
     assert list(fast.items) == list(slow.items) and fast.weight == slow.weight
     for oid in slow.items:
@@ -432,8 +459,11 @@ def test_set_with_fields_matches_cmd_set_in_process(seed):
         if b is PLAIN or a is PLAIN:
             assert a is b, oid
             continue
-        assert (type(a), a.fields, list(a.fields or ()), a.expires_at) == \
-            (type(b), b.fields, list(b.fields or ()), b.expires_at), oid
+        # an FSET of a plain point stores Python's PointItem (an Item that stored itself), the
+        # core's an Item: the same value
+        assert isinstance(a, Item) and isinstance(b, Item), oid
+        assert (a.fields, list(a.fields or ()), a.expires_at) == \
+            (b.fields, list(b.fields or ()), b.expires_at), oid
         assert (a.obj.kind, a.obj.lat, a.obj.lon, a.obj.z, a.obj.bbox, a.obj.text) == \
             (b.obj.kind, b.obj.lat, b.obj.lon, b.obj.z, b.obj.bbox, b.obj.text), oid
         assert fast.points.point(oid) == slow.points.point(oid)
