@@ -126,6 +126,17 @@ bool ieq(const Arg& a, const char* word) {
     return true;
 }
 
+// Moves q past an exponent `[eE][+-]?[0-9]+` when one starts there; false for an `e` without
+// digits (the number's form is then not one Python reads as this file does).
+bool skip_exponent(const char*& q, const char* e) {
+    if (q == e || (*q != 'e' && *q != 'E')) return true;
+    ++q;
+    if (q < e && (*q == '+' || *q == '-')) ++q;
+    const char* exp = q;
+    while (q < e && *q >= '0' && *q <= '9') ++q;
+    return q != exp;
+}
+
 // float(token) for the plain decimal forms ([+-]digits[.digits][e[+-]digits]), finite only;
 // anything else (spaces, `_`, inf, nan, hex) is left to Python's parse_float.
 bool parse_num(const Arg& a, double& out) {
@@ -144,14 +155,7 @@ bool parse_num(const Arg& a, double& out) {
         mantissa += static_cast<size_t>(q - frac);
     }
     if (mantissa == 0) return false;
-    if (q < e && (*q == 'e' || *q == 'E')) {
-        ++q;
-        if (q < e && (*q == '+' || *q == '-')) ++q;
-        const char* exp = q;
-        while (q < e && *q >= '0' && *q <= '9') ++q;
-        if (q == exp) return false;
-    }
-    if (q != e) return false;
+    if (!skip_exponent(q, e) || q != e) return false;
     const char* from = *s == '+' ? s + 1 : s;  // from_chars takes no '+'
     const auto r = std::from_chars(from, e, out, std::chars_format::general);
     if (r.ec != std::errc() || r.ptr != e) return false;
@@ -749,14 +753,7 @@ bool parse_field_number(const Arg& a, double& out) {
         while (q < e && *q >= '0' && *q <= '9') ++q;
         if (q == frac) return false;
     }
-    if (q < e && (*q == 'e' || *q == 'E')) {
-        ++q;
-        if (q < e && (*q == '+' || *q == '-')) ++q;
-        const char* exp = q;
-        while (q < e && *q >= '0' && *q <= '9') ++q;
-        if (q == exp) return false;
-    }
-    if (q != e) return false;
+    if (!skip_exponent(q, e) || q != e) return false;
     const auto r = std::from_chars(a.p, e, out, std::chars_format::general);
     return r.ec == std::errc() && r.ptr == e && std::isfinite(out) && out != 0.0;
 }
