@@ -1086,8 +1086,8 @@ Outcome run_one(const Arg* a, int argc, int mode, PyObject* collections, const K
 // execute_batch(buf, start, collections, plain, mode, max_args, max_bulk, max_request, budget,
 // counts) -> (end, replies, aof, last, done): `end` is where Python's framing resumes (== start:
 // nothing was done), `replies` the RESP replies of the requests done, `aof` their records (mode
-// RECORD), `last` the last command's index (PING, SET, GET, NEARBY, SCAN, DEL, FSET; -1: none), `done` how
-// many requests ran; each is counted into `counts` (metrics.CoreCounts' bytearray, or None).
+// RECORD), `last` the last command's index (PING, SET, GET, NEARBY, SCAN, DEL, FSET; -1: none),
+// `done` how many requests ran; each is counted into `counts` (metrics.CoreCounts' bytearray, or None).
 // Stops once the replies reach `budget` bytes.
 py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py::handle kinds_tuple, int mode,
                         size_t max_args, size_t max_bulk, size_t max_request, size_t budget,
@@ -1117,7 +1117,7 @@ py::tuple execute_batch(py::handle buf, size_t start, py::handle collections, py
         size_t next = 0;
         if (!parse_request(data, pos, end, lim, args, argc, next)) break;
         int cmd = -1;
-        bool logged = false;  // its record goes to the AOF (a SET, a DEL that deleted, an FSET that changed)
+        bool logged = false;  // its record goes to the AOF (a SET, a DEL that deleted, a changing FSET)
         const size_t mark = out.size();
         Outcome done = STOP;
         fields.clear();
