@@ -441,7 +441,7 @@ def test_set_and_fset_with_fields_match_the_command_table_in_process(seed):
                                               mode, 40, 1000, 10000, 1 << 30, None)
         replies = []
         for _db, ctx in twins[bool(end):]:
-            ctx.dirty = False
+            ctx.dirty, ctx.record = False, None  # per command, as dispatch makes a Ctx per request
             try:
                 replies.append((cmd_set if argv[0] == b"SET" else cmd_fset)(ctx, argv))
             except CommandError:  # Python's to answer (the core stopped): both twins skip it
