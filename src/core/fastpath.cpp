@@ -772,21 +772,35 @@ long long fields_weight(PyObject* fields) {
     return w;
 }
 
+// The fields of a stored value the fast path may change: None for a plain point, else those
+// of an Item without expiry whose fields are None or a dict (a new reference). Empty for
+// anything else, Python's case (expiry is _live_item's and Collection.set's to judge).
+py::object lasting_fields(PyObject* value, const Kinds& kinds) {
+    if (value == kinds.plain) return py::none();
+    if (!PyObject_TypeCheck(value, reinterpret_cast<PyTypeObject*>(kinds.item))) return {};
+    py::object expires = py::reinterpret_steal<py::object>(PyObject_GetAttr(value, N.expires_at));
+    if (!expires || expires.ptr() != Py_None) return {};
+    py::object fields = py::reinterpret_steal<py::object>(PyObject_GetAttr(value, N.fields));
+    if (!fields || (fields.ptr() != Py_None && !PyDict_CheckExact(fields.ptr()))) return {};
+    return fields;
+}
+
+// A new dict with `fields` (None: empty) to change and store in place of them.
+py::object copy_fields(const py::object& fields) {
+    return py::reinterpret_steal<py::object>(fields.ptr() == Py_None ? PyDict_New() : PyDict_Copy(fields.ptr()));
+}
+
 // What Collection.set keeps of an id's old value when a point with fields replaces it: its
-// fields (a new reference, or None) and the weight _unindex takes off. False: Python's case
-// (an Item with expiry, or not a point; a Python error).
-bool old_point_fields(PyObject* old, PyObject* oid, const Kinds& kinds, PyObject*& fields, long long& weight) {
+// fields (lasting_fields) and the weight _unindex takes off. False: Python's case (an Item
+// with expiry, or not a point; a Python error).
+bool old_point_fields(PyObject* old, PyObject* oid, const Kinds& kinds, py::object& fields, long long& weight) {
     const long long id_weight = PyUnicode_GET_LENGTH(oid);
+    fields = lasting_fields(old, kinds);
+    if (!fields) return false;
     if (old == kinds.plain) {
-        fields = Py_NewRef(Py_None);
         weight = 16 + id_weight;
         return true;
     }
-    if (!PyObject_TypeCheck(old, reinterpret_cast<PyTypeObject*>(kinds.item))) return false;
-    PyObject* expires = PyObject_GetAttr(old, N.expires_at);
-    const bool lasting = expires == Py_None;
-    Py_XDECREF(expires);
-    if (!lasting) return false;
     PyObject* obj = PyObject_GetAttr(old, N.obj);
     PyObject* kind = obj ? PyObject_GetAttr(obj, N.kind) : nullptr;
     PyObject* z = kind ? PyObject_GetAttr(obj, N.z) : nullptr;
@@ -795,13 +809,8 @@ bool old_point_fields(PyObject* old, PyObject* oid, const Kinds& kinds, PyObject
     Py_XDECREF(obj);
     Py_XDECREF(kind);
     Py_XDECREF(z);
-    if (!point) return false;
-    fields = PyObject_GetAttr(old, N.fields);
-    const long long fw = fields ? fields_weight(fields) : -1;
-    if (fw < 0) {
-        Py_CLEAR(fields);
-        return false;
-    }
+    const long long fw = point ? fields_weight(fields.ptr()) : -1;
+    if (fw < 0) return false;
     weight = obj_weight + id_weight + fw;
     return true;
 }
@@ -841,12 +850,10 @@ Outcome run_set_fields(const Arg* a, int argc, PyObject* collections, const Kind
     if (!oid) return STOP;
     PyObject* old = PyDict_GetItemWithError(col.items, oid.ptr());  // borrowed
     if (old == nullptr && PyErr_Occurred()) return STOP;
-    PyObject* had = nullptr;
+    py::object old_fields = py::none();
     long long old_weight = 0;
-    if (old != nullptr && !old_point_fields(old, oid.ptr(), kinds, had, old_weight)) return STOP;
-    py::object old_fields = py::reinterpret_steal<py::object>(had);
-    py::object fields = py::reinterpret_steal<py::object>(
-        old_fields && old_fields.ptr() != Py_None ? PyDict_Copy(old_fields.ptr()) : PyDict_New());
+    if (old != nullptr && !old_point_fields(old, oid.ptr(), kinds, old_fields, old_weight)) return STOP;
+    py::object fields = copy_fields(old_fields);
     if (!fields) return STOP;
     for (int f = 0; f < nfields; ++f) {
         py::object name = py::reinterpret_steal<py::object>(text(a[4 + 3 * f]));
@@ -884,18 +891,9 @@ Outcome run_fset(const Arg* a, int argc, PyObject* collections, const Kinds& kin
     if (!oid) return STOP;
     PyObject* value = PyDict_GetItemWithError(col.items, oid.ptr());  // borrowed
     if (value == nullptr) return STOP;  // a miss (XX's 0, or Python's error), or a Python error
-    const bool plain = value == kinds.plain;
-    py::object fields;
-    if (plain) {
-        fields = py::reinterpret_steal<py::object>(PyDict_New());
-    } else {
-        if (!PyObject_TypeCheck(value, reinterpret_cast<PyTypeObject*>(kinds.item))) return STOP;
-        py::object expires = py::reinterpret_steal<py::object>(PyObject_GetAttr(value, N.expires_at));
-        if (!expires || expires.ptr() != Py_None) return STOP;  // expiry: _live_item's check is Python's
-        py::object old = py::reinterpret_steal<py::object>(PyObject_GetAttr(value, N.fields));
-        if (!old || (old.ptr() != Py_None && !PyDict_CheckExact(old.ptr()))) return STOP;
-        fields = py::reinterpret_steal<py::object>(old.ptr() == Py_None ? PyDict_New() : PyDict_Copy(old.ptr()));
-    }
+    const py::object old = lasting_fields(value, kinds);
+    if (!old) return STOP;
+    py::object fields = copy_fields(old);
     if (!fields) return STOP;
     long long added = 0;
     changed = 0;
@@ -916,7 +914,7 @@ Outcome run_fset(const Arg* a, int argc, PyObject* collections, const Kinds& kin
         ++changed;
     }
     if (changed == 0) return DONE;
-    if (plain) {
+    if (value == kinds.plain) {
         double lat, lon;
         if (!col.grid->point_of(oid.ptr(), lat, lon)) return STOP;
         py::object item = point_item(kinds, lat, lon, fields.ptr());
