@@ -407,8 +407,9 @@ def test_replay_of_plain_sets_matches_the_python_loader(tmp_path):
 def test_set_and_fset_with_fields_match_the_command_table_in_process(seed):
     """SET ... FIELD ... POINT and FSET in the core against commands/keys.py cmd_set and
     cmd_fset on a twin database: over nothing, plain points, items with fields (merged), with z,
-    with an expiry, strings; every reply and AOF record the core gives, the stored items, the id
-    order and the weight must be the command table's, and most must run in C++."""
+    with an expiry (also expired and not yet swept), strings; every reply and AOF record the
+    core gives, the stored items, the id order and the weight must be the command table's, and
+    most must run in C++."""
     from geoserver.commands.base import Ctx
     from geoserver.commands.keys import cmd_fset, cmd_set
     from geoserver.config import ServerConfig
@@ -423,9 +424,12 @@ def test_set_and_fset_with_fields_match_the_command_table_in_process(seed):
         twins.append((db, Ctx(server, object(), False, now, db)))  # type: ignore[arg-type]
     shapes = [[b"POINT", b"1", b"2"], [b"POINT", b"1", b"2", b"3"], [b"STRING", b"s"],
               [b"EX", b"1000", b"FIELD", b"f", b"1", b"POINT", b"1", b"2"],
-              [b"BOUNDS", b"1", b"1", b"2", b"2"], [b"FIELD", b"f", b"0", b"POINT", b"1", b"2"]]
+              [b"BOUNDS", b"1", b"1", b"2", b"2"], [b"FIELD", b"f", b"0", b"POINT", b"1", b"2"],
+              [b"EX", b"5", b"FIELD", b"g", b"2", b"POINT", b"1", b"2"]]  # expired, not swept, 5 steps on
     ran = {b"SET": 0, b"FSET": 0}
-    for _ in range(4000):
+    for step in range(4000):
+        for _db, ctx in twins:  # the clock moves a second a step: EX 5 objects expire, unswept
+            ctx.now = now + step
         oid = b"id%d" % rng.randrange(300)
         r = rng.random()
         if r < 0.5:
